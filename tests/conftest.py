@@ -1,0 +1,73 @@
+"""Shared fixtures: a real Kafka broker (started lazily, once per session) and a real OTLP receiver."""
+
+from __future__ import annotations
+
+import os
+import sys
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+# `tests.support` must resolve to this checkout even when the package is installed from elsewhere.
+_ROOT = str(Path(__file__).resolve().parent.parent)
+if _ROOT not in sys.path:
+    sys.path.insert(0, _ROOT)
+
+from tests.support.kafka_broker import Broker, create_topic, start_broker  # noqa: E402
+from tests.support.otlp_receiver import OtlpReceiver  # noqa: E402
+
+KAFKA_ENV = "L7SCOPE_KAFKA_BOOTSTRAP"
+_KAFKA_FIXTURES = {"kafka_bootstrap", "kafka_broker", "kafka_topic"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    # Anything that asks for Kafka gets the `kafka` marker, so `-m "not kafka"` leaves the JVM alone.
+    for item in items:
+        if _KAFKA_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.kafka)
+
+
+@pytest.fixture(scope="session")
+def kafka_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker]:
+    """Our own broker child process, which a test may pause, kill or restart."""
+    if os.environ.get(KAFKA_ENV):
+        pytest.skip(f"{KAFKA_ENV} points at an external cluster, which tests cannot pause or restart")
+    broker = start_broker(work_dir=tmp_path_factory.mktemp("kafka"))
+    try:
+        yield broker
+    finally:
+        broker.stop()
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap(request: pytest.FixtureRequest) -> str:
+    """"host:port" of a Kafka cluster: $L7SCOPE_KAFKA_BOOTSTRAP, else a broker started for this session."""
+    external = os.environ.get(KAFKA_ENV)
+    if external:
+        return external
+    broker: Broker = request.getfixturevalue("kafka_broker")
+    return broker.bootstrap
+
+
+@pytest.fixture
+def kafka_topic(kafka_bootstrap: str) -> Callable[..., str]:
+    """Factory: `kafka_topic(partitions=4)` creates a fresh uniquely named topic and returns its name."""
+
+    def make(partitions: int = 4, prefix: str = "t") -> str:
+        name = f"{prefix}-{uuid.uuid4().hex[:12]}"
+        create_topic(kafka_bootstrap, name, partitions)
+        return name
+
+    return make
+
+
+@pytest.fixture
+def otlp_receiver() -> Iterator[OtlpReceiver]:
+    """A fresh OTLP receiver (gRPC and HTTP on 127.0.0.1) for one test."""
+    receiver = OtlpReceiver().start()
+    try:
+        yield receiver
+    finally:
+        receiver.stop()

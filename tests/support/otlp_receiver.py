@@ -1,0 +1,310 @@
+"""A real OTLP receiver for tests: gRPC (TraceService, MetricsService) and HTTP/protobuf on 127.0.0.1.
+
+Every decoded export request is kept in a thread-safe list; `spans()` and `metric_points()` flatten
+them into plain dicts that assertions can compare without protobuf knowledge.
+"""
+
+from __future__ import annotations
+
+import gzip
+import threading
+import time
+import zlib
+from collections.abc import Callable
+from concurrent import futures
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import grpc
+from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2, metrics_service_pb2_grpc
+from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue
+from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
+
+ExportTraceRequest = trace_service_pb2.ExportTraceServiceRequest
+ExportMetricsRequest = metrics_service_pb2.ExportMetricsServiceRequest
+
+_SPAN_KINDS = {
+    Span.SPAN_KIND_UNSPECIFIED: "UNSPECIFIED",
+    Span.SPAN_KIND_INTERNAL: "INTERNAL",
+    Span.SPAN_KIND_SERVER: "SERVER",
+    Span.SPAN_KIND_CLIENT: "CLIENT",
+    Span.SPAN_KIND_PRODUCER: "PRODUCER",
+    Span.SPAN_KIND_CONSUMER: "CONSUMER",
+}
+_STATUS = {Status.STATUS_CODE_UNSET: "UNSET", Status.STATUS_CODE_OK: "OK", Status.STATUS_CODE_ERROR: "ERROR"}
+
+
+def any_value(v: AnyValue) -> Any:
+    """An OTLP AnyValue as the Python value it carries."""
+    which = v.WhichOneof("value")
+    if which is None:
+        return None
+    if which == "array_value":
+        return [any_value(x) for x in v.array_value.values]
+    if which == "kvlist_value":
+        return attributes(v.kvlist_value.values)
+    return getattr(v, which)
+
+
+def attributes(kvs: Any) -> dict[str, Any]:
+    return {kv.key: any_value(kv.value) for kv in kvs}
+
+
+def flatten_spans(requests: list[ExportTraceRequest]) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    for req in requests:
+        for rs in req.resource_spans:
+            resource = attributes(rs.resource.attributes)
+            for ss in rs.scope_spans:
+                for s in ss.spans:
+                    out.append({
+                        "name": s.name,
+                        "kind": _SPAN_KINDS.get(s.kind, str(s.kind)),
+                        "trace_id": s.trace_id.hex(),
+                        "span_id": s.span_id.hex(),
+                        "parent_span_id": s.parent_span_id.hex(),
+                        "start_ns": s.start_time_unix_nano,
+                        "end_ns": s.end_time_unix_nano,
+                        "status": _STATUS.get(s.status.code, str(s.status.code)),
+                        "status_message": s.status.message,
+                        "attributes": attributes(s.attributes),
+                        "events": [e.name for e in s.events],
+                        "resource": resource,
+                        "scope": ss.scope.name,
+                    })  # fmt: skip
+    return out
+
+
+def _points(metric: Any) -> tuple[str, list[dict[str, Any]]]:
+    kind = metric.WhichOneof("data") or ""
+    data = getattr(metric, kind) if kind else None
+    points: list[dict[str, Any]] = []
+    for p in getattr(data, "data_points", ()):
+        point: dict[str, Any] = {
+            "attributes": attributes(p.attributes),
+            "start_ns": p.start_time_unix_nano,
+            "time_ns": p.time_unix_nano,
+        }
+        if kind in ("gauge", "sum"):
+            point["value"] = p.as_double if p.WhichOneof("value") == "as_double" else p.as_int
+        elif kind == "histogram":
+            point.update(
+                count=p.count, sum=p.sum, bucket_counts=list(p.bucket_counts),
+                explicit_bounds=list(p.explicit_bounds),
+                min=p.min if p.HasField("min") else None, max=p.max if p.HasField("max") else None,
+            )  # fmt: skip
+        elif kind == "exponential_histogram":
+            point.update(count=p.count, sum=p.sum, scale=p.scale, zero_count=p.zero_count)
+        elif kind == "summary":
+            point.update(count=p.count, sum=p.sum)
+        points.append(point)
+    return kind, points
+
+
+def flatten_metrics(requests: list[ExportMetricsRequest]) -> list[dict[str, Any]]:
+    """One dict per metric per export: name, kind, unit, resource, scope and its data points."""
+    out: list[dict[str, Any]] = []
+    for req in requests:
+        for rm in req.resource_metrics:
+            resource = attributes(rm.resource.attributes)
+            for sm in rm.scope_metrics:
+                for m in sm.metrics:
+                    kind, points = _points(m)
+                    out.append({
+                        "name": m.name, "kind": kind, "unit": m.unit, "description": m.description,
+                        "resource": resource, "scope": sm.scope.name, "points": points,
+                    })  # fmt: skip
+    return out
+
+
+class _TraceService(trace_service_pb2_grpc.TraceServiceServicer):
+    def __init__(self, sink: Callable[[ExportTraceRequest, str], None]) -> None:
+        self._sink = sink
+
+    def Export(self, request: ExportTraceRequest, context: grpc.ServicerContext) -> Any:  # noqa: N802
+        self._sink(request, "grpc")
+        return trace_service_pb2.ExportTraceServiceResponse()
+
+
+class _MetricsService(metrics_service_pb2_grpc.MetricsServiceServicer):
+    def __init__(self, sink: Callable[[ExportMetricsRequest, str], None]) -> None:
+        self._sink = sink
+
+    def Export(self, request: ExportMetricsRequest, context: grpc.ServicerContext) -> Any:  # noqa: N802
+        self._sink(request, "grpc")
+        return metrics_service_pb2.ExportMetricsServiceResponse()
+
+
+def _decode_body(body: bytes, encoding: str) -> bytes:
+    if encoding == "gzip":
+        return gzip.decompress(body)
+    if encoding == "deflate":
+        return zlib.decompress(body)
+    return body
+
+
+class OtlpReceiver:
+    """Collects OTLP exports; `start()` binds both servers on 127.0.0.1, `stop()` shuts them down."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self.trace_requests: list[ExportTraceRequest] = []
+        self.metric_requests: list[ExportMetricsRequest] = []
+        self.transports: list[str] = []  # "grpc" or "http" per request received, in arrival order
+        self.grpc_port = 0
+        self.http_port = 0
+        self._grpc: grpc.Server | None = None
+        self._http: ThreadingHTTPServer | None = None
+        self._http_thread: threading.Thread | None = None
+
+    # -- endpoints -------------------------------------------------------------------------------
+    @property
+    def grpc_endpoint(self) -> str:
+        return f"127.0.0.1:{self.grpc_port}"
+
+    @property
+    def http_endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}"
+
+    @property
+    def http_traces_url(self) -> str:
+        return f"{self.http_endpoint}/v1/traces"
+
+    @property
+    def http_metrics_url(self) -> str:
+        return f"{self.http_endpoint}/v1/metrics"
+
+    # -- collection ------------------------------------------------------------------------------
+    def _add_traces(self, req: ExportTraceRequest, transport: str) -> None:
+        with self._cond:
+            self.trace_requests.append(req)
+            self.transports.append(transport)
+            self._cond.notify_all()
+
+    def _add_metrics(self, req: ExportMetricsRequest, transport: str) -> None:
+        with self._cond:
+            self.metric_requests.append(req)
+            self.transports.append(transport)
+            self._cond.notify_all()
+
+    def spans(self) -> list[dict[str, Any]]:
+        with self._cond:
+            reqs = list(self.trace_requests)
+        return flatten_spans(reqs)
+
+    def metrics(self) -> list[dict[str, Any]]:
+        with self._cond:
+            reqs = list(self.metric_requests)
+        return flatten_metrics(reqs)
+
+    def metric_points(self, name: str) -> list[dict[str, Any]]:
+        """Every data point received for metric `name`, each with the metric's kind and unit added."""
+        return [
+            {"name": m["name"], "kind": m["kind"], "unit": m["unit"], **p}
+            for m in self.metrics()
+            if m["name"] == name
+            for p in m["points"]
+        ]
+
+    def clear(self) -> None:
+        with self._cond:
+            self.trace_requests.clear()
+            self.metric_requests.clear()
+            self.transports.clear()
+
+    def _wait(self, done: Callable[[], bool], timeout_s: float) -> bool:
+        deadline = time.monotonic() + timeout_s
+        with self._cond:
+            while not done():
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._cond.wait(left)
+        return True
+
+    def wait_for_spans(self, count: int = 1, timeout_s: float = 10.0) -> list[dict[str, Any]]:
+        """Block until at least `count` spans arrived; returns them (fewer only on timeout)."""
+        self._wait(lambda: sum(len(flatten_spans([r])) for r in self.trace_requests) >= count, timeout_s)
+        return self.spans()
+
+    def wait_for_metric(self, name: str, timeout_s: float = 10.0) -> list[dict[str, Any]]:
+        """Block until a data point of metric `name` arrived; returns its points ([] on timeout)."""
+        self._wait(
+            lambda: any(m["name"] == name and m["points"] for m in flatten_metrics(self.metric_requests)),
+            timeout_s,
+        )
+        return self.metric_points(name)
+
+    # -- lifecycle -------------------------------------------------------------------------------
+    def start(self) -> OtlpReceiver:
+        server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
+        trace_service_pb2_grpc.add_TraceServiceServicer_to_server(_TraceService(self._add_traces), server)
+        metrics_service_pb2_grpc.add_MetricsServiceServicer_to_server(
+            _MetricsService(self._add_metrics), server
+        )
+        self.grpc_port = server.add_insecure_port("127.0.0.1:0")
+        server.start()
+        self._grpc = server
+
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+                pass  # keep test output quiet
+
+            def do_POST(self) -> None:  # noqa: N802
+                length = int(self.headers.get("Content-Length") or 0)
+                raw = self.rfile.read(length)
+                try:
+                    body = _decode_body(raw, (self.headers.get("Content-Encoding") or "").lower())
+                    if self.path == "/v1/traces":
+                        req = ExportTraceRequest.FromString(body)
+                        reply = trace_service_pb2.ExportTraceServiceResponse().SerializeToString()
+                        receiver._add_traces(req, "http")
+                    elif self.path == "/v1/metrics":
+                        mreq = ExportMetricsRequest.FromString(body)
+                        reply = metrics_service_pb2.ExportMetricsServiceResponse().SerializeToString()
+                        receiver._add_metrics(mreq, "http")
+                    else:
+                        self._reply(404, b"not found", "text/plain")
+                        return
+                except Exception as exc:  # a malformed body is the client's error, not the receiver's
+                    self._reply(400, str(exc).encode(), "text/plain")
+                    return
+                self._reply(200, reply, "application/x-protobuf")
+
+            def _reply(self, code: int, body: bytes, ctype: str) -> None:
+                self.send_response(code)
+                self.send_header("Content-Type", ctype)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+        http = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        http.daemon_threads = True
+        self.http_port = int(http.server_address[1])
+        self._http = http
+        self._http_thread = threading.Thread(target=http.serve_forever, name="otlp-http", daemon=True)
+        self._http_thread.start()
+        return self
+
+    def stop(self) -> None:
+        if self._grpc is not None:
+            self._grpc.stop(grace=1).wait(5)
+            self._grpc = None
+        if self._http is not None:
+            self._http.shutdown()
+            self._http.server_close()
+            self._http = None
+        if self._http_thread is not None:
+            self._http_thread.join(5)
+            self._http_thread = None
+
+    def __enter__(self) -> OtlpReceiver:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
