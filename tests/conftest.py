@@ -43,7 +43,7 @@ def kafka_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker]:
 
 @pytest.fixture(scope="session")
 def kafka_bootstrap(request: pytest.FixtureRequest) -> str:
-    """"host:port" of a Kafka cluster: $L7SCOPE_KAFKA_BOOTSTRAP, else a broker started for this session."""
+    """ "host:port" of a Kafka cluster: $L7SCOPE_KAFKA_BOOTSTRAP, else a broker started for this session."""
     external = os.environ.get(KAFKA_ENV)
     if external:
         return external

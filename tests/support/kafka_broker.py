@@ -211,8 +211,10 @@ class Broker:
         )  # fmt: skip
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=False)
         if proc.returncode != 0:
-            raise BrokerError(f"kafka StorageTool format failed (exit {proc.returncode}):\n"
-                              f"{proc.stdout[-2000:]}{proc.stderr[-2000:]}")
+            raise BrokerError(
+                f"kafka StorageTool format failed (exit {proc.returncode}):\n"
+                f"{proc.stdout[-2000:]}{proc.stderr[-2000:]}"
+            )
 
     def launch(self, timeout_s: float = READY_TIMEOUT_S) -> None:
         """Start the JVM on the already formatted directories and wait until it answers."""
@@ -234,14 +236,17 @@ class Broker:
         while time.monotonic() < deadline:
             if self.proc is None or self.proc.poll() is not None:
                 code = None if self.proc is None else self.proc.returncode
-                raise BrokerError(f"Kafka broker exited (code {code}) before it was ready; log tail:\n"
-                                  f"{self.log_tail()}")
+                raise BrokerError(
+                    f"Kafka broker exited (code {code}) before it was ready; log tail:\n{self.log_tail()}"
+                )
             if kafka_reachable(self.bootstrap, timeout_s=2.0):
                 return
             time.sleep(0.3)
         self.stop()
-        raise BrokerError(f"Kafka broker on {self.bootstrap} not ready after {timeout_s:.0f}s; "
-                          f"log tail ({self.log_path}):\n{self.log_tail()}")
+        raise BrokerError(
+            f"Kafka broker on {self.bootstrap} not ready after {timeout_s:.0f}s; "
+            f"log tail ({self.log_path}):\n{self.log_tail()}"
+        )
 
     def stop(self, timeout_s: float = 20.0) -> None:
         """Terminate by PID (SIGTERM for a clean shutdown, SIGKILL if it lingers) and reap it."""
@@ -323,14 +328,12 @@ def create_topic(bootstrap: str, name: str, partitions: int = 4, *, timeout_s: f
 
     admin = KafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=int(timeout_s * 1000))
     try:
-        try:
+        with contextlib.suppress(TopicAlreadyExistsError):
             admin.create_topics(
                 {name: {"num_partitions": partitions, "replication_factor": 1}},
                 timeout_ms=int(timeout_s * 1000),
                 wait_for_metadata=True,
             )
-        except TopicAlreadyExistsError:
-            pass
     finally:
         admin.close()
 

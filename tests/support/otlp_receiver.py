@@ -122,7 +122,7 @@ class _TraceService(trace_service_pb2_grpc.TraceServiceServicer):
     def __init__(self, sink: Callable[[ExportTraceRequest, str], None]) -> None:
         self._sink = sink
 
-    def Export(self, request: ExportTraceRequest, context: grpc.ServicerContext) -> Any:  # noqa: N802
+    def Export(self, request: ExportTraceRequest, context: grpc.ServicerContext) -> Any:
         self._sink(request, "grpc")
         return trace_service_pb2.ExportTraceServiceResponse()
 
@@ -131,7 +131,7 @@ class _MetricsService(metrics_service_pb2_grpc.MetricsServiceServicer):
     def __init__(self, sink: Callable[[ExportMetricsRequest, str], None]) -> None:
         self._sink = sink
 
-    def Export(self, request: ExportMetricsRequest, context: grpc.ServicerContext) -> Any:  # noqa: N802
+    def Export(self, request: ExportMetricsRequest, context: grpc.ServicerContext) -> Any:
         self._sink(request, "grpc")
         return metrics_service_pb2.ExportMetricsServiceResponse()
 
@@ -252,10 +252,10 @@ class OtlpReceiver:
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
 
-            def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+            def log_message(self, format: str, *args: Any) -> None:
                 pass  # keep test output quiet
 
-            def do_POST(self) -> None:  # noqa: N802
+            def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 raw = self.rfile.read(length)
                 try:
