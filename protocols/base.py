@@ -144,3 +144,5 @@ class ProtocolSpec(Generic[F, S, X]):
     to_record: Callable[[X, ConnInfo], L7Record]
     # Called when a gap (lost bytes) interrupts `direction`: drop state that can no longer be trusted.
     on_gap: Callable[[S, Direction], None] = lambda state, direction: None
+    # Byte position of an exchange's first request byte (Timed.position): makes record ids stable.
+    exchange_position: Callable[[X], int] | None = None

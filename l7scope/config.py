@@ -1,0 +1,147 @@
+"""Configuration: frozen dataclasses with defaults, one TOML file, `L7SCOPE_<SECTION>_<KEY>` overrides.
+
+Every error names the key and the fix in one line. The OpenTelemetry exporters read the standard
+OTEL_* variables themselves (pipeline/otlp.py).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import socket
+import tomllib
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+class ConfigError(ValueError):
+    """A configuration problem a user can fix; the message names the key."""
+
+
+@dataclass(frozen=True, slots=True)
+class CaptureConfig:
+    copy_chunk: int = 4096  # payload bytes copied per event; larger writes span several events
+    ring_mib: int = 16  # ring buffer size (a power of two)
+    drain_interval_ms: int = 10  # the ring is drained on this timer, not on wake-ups
+    exclude_pids: tuple[int, ...] = ()  # besides the agent itself
+    exclude_ports: tuple[int, ...] = ()  # besides the Kafka brokers' ports
+    header_cache: str = "/var/cache/l7scope/headers"  # BTF-generated kernel headers
+
+
+@dataclass(frozen=True, slots=True)
+class KafkaConfig:
+    bootstrap: str = "127.0.0.1:9092"
+    fragments_topic: str = "l7scope.fragments"
+    records_topic: str = "l7scope.records"
+    alerts_topic: str = "l7scope.alerts"
+    group: str = "l7scope-pipeline"
+    partitions: int = 12  # for topics l7scope creates
+    compression: str = "lz4"  # lz4, zstd, gzip, snappy or none
+    max_buffer_mib: int = 64  # agent-side bound while the broker is slow or gone
+
+
+@dataclass(frozen=True, slots=True)
+class PipelineConfig:
+    queue_batches: int = 4096  # the embedded in-process queue (l7scope run)
+    idle_seconds: float = 300.0  # connections silent this long are flushed
+    max_buffered_mib: int = 512  # unparsed bytes across all connections
+
+
+@dataclass(frozen=True, slots=True)
+class ExportConfig:
+    jsonl: str = ""  # a path, or "-" for standard output
+    otlp: bool = True  # when an OTEL_EXPORTER_OTLP_*ENDPOINT is set
+    live_table: bool = True  # l7scope run prints the per-endpoint table
+    refresh_seconds: float = 2.0
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    node: str = field(default_factory=socket.gethostname)
+    capture: CaptureConfig = field(default_factory=CaptureConfig)
+    kafka: KafkaConfig = field(default_factory=KafkaConfig)
+    pipeline: PipelineConfig = field(default_factory=PipelineConfig)
+    export: ExportConfig = field(default_factory=ExportConfig)
+
+    def validate(self) -> Config:
+        ring = self.capture.ring_mib
+        if ring < 1 or ring & (ring - 1):
+            raise ConfigError(f"capture.ring_mib = {ring}: use a power of two such as 16")
+        if not 64 <= self.capture.copy_chunk <= 32768:
+            raise ConfigError(f"capture.copy_chunk = {self.capture.copy_chunk}: use 64 to 32768 bytes")
+        if self.kafka.compression not in ("lz4", "zstd", "gzip", "snappy", "none"):
+            raise ConfigError(
+                f"kafka.compression = {self.kafka.compression!r}: use lz4, zstd, gzip, snappy or none"
+            )
+        for name, value in (
+            ("capture.drain_interval_ms", self.capture.drain_interval_ms),
+            ("kafka.partitions", self.kafka.partitions),
+            ("pipeline.queue_batches", self.pipeline.queue_batches),
+        ):
+            if value <= 0:
+                raise ConfigError(f"{name} = {value}: must be positive")
+        return self
+
+
+def _coerce(key: str, value: Any, kind: Any) -> Any:
+    """Check a TOML value (or parse an environment string) against a field's type."""
+    origin = typing.get_origin(kind)
+    if origin is tuple:
+        items = [v for v in value.split(",") if v.strip()] if isinstance(value, str) else value
+        if not isinstance(items, list | tuple):
+            raise ConfigError(f"{key} must be a list, got {value!r}")
+        return tuple(_coerce(key, v, typing.get_args(kind)[0]) for v in items)
+    if kind is bool:
+        if isinstance(value, str) and value.lower() in ("1", "true", "yes", "on", "0", "false", "no", "off"):
+            return value.lower() in ("1", "true", "yes", "on")
+        if not isinstance(value, bool):
+            raise ConfigError(f"{key} must be true or false, got {value!r}")
+        return value
+    if kind in (int, float):
+        whole = isinstance(value, int) or (kind is float and isinstance(value, float))
+        try:
+            if isinstance(value, bool) or not (whole or isinstance(value, str)):
+                raise ValueError
+            return kind(value)
+        except ValueError:
+            raise ConfigError(f"{key} must be a number, got {value!r}") from None
+    if not isinstance(value, str):
+        raise ConfigError(f"{key} must be a string, got {value!r}")
+    return value
+
+
+def _build(cls: type, section: str, values: Mapping[str, Any], env: Mapping[str, str]) -> Any:
+    hints = typing.get_type_hints(cls)
+    known = {f.name for f in dataclasses.fields(cls)}
+    prefix = f"{section}." if section else ""
+    for key in values:
+        nested = isinstance(hints.get(key), type) and dataclasses.is_dataclass(hints[key])
+        if key not in known or (nested and not isinstance(values[key], dict)):
+            raise ConfigError(f"unknown key {prefix}{key}: known keys are {', '.join(sorted(known))}")
+    kwargs: dict[str, Any] = {}
+    for f in dataclasses.fields(cls):
+        kind = hints[f.name]
+        if isinstance(kind, type) and dataclasses.is_dataclass(kind):
+            kwargs[f.name] = _build(kind, f.name, values.get(f.name, {}), env)
+            continue
+        env_key = "L7SCOPE_" + (f"{section}_{f.name}" if section else f.name).upper()
+        if env_key in env:
+            kwargs[f.name] = _coerce(env_key, env[env_key], kind)
+        elif f.name in values:
+            kwargs[f.name] = _coerce(prefix + f.name, values[f.name], kind)
+    return cls(**kwargs)
+
+
+def load(path: str | Path | None, env: Mapping[str, str]) -> Config:
+    """Defaults, then the TOML file, then L7SCOPE_* variables; validated."""
+    values: dict[str, Any] = {}
+    if path:
+        try:
+            values = tomllib.loads(Path(path).read_text())
+        except FileNotFoundError:
+            raise ConfigError(f"config file {path} does not exist: check the path") from None
+        except tomllib.TOMLDecodeError as e:
+            raise ConfigError(f"config file {path} is not valid TOML: {e}") from None
+    return typing.cast(Config, _build(Config, "", values, env)).validate()

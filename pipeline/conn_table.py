@@ -1,0 +1,95 @@
+"""Per-connection framing state for the connections this process owns, bounded in count and bytes."""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from pipeline.framing import AnySpec, ConnParser, Limits
+from pipeline.health import Health
+from probes.fragment import Batch
+from protocols.base import L7Record
+
+
+@dataclass(frozen=True, slots=True)
+class TableLimits:
+    max_connections: int = 100_000
+    max_buffered_bytes: int = 512 << 20  # across all connections
+    idle_seconds: float = 300.0
+
+
+class ConnTable:
+    def __init__(
+        self,
+        protocols: tuple[AnySpec, ...],
+        health: Health,
+        limits: Limits | None = None,
+        table_limits: TableLimits | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.protocols = protocols
+        self.health = health
+        self.limits = limits or Limits()
+        self.table_limits = table_limits or TableLimits()
+        self._applies = 0
+        self.clock = clock
+        self._conns: OrderedDict[str, ConnParser] = OrderedDict()  # least recently used first
+        self._last_seen: dict[str, float] = {}
+
+    def __len__(self) -> int:
+        return len(self._conns)
+
+    def apply(self, batch: Batch) -> list[L7Record]:
+        """Feed one connection's batch; returns the exchanges it completed."""
+        conn_id = batch.conn.conn_id
+        parser = self._conns.get(conn_id)
+        if parser is None:
+            parser = self._conns[conn_id] = ConnParser(batch.conn, self.protocols, self.limits, self.health)
+        else:
+            self._conns.move_to_end(conn_id)
+        self._last_seen[conn_id] = self.clock()
+        for fragment in batch.fragments:
+            parser.add(fragment)
+        records = parser.process()
+        if batch.closed is not None:
+            records += self._drop(conn_id, final=True)
+        return records + self._enforce_bounds()
+
+    def expire(self) -> list[L7Record]:
+        """Flush connections idle for longer than the limit (their peers may be gone for good)."""
+        horizon = self.clock() - self.table_limits.idle_seconds
+        records: list[L7Record] = []
+        for conn_id in [c for c, seen in self._last_seen.items() if seen < horizon]:
+            self.health.count("expired_connections", "idle")
+            records += self._drop(conn_id, final=True)
+        return records
+
+    def flush(self) -> list[L7Record]:
+        """Finish every connection (shutdown, or partitions revoked)."""
+        records: list[L7Record] = []
+        for conn_id in list(self._conns):
+            records += self._drop(conn_id, final=True)
+        return records
+
+    def _drop(self, conn_id: str, final: bool) -> list[L7Record]:
+        parser = self._conns.pop(conn_id)
+        del self._last_seen[conn_id]
+        return parser.process(final=True) if final else []
+
+    def _enforce_bounds(self) -> list[L7Record]:
+        records: list[L7Record] = []
+        while len(self._conns) > self.table_limits.max_connections:
+            self.health.count("evicted_connections", "count")
+            records += self._drop(next(iter(self._conns)), final=True)
+        self._applies += 1
+        if self._applies % 64:  # summing every connection's buffers is O(n): do it now and then
+            return records
+        total = sum(p.buffered() for p in self._conns.values())
+        while total > self.table_limits.max_buffered_bytes and self._conns:
+            oldest = next(iter(self._conns))
+            total -= self._conns[oldest].buffered()
+            self.health.count("evicted_connections", "memory")
+            records += self._drop(oldest, final=False)
+        return records

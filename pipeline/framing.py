@@ -1,0 +1,229 @@
+"""The one framing loop: turns a connection's two byte streams into L7 records through a protocol.
+
+It owns buffers, timestamps, protocol detection, gap handling and bounds; protocols only parse.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections import deque
+from dataclasses import dataclass
+from typing import Any
+
+from pipeline.health import Health
+from pipeline.stream import DataStream
+from probes.fragment import Fragment, Io
+from protocols.base import ConnInfo, Direction, Invalid, L7Record, NeedData, Parsed, ProtocolSpec, Role, Timed
+
+AnySpec = ProtocolSpec[Any, Any, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    detect_bytes: int = 16 << 10  # give up detecting a protocol after this many bytes per direction
+    max_buffer: int = 32 << 20  # an unparsed head larger than this is dropped (resync)
+    max_queued_frames: int = 1024  # unmatched frames kept per direction
+    fill_limit: int = 1 << 20  # uncopied bytes zero-filled rather than treated as a gap
+    hole_rounds: int = 2  # rounds a hole may wait for late fragments before it is declared lost
+    resync_keep: int = 64  # bytes kept when no boundary is found (a boundary may straddle)
+
+
+def request_io(role: Role) -> Io | None:
+    """Which capture direction carries requests, from the traced process's role."""
+    return {Role.SERVER: Io.RECV, Role.CLIENT: Io.SEND}.get(role)
+
+
+class ConnParser:
+    """Framing state of one connection."""
+
+    def __init__(
+        self, conn: ConnInfo, protocols: tuple[AnySpec, ...], limits: Limits, health: Health
+    ) -> None:
+        self.conn = conn
+        self.protocols = protocols
+        self.limits = limits
+        self.health = health
+        self.streams = {io: DataStream(fill_limit=limits.fill_limit) for io in Io}
+        self.spec: AnySpec | None = None
+        self.state: Any = None
+        self.request_io = request_io(conn.role)
+        self.unclaimed = False  # no protocol recognised: bytes are counted, not kept
+        self.queues: dict[Direction, deque[Timed[Any]]] = {d: deque() for d in Direction}
+        self._resync = dict.fromkeys(Io, False)
+        self._stuck = dict.fromkeys(Io, 0)
+        self.bytes_seen = dict.fromkeys(Io, 0)
+
+    # -- input -----------------------------------------------------------------------------------
+
+    def add(self, fragment: Fragment) -> None:
+        self.bytes_seen[fragment.io] += fragment.length
+        if not self.unclaimed:
+            self.streams[fragment.io].add(fragment.position, fragment.length, fragment.data, fragment.ts_ns)
+
+    def buffered(self) -> int:
+        return sum(len(s) for s in self.streams.values())
+
+    # -- the loop --------------------------------------------------------------------------------
+
+    def process(self, final: bool = False) -> list[L7Record]:
+        if self.unclaimed or (self.spec is None and not self._detect(final)):
+            return []
+        assert self.spec is not None and self.request_io is not None
+        response_io = Io.RECV if self.request_io == Io.SEND else Io.SEND
+        self._parse(self.request_io, Direction.REQUEST, final)
+        self._parse(response_io, Direction.RESPONSE, final)
+        requests, responses = self.queues[Direction.REQUEST], self.queues[Direction.RESPONSE]
+        exchanges = self.spec.stitch(requests, responses, self.state)
+        for queue in (requests, responses):
+            while len(queue) > self.limits.max_queued_frames:
+                queue.popleft()
+                self.health.count("unmatched_frames", self.spec.name)
+        records = [self._finish(x) for x in exchanges]
+        if final:
+            for queue in (requests, responses):
+                self.health.count("unmatched_frames", self.spec.name, len(queue))
+                queue.clear()
+        return records
+
+    def _finish(self, exchange: Any) -> L7Record:
+        assert self.spec is not None
+        record = self.spec.to_record(exchange, self.conn)
+        position = self.spec.exchange_position(exchange) if self.spec.exchange_position else record.start_ns
+        self.health.count("exchanges", record.protocol)
+        return dataclasses.replace(record, record_id=f"{self.conn.conn_id}/{position}")
+
+    def _parse(self, io: Io, direction: Direction, final: bool) -> None:
+        spec, stream, queue = self.spec, self.streams[io], self.queues[direction]
+        assert spec is not None
+        while True:
+            if stream.gap_crossed:
+                stream.gap_crossed = False
+                self._on_gap(io, direction)
+            if not len(stream):
+                if self._wait(io, stream, final):
+                    continue
+                return
+            with stream.head() as buf:
+                if self._resync[io]:
+                    result: object = spec.find_boundary(buf, direction, 0)
+                else:
+                    result = spec.parse_frame(buf, direction, self.state)
+            if self._resync[io]:
+                self._resynced(io, stream, result)
+                if self._resync[io]:
+                    return
+                continue
+            if isinstance(result, Parsed):
+                self._stuck[io] = 0
+                queue.append(self._stamp(stream, result))
+            elif isinstance(result, NeedData):
+                if not self._wait(io, stream, final):
+                    return
+            elif isinstance(result, Invalid):
+                self.health.count("parse_errors", spec.name, reason=result.reason)
+                with stream.head() as buf:
+                    offset = spec.find_boundary(buf, direction, 1)
+                self._skip(io, offset)
+
+    def _stamp(self, stream: DataStream, parsed: Parsed[Any]) -> Timed[Any]:
+        start = stream.position
+        size = min(max(parsed.size, 1), len(stream))
+        end = start + size
+        timed = Timed(
+            parsed.frame, stream.ts_at(start), stream.ts_at(end - 1), start, stream.filled_between(start, end)
+        )
+        stream.consume(size)
+        return timed
+
+    def _wait(self, io: Io, stream: DataStream, final: bool) -> bool:
+        """NEED_DATA: True when the loop should go on (a gap was crossed), False to wait."""
+        if len(stream) > self.limits.max_buffer:
+            assert self.spec is not None
+            self.health.count("parse_errors", self.spec.name, reason="frame exceeds buffer limit")
+            stream.discard_all_but(0)
+            self._resync[io] = True
+            return True
+        if not stream.blocked:
+            return False
+        if stream.cross_gap():  # bytes known to be lost: nothing to wait for
+            return True
+        self._stuck[io] += 1
+        if final or self._stuck[io] >= self.limits.hole_rounds:
+            self._stuck[io] = 0
+            return stream.cross_gap(force=True)
+        return False
+
+    def _resynced(self, io: Io, stream: DataStream, offset: object) -> None:
+        if isinstance(offset, int):
+            stream.consume(offset)
+            self._resync[io] = False
+        else:
+            stream.discard_all_but(self.limits.resync_keep)
+
+    def _skip(self, io: Io, offset: int | None) -> None:
+        if offset is None or offset <= 0:
+            self.streams[io].discard_all_but(self.limits.resync_keep)
+            self._resync[io] = True
+        else:
+            self.streams[io].consume(offset)
+
+    def _on_gap(self, io: Io, direction: Direction) -> None:
+        """In-flight frames can no longer be matched reliably: drop them and resync."""
+        assert self.spec is not None
+        self.health.count("gaps", self.spec.name)
+        self.spec.on_gap(self.state, direction)
+        for queue in self.queues.values():
+            self.health.count("unmatched_frames", self.spec.name, len(queue))
+            queue.clear()
+        self._resync[io] = True
+
+    # -- detection -------------------------------------------------------------------------------
+
+    def _detect(self, final: bool) -> bool:
+        heads = {io: bytes(self.streams[io].head()[:4096]) for io in Io}
+        for spec in self.protocols:
+            match = self._match(spec, heads)
+            if match is not None:
+                self._claim(spec, match)
+                return True
+        if (
+            final
+            or all(self.bytes_seen[io] > self.limits.detect_bytes for io in Io)
+            or any(len(self.streams[io]) > self.limits.detect_bytes for io in Io)
+        ):
+            self.unclaimed = True
+            self.health.count("unclaimed_connections", "unknown")
+            for stream in self.streams.values():
+                stream.discard_all_but(0)
+        return False
+
+    def _match(self, spec: AnySpec, heads: dict[Io, bytes]) -> Io | None:
+        """The capture direction carrying requests if `spec` claims these bytes, else None."""
+        candidates = [self.request_io] if self.request_io is not None else list(Io)
+        for req in candidates:
+            resp = Io.RECV if req == Io.SEND else Io.SEND
+            if _claims(spec, heads[req], Direction.REQUEST) or _claims(spec, heads[resp], Direction.RESPONSE):
+                return req
+        return None
+
+    def _claim(self, spec: AnySpec, req: Io) -> None:
+        self.spec, self.state = spec, spec.new_state()
+        if self.request_io is None:  # role learned from the protocol: who sends requests is the client
+            self.request_io = req
+            role = Role.CLIENT if req == Io.SEND else Role.SERVER
+            self.conn = dataclasses.replace(self.conn, role=role, role_inferred=True)
+        # A direction that does not start at a frame boundary (joined mid-stream) resyncs first.
+        for io in Io:
+            direction = Direction.REQUEST if io == self.request_io else Direction.RESPONSE
+            head = bytes(self.streams[io].head()[:4096])
+            self._resync[io] = bool(head) and not spec.detect(head, direction)
+
+
+def _claims(spec: AnySpec, head: bytes, direction: Direction) -> bool:
+    """Does `head` start with, or (joined mid-stream) contain a boundary to, a message of `spec`?"""
+    if not head:
+        return False
+    if spec.detect(head, direction):
+        return True
+    offset = spec.find_boundary(memoryview(head), direction, 1)
+    return offset is not None and 0 < offset < len(head) and spec.detect(head[offset:], direction)

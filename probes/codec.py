@@ -1,0 +1,87 @@
+"""Batch <-> the protobuf FragmentBatch on the wire (proto/fragments.proto)."""
+
+from __future__ import annotations
+
+from google.protobuf.message import DecodeError
+
+from probes.fragment import Batch, ConnEvent, Fragment, Io, Source
+from proto import fragments_pb2 as pb
+from protocols.base import ConnInfo, Endpoint, Role
+
+SCHEMA_VERSION = 1
+
+
+class BadBatch(ValueError):
+    """A message on the fragments topic that is not a batch this version understands."""
+
+
+def encode_conn(conn: ConnInfo) -> pb.Connection:
+    return pb.Connection(
+        conn_id=conn.conn_id,
+        local=pb.Endpoint(ip=conn.local.ip, port=conn.local.port),
+        remote=pb.Endpoint(ip=conn.remote.ip, port=conn.remote.port),
+        role=int(conn.role),
+        role_inferred=conn.role_inferred,
+        pid=conn.pid,
+        process=conn.process,
+        node=conn.node,
+        container_id=conn.container_id,
+    )
+
+
+def decode_conn(m: pb.Connection) -> ConnInfo:
+    return ConnInfo(
+        conn_id=m.conn_id,
+        local=Endpoint(m.local.ip, m.local.port),
+        remote=Endpoint(m.remote.ip, m.remote.port),
+        role=Role(m.role) if m.role in (0, 1, 2) else Role.UNKNOWN,
+        role_inferred=m.role_inferred,
+        pid=m.pid,
+        process=m.process,
+        node=m.node,
+        container_id=m.container_id,
+    )
+
+
+def encode_batch(batch: Batch) -> bytes:
+    msg = pb.FragmentBatch(schema_version=SCHEMA_VERSION, connection=encode_conn(batch.conn))
+    add = msg.fragments.add
+    for f in batch.fragments:
+        add(
+            io=int(f.io),
+            position=f.position,
+            length=f.length,
+            data=f.data,
+            ts_ns=f.ts_ns,
+            tid=f.tid,
+            source=int(f.source),
+        )
+    if batch.closed is not None:
+        c = batch.closed
+        msg.closed.CopyFrom(pb.Closed(ts_ns=c.ts_ns, send_bytes=c.send_bytes, recv_bytes=c.recv_bytes))
+    return msg.SerializeToString()
+
+
+def decode_batch(value: bytes) -> Batch:
+    msg = pb.FragmentBatch()
+    try:
+        msg.ParseFromString(value)
+    except DecodeError as e:
+        raise BadBatch(f"not a FragmentBatch: {e}") from None
+    if msg.schema_version != SCHEMA_VERSION:
+        raise BadBatch(f"schema_version {msg.schema_version}, expected {SCHEMA_VERSION}")
+    if not msg.connection.conn_id:
+        raise BadBatch("batch without a connection id")
+    conn = decode_conn(msg.connection)
+    try:
+        fragments = [
+            Fragment(conn.conn_id, Io(f.io), f.position, f.length, f.data, f.ts_ns, f.tid, Source(f.source))
+            for f in msg.fragments
+        ]
+    except ValueError as e:
+        raise BadBatch(f"bad fragment: {e}") from None
+    closed = None
+    if msg.HasField("closed"):
+        c = msg.closed
+        closed = ConnEvent(conn, c.ts_ns, closed=True, send_bytes=c.send_bytes, recv_bytes=c.recv_bytes)
+    return Batch(conn, fragments, closed)
