@@ -1,0 +1,436 @@
+"""HTTP/1.x message framing: detect, parse_frame, find_boundary (RFC 9112), sans-IO.
+
+Header blocks are cut with `bytes.find` and `split`; bodies are skipped by length (Content-Length,
+chunk sizes) without looking at their bytes, so zero-filled (uncaptured) body bytes are harmless.
+"""
+
+from __future__ import annotations
+
+from protocols.base import NEED_DATA, Direction, Invalid, Parsed, ParseResult
+
+from .types import MAX_HEADER_BYTES, MAX_HEADERS, MAX_TRAILERS, Http1State, Passthrough, Request, Response
+
+KNOWN_METHODS = (
+    "GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH",
+    # WebDAV (RFC 4918, 3253, 3648, 3744, 4437, 5323, 5842, 4791)
+    "PROPFIND", "PROPPATCH", "MKCOL", "COPY", "MOVE", "LOCK", "UNLOCK", "SEARCH", "REPORT",
+    "MKCALENDAR", "ACL", "BIND", "UNBIND", "REBIND", "CHECKIN", "CHECKOUT", "UNCHECKOUT",
+    "VERSION-CONTROL", "MKWORKSPACE", "UPDATE", "LABEL", "MERGE", "BASELINE-CONTROL", "MKACTIVITY",
+    "ORDERPATCH", "MKREDIRECTREF", "UPDATEREDIRECTREF",
+)  # fmt: skip
+_METHODS = {m.encode(): m for m in KNOWN_METHODS}
+_METHOD_PREFIXES = frozenset(m[:i] for m in _METHODS for i in range(len(m) + 1))
+_MAX_METHOD = max(len(m) for m in _METHODS)
+_VERSIONS = {b"HTTP/1.1": "1.1", b"HTTP/1.0": "1.0"}
+_VISIBLE = bytes(range(0x21, 0x7F))
+_HEX = b"0123456789abcdefABCDEF"
+_MAX_START_LINE = 16 * 1024
+_MAX_CHUNK_LINE = 4096
+_CRLF = b"\r\n"
+
+# Never kept, even as trailers (request/response headers are picked by name, so they never are).
+_SENSITIVE = frozenset(
+    {b"authorization", b"proxy-authorization", b"cookie", b"set-cookie", b"x-api-key", b"api-key",
+     b"x-auth-token", b"x-csrf-token", b"x-xsrf-token", b"proxy-authenticate", b"www-authenticate"}
+)  # fmt: skip
+_SENSITIVE_PARTS = (b"token", b"secret", b"password", b"apikey", b"api-key", b"api_key", b"auth", b"cookie")
+
+
+class _Bad(Exception):
+    """Internal: the bytes are not a valid HTTP/1 message; becomes Invalid(reason)."""
+
+
+# ---------------------------------------------------------------------------------------- detect
+
+
+def _target_state(method: bytes, target: bytes, final: bool) -> int:
+    """0 impossible, 1 possible but not yet telling, 2 a plausible request-target (prefix)."""
+    if target.translate(None, _VISIBLE):
+        return 0
+    first = target[:1]
+    if first == b"/":
+        return 2
+    if first == b"*":
+        return 2 if method == b"OPTIONS" and target == b"*" else (0 if final or len(target) > 1 else 1)
+    if method == b"CONNECT":  # authority-form host:port
+        if b":" in target:
+            return 2
+        return 0 if final else 1
+    cut = target.find(b"://")  # absolute-form, as sent to proxies
+    if cut > 0:
+        return 2 if target[:cut].isalnum() else 0
+    if final:
+        return 0
+    return 1 if target.rstrip(b":/").isalnum() else 0
+
+
+def check_request_line(data: bytes) -> int:
+    """0: cannot start a request; 1: could, too short to tell; 2: a (prefix of a) valid request line."""
+    end = data.find(_CRLF, 0, _MAX_START_LINE)
+    complete = end >= 0
+    line = data[:end] if complete else data[:_MAX_START_LINE]
+    sp1 = line.find(b" ", 0, _MAX_METHOD + 1)
+    if sp1 < 0:
+        if complete or len(line) > _MAX_METHOD:
+            return 0
+        return 1 if line in _METHOD_PREFIXES else 0
+    method = line[:sp1]
+    if method not in _METHODS:
+        return 0
+    sp2 = line.find(b" ", sp1 + 1)
+    target = line[sp1 + 1 :] if sp2 < 0 else line[sp1 + 1 : sp2]
+    final = complete or sp2 >= 0
+    if not target:
+        return 0 if final else 1
+    state = _target_state(method, target, final)
+    if state == 0 or sp2 < 0:
+        return 0 if complete else state
+    version = line[sp2 + 1 :]
+    if complete:
+        return 2 if version in _VERSIONS else 0
+    return 2 if b"HTTP/1.1".startswith(version) or b"HTTP/1.0".startswith(version) else 0
+
+
+def check_status_line(data: bytes) -> int:
+    """0: cannot start a response; 1: could, too short to tell; 2: a (prefix of a) valid status line."""
+    p = data[:13]
+    if len(p) < 8:
+        return 1 if b"HTTP/1.1".startswith(p) or b"HTTP/1.0".startswith(p) else 0
+    if p[:8] not in _VERSIONS:
+        return 0
+    tail = p[8:]
+    if not tail:
+        return 2
+    if tail[0] != 0x20:
+        return 0
+    digits = tail[1:4]
+    if digits and not (digits.isdigit() and 0x31 <= digits[0] <= 0x35):
+        return 0
+    if len(tail) == 5 and tail[4] not in (0x20, 0x0D):
+        return 0
+    end = data.find(_CRLF, 0, 13)
+    return 0 if 0 <= end < 12 else 2
+
+
+def detect(first_bytes: bytes, direction: Direction) -> bool:
+    """Strict, by content: a known-method request line or an `HTTP/1.x NNN` status line (or prefix)."""
+    data = bytes(first_bytes[:_MAX_START_LINE])
+    if direction is Direction.REQUEST:
+        return check_request_line(data) == 2
+    return check_status_line(data) == 2
+
+
+# ---------------------------------------------------------------------------------- find_boundary
+
+
+def find_boundary(buf: memoryview, direction: Direction, start: int) -> int | None:
+    """Offset >= start of the first line that can begin a message in `direction`, or None."""
+    start = max(start, 0)
+    data = bytes(buf[start:])
+    if not data:
+        return None
+    request = direction is Direction.REQUEST
+    check = check_request_line if request else check_status_line
+    if check(data) == 2:
+        return start
+    needle = b" HTTP/1." if request else b"HTTP/1."
+    at = data.find(needle, 1)
+    while at >= 0:
+        line_start = data.rfind(b"\n", 0, at) + 1 if request else at
+        if line_start > 0 and data[line_start - 1] == 0x0A and check(data[line_start:]) == 2:
+            return start + line_start
+        at = data.find(needle, at + 1)
+    # A message may be starting on the last, still incomplete line: keep it rather than drop it.
+    tail = data.rfind(b"\n") + 1
+    if 0 < tail < len(data) and check(data[tail:]) >= 1:
+        return start + tail
+    return None
+
+
+# ------------------------------------------------------------------------------------ parse_frame
+
+
+def _headers(lines: list[bytes]) -> dict[bytes, bytes]:
+    headers: dict[bytes, bytes] = {}
+    for line in lines:
+        name, colon, value = line.partition(b":")
+        if not colon or not name or name[-1] in (0x20, 0x09) or name[0] in (0x20, 0x09):
+            raise _Bad("malformed header line")
+        key = name.lower()
+        value = value.strip(b" \t")
+        prev = headers.get(key)
+        headers[key] = value if prev is None else prev + b", " + value
+    return headers
+
+
+def _content_length(value: bytes) -> int:
+    if b"," in value:  # repeated identical values are allowed (RFC 9110 8.6)
+        values = {v.strip() for v in value.split(b",")}
+        if len(values) != 1:
+            raise _Bad("conflicting content-length")
+        value = values.pop()
+    if not value.isdigit() or len(value) > 18:
+        raise _Bad("bad content-length")
+    return int(value)
+
+
+def _is_chunked(transfer_encoding: bytes) -> bool:
+    return transfer_encoding.rpartition(b",")[2].strip().lower() == b"chunked"
+
+
+def _sensitive(name: bytes) -> bool:
+    return name in _SENSITIVE or any(part in name for part in _SENSITIVE_PARTS)
+
+
+def _line_at(buf: memoryview, head: bytes, pos: int, limit: int) -> bytes | None:
+    """The line starting at `pos` without its CRLF; None when it has not fully arrived yet."""
+    n = len(buf)
+    if pos + limit <= len(head) or len(head) == n:
+        end = head.find(_CRLF, pos, pos + limit)
+        if end >= 0:
+            return head[pos:end]
+        if min(len(head), pos + limit) - pos >= limit:
+            raise _Bad("line too long")
+        return None
+    window = bytes(buf[pos : pos + limit])
+    end = window.find(_CRLF)
+    if end >= 0:
+        return window[:end]
+    if len(window) >= limit:
+        raise _Bad("line too long")
+    return None
+
+
+def _chunk_size(line: bytes) -> int:
+    size = line.partition(b";")[0].strip(b" \t")
+    if not size or len(size) > 15 or size.lstrip(_HEX):
+        raise _Bad("bad chunk size")
+    return int(size, 16)
+
+
+def _trailer_fields(block: bytes) -> tuple[tuple[str, str], ...]:
+    fields = _headers(block.split(_CRLF)) if block else {}
+    if len(fields) > MAX_HEADERS:
+        raise _Bad("too many trailers")
+    kept = [(k.decode("latin-1"), _text(v)) for k, v in fields.items() if not _sensitive(k)]
+    return tuple(kept[:MAX_TRAILERS])
+
+
+def _chunked(buf: memoryview, head: bytes, pos: int) -> tuple[int, int, tuple[tuple[str, str], ...]] | None:
+    """(end offset, decoded body size, trailers) of a chunked body starting at `pos`; None: incomplete."""
+    n = len(buf)
+    body = 0
+    while True:
+        line = _line_at(buf, head, pos, _MAX_CHUNK_LINE)
+        if line is None:
+            return None
+        size = _chunk_size(line)
+        pos += len(line) + 2
+        if size == 0:
+            break
+        body += size
+        pos += size
+        if pos + 2 > n:
+            return None
+        if buf[pos : pos + 2] != _CRLF:
+            raise _Bad("chunk not terminated by CRLF")
+        pos += 2
+    if pos + 2 > n:
+        return None
+    if buf[pos : pos + 2] == _CRLF:
+        return pos + 2, body, ()
+    window = bytes(buf[pos : pos + MAX_HEADER_BYTES])
+    end = window.find(b"\r\n\r\n")
+    if end < 0:
+        if len(window) >= MAX_HEADER_BYTES:
+            raise _Bad("trailers too large")
+        return None
+    return pos + end + 4, body, _trailer_fields(window[:end])
+
+
+def _text(value: bytes | None) -> str:
+    return value.decode("utf-8", "replace") if value else ""
+
+
+def _incomplete(head: bytes, direction: Direction) -> ParseResult:
+    """No end of headers yet: wait, unless the bytes so far already cannot be a message."""
+    if len(head) >= MAX_HEADER_BYTES:
+        return Invalid("headers too large")
+    check = check_request_line if direction is Direction.REQUEST else check_status_line
+    if check(head) == 0:
+        return Invalid("bad start line")
+    return NEED_DATA
+
+
+def _parse_request(
+    buf: memoryview, head: bytes, hend: int, lines: list[bytes], state: Http1State
+) -> ParseResult:
+    line = lines[0]
+    sp1 = line.find(b" ")
+    sp2 = line.rfind(b" ")
+    if sp1 <= 0 or sp2 <= sp1 + 1:
+        return Invalid("bad request line")
+    method = _METHODS.get(line[:sp1])
+    version = _VERSIONS.get(line[sp2 + 1 :])
+    if method is None or version is None:
+        return Invalid("bad request line")
+    target = line[sp1 + 1 : sp2]
+    if target.translate(None, _VISIBLE):
+        return Invalid("bad request target")
+    h = _headers(lines[1:])
+    body_start = hend + 4
+    te = h.get(b"transfer-encoding")
+    chunked = False
+    trailers: tuple[tuple[str, str], ...] = ()
+    if te is not None:
+        if not _is_chunked(te):
+            return Invalid("request transfer-encoding not chunked")
+        got = _chunked(buf, head, body_start)
+        if got is None:
+            return NEED_DATA
+        end, body, trailers = got
+        chunked = True
+    else:
+        cl = h.get(b"content-length")
+        body = _content_length(cl) if cl is not None else 0
+        end = body_start + body
+        if end > len(buf):
+            return NEED_DATA
+    upgrade = h.get(b"upgrade", b"").lower() if b"upgrade" in h.get(b"connection", b"").lower() else b""
+    seq = state.next_seq
+    state.next_seq = seq + 1
+    state.pending.append((seq, method, bool(upgrade) or method == "CONNECT"))
+    frame = Request(
+        method=method,
+        target=target.decode("utf-8", "replace"),
+        version=version,
+        seq=seq,
+        host=_text(h.get(b"host")),
+        user_agent=_text(h.get(b"user-agent")),
+        traceparent=_text(h.get(b"traceparent")),
+        content_type=_text(h.get(b"content-type")),
+        body_size=body,
+        wire_size=end,
+        chunked=chunked,
+        expect_continue=h.get(b"expect", b"").lower() == b"100-continue",
+        upgrade=upgrade.decode("latin-1"),
+        close=b"close" in h.get(b"connection", b"").lower(),
+        trailers=trailers,
+    )
+    return Parsed(frame, end)
+
+
+def _parse_response(
+    buf: memoryview, head: bytes, hend: int, lines: list[bytes], state: Http1State
+) -> ParseResult:
+    line = lines[0]
+    version = _VERSIONS.get(line[:8])
+    code = line[9:12]
+    if version is None or line[8:9] != b" " or not code.isdigit() or (len(line) > 12 and line[12] != 0x20):
+        return Invalid("bad status line")
+    status = int(code)
+    if status < 100:
+        return Invalid("bad status code")
+    h = _headers(lines[1:])
+    pending = state.pending
+    seq, method, _ = pending[0] if pending else (-1, "", False)
+    interim = status < 200 and status != 101
+    body_start = hend + 4
+    end = body_start
+    body = 0
+    chunked = close_delimited = False
+    trailers: tuple[tuple[str, str], ...] = ()
+    tunnel = status == 101 or (method == "CONNECT" and 200 <= status < 300)
+    if not (status < 200 or status in (204, 304) or method == "HEAD" or tunnel):
+        te = h.get(b"transfer-encoding")
+        cl = h.get(b"content-length")
+        if te is not None and _is_chunked(te):
+            got = _chunked(buf, head, body_start)
+            if got is None:
+                return NEED_DATA
+            end, body, trailers = got
+            chunked = True
+        elif te is None and cl is not None:
+            body = _content_length(cl)
+            end = body_start + body
+            if end > len(buf):
+                return NEED_DATA
+        elif state.response_eof:  # read until the connection closes: it has
+            end = len(buf)
+            body = end - body_start
+            close_delimited = True
+        else:
+            return NEED_DATA
+    if not interim and pending:
+        pending.popleft()
+    upgrade = ""
+    if tunnel:
+        upgrade = "connect" if status != 101 else _text(h.get(b"upgrade")).lower() or "unknown"
+        state.request_tunnel = state.response_tunnel = True
+    frame = Response(
+        status=status,
+        reason=line[13:].decode("utf-8", "replace"),
+        version=version,
+        seq=seq,
+        method=method,
+        content_type=_text(h.get(b"content-type")),
+        body_size=body,
+        wire_size=end,
+        chunked=chunked,
+        close_delimited=close_delimited,
+        upgrade=upgrade,
+        close=b"close" in h.get(b"connection", b"").lower(),
+        trailers=trailers,
+    )
+    return Parsed(frame, end)
+
+
+def _tunnel_begins(head: bytes, state: Http1State) -> bool:
+    """Non-HTTP bytes after an unanswered Upgrade/CONNECT request: the switch happened."""
+    pending = state.pending
+    return bool(pending) and pending[-1][2] and check_request_line(head) == 0
+
+
+def parse_frame(buf: memoryview, direction: Direction, state: Http1State) -> ParseResult:
+    """One request or response from the head of `buf`; pushes/pops the pending-method FIFO on success."""
+    n = len(buf)
+    if n == 0:
+        return NEED_DATA
+    request = direction is Direction.REQUEST
+    if state.request_tunnel if request else state.response_tunnel:
+        return Parsed(Passthrough(n), n)
+    try:
+        head = bytes(buf[:MAX_HEADER_BYTES])
+        if request and _tunnel_begins(head, state):
+            state.request_tunnel = True
+            return Parsed(Passthrough(n), n)
+        hend = head.find(b"\r\n\r\n")
+        if hend < 0:
+            return _incomplete(head, direction)
+        if hend + 4 > MAX_HEADER_BYTES:
+            return Invalid("headers too large")
+        lines = head[:hend].split(_CRLF)
+        if len(lines) > MAX_HEADERS + 1:
+            return Invalid("too many headers")
+        if request:
+            return _parse_request(buf, head, hend, lines, state)
+        return _parse_response(buf, head, hend, lines, state)
+    except _Bad as bad:
+        return Invalid(str(bad))
+    except Exception as exc:  # a parser bug must cost one message, never the pipeline
+        return Invalid(f"internal error: {type(exc).__name__}")
+
+
+# --------------------------------------------------------------------------------- state hooks
+
+
+def on_gap(state: Http1State, direction: Direction) -> None:
+    """Lost bytes: which requests the next responses answer is no longer known."""
+    state.pending.clear()
+    state.interim.clear()
+
+
+def on_eof(state: Http1State, direction: Direction) -> None:
+    """The direction's stream ended (connection closed, all bytes seen): close-delimited bodies end here."""
+    if direction is Direction.RESPONSE:
+        state.response_eof = True
