@@ -1,0 +1,203 @@
+"""HTTP/2 and gRPC exchanges as L7Records: the only place that knows the attribute names."""
+
+from __future__ import annotations
+
+import re
+
+from protocols.base import AttrValue, ConnInfo, L7Record, Role
+from protocols.http2.types import H2Exchange, Headers, error_code_name
+
+GRPC_STATUS = (
+    "OK", "CANCELLED", "UNKNOWN", "INVALID_ARGUMENT", "DEADLINE_EXCEEDED", "NOT_FOUND",
+    "ALREADY_EXISTS", "PERMISSION_DENIED", "RESOURCE_EXHAUSTED", "FAILED_PRECONDITION", "ABORTED",
+    "OUT_OF_RANGE", "UNIMPLEMENTED", "INTERNAL", "UNAVAILABLE", "DATA_LOSS", "UNAUTHENTICATED",
+)  # fmt: skip
+
+# Message framing attributes: semconv has no stable keys for per-call counts/sizes yet.
+REQ_MSG_COUNT = "rpc.request.message.count"
+RESP_MSG_COUNT = "rpc.response.message.count"
+REQ_MSG_SIZE = "rpc.request.message.size"
+RESP_MSG_SIZE = "rpc.response.message.size"
+
+_TRACEPARENT = re.compile(r"([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-[0-9a-f]{2}")
+_ID_SEGMENT = re.compile(
+    r"\d+|[0-9a-fA-F]{12,}|[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
+)
+_GRPC_METRIC_KEYS = (
+    "rpc.system", "rpc.service", "rpc.method", "rpc.grpc.status_code", "server.address", "server.port",
+)  # fmt: skip
+_HTTP_METRIC_KEYS = (
+    "http.request.method", "http.response.status_code", "network.protocol.version", "url.scheme",
+)  # fmt: skip
+
+
+def _first(headers: Headers) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for name, value in headers:
+        if name not in out:
+            out[name] = value
+    return out
+
+
+def low_cardinality_path(path: str) -> str:
+    """Replace id-like path segments (numbers, long hex, UUIDs) by "{id}"."""
+    if not any(c.isdigit() for c in path):
+        return path
+    return "/".join("{id}" if _ID_SEGMENT.fullmatch(seg) else seg for seg in path.split("/"))
+
+
+def trace_context(value: str | None) -> tuple[str, str]:
+    """(trace_id, parent_span_id) from a W3C traceparent, or empty strings."""
+    if not value:
+        return "", ""
+    m = _TRACEPARENT.fullmatch(value.strip())
+    if m is None or m.group(1) == "ff" or not int(m.group(2), 16) or not int(m.group(3), 16):
+        return "", ""
+    return m.group(2), m.group(3)
+
+
+def is_grpc(x: H2Exchange, req: dict[str, str], resp: dict[str, str]) -> bool:
+    ctype = req.get("content-type") or resp.get("content-type") or ""
+    if ctype:
+        return ctype.startswith("application/grpc")
+    return "grpc-status" in resp or any(n == "grpc-status" for n, _ in x.trailers)
+
+
+def _small_int(raw: str | None) -> int | None:
+    if raw is None or not 0 < len(raw) <= 9 or not raw.isascii() or not raw.isdigit():
+        return None
+    return int(raw)
+
+
+def _endpoints(attrs: dict[str, AttrValue], conn: ConnInfo) -> None:
+    attrs["server.address"] = conn.server.ip
+    attrs["server.port"] = conn.server.port
+    attrs["client.address"] = conn.client.ip
+    attrs["client.port"] = conn.client.port
+
+
+def _stream_error(x: H2Exchange) -> str | None:
+    if x.refused:
+        return error_code_name(x.rst_code) if x.rst_code else "REFUSED_STREAM"
+    if x.rst_code is not None:
+        return error_code_name(x.rst_code)
+    return None
+
+
+def to_record(x: H2Exchange, conn: ConnInfo) -> L7Record:
+    req = _first(x.request_headers)
+    resp = _first(x.response_headers)
+    trace_id, parent = trace_context(req.get("traceparent"))
+    if is_grpc(x, req, resp):
+        return _grpc(x, conn, req, resp, trace_id, parent)
+    return _http(x, conn, req, resp, trace_id, parent)
+
+
+def _grpc(
+    x: H2Exchange, conn: ConnInfo, req: dict[str, str], resp: dict[str, str], trace_id: str, parent: str
+) -> L7Record:
+    attrs: dict[str, AttrValue] = {"rpc.system": "grpc", "network.protocol.version": "2"}
+    name = "grpc"
+    path = req.get(":path")
+    if path and path.startswith("/") and path.count("/") == 2:
+        service, method = path[1:].split("/")
+        if service:
+            attrs["rpc.service"] = service
+        if method:
+            attrs["rpc.method"] = method
+        name = path[1:]
+    trailers = _first(x.trailers)
+    raw_status = trailers.get("grpc-status", resp.get("grpc-status"))  # trailers-only: in the headers
+    status = _small_int(raw_status)
+    error: str | None = None
+    if status is not None:
+        attrs["rpc.grpc.status_code"] = status
+        if status:
+            error = GRPC_STATUS[status] if status < len(GRPC_STATUS) else str(status)
+    else:
+        error = _stream_error(x)
+        http_status = resp.get(":status")
+        if error is None and http_status is not None and http_status != "200":
+            error = http_status  # no gRPC status at all: the HTTP status says what failed
+    degraded = x.degraded
+    for key, count in ((REQ_MSG_COUNT, x.request_msgs), (RESP_MSG_COUNT, x.response_msgs)):
+        if count is None:
+            degraded = True  # message framing was lost: counts unknown, not guessed
+        else:
+            attrs[key] = count
+    if x.request_msgs is not None:
+        attrs[REQ_MSG_SIZE] = x.request_msg_bytes
+    if x.response_msgs is not None:
+        attrs[RESP_MSG_SIZE] = x.response_msg_bytes
+    _endpoints(attrs, conn)
+    client = conn.role == Role.CLIENT
+    return L7Record(
+        protocol="grpc",
+        role=conn.role,
+        name=name,
+        start_ns=x.start_ns,
+        end_ns=x.end_ns,
+        conn=conn,
+        metric="rpc.client.call.duration" if client else "rpc.server.call.duration",
+        error_type=error,
+        attributes=attrs,
+        metric_attributes=tuple(k for k in _GRPC_METRIC_KEYS if k in attrs),
+        truncated=x.truncated,
+        degraded=degraded,
+        trace_id=trace_id,
+        parent_span_id=parent,
+    )
+
+
+def _http(
+    x: H2Exchange, conn: ConnInfo, req: dict[str, str], resp: dict[str, str], trace_id: str, parent: str
+) -> L7Record:
+    attrs: dict[str, AttrValue] = {"network.protocol.name": "http", "network.protocol.version": "2"}
+    method = req.get(":method")
+    target = req.get(":path")
+    path = None
+    if method:
+        attrs["http.request.method"] = method
+    if target is not None:
+        path, sep, query = target.partition("?")
+        attrs["url.path"] = path
+        if sep:
+            attrs["url.query"] = query
+    scheme = req.get(":scheme")
+    if scheme:
+        attrs["url.scheme"] = scheme
+    agent = req.get("user-agent")
+    if agent:
+        attrs["user_agent.original"] = agent
+    attrs["http.request.body.size"] = x.request_body_size
+    attrs["http.response.body.size"] = x.response_body_size
+    client = conn.role == Role.CLIENT
+    error: str | None = None
+    status = _small_int(resp.get(":status"))
+    if status is not None:
+        attrs["http.response.status_code"] = status
+        if status >= 500 or (client and status >= 400):
+            error = str(status)
+    if error is None:
+        error = _stream_error(x)  # reset or refused before (or while) the response completed
+    name = "HTTP"  # semconv's name when the method is unknown
+    if method:
+        name = f"{method} {low_cardinality_path(path)}" if path else method
+    _endpoints(attrs, conn)
+    keys = _HTTP_METRIC_KEYS + (("server.address", "server.port") if client else ())
+    return L7Record(
+        protocol="http",
+        role=conn.role,
+        name=name,
+        start_ns=x.start_ns,
+        end_ns=x.end_ns,
+        conn=conn,
+        metric="http.client.request.duration" if client else "http.server.request.duration",
+        error_type=error,
+        attributes=attrs,
+        metric_attributes=tuple(k for k in keys if k in attrs),
+        truncated=x.truncated,
+        degraded=x.degraded,
+        trace_id=trace_id,
+        parent_span_id=parent,
+    )

@@ -1,0 +1,116 @@
+"""Real HTTP/2 bytes from two `h2` endpoints talking to each other, and a small framing-loop driver."""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+from struct import pack
+
+from h2.config import H2Configuration
+from h2.connection import H2Connection
+
+from protocols.base import NEED_DATA, ConnInfo, Direction, Endpoint, Invalid, Parsed, Role, Timed
+from protocols.http2 import SPEC
+from protocols.http2.types import H2Exchange, H2Frame, H2State
+
+REQ, RESP = Direction.REQUEST, Direction.RESPONSE
+CONN = ConnInfo("c1", Endpoint("127.0.0.1", 50051), Endpoint("127.0.0.1", 40000), Role.SERVER)
+CLIENT_CONN = ConnInfo("c2", Endpoint("127.0.0.1", 40000), Endpoint("127.0.0.1", 50051), Role.CLIENT)
+
+
+def grpc_msg(payload: bytes, compressed: bool = False) -> bytes:
+    return pack(">BI", int(compressed), len(payload)) + payload
+
+
+def grpc_request_headers(path: str, extra: tuple[tuple[str, str], ...] = ()) -> list[tuple[str, str]]:
+    return [
+        (":method", "POST"), (":scheme", "http"), (":path", path), (":authority", "127.0.0.1:50051"),
+        ("content-type", "application/grpc"), ("te", "trailers"), ("user-agent", "grpc-python/1.0"),
+        *extra,
+    ]  # fmt: skip
+
+
+class Conversation:
+    """A client and a server h2 endpoint; every byte each sends is recorded in order, by direction."""
+
+    def __init__(self, preface: bool = True) -> None:
+        self.client = H2Connection(H2Configuration(client_side=True, header_encoding="utf-8"))
+        self.server = H2Connection(H2Configuration(client_side=False, header_encoding="utf-8"))
+        self.chunks: list[tuple[Direction, bytes]] = []
+        self.client.initiate_connection()
+        self.server.initiate_connection()
+        self.flush()
+        if not preface:
+            self.chunks.clear()
+
+    def flush(self) -> None:
+        for _ in range(4):  # replies (ACKs, window updates) may trigger more replies
+            c = self.client.data_to_send()
+            s = self.server.data_to_send()
+            if not c and not s:
+                return
+            if c:
+                self.chunks.append((REQ, c))
+                self.server.receive_data(c)
+            if s:
+                self.chunks.append((RESP, s))
+                self.client.receive_data(s)
+
+    def unary(self, path: str, req: bytes, resp: bytes, status: int = 0, extra=()) -> int:
+        sid = self.client.get_next_available_stream_id()
+        self.client.send_headers(sid, grpc_request_headers(path, extra))
+        self.client.send_data(sid, grpc_msg(req), end_stream=True)
+        self.flush()
+        if status == 0:
+            self.server.send_headers(sid, [(":status", "200"), ("content-type", "application/grpc")])
+            self.server.send_data(sid, grpc_msg(resp))
+            self.server.send_headers(sid, [("grpc-status", "0")], end_stream=True)
+        else:
+            self.server.send_headers(
+                sid,
+                [(":status", "200"), ("content-type", "application/grpc"), ("grpc-status", str(status))],
+                end_stream=True,
+            )
+        self.flush()
+        return sid
+
+
+@dataclass
+class Driven:
+    exchanges: list[H2Exchange] = field(default_factory=list)
+    frames: list[H2Frame] = field(default_factory=list)
+    invalid: int = 0
+
+
+def drive(chunks, state: H2State | None = None, split: int | None = None) -> tuple[Driven, H2State]:
+    """Feed chunks (direction, bytes) like the framing loop: parse REQUEST, then RESPONSE, stitch."""
+    state = state if state is not None else SPEC.new_state()
+    bufs = {REQ: bytearray(), RESP: bytearray()}
+    queues: dict[Direction, deque[Timed[H2Frame]]] = {REQ: deque(), RESP: deque()}
+    out = Driven()
+    for t, (direction, data) in enumerate(chunks):
+        pieces = [data] if split is None else [data[:split], data[split:]]
+        for piece in pieces:
+            bufs[direction] += piece
+            for d in (REQ, RESP):
+                _parse(bufs[d], d, state, queues[d], out, t * 1000)
+            out.exchanges += SPEC.stitch(queues[REQ], queues[RESP], state)
+    return out, state
+
+
+def _parse(buf: bytearray, d: Direction, state: H2State, q: deque, out: Driven, ts: int) -> None:
+    while buf:
+        with memoryview(buf) as mv:
+            r = SPEC.parse_frame(mv, d, state)
+        if r is NEED_DATA:
+            return
+        if isinstance(r, Invalid):
+            out.invalid += 1
+            with memoryview(buf) as mv:
+                skip = SPEC.find_boundary(mv, d, 1)
+            del buf[: skip if skip is not None else len(buf)]
+            continue
+        assert isinstance(r, Parsed) and r.size > 0
+        out.frames.append(r.frame)
+        q.append(Timed(r.frame, ts, ts + 1))
+        del buf[: r.size]
