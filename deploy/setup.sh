@@ -1,0 +1,88 @@
+#!/usr/bin/env bash
+# Sets up l7scope on this Debian/Ubuntu machine (idempotent), then runs what you ask:
+#   deploy/setup.sh run [l7scope run options]   live table of this machine's traffic (with a demo workload)
+#   deploy/setup.sh test [pytest options]       everything the tests need, then the whole test suite
+#   deploy/setup.sh                             set up only
+set -euo pipefail
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+mode=${1:-setup}
+[ $# -gt 0 ] && shift
+cache=${L7SCOPE_CACHE:-/var/cache/l7scope}
+venv=$here/.venv
+
+fail() { echo "setup: $*" >&2; exit 1; }
+say() { echo "setup: $*" >&2; }
+
+[ "$(id -u)" = 0 ] || fail "run as root (sudo $0 $mode): loading eBPF programs needs it"
+command -v apt-get >/dev/null || fail "this script needs a Debian or Ubuntu machine (apt-get)"
+case "$mode" in setup | run | test) ;; *) fail "unknown mode '$mode': use run, test, or nothing" ;; esac
+
+# -- system packages ---------------------------------------------------------------------------
+runtime=(python3 python3-venv python3-bpfcc ca-certificates iproute2)
+testing=(curl nginx mariadb-server tshark tcpdump wrk openjdk-17-jre-headless maven
+         prometheus-alertmanager tmux procps util-linux)
+want=("${runtime[@]}")
+[ "$mode" = test ] && want+=("${testing[@]}")
+command -v bpftool >/dev/null || want+=(bpftool)
+missing=()
+for p in "${want[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  say "installing ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  if ! apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null; then
+    # Ubuntu ships bpftool in linux-tools; try it before giving up.
+    apt-get install -y -qq --no-install-recommends "${missing[@]/bpftool/linux-tools-common}" >/dev/null \
+      || fail "apt-get could not install: ${missing[*]}"
+  fi
+fi
+command -v bpftool >/dev/null || fail "bpftool is missing: install the bpftool (or linux-tools) package"
+
+# -- kernel prerequisites ------------------------------------------------------------------------
+if [ ! -d /sys/kernel/tracing/events ] && ! mount -t tracefs nodev /sys/kernel/tracing 2>/dev/null; then
+  [ -d /sys/kernel/debug/tracing/events ] || fail "tracefs is not mounted and cannot be: mount -t tracefs nodev /sys/kernel/tracing"
+fi
+if [ ! -r /sys/kernel/btf/vmlinux ] && [ ! -d "/lib/modules/$(uname -r)/build" ]; then
+  fail "this kernel has neither BTF (/sys/kernel/btf/vmlinux) nor headers (/lib/modules/$(uname -r)/build): install linux-headers-$(uname -r)"
+fi
+
+# -- Python environment --------------------------------------------------------------------------
+py=/usr/bin/python3
+"$py" -c 'import sys; sys.exit(sys.version_info < (3, 11))' || fail "l7scope needs Python >= 3.11 as /usr/bin/python3"
+[ -x "$venv/bin/python" ] || "$py" -m venv "$venv"
+site=$("$venv/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
+bcc_dir=$("$py" -c 'import bcc, os; print(os.path.dirname(bcc.__file__))' 2>/dev/null) \
+  || fail "python3-bpfcc is installed but 'import bcc' fails for $py"
+ln -sfn "$bcc_dir" "$site/bcc"  # bcc is not on PyPI: the distribution's pure-Python module over libbcc
+extra=""
+[ "$mode" = test ] && extra="[test]"
+stamp="$venv/.installed$extra"
+if [ ! -f "$stamp" ] || [ "$here/pyproject.toml" -nt "$stamp" ]; then
+  say "installing the Python packages into $venv"
+  "$venv/bin/pip" install -q --upgrade pip
+  "$venv/bin/pip" install -q -e "$here$extra"
+  touch "$stamp"
+fi
+
+# -- kernel headers for bcc (real ones when present, else generated from BTF) ----------------------
+mkdir -p "$cache"
+"$venv/bin/python" -c "
+import sys
+from pathlib import Path
+from probes.errors import CaptureUnavailable
+from probes.kernel_headers import prepare_headers
+try:
+    print('setup: kernel headers for bcc:', prepare_headers(Path('$cache/headers')), file=sys.stderr)
+except CaptureUnavailable as e:
+    sys.exit(f'setup: {e}')
+"
+
+cd "$here"
+case "$mode" in
+  run) exec "$venv/bin/l7scope" run --demo "$@" ;;
+  test) export L7SCOPE_CACHE="$cache"; exec "$venv/bin/python" -m pytest -p no:cacheprovider "$@" ;;
+  setup) say "ready: $venv/bin/l7scope --help" ;;
+esac

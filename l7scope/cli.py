@@ -1,0 +1,210 @@
+"""The `l7scope` command. Errors a user can hit end in one line that says what to do."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import os
+import signal
+import sys
+import threading
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
+
+from l7scope.config import Config, ConfigError, load
+
+if TYPE_CHECKING:
+    from probes.capture import Capture
+
+EXAMPLES = """examples:
+  l7scope run                                  capture this machine, live table in the terminal
+  l7scope run --export jsonl:-                 one JSON object per exchange on standard output
+  OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:4318 l7scope run    spans to an OTLP collector
+  l7scope agent                                capture -> Kafka (L7SCOPE_KAFKA_BOOTSTRAP=host:9092)
+  l7scope pipeline                             Kafka -> spans/records (run several: a consumer group)
+  l7scope replay capture.pcap --export jsonl:-  parse a capture file with the same pipeline
+"""
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="l7scope",
+        description="eBPF L7 APM: HTTP/1.1, HTTP/2, gRPC and MySQL exchanges from every TCP connection.",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--config", help="TOML configuration file (see deploy/config.example.toml)")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="capture and pipeline in one process (the embedded default)")
+    _add_export(run)
+    run.add_argument("--duration", type=float, help="stop after this many seconds")
+    run.add_argument("--no-table", action="store_true", help="do not print the live table")
+    run.add_argument(
+        "--demo", action="store_true", help="also start a demo HTTP service and client on 127.0.0.1"
+    )
+
+    agent = sub.add_parser("agent", help="capture and publish fragments to Kafka")
+    agent.add_argument("--duration", type=float, help="stop after this many seconds")
+
+    pipe = sub.add_parser("pipeline", help="consume fragments from Kafka and export records")
+    _add_export(pipe)
+    pipe.add_argument("--group", help="consumer group (default from config: l7scope-pipeline)")
+    pipe.add_argument(
+        "--from-latest", action="store_true", help="a new group starts at the end, not the start"
+    )
+    pipe.add_argument("--duration", type=float, help="stop after this many seconds")
+
+    replay = sub.add_parser("replay", help="parse a pcap/pcapng file through the same pipeline")
+    replay.add_argument("file")
+    _add_export(replay)
+
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        config = load(args.config, os.environ)
+        config = _apply_flags(config, args)
+        return COMMANDS[args.command](config, args)
+    except ConfigError as e:
+        return _fail(f"configuration: {e}")
+    except _Unavailable as e:
+        return _fail(str(e))
+
+
+def _add_export(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--export",
+        action="append",
+        default=[],
+        metavar="KIND[:ARG]",
+        help="jsonl:PATH (- for stdout); OTLP follows OTEL_EXPORTER_OTLP_* variables",
+    )
+
+
+def _apply_flags(config: Config, args: argparse.Namespace) -> Config:
+    export = config.export
+    for spec in getattr(args, "export", []):
+        kind, _, arg = spec.partition(":")
+        if kind != "jsonl" or not arg:
+            raise ConfigError(f"--export {spec}: use jsonl:PATH (or jsonl:- for standard output)")
+        export = dataclasses.replace(export, jsonl=arg)
+    if getattr(args, "no_table", False) or export.jsonl == "-":
+        export = dataclasses.replace(export, live_table=False)
+    return dataclasses.replace(config, export=export)
+
+
+class _Unavailable(Exception):
+    """Something outside l7scope is missing; the message says what to do."""
+
+
+def _fail(message: str) -> int:
+    print(f"l7scope: {message}", file=sys.stderr)
+    return 2
+
+
+def _stop_event(duration: float | None) -> threading.Event:
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    if duration:
+        timer = threading.Timer(duration, stop.set)
+        timer.daemon = True
+        timer.start()
+    return stop
+
+
+def _capture(config: Config, with_kafka: bool = False) -> Capture:
+    """Load the eBPF programs; the agent's own traffic (and its Kafka's) is filtered in the kernel."""
+    from probes.capture import Capture, CaptureOptions
+    from probes.errors import CaptureUnavailable
+
+    kafka = config.kafka.bootstrap.split(",") if with_kafka else []
+    kafka_ports = tuple(int(hp.rpartition(":")[2]) for hp in kafka if hp.rpartition(":")[2].isdigit())
+    options = CaptureOptions(
+        copy_chunk=config.capture.copy_chunk,
+        ring_bytes=config.capture.ring_mib << 20,
+        exclude_pids=(os.getpid(), *config.capture.exclude_pids),
+        exclude_ports=(*config.capture.exclude_ports, *kafka_ports),
+        node=config.node,
+        header_cache=config.capture.header_cache,
+    )
+    try:
+        return Capture(options)
+    except CaptureUnavailable as e:
+        raise _Unavailable(str(e)) from None
+
+
+def _kafka_errors(action: Callable[[], object], config: Config) -> None:
+    from kafka.errors import KafkaError, NoBrokersAvailable
+
+    try:
+        action()
+    except NoBrokersAvailable:
+        raise _Unavailable(
+            f"cannot reach Kafka at {config.kafka.bootstrap}: start the broker or set L7SCOPE_KAFKA_BOOTSTRAP"
+        ) from None
+    except KafkaError as e:
+        raise _Unavailable(f"Kafka at {config.kafka.bootstrap} failed: {e}") from None
+
+
+def cmd_run(config: Config, args: argparse.Namespace) -> int:
+    from l7scope.demo import start_demo, stop_demo
+    from pipeline.run import run_embedded
+
+    capture = _capture(config)  # before the demo starts, so its first requests are seen
+    demo = start_demo() if args.demo else []
+    try:
+        health = run_embedded(config, os.environ, capture, _stop_event(args.duration))
+    finally:
+        stop_demo(demo)
+    return 0 if health.total("export_failed") == 0 else 1
+
+
+def cmd_agent(config: Config, args: argparse.Namespace) -> int:
+    from pipeline.run import run_agent
+
+    capture, stop = _capture(config, with_kafka=True), _stop_event(args.duration)
+    _kafka_errors(lambda: run_agent(config, capture, stop), config)
+    return 0
+
+
+def cmd_pipeline(config: Config, args: argparse.Namespace) -> int:
+    from pipeline.run import run_pipeline
+
+    stop = _stop_event(args.duration)
+    _kafka_errors(
+        lambda: run_pipeline(config, os.environ, stop, group=args.group, from_beginning=not args.from_latest),
+        config,
+    )
+    return 0
+
+
+def cmd_replay(config: Config, args: argparse.Namespace) -> int:
+    from pipeline.run import run_replay
+    from probes.pcap import read_pcap
+
+    if not os.path.exists(args.file):
+        raise _Unavailable(f"{args.file} does not exist: name a pcap or pcapng file")
+    health = run_replay(read_pcap(args.file), config, os.environ)
+    print(
+        f"l7scope: {health.total('exchanges')} exchanges, {health.total('parse_errors')} parse errors",
+        file=sys.stderr,
+    )
+    return 0
+
+
+COMMANDS: dict[str, Callable[[Config, argparse.Namespace], int]] = {
+    "run": cmd_run,
+    "agent": cmd_agent,
+    "pipeline": cmd_pipeline,
+    "replay": cmd_replay,
+}
+
+if __name__ == "__main__":
+    sys.exit(main())

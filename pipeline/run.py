@@ -1,0 +1,216 @@
+"""The whole graph, wired in one screen: capture -> batches -> conn table -> records -> exporters.
+
+`run_embedded` puts a bounded in-process queue where Kafka would be; `run_agent` and
+`run_pipeline` are the two halves of the scale-out path; `run_replay` feeds a pcap file through the
+same stages.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import queue
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping
+from typing import IO, Protocol
+
+from l7scope.config import Config
+from pipeline.conn_table import ConnTable, TableLimits
+from pipeline.framing import AnySpec
+from pipeline.health import Health
+from pipeline.jsonl import JsonlExporter
+from pipeline.live_table import LiveTable
+from pipeline.otlp import OtlpEndpoint, OtlpSpanExporter
+from probes.batcher import Batcher
+from probes.fragment import Batch, ConnEvent, Fragment
+from protocols.base import L7Record
+
+log = logging.getLogger("l7scope.run")
+
+
+class Exporter(Protocol):
+    def export(self, records: list[L7Record]) -> None: ...
+    def close(self) -> None: ...
+
+
+class Capture(Protocol):  # probes.capture.Capture, kept abstract so this module does not import bcc
+    def poll(self) -> list[Fragment | ConnEvent]: ...
+    def close(self) -> None: ...
+
+
+def default_protocols() -> tuple[AnySpec, ...]:
+    from protocols.registry import PROTOCOLS
+
+    return PROTOCOLS
+
+
+def build_exporters(config: Config, env: Mapping[str, str], health: Health) -> list[Exporter]:
+    exporters: list[Exporter] = []
+    if config.export.jsonl:
+        exporters.append(JsonlExporter(config.export.jsonl))
+    endpoint = OtlpEndpoint.from_env(env, "traces") if config.export.otlp else None
+    if endpoint is not None:
+        exporters.append(OtlpSpanExporter(endpoint, health))
+    return exporters
+
+
+def new_table(config: Config, health: Health) -> ConnTable:
+    limits = TableLimits(
+        idle_seconds=config.pipeline.idle_seconds, max_buffered_bytes=config.pipeline.max_buffered_mib << 20
+    )
+    return ConnTable(default_protocols(), health, table_limits=limits)
+
+
+def process(batches: Iterable[Batch], table: ConnTable, exporters: list[Exporter]) -> int:
+    """Batches -> records -> every exporter; returns the number of records."""
+    records: list[L7Record] = []
+    for batch in batches:
+        records += table.apply(batch)
+    for exporter in exporters:
+        exporter.export(records)
+    return len(records)
+
+
+def close_all(table: ConnTable, exporters: list[Exporter]) -> None:
+    for exporter in exporters:
+        exporter.export(table.flush())
+        exporter.close()
+
+
+def drain_forever(
+    capture: Capture, sink: Callable[[list[Batch]], None], stop: threading.Event, interval_s: float
+) -> None:
+    """The agent's drain loop: on a timer (the ring is written without wake-ups), never blocking."""
+    batcher = Batcher()
+    while not stop.is_set():
+        started = time.monotonic()
+        batches = batcher.group(capture.poll())
+        if batches:
+            sink(batches)
+        stop.wait(max(0.0, interval_s - (time.monotonic() - started)))
+    sink(batcher.group(capture.poll()))
+
+
+def run_embedded(
+    config: Config,
+    env: Mapping[str, str],
+    capture: Capture,
+    stop: threading.Event,
+    out: IO[str] = sys.stderr,
+    health: Health | None = None,
+) -> Health:
+    """Capture and pipeline in one process, with a bounded queue between them."""
+    health = health or Health()
+    handoff: queue.Queue[list[Batch]] = queue.Queue(config.pipeline.queue_batches)
+
+    def enqueue(batches: list[Batch]) -> None:
+        try:
+            handoff.put_nowait(batches)
+        except queue.Full:  # the pipeline fell behind: drop, count, keep draining
+            health.count("dropped_batches", "embedded_queue", len(batches), reason="queue full")
+
+    agent = threading.Thread(
+        target=drain_forever,
+        args=(capture, enqueue, stop, config.capture.drain_interval_ms / 1000),
+        daemon=True,
+    )
+    table, exporters = new_table(config, health), build_exporters(config, env, health)
+    live = LiveTable() if config.export.live_table else None
+    if live is not None:
+        exporters.append(live)
+    agent.start()
+    next_render = time.monotonic() + config.export.refresh_seconds
+    try:
+        while agent.is_alive() or not handoff.empty():
+            with contextlib.suppress(queue.Empty):
+                process(handoff.get(timeout=0.1), table, exporters)
+            if time.monotonic() >= next_render:
+                next_render += config.export.refresh_seconds
+                expired = table.expire()
+                for exporter in exporters:
+                    exporter.export(expired)
+                if live is not None:
+                    render(live, health, out)
+    finally:
+        stop.set()
+        agent.join(timeout=5)
+        capture.close()
+        close_all(table, exporters)
+        if live is not None:
+            render(live, health, out)
+    return health
+
+
+def render(live: LiveTable, health: Health, out: IO[str]) -> None:
+    lost = health.total("capture_lost_events") + health.total("dropped_batches")
+    footer = f"parse errors {health.total('parse_errors')}  gaps {health.total('gaps')}  dropped {lost}"
+    clear = "\x1b[H\x1b[2J" if out.isatty() else ""
+    out.write(f"{clear}{time.strftime('%H:%M:%S')}  l7scope\n{live.render(footer=footer)}\n\n")
+    out.flush()
+
+
+def run_agent(
+    config: Config, capture: Capture, stop: threading.Event, health: Health | None = None
+) -> Health:
+    """Capture -> Kafka: the per-node half of the scale-out path."""
+    from pipeline.kafka_source import ensure_topics
+    from probes.publisher import KafkaPublisher
+
+    health = health or Health()
+    ensure_topics(config.kafka, config.kafka.fragments_topic)
+    publisher = KafkaPublisher(config.kafka, health)
+    try:
+        drain_forever(capture, publisher.publish, stop, config.capture.drain_interval_ms / 1000)
+    finally:
+        capture.close()
+        publisher.close()
+    return health
+
+
+def run_pipeline(
+    config: Config,
+    env: Mapping[str, str],
+    stop: threading.Event,
+    group: str | None = None,
+    from_beginning: bool = True,
+    health: Health | None = None,
+) -> Health:
+    """Kafka -> records -> exporters, as one member of the consumer group; at-least-once."""
+    from pipeline.kafka_source import KafkaSource, ensure_topics
+
+    health = health or Health()
+    ensure_topics(config.kafka, config.kafka.fragments_topic)
+    source = KafkaSource(config.kafka, health, group=group, from_beginning=from_beginning)
+    table, exporters = new_table(config, health), build_exporters(config, env, health)
+    try:
+        while not stop.is_set():
+            batches = source.poll()
+            if batches:
+                process(batches, table, exporters)
+                source.commit()  # only after the records were handed to every exporter
+    finally:
+        close_all(table, exporters)
+        source.close()
+    return health
+
+
+def run_replay(
+    events: Iterable[Fragment | ConnEvent],
+    config: Config,
+    env: Mapping[str, str],
+    health: Health | None = None,
+) -> Health:
+    """A capture file's fragments through the same stages (chunks keep each batch small)."""
+    health = health or Health()
+    batcher, table, exporters = Batcher(), new_table(config, health), build_exporters(config, env, health)
+    chunk: list[Fragment | ConnEvent] = []
+    for event in events:
+        chunk.append(event)
+        if len(chunk) >= 512:
+            process(batcher.group(chunk), table, exporters)
+            chunk = []
+    process(batcher.group(chunk), table, exporters)
+    close_all(table, exporters)
+    return health
