@@ -1,0 +1,462 @@
+/* l7scope socket capture (bcc): plaintext of TCP socket syscalls, with connection lifecycle.
+ *
+ * enter:  remember the call's arguments per thread (pid_tgid).
+ * sock:sock_{send,recv}_length: fire inside the call with the struct sock * -> only socket I/O
+ *         (TCP over IPv4/IPv6) is kept; every other read/write is dropped at exit.
+ * exit:   ret > 0 -> copy the payload in chunks into the ring, each chunk with its byte position.
+ * sock:inet_sock_set_state: role (connect vs accept) and end of connection.
+ *
+ * Built with -DL7_CHUNK_SIZE, -DL7_MAX_CHUNKS, -DL7_MAX_IOV, -DL7_RING_BYTES (see events.h).
+ */
+#include "events.h"
+
+#ifndef __always_inline
+#define __always_inline inline __attribute__((always_inline))
+#endif
+
+#define L7_AF_INET 2
+#define L7_AF_INET6 10
+#define L7_IPPROTO_TCP 6
+#define L7_MSG_PEEK 2
+/* TCP states as numbered in include/net/tcp_states.h */
+#define L7_TCP_SYN_SENT 2
+#define L7_TCP_SYN_RECV 3
+#define L7_TCP_CLOSE 7
+#define L7_TCP_LISTEN 10
+
+/* How the syscall passed its buffer. */
+enum l7_buf_kind {
+	L7_BUF_PLAIN = 0, /* (buf, len) */
+	L7_BUF_IOV = 1, /* struct iovec *, count */
+	L7_BUF_MSG = 2, /* struct user_msghdr * */
+	L7_BUF_NONE = 3, /* sendfile: the kernel moves the bytes, nothing to copy */
+};
+
+struct l7_call {
+	__u64 buf; /* user pointer: buffer, iovec array or msghdr */
+	__u64 sk; /* set by the sock tracepoint: nonzero only for TCP socket calls */
+	__s32 fd;
+	__u32 vlen;
+	__u8 buf_kind;
+	__u8 io;
+	__u8 source;
+	__u8 pad;
+};
+
+struct l7_conn {
+	__u64 generation;
+	__u64 send_bytes; /* bytes moved so far: the next byte position per direction */
+	__u64 recv_bytes;
+	__u32 pid; /* owner: the first process seen using it; 0 until a data call binds it */
+	__s32 fd;
+	__u8 role;
+	__u8 bound;
+	__u8 excluded;
+	__u8 pad;
+	__u16 family;
+	__u16 local_port;
+	__u16 remote_port;
+	__u16 pad2;
+	__u8 local_addr[L7_ADDR_LEN];
+	__u8 remote_addr[L7_ADDR_LEN];
+};
+
+struct l7_fd_key {
+	__u32 tgid;
+	__s32 fd;
+};
+
+/* Where the chunk walk over a call's buffers stands. */
+struct l7_walk {
+	__u64 pos;
+	__u64 remaining;
+	__u64 vec;
+	__u64 nvec;
+	__u64 seg_base;
+	__u64 seg_len;
+	__u64 seg_off;
+	__u32 seg;
+	__u32 chunk;
+};
+
+/* Per-CPU staging area: header + payload, output with one variable-size ring write. */
+struct l7_scratch {
+	struct l7_walk walk;
+	struct l7_event hdr;
+	__u8 data[L7_CHUNK_SIZE];
+};
+
+BPF_RINGBUF_OUTPUT(l7_events, L7_RING_BYTES / 4096);
+BPF_HASH(l7_calls, __u64, struct l7_call, 16384);
+BPF_HASH(l7_conns, __u64, struct l7_conn, 131072);
+BPF_HASH(l7_fd_socks, struct l7_fd_key, __u64, 131072);
+BPF_HASH(l7_excluded_pids, __u32, __u8, 1024);
+BPF_HASH(l7_excluded_ports, __u16, __u8, 1024);
+BPF_PERCPU_ARRAY(l7_scratch_buf, struct l7_scratch, 1);
+BPF_PERCPU_ARRAY(l7_stats, __u64, L7_STAT_MAX);
+
+static __always_inline void l7_count(__u32 idx, __u64 n)
+{
+	__u64 *v = l7_stats.lookup(&idx);
+	if (v)
+		*v += n; /* per-CPU slot, programs on one CPU do not nest */
+}
+
+static __always_inline int l7_enter(__s32 fd, __u64 buf, __u32 vlen, __u8 buf_kind, __u8 io, __u8 source)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+	__u32 tgid = id >> 32;
+	if (l7_excluded_pids.lookup(&tgid))
+		return 0;
+	struct l7_call call = {};
+	call.buf = buf;
+	call.fd = fd;
+	call.vlen = vlen;
+	call.buf_kind = buf_kind;
+	call.io = io;
+	call.source = source;
+	l7_calls.update(&id, &call);
+	return 0;
+}
+
+/* Inside the call: record the sock if this is a TCP socket moving bytes the expected way. */
+static __always_inline int l7_on_sock(__u64 sk, __u16 family, __u16 protocol, __s32 flags, __u8 io)
+{
+	if (protocol != L7_IPPROTO_TCP || (family != L7_AF_INET && family != L7_AF_INET6))
+		return 0;
+	if (io == L7_IO_RECV && (flags & L7_MSG_PEEK))
+		return 0; /* peeked bytes will be read again */
+	__u64 id = bpf_get_current_pid_tgid();
+	struct l7_call *call = l7_calls.lookup(&id);
+	if (call && call->io == io)
+		call->sk = sk;
+	return 0;
+}
+
+TRACEPOINT_PROBE(sock, sock_send_length)
+{
+	return l7_on_sock((__u64)args->sk, args->family, args->protocol, args->flags, L7_IO_SEND);
+}
+
+TRACEPOINT_PROBE(sock, sock_recv_length)
+{
+	return l7_on_sock((__u64)args->sk, args->family, args->protocol, args->flags, L7_IO_RECV);
+}
+
+/* Read family, ports and addresses from the sock (offsets come from this kernel's BTF). */
+static __always_inline void l7_read_tuple(struct l7_conn *c, __u64 skp)
+{
+	struct sock_common *skc = &((struct sock *)skp)->__sk_common;
+	__u16 family = 0, dport = 0, num = 0;
+	bpf_probe_read_kernel(&family, sizeof(family), &skc->skc_family);
+	bpf_probe_read_kernel(&num, sizeof(num), &skc->skc_num);
+	bpf_probe_read_kernel(&dport, sizeof(dport), &skc->skc_dport);
+	c->family = family;
+	c->local_port = num;
+	c->remote_port = __builtin_bswap16(dport);
+	if (family == L7_AF_INET6) {
+		bpf_probe_read_kernel(c->local_addr, L7_ADDR_LEN, &skc->skc_v6_rcv_saddr);
+		bpf_probe_read_kernel(c->remote_addr, L7_ADDR_LEN, &skc->skc_v6_daddr);
+	} else {
+		bpf_probe_read_kernel(c->local_addr, 4, &skc->skc_rcv_saddr);
+		bpf_probe_read_kernel(c->remote_addr, 4, &skc->skc_daddr);
+	}
+}
+
+static __always_inline void l7_fill_header(struct l7_event *e, struct l7_conn *c, __u8 kind)
+{
+	e->ts_ns = bpf_ktime_get_ns();
+	e->generation = c->generation;
+	e->pid = c->pid;
+	e->tid = (__u32)bpf_get_current_pid_tgid();
+	e->fd = c->fd;
+	e->kind = kind;
+	e->role = c->role;
+	e->family = c->family;
+	e->local_port = c->local_port;
+	e->remote_port = c->remote_port;
+	__builtin_memcpy(e->local_addr, c->local_addr, L7_ADDR_LEN);
+	__builtin_memcpy(e->remote_addr, c->remote_addr, L7_ADDR_LEN);
+	bpf_get_current_comm(e->comm, sizeof(e->comm));
+}
+
+/* OPEN and CLOSE carry no payload: built on the stack so they never touch the data scratch. */
+static __always_inline void l7_emit_lifecycle(void *ctx, struct l7_conn *c, __u8 kind)
+{
+	struct l7_event e = {};
+	l7_fill_header(&e, c, kind);
+	if (kind == L7_KIND_CLOSE) {
+		e.position = c->send_bytes;
+		e.length = c->recv_bytes;
+	}
+	if (l7_events.ringbuf_output(&e, sizeof(e), BPF_RB_NO_WAKEUP) == 0)
+		l7_count(L7_STAT_EVENTS, 1);
+	else
+		l7_count(L7_STAT_LOST_EVENTS, 1);
+}
+
+static __always_inline void l7_output(struct l7_scratch *s, __u64 pos, __u64 copied, __u64 length,
+				      __u16 chunk)
+{
+	s->hdr.position = pos;
+	s->hdr.length = length;
+	s->hdr.data_len = copied;
+	s->hdr.chunk = chunk;
+	__u64 size = sizeof(struct l7_event) + (copied > L7_CHUNK_SIZE ? L7_CHUNK_SIZE : copied);
+	if (l7_events.ringbuf_output(&s->hdr, size, BPF_RB_NO_WAKEUP) == 0) {
+		l7_count(L7_STAT_EVENTS, 1);
+	} else {
+		l7_count(L7_STAT_LOST_EVENTS, 1);
+		l7_count(L7_STAT_LOST_BYTES, length);
+	}
+}
+
+/* Copy up to L7_MAX_CHUNKS chunks of the call's bytes, one iovec segment at a time. The walk's
+ * state lives in map memory, not registers: the verifier then sees every path through one step
+ * converge to the same state, and its work stays linear in the step count. */
+static __always_inline void l7_emit_data(struct l7_call *call, struct l7_conn *c, __u64 ret, __u64 pos)
+{
+	__u32 zero = 0;
+	struct l7_scratch *s = l7_scratch_buf.lookup(&zero);
+	if (!s)
+		return;
+	l7_fill_header(&s->hdr, c, L7_KIND_DATA);
+	s->hdr.io = call->io;
+	s->hdr.source = call->source;
+	s->hdr.total = ret;
+	if (call->buf_kind == L7_BUF_NONE) {
+		l7_output(s, pos, 0, ret, 0);
+		return;
+	}
+
+	struct l7_walk *w = &s->walk;
+	w->pos = pos;
+	w->remaining = ret;
+	w->seg = 0;
+	w->seg_off = 0;
+	w->chunk = 0;
+	w->vec = 0;
+	w->nvec = 1;
+	w->seg_base = call->buf;
+	w->seg_len = ret;
+	if (call->buf_kind == L7_BUF_IOV || call->buf_kind == L7_BUF_MSG) {
+		w->vec = call->buf;
+		w->nvec = call->vlen;
+		if (call->buf_kind == L7_BUF_MSG) {
+			struct user_msghdr msg = {};
+			bpf_probe_read_user(&msg, sizeof(msg), (void *)call->buf);
+			w->vec = (__u64)msg.msg_iov;
+			w->nvec = msg.msg_iovlen;
+		}
+		struct iovec iov = {};
+		if (w->nvec > 0)
+			bpf_probe_read_user(&iov, sizeof(iov), (void *)w->vec);
+		w->seg_base = (__u64)iov.iov_base;
+		w->seg_len = iov.iov_len;
+	}
+
+	/* Each step either loads the next iovec or emits one chunk. */
+	for (int step = 0; step < L7_MAX_IOV + L7_MAX_CHUNKS; step++) {
+		if (w->remaining == 0 || w->chunk >= L7_MAX_CHUNKS)
+			break;
+		if (w->seg_off >= w->seg_len) {
+			w->seg++;
+			if (w->seg >= w->nvec || w->seg >= L7_MAX_IOV)
+				break;
+			struct iovec iov = {};
+			bpf_probe_read_user(&iov, sizeof(iov), (void *)(w->vec + w->seg * sizeof(struct iovec)));
+			w->seg_base = (__u64)iov.iov_base;
+			w->seg_len = iov.iov_len;
+			w->seg_off = 0;
+			continue;
+		}
+		__u64 n = w->seg_len - w->seg_off;
+		if (n > w->remaining)
+			n = w->remaining;
+		if (n > L7_CHUNK_SIZE)
+			n = L7_CHUNK_SIZE;
+		bpf_probe_read_user(s->data, n, (void *)(w->seg_base + w->seg_off));
+		w->seg_off += n;
+		/* The syscall's last chunk accounts for every byte left, copied or not. */
+		__u64 length = w->chunk + 1 >= L7_MAX_CHUNKS ? w->remaining : n;
+		l7_output(s, w->pos, n, length, w->chunk);
+		w->pos += length;
+		w->remaining -= length;
+		w->chunk++;
+	}
+	if (w->remaining > 0) {
+		/* iovecs past L7_MAX_IOV: a copy-less event keeps the byte positions whole. */
+		l7_output(s, w->pos, 0, w->remaining, w->chunk);
+	}
+	if (ret > (__u64)L7_CHUNK_SIZE * L7_MAX_CHUNKS || w->remaining > 0)
+		l7_count(L7_STAT_TRUNCATED, 1);
+}
+
+static __always_inline int l7_exit(void *ctx, long ret)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+	struct l7_call *call = l7_calls.lookup(&id);
+	if (!call)
+		return 0;
+	__u64 sk = call->sk;
+	if (sk == 0 || ret <= 0) {
+		l7_calls.delete(&id);
+		return 0;
+	}
+	struct l7_conn *c = l7_conns.lookup(&sk);
+	if (!c) {
+		/* Opened before we were loaded (or its handshake was missed): role unknown. */
+		struct l7_conn fresh = {};
+		fresh.generation = bpf_ktime_get_ns();
+		l7_conns.update(&sk, &fresh);
+		c = l7_conns.lookup(&sk);
+		if (!c) {
+			l7_calls.delete(&id);
+			return 0;
+		}
+	}
+	if (!c->bound) {
+		c->bound = 1;
+		c->pid = id >> 32;
+		c->fd = call->fd;
+		l7_read_tuple(c, sk);
+		if (l7_excluded_ports.lookup(&c->local_port) || l7_excluded_ports.lookup(&c->remote_port))
+			c->excluded = 1;
+		struct l7_fd_key key = {.tgid = c->pid, .fd = c->fd};
+		l7_fd_socks.update(&key, &sk);
+		if (!c->excluded)
+			l7_emit_lifecycle(ctx, c, L7_KIND_OPEN);
+	}
+	if (c->excluded) {
+		l7_calls.delete(&id);
+		return 0;
+	}
+	__u64 len = (__u64)ret;
+	__u64 pos = call->io == L7_IO_SEND ? __sync_fetch_and_add(&c->send_bytes, len)
+					   : __sync_fetch_and_add(&c->recv_bytes, len);
+	l7_emit_data(call, c, len, pos);
+	l7_calls.delete(&id);
+	return 0;
+}
+
+/* Emit CLOSE for a bound connection and forget it. */
+static __always_inline void l7_end(void *ctx, __u64 sk, struct l7_conn *c)
+{
+	if (c->bound) {
+		if (!c->excluded)
+			l7_emit_lifecycle(ctx, c, L7_KIND_CLOSE);
+		struct l7_fd_key key = {.tgid = c->pid, .fd = c->fd};
+		__u64 *owner = l7_fd_socks.lookup(&key);
+		if (owner && *owner == sk)
+			l7_fd_socks.delete(&key);
+	}
+	l7_conns.delete(&sk);
+}
+
+TRACEPOINT_PROBE(sock, inet_sock_set_state)
+{
+	if (args->protocol != L7_IPPROTO_TCP)
+		return 0;
+	__u64 sk = (__u64)args->skaddr;
+	int oldstate = args->oldstate, newstate = args->newstate;
+	if (newstate == L7_TCP_CLOSE) {
+		struct l7_conn *c = l7_conns.lookup(&sk);
+		if (c)
+			l7_end(args, sk, c);
+		return 0;
+	}
+	__u8 role;
+	if (oldstate == L7_TCP_CLOSE && newstate == L7_TCP_SYN_SENT)
+		role = L7_ROLE_CLIENT;
+	else if (oldstate == L7_TCP_LISTEN && newstate == L7_TCP_SYN_RECV)
+		role = L7_ROLE_SERVER;
+	else
+		return 0;
+	struct l7_conn c = {};
+	c.generation = bpf_ktime_get_ns();
+	c.role = role;
+	/* A first guess: the client's source port is not chosen yet at SYN_SENT; re-read when bound. */
+	c.family = args->family;
+	c.local_port = args->sport;
+	c.remote_port = args->dport;
+	if (args->family == L7_AF_INET6) {
+		__builtin_memcpy(c.local_addr, args->saddr_v6, L7_ADDR_LEN);
+		__builtin_memcpy(c.remote_addr, args->daddr_v6, L7_ADDR_LEN);
+	} else {
+		__builtin_memcpy(c.local_addr, args->saddr, 4);
+		__builtin_memcpy(c.remote_addr, args->daddr, 4);
+	}
+	l7_conns.update(&sk, &c);
+	return 0;
+}
+
+/* close(fd) of a bound socket ends the connection for its owner now, not after FIN/TIME_WAIT. */
+TRACEPOINT_PROBE(syscalls, sys_enter_close)
+{
+	struct l7_fd_key key = {.tgid = bpf_get_current_pid_tgid() >> 32, .fd = (__s32)args->fd};
+	__u64 *skp = l7_fd_socks.lookup(&key);
+	if (!skp)
+		return 0;
+	__u64 sk = *skp;
+	struct l7_conn *c = l7_conns.lookup(&sk);
+	if (c && c->pid == key.tgid && c->fd == key.fd)
+		l7_end(args, sk, c);
+	else
+		l7_fd_socks.delete(&key);
+	return 0;
+}
+
+TRACEPOINT_PROBE(syscalls, sys_enter_write)
+{
+	return l7_enter(args->fd, (__u64)args->buf, 0, L7_BUF_PLAIN, L7_IO_SEND, L7_SOURCE_SYSCALL);
+}
+TRACEPOINT_PROBE(syscalls, sys_exit_write) { return l7_exit(args, args->ret); }
+
+TRACEPOINT_PROBE(syscalls, sys_enter_read)
+{
+	return l7_enter(args->fd, (__u64)args->buf, 0, L7_BUF_PLAIN, L7_IO_RECV, L7_SOURCE_SYSCALL);
+}
+TRACEPOINT_PROBE(syscalls, sys_exit_read) { return l7_exit(args, args->ret); }
+
+TRACEPOINT_PROBE(syscalls, sys_enter_sendto)
+{
+	return l7_enter(args->fd, (__u64)args->buff, 0, L7_BUF_PLAIN, L7_IO_SEND, L7_SOURCE_SYSCALL);
+}
+TRACEPOINT_PROBE(syscalls, sys_exit_sendto) { return l7_exit(args, args->ret); }
+
+TRACEPOINT_PROBE(syscalls, sys_enter_recvfrom)
+{
+	return l7_enter(args->fd, (__u64)args->ubuf, 0, L7_BUF_PLAIN, L7_IO_RECV, L7_SOURCE_SYSCALL);
+}
+TRACEPOINT_PROBE(syscalls, sys_exit_recvfrom) { return l7_exit(args, args->ret); }
+
+TRACEPOINT_PROBE(syscalls, sys_enter_writev)
+{
+	return l7_enter(args->fd, (__u64)args->vec, args->vlen, L7_BUF_IOV, L7_IO_SEND, L7_SOURCE_SYSCALL);
+}
+TRACEPOINT_PROBE(syscalls, sys_exit_writev) { return l7_exit(args, args->ret); }
+
+TRACEPOINT_PROBE(syscalls, sys_enter_readv)
+{
+	return l7_enter(args->fd, (__u64)args->vec, args->vlen, L7_BUF_IOV, L7_IO_RECV, L7_SOURCE_SYSCALL);
+}
+TRACEPOINT_PROBE(syscalls, sys_exit_readv) { return l7_exit(args, args->ret); }
+
+TRACEPOINT_PROBE(syscalls, sys_enter_sendmsg)
+{
+	return l7_enter(args->fd, (__u64)args->msg, 0, L7_BUF_MSG, L7_IO_SEND, L7_SOURCE_SYSCALL);
+}
+TRACEPOINT_PROBE(syscalls, sys_exit_sendmsg) { return l7_exit(args, args->ret); }
+
+TRACEPOINT_PROBE(syscalls, sys_enter_recvmsg)
+{
+	return l7_enter(args->fd, (__u64)args->msg, 0, L7_BUF_MSG, L7_IO_RECV, L7_SOURCE_SYSCALL);
+}
+TRACEPOINT_PROBE(syscalls, sys_exit_recvmsg) { return l7_exit(args, args->ret); }
+
+/* sendfile moves file bytes in the kernel: sizes only, so byte positions stay right. */
+TRACEPOINT_PROBE(syscalls, sys_enter_sendfile64)
+{
+	return l7_enter(args->out_fd, 0, 0, L7_BUF_NONE, L7_IO_SEND, L7_SOURCE_SENDFILE);
+}
+TRACEPOINT_PROBE(syscalls, sys_exit_sendfile64) { return l7_exit(args, args->ret); }
