@@ -8,6 +8,7 @@ from struct import pack
 
 from h2.config import H2Configuration
 from h2.connection import H2Connection
+from h2.events import DataReceived
 
 from protocols.base import NEED_DATA, ConnInfo, Direction, Endpoint, Invalid, Parsed, Role, Timed
 from protocols.http2 import SPEC
@@ -28,6 +29,12 @@ def grpc_request_headers(path: str, extra: tuple[tuple[str, str], ...] = ()) -> 
         ("content-type", "application/grpc"), ("te", "trailers"), ("user-agent", "grpc-python/1.0"),
         *extra,
     ]  # fmt: skip
+
+
+def _ack(conn: H2Connection, events: list) -> None:
+    for ev in events:
+        if isinstance(ev, DataReceived) and ev.flow_controlled_length:
+            conn.acknowledge_received_data(ev.flow_controlled_length, ev.stream_id)
 
 
 class Conversation:
@@ -51,10 +58,10 @@ class Conversation:
                 return
             if c:
                 self.chunks.append((REQ, c))
-                self.server.receive_data(c)
+                _ack(self.server, self.server.receive_data(c))
             if s:
                 self.chunks.append((RESP, s))
-                self.client.receive_data(s)
+                _ack(self.client, self.client.receive_data(s))
 
     def unary(self, path: str, req: bytes, resp: bytes, status: int = 0, extra=()) -> int:
         sid = self.client.get_next_available_stream_id()
