@@ -1,0 +1,427 @@
+"""Replay source: a pcap/pcapng capture, reassembled per TCP direction into `Fragment`s and `ConnEvent`s.
+
+A capture is one vantage point, so each connection is represented once from its *server's* side:
+local = server, remote = client, role = SERVER; client->server bytes are `Io.RECV`, server->client
+bytes are `Io.SEND`. Positions are byte offsets within a direction (from the SYN when seen, else
+from the first byte seen). Retransmissions are dropped, out-of-order segments are buffered (bounded)
+and reordered, and a segment that never arrives leaves a gap in positions rather than fake bytes.
+
+Classic pcap records are read directly (exact timestamps, the hot path); pcapng goes through dpkt.
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+import socket
+import struct
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import dpkt
+
+from probes.fragment import ConnEvent, Fragment, Io, Source
+from protocols.base import ConnInfo, Endpoint, Role
+
+Event = Fragment | ConnEvent
+Progress = Callable[[int, int], None]  # (bytes read, file size)
+
+# Link types (LINKTYPE_* values as stored in capture files).
+LT_NULL, LT_ETHERNET, LT_RAW_BSD, LT_RAW_OPENBSD = 0, 1, 12, 14
+LT_RAW, LT_LOOP, LT_LINUX_SLL, LT_IPV4, LT_IPV6, LT_LINUX_SLL2 = 101, 108, 113, 228, 229, 276
+
+_TCP_FIN, _TCP_SYN, _TCP_RST, _TCP_ACK = 0x01, 0x02, 0x04, 0x10
+_ETH_IPV4, _ETH_IPV6, _VLAN_TAGS = 0x0800, 0x86DD, (0x8100, 0x88A8, 0x9100)
+_IPV6_EXT_HEADERS = (0, 43, 60)  # hop-by-hop, routing, destination options: skipped over
+_IPV6_FRAGMENT = 44
+_U32 = 0xFFFFFFFF
+_PROGRESS_EVERY = 4096  # packets between progress callbacks
+
+_u16 = struct.Struct("!H").unpack_from
+_tcp_hdr = struct.Struct("!HHIIBB").unpack_from  # sport, dport, seq, ack, data offset, flags
+
+
+@dataclass(slots=True)
+class PcapStats:
+    packets: int = 0
+    tcp_packets: int = 0
+    skipped: int = 0  # not IPv4/IPv6 TCP, IP fragments, or malformed
+    connections: int = 0
+    retransmitted_bytes: int = 0  # duplicate payload dropped
+    gap_bytes: int = 0  # positions skipped because the segment never appeared in the capture
+    reordered_segments: int = 0
+
+
+# ---------------------------------------------------------------------------------------------------
+# Reading packets: (ts_ns, frame bytes) from the file, then the TCP/IP headers from each frame.
+
+
+def _ip_offset(buf: bytes, linktype: int) -> int:
+    """Offset of the IP header in a link-layer frame, or -1 when the frame carries no IP."""
+    if linktype == LT_ETHERNET:
+        off, etype = 14, _u16(buf, 12)[0] if len(buf) >= 14 else 0
+        while etype in _VLAN_TAGS and len(buf) >= off + 4:
+            etype, off = _u16(buf, off + 2)[0], off + 4
+        return off if etype in (_ETH_IPV4, _ETH_IPV6) else -1
+    if linktype == LT_LINUX_SLL:
+        return 16 if len(buf) >= 16 and _u16(buf, 14)[0] in (_ETH_IPV4, _ETH_IPV6) else -1
+    if linktype == LT_LINUX_SLL2:
+        return 20 if len(buf) >= 20 and _u16(buf, 0)[0] in (_ETH_IPV4, _ETH_IPV6) else -1
+    if linktype in (LT_NULL, LT_LOOP):
+        return 4
+    if linktype in (LT_RAW, LT_RAW_BSD, LT_RAW_OPENBSD, LT_IPV4, LT_IPV6):
+        return 0
+    return -1
+
+
+@dataclass(slots=True)
+class _Segment:
+    src: bytes
+    sport: int
+    dst: bytes
+    dport: int
+    seq: int
+    ack: int
+    flags: int
+    payload: bytes  # the captured prefix of the TCP payload
+    length: int  # the payload's true length per the IP header (> len(payload) when snapped)
+
+
+def parse_tcp(buf: bytes, linktype: int) -> _Segment | None:
+    """The TCP segment in one captured frame, or None for anything else (incl. IP fragments)."""
+    off = _ip_offset(buf, linktype)
+    if off < 0 or len(buf) < off + 20:
+        return None
+    version = buf[off] >> 4
+    if version == 4:
+        ihl = (buf[off] & 0x0F) * 4
+        total = _u16(buf, off + 2)[0]
+        if buf[off + 9] != 6 or _u16(buf, off + 6)[0] & 0x3FFF:  # not TCP, or a fragment
+            return None
+        src, dst = buf[off + 12 : off + 16], buf[off + 16 : off + 20]
+        tcp = off + ihl
+        # tot_len 0 appears for segmentation-offloaded frames: trust the captured length then.
+        end = off + total if total else len(buf)
+    elif version == 6:
+        if len(buf) < off + 40:
+            return None
+        plen = _u16(buf, off + 4)[0]
+        nxt = buf[off + 6]
+        src, dst = buf[off + 8 : off + 24], buf[off + 24 : off + 40]
+        tcp = off + 40
+        end = tcp + plen if plen else len(buf)
+        while nxt in _IPV6_EXT_HEADERS and len(buf) >= tcp + 8:
+            nxt, tcp = buf[tcp], tcp + (buf[tcp + 1] + 1) * 8
+        if nxt != 6:  # includes _IPV6_FRAGMENT
+            return None
+    else:
+        return None
+    if len(buf) < tcp + 20:
+        return None
+    sport, dport, seq, ack, doff, flags = _tcp_hdr(buf, tcp)
+    data = tcp + (doff >> 4) * 4
+    length = max(0, end - data)
+    return _Segment(src, sport, dst, dport, seq, ack, flags, buf[data : min(end, len(buf))], length)
+
+
+_PCAP_MAGICS = {
+    dpkt.pcap.TCPDUMP_MAGIC: ("<", 1000),
+    dpkt.pcap.TCPDUMP_MAGIC_NANO: ("<", 1),
+    dpkt.pcap.PMUDPCT_MAGIC: (">", 1000),
+    dpkt.pcap.PMUDPCT_MAGIC_NANO: (">", 1),
+}
+
+
+def _classic_frames(mm: mmap.mmap, size: int) -> tuple[int, Iterator[tuple[int, bytes, int]]]:
+    """Link type and (ts_ns, frame, file offset) records of a classic pcap, read straight from the map."""
+    (magic,) = struct.unpack_from("<I", mm, 0)
+    endian, frac_ns = _PCAP_MAGICS[magic]
+    linktype = struct.unpack_from(endian + "I", mm, 20)[0] & 0x0FFFFFFF  # upper bits are FCS flags
+    rec = struct.Struct(endian + "IIII")
+
+    def frames() -> Iterator[tuple[int, bytes, int]]:
+        off, unpack = 24, rec.unpack_from
+        while off + 16 <= size:
+            sec, frac, caplen, _ = unpack(mm, off)
+            start = off + 16
+            off = start + caplen
+            if off > size:  # a record cut short by an interrupted capture
+                break
+            yield sec * 1_000_000_000 + frac * frac_ns, mm[start:off], off
+
+    return linktype, frames()
+
+
+def _pcapng_frames(fh: object) -> tuple[int, Iterator[tuple[int, bytes, int]]]:
+    reader = dpkt.pcapng.Reader(fh)
+    tell = fh.tell  # type: ignore[attr-defined]
+
+    def frames() -> Iterator[tuple[int, bytes, int]]:
+        for ts, buf in reader:
+            yield round(ts * 1e9), bytes(buf), tell()
+
+    return reader.datalink(), frames()
+
+
+# ---------------------------------------------------------------------------------------------------
+# Reassembly.
+
+
+@dataclass(slots=True)
+class _Half:
+    """One direction of a connection: the sequence base and the bytes waiting behind a hole."""
+
+    io: Io
+    base: int | None = None  # sequence number of position 0
+    next: int = 0  # next position expected in order
+    pending: dict[int, tuple[bytes, int, int]] = field(default_factory=dict)  # pos -> (data, len, ts)
+    pending_bytes: int = 0
+    oldest_pending_ns: int = 0
+    fin: bool = False
+
+    def position(self, seq: int) -> int:
+        # Unwrap the 32-bit sequence number to the position nearest the one expected next.
+        assert self.base is not None
+        diff = (seq - self.base - self.next) & _U32
+        return self.next + (diff - (1 << 32) if diff >= 1 << 31 else diff)
+
+
+@dataclass(slots=True)
+class _Conn:
+    info: ConnInfo
+    client: tuple[bytes, int]
+    c2s: _Half
+    s2c: _Half
+    closed: bool = False
+
+
+def _ip_text(raw: bytes) -> str:
+    return socket.inet_ntop(socket.AF_INET if len(raw) == 4 else socket.AF_INET6, raw)
+
+
+class PcapReader:
+    """Iterate a capture's connections as `ConnEvent`/`Fragment`s in capture order.
+
+    `max_pending_bytes` and `hole_timeout_ns` bound how long a direction waits for a missing segment
+    before it gives up and leaves a gap. `close_at_eof` ends connections still open at the end of
+    the file with a closing `ConnEvent`, as a replay that must flush everything wants.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        progress: Progress | None = None,
+        max_pending_bytes: int = 4 << 20,
+        hole_timeout_ns: int = 2_000_000_000,
+        close_at_eof: bool = False,
+    ) -> None:
+        self.path = Path(path)
+        self.progress = progress
+        self.max_pending_bytes = max_pending_bytes
+        self.hole_timeout_ns = hole_timeout_ns
+        self.close_at_eof = close_at_eof
+        self.stats = PcapStats()
+        self._conns: dict[tuple[bytes, int, bytes, int], _Conn] = {}
+        self._generations: dict[tuple[bytes, int, bytes, int], int] = {}
+
+    # -- file ------------------------------------------------------------------------------------
+    def __iter__(self) -> Iterator[Event]:
+        size = self.path.stat().st_size
+        with self.path.open("rb") as fh:
+            head = fh.read(4)
+            if len(head) < 4:
+                raise ValueError(f"{self.path}: not a pcap or pcapng file (too short)")
+            (magic,) = struct.unpack("<I", head)
+            fh.seek(0)
+            if magic == dpkt.pcapng.PCAPNG_BT_SHB:
+                linktype, frames = _pcapng_frames(fh)
+                yield from self._run(linktype, frames, size)
+            elif magic in _PCAP_MAGICS:
+                with mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as mm:
+                    linktype, frames = _classic_frames(mm, size)
+                    yield from self._run(linktype, frames, size)
+            else:
+                raise ValueError(f"{self.path}: not a pcap or pcapng file (magic {magic:#010x})")
+
+    def _run(self, linktype: int, frames: Iterator[tuple[int, bytes, int]], size: int) -> Iterator[Event]:
+        out: list[Event] = []
+        stats, progress = self.stats, self.progress
+        ts_ns = 0
+        for ts_ns, buf, offset in frames:
+            stats.packets += 1
+            if progress is not None and stats.packets % _PROGRESS_EVERY == 0:
+                progress(offset, size)
+            seg = parse_tcp(buf, linktype)
+            if seg is None:
+                stats.skipped += 1
+                continue
+            stats.tcp_packets += 1
+            self._segment(seg, ts_ns, out)
+            if out:
+                yield from out
+                out.clear()
+        for conn in list(self._conns.values()):
+            if conn.closed:
+                continue
+            self._flush(conn.c2s, conn, ts_ns, out)
+            self._flush(conn.s2c, conn, ts_ns, out)
+            if self.close_at_eof:
+                self._close(conn, ts_ns, out)
+        yield from out
+        if progress is not None:
+            progress(size, size)
+
+    # -- connections -----------------------------------------------------------------------------
+    def _open(
+        self, client: tuple[bytes, int], server: tuple[bytes, int], inferred: bool, ts: int, out: list[Event]
+    ) -> _Conn:
+        key = (client[0], client[1], server[0], server[1])
+        gen = self._generations.get(key, -1) + 1
+        self._generations[key] = gen
+        cli = Endpoint(_ip_text(client[0]), client[1])
+        srv = Endpoint(_ip_text(server[0]), server[1])
+        info = ConnInfo(
+            conn_id=f"pcap/{cli}-{srv}/{gen}", local=srv, remote=cli, role=Role.SERVER, role_inferred=inferred
+        )
+        conn = _Conn(info, client, _Half(Io.RECV), _Half(Io.SEND))
+        self._conns[key] = conn
+        self._conns[(server[0], server[1], client[0], client[1])] = conn
+        self.stats.connections += 1
+        out.append(ConnEvent(info=info, ts_ns=ts))
+        return conn
+
+    def _close(self, conn: _Conn, ts: int, out: list[Event]) -> None:
+        self._flush(conn.c2s, conn, ts, out)
+        self._flush(conn.s2c, conn, ts, out)
+        conn.closed = True
+        out.append(
+            ConnEvent(
+                info=conn.info, ts_ns=ts, closed=True, send_bytes=conn.s2c.next, recv_bytes=conn.c2s.next
+            )
+        )
+
+    def _segment(self, seg: _Segment, ts: int, out: list[Event]) -> None:
+        src, dst = (seg.src, seg.sport), (seg.dst, seg.dport)
+        conn = self._conns.get((seg.src, seg.sport, seg.dst, seg.dport))
+        flags = seg.flags
+        if flags & _TCP_SYN:
+            if flags & _TCP_ACK:  # SYN-ACK: the sender is the server
+                if conn is None or conn.closed or conn.s2c.base not in (None, seg.seq + 1):
+                    if conn is not None and not conn.closed:
+                        self._close(conn, ts, out)
+                    conn = self._open(dst, src, False, ts, out)
+                if conn.client == dst and conn.s2c.base is None:
+                    conn.s2c.base = seg.seq + 1
+            elif conn is None or conn.closed or conn.client != src or conn.c2s.base != seg.seq + 1:
+                if conn is not None and not conn.closed:
+                    self._close(conn, ts, out)
+                conn = self._open(src, dst, False, ts, out)
+                conn.c2s.base = seg.seq + 1
+        elif conn is None or conn.closed:
+            if seg.length == 0 or conn is not None:  # nothing to show, or a straggler of a closed one
+                return
+            # Mid-connection: the well-known (lower) port is most likely the server's.
+            if seg.sport < seg.dport:
+                conn = self._open(dst, src, True, ts, out)
+            else:
+                conn = self._open(src, dst, True, ts, out)
+        half, other = (conn.c2s, conn.s2c) if src == conn.client else (conn.s2c, conn.c2s)
+        data_seq = seg.seq + 1 if flags & _TCP_SYN else seg.seq
+        if half.base is None:
+            half.base = data_seq
+        if seg.length:
+            self._accept(half, conn, half.position(data_seq), seg.payload, seg.length, ts, out)
+        if flags & _TCP_ACK and other.pending and other.base is not None:
+            # The peer acknowledged bytes the capture never showed: they will not be retransmitted.
+            acked = other.position(seg.ack)
+            if acked > other.next:
+                self.stats.gap_bytes += min(acked, min(other.pending)) - other.next
+                other.next = min(acked, min(other.pending))
+                self._drain(other, conn, ts, out)
+        if half.pending and ts - half.oldest_pending_ns > self.hole_timeout_ns:
+            self._flush(half, conn, ts, out)
+        if flags & _TCP_RST:
+            self._close(conn, ts, out)
+        elif flags & _TCP_FIN:
+            half.fin = True
+            if other.fin:
+                self._close(conn, ts, out)
+
+    # -- one direction ---------------------------------------------------------------------------
+    def _emit(
+        self, half: _Half, conn: _Conn, pos: int, data: bytes, length: int, ts: int, out: list[Event]
+    ) -> None:
+        out.append(Fragment(conn.info.conn_id, half.io, pos, length, data, ts, 0, Source.PCAP))
+        half.next = pos + length
+
+    def _accept(
+        self, half: _Half, conn: _Conn, pos: int, data: bytes, length: int, ts: int, out: list[Event]
+    ) -> None:
+        nxt = half.next
+        end = pos + length
+        if end <= nxt:
+            self.stats.retransmitted_bytes += length
+            return
+        if pos < nxt:  # partial overlap with bytes already delivered
+            self.stats.retransmitted_bytes += nxt - pos
+            data, length, pos = data[nxt - pos :], end - nxt, nxt
+        if pos == nxt:
+            self._emit(half, conn, pos, data, length, ts, out)
+            if half.pending:
+                self._drain(half, conn, ts, out)
+            return
+        held = half.pending.get(pos)
+        if held is not None and held[1] >= length:
+            self.stats.retransmitted_bytes += length
+            return
+        if not half.pending:
+            half.oldest_pending_ns = ts
+        half.pending[pos] = (data, length, ts)
+        half.pending_bytes += length - (held[1] if held else 0)
+        self.stats.reordered_segments += 1
+        if half.pending_bytes > self.max_pending_bytes:
+            self._flush(half, conn, ts, out)
+
+    def _drain(self, half: _Half, conn: _Conn, ts: int, out: list[Event]) -> None:
+        """Deliver buffered segments now contiguous with `next`; they became readable at `ts`."""
+        pending = half.pending
+        while pending:
+            pos = min(pending)
+            if pos > half.next:
+                break
+            data, length, _ = pending.pop(pos)
+            half.pending_bytes -= length
+            nxt = half.next
+            if pos + length <= nxt:
+                self.stats.retransmitted_bytes += length
+                continue
+            if pos < nxt:
+                self.stats.retransmitted_bytes += nxt - pos
+                data, length, pos = data[nxt - pos :], pos + length - nxt, nxt
+            self._emit(half, conn, pos, data, length, ts, out)
+        if pending:
+            half.oldest_pending_ns = min(t for _, _, t in pending.values())
+
+    def _flush(self, half: _Half, conn: _Conn, ts: int, out: list[Event]) -> None:
+        """Give up on every hole in this direction: deliver what is buffered, leaving gaps."""
+        while half.pending:
+            first = min(half.pending)
+            if first > half.next:
+                self.stats.gap_bytes += first - half.next
+                half.next = first
+            self._drain(half, conn, ts, out)
+
+
+def read_pcap(
+    path: str | os.PathLike[str],
+    progress: Progress | None = None,
+    *,
+    close_at_eof: bool = False,
+) -> Iterator[Event]:
+    """`ConnEvent`s and `Fragment`s of every TCP connection in a pcap/pcapng file, in capture order.
+
+    `progress(bytes_read, file_size)` is called every few thousand packets and once at the end.
+    """
+    return iter(PcapReader(path, progress=progress, close_at_eof=close_at_eof))
