@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 from pipeline.framing import AnySpec, ConnParser, Limits
 from pipeline.health import Health
-from probes.fragment import Batch
+from probes.fragment import Batch, Fragment
 from protocols.base import L7Record
 
 
@@ -50,7 +50,8 @@ class ConnTable:
         else:
             self._conns.move_to_end(conn_id)
         self._last_seen[conn_id] = self.clock()
-        for fragment in batch.fragments:
+        # Threads writing one socket on several CPUs can reorder a batch; sorting keeps a stream's start.
+        for fragment in sorted(batch.fragments, key=_stream_order):
             parser.add(fragment)
         records = parser.process()
         if batch.closed is not None:
@@ -93,3 +94,7 @@ class ConnTable:
             self.health.count("evicted_connections", "memory")
             records += self._drop(oldest, final=False)
         return records
+
+
+def _stream_order(fragment: Fragment) -> tuple[int, int]:
+    return fragment.io, fragment.position

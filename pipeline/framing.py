@@ -66,8 +66,14 @@ class ConnParser:
     # -- the loop --------------------------------------------------------------------------------
 
     def process(self, final: bool = False) -> list[L7Record]:
-        if self.unclaimed or (self.spec is None and not self._detect(final)):
+        if self.unclaimed:
             return []
+        if self.spec is None:
+            for io in Io:  # a hole before any data (fragments lost or late) must not stall detection
+                if not len(self.streams[io]):
+                    self._wait(io, self.streams[io], final)
+            if not self._detect(final):
+                return []
         assert self.spec is not None and self.request_io is not None
         response_io = Io.RECV if self.request_io == Io.SEND else Io.SEND
         self._parse(self.request_io, Direction.REQUEST, final)
@@ -168,13 +174,17 @@ class ConnParser:
             self.streams[io].consume(offset)
 
     def _on_gap(self, io: Io, direction: Direction) -> None:
-        """In-flight frames can no longer be matched reliably: drop them and resync."""
+        """Frames the lost bytes answered can no longer be matched: drop them, then resync."""
         assert self.spec is not None
         self.health.count("gaps", self.spec.name)
         self.spec.on_gap(self.state, direction)
-        for queue in self.queues.values():
-            self.health.count("unmatched_frames", self.spec.name, len(queue))
-            queue.clear()
+        if self.spec.ordered:
+            requests, responses = self.queues[Direction.REQUEST], self.queues[Direction.RESPONSE]
+            stale = responses if direction == Direction.REQUEST else requests
+            keep = 0 if direction == Direction.REQUEST else 1  # the newest request awaits its response
+            while len(stale) > keep:
+                stale.popleft()
+                self.health.count("unmatched_frames", self.spec.name)
         self._resync[io] = True
 
     # -- detection -------------------------------------------------------------------------------

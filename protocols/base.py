@@ -144,5 +144,8 @@ class ProtocolSpec(Generic[F, S, X]):
     to_record: Callable[[X, ConnInfo], L7Record]
     # Called when a gap (lost bytes) interrupts `direction`: drop state that can no longer be trusted.
     on_gap: Callable[[S, Direction], None] = lambda state, direction: None
+    # Responses come in request order (HTTP/1.1, MySQL), so after lost response bytes only the newest
+    # request can still be answered; multiplexed protocols (HTTP/2) match by their own ids instead.
+    ordered: bool = True
     # Byte position of an exchange's first request byte (Timed.position): makes record ids stable.
     exchange_position: Callable[[X], int] | None = None

@@ -1,0 +1,135 @@
+"""The framing loop over real protocol specs: detection, role inference, gaps, truncation."""
+
+from __future__ import annotations
+
+from pipeline.conn_table import ConnTable
+from pipeline.health import Health
+from probes.fragment import Batch, ConnEvent, Fragment, Io
+from protocols.base import ConnInfo, Endpoint, Role
+from protocols.registry import PROTOCOLS
+
+REQ = b"GET /users/42?x=1 HTTP/1.1\r\nHost: example.test\r\nUser-Agent: t/1\r\n\r\n"
+RESP_200 = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello"
+RESP_404 = b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n"
+POST = b"POST /orders HTTP/1.1\r\nHost: example.test\r\nContent-Length: 4\r\n\r\nbody"
+RESP_500 = b"HTTP/1.1 500 Internal Server Error\r\nContent-Length: 2\r\n\r\nno"
+
+
+def conn(role: Role = Role.SERVER, conn_id: str = "n/1/3/7") -> ConnInfo:
+    return ConnInfo(
+        conn_id, Endpoint("127.0.0.1", 8080), Endpoint("127.0.0.1", 50000), role, pid=1, process="srv"
+    )
+
+
+class Wire:
+    """Builds fragments the way the agent does: per-direction positions and capture times."""
+
+    def __init__(self, info: ConnInfo) -> None:
+        self.info = info
+        self.pos = {Io.SEND: 0, Io.RECV: 0}
+        self.ts = 1_000
+
+    def frag(self, io: Io, data: bytes, length: int | None = None, skip: int = 0) -> Fragment:
+        self.pos[io] += skip
+        self.ts += 1_000
+        f = Fragment(self.info.conn_id, io, self.pos[io], length or len(data), data, self.ts)
+        self.pos[io] += f.length
+        return f
+
+
+def run(table: ConnTable, info: ConnInfo, *fragments: Fragment, close: bool = False) -> list:
+    closed = ConnEvent(info, 0, closed=True) if close else None
+    return table.apply(Batch(info, list(fragments), closed))
+
+
+def test_keep_alive_exchanges_become_records_with_capture_times() -> None:
+    info, health = conn(), Health()
+    table, w = ConnTable(PROTOCOLS, health), Wire(conn())
+    recs = run(
+        table,
+        info,
+        w.frag(Io.RECV, REQ),
+        w.frag(Io.SEND, RESP_200),
+        w.frag(Io.RECV, REQ),
+        w.frag(Io.SEND, RESP_404),
+        w.frag(Io.RECV, POST),
+        w.frag(Io.SEND, RESP_500),
+    )
+    assert [
+        (r.attributes["http.request.method"], r.attributes["http.response.status_code"]) for r in recs
+    ] == [("GET", 200), ("GET", 404), ("POST", 500)]
+    assert [(r.start_ns, r.end_ns) for r in recs] == [(2000, 3000), (4000, 5000), (6000, 7000)]
+    assert recs[2].error_type == "500" and recs[1].error_type is None  # servers: 5xx only
+    assert len({r.record_id for r in recs}) == 3 and all(r.record_id.startswith(info.conn_id) for r in recs)
+    assert health.total("parse_errors") == 0
+
+
+def test_split_fragments_and_out_of_order_arrival() -> None:
+    info = conn()
+    table, w = ConnTable(PROTOCOLS, Health()), Wire(info)
+    a, b = w.frag(Io.RECV, REQ[:10]), w.frag(Io.RECV, REQ[10:])
+    resp = w.frag(Io.SEND, RESP_200)
+    recs = run(table, info, b, resp, a)  # reordered within a batch
+    assert [r.attributes["url.path"] for r in recs] == ["/users/42"]
+    c, d = w.frag(Io.RECV, POST[:7]), w.frag(Io.RECV, POST[7:])
+    assert run(table, info, d) == []  # a hole: held, not misparsed
+    assert [r.attributes["http.request.method"] for r in run(table, info, c, w.frag(Io.SEND, RESP_404))] == [
+        "POST"
+    ]
+
+
+def test_unknown_role_is_inferred_from_who_sends_requests() -> None:
+    info = conn(Role.UNKNOWN)
+    table, w = ConnTable(PROTOCOLS, Health()), Wire(info)
+    recs = run(table, info, w.frag(Io.SEND, REQ), w.frag(Io.RECV, RESP_200))
+    assert len(recs) == 1
+    assert recs[0].role == Role.CLIENT and recs[0].conn.role_inferred
+    assert recs[0].metric == "http.client.request.duration"
+
+
+def test_joined_mid_stream_resyncs_at_the_next_message() -> None:
+    info = conn()
+    table, w = ConnTable(PROTOCOLS, Health()), Wire(info)
+    w.pos[Io.RECV], w.pos[Io.SEND] = 1000, 5000
+    recs = run(table, info, w.frag(Io.RECV, b"tail of an old body" + REQ), w.frag(Io.SEND, RESP_200))
+    assert [r.attributes["http.response.status_code"] for r in recs] == [200]
+
+
+def test_lost_bytes_force_a_resync_without_misparsing() -> None:
+    info, health = conn(), Health()
+    table, w = ConnTable(PROTOCOLS, health), Wire(info)
+    run(table, info, w.frag(Io.RECV, REQ), w.frag(Io.SEND, RESP_200[:20]))
+    # 10 bytes of the response are never seen; the next exchange must still parse
+    later = [w.frag(Io.SEND, RESP_200[30:], skip=10), w.frag(Io.RECV, POST), w.frag(Io.SEND, RESP_404)]
+    recs = run(table, info, *later)
+    recs += run(table, info)  # the loop waits a round for late fragments before giving the hole up
+    recs += run(table, info)
+    assert [r.attributes["http.request.method"] for r in recs] == ["POST"]
+    assert health.total("gaps") >= 1
+
+
+def test_truncated_body_is_skipped_by_size_and_flagged() -> None:
+    info = conn()
+    table, w = ConnTable(PROTOCOLS, Health()), Wire(info)
+    big = b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n"
+    copied = big + b"x" * 100
+    recs = run(
+        table,
+        info,
+        w.frag(Io.RECV, REQ),
+        w.frag(Io.SEND, copied, length=len(big) + 100000),
+        w.frag(Io.RECV, REQ),
+        w.frag(Io.SEND, RESP_404),
+    )
+    assert [(r.attributes["http.response.status_code"], r.truncated) for r in recs] == [
+        (200, True),
+        (404, False),
+    ]
+
+
+def test_other_protocols_and_noise_are_not_claimed() -> None:
+    info, health = conn(), Health()
+    table, w = ConnTable(PROTOCOLS, health), Wire(info)
+    noise = [b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" + bytes(200), b"*1\r\n$4\r\nPING\r\n"]
+    recs = run(table, info, *(w.frag(Io.RECV, n) for n in noise), close=True)
+    assert recs == [] and health.total("unclaimed_connections") == 1
