@@ -18,6 +18,8 @@ SPEC: ProtocolSpec[Http1Frame, Http1State, Exchange] = ProtocolSpec(
     stitch=stitch,
     to_record=to_record,
     on_gap=on_gap,
+    ordered=True,
+    exchange_position=lambda x: x.request.position,
 )
 
 __all__ = ["SPEC", "Exchange", "Http1Frame", "Http1State", "Passthrough", "Request", "Response", "on_eof"]
