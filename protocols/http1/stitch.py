@@ -40,7 +40,8 @@ def stitch(
         if not isinstance(req, Request):
             requests.popleft()
             continue
-        if resp.seq >= 0:
+        known = resp.seq > state.answered  # else parsed before its request was, or a stale method entry
+        if known:
             if req.seq < resp.seq:  # this request's response was lost
                 requests.popleft()
                 continue
@@ -63,11 +64,21 @@ def stitch(
                 request=timed_req,  # type: ignore[arg-type]  # checked Request above
                 response=timed_resp,  # type: ignore[arg-type]
                 interim=tuple(state.interim),
-                degraded=resp.seq < 0,
+                degraded=not known,
             )
         )
         state.interim.clear()
+        _answered(state, timed_req.frame)
     return out
+
+
+def _answered(state: Http1State, request: Http1Frame) -> None:
+    """Methods queued for requests already answered would misframe the next responses: drop them."""
+    if isinstance(request, Request) and request.seq > state.answered:
+        state.answered = request.seq
+    pending = state.pending
+    while pending and pending[0][0] <= state.answered:
+        pending.popleft()
 
 
 def _sent_before(request: Timed[Http1Frame], response: Timed[Http1Frame]) -> bool:

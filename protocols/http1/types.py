@@ -90,6 +90,7 @@ class Http1State:
     # (seq, method, asked to upgrade) of requests parsed but not yet answered by a final response.
     pending: deque[tuple[int, str, bool]] = field(default_factory=lambda: deque(maxlen=MAX_PENDING))
     next_seq: int = 0
+    answered: int = -1  # highest request seq stitched to a final response
     request_tunnel: bool = False  # request direction carries another protocol now
     response_tunnel: bool = False  # response direction carries another protocol now
     response_eof: bool = False  # the response stream ended: a close-delimited body is complete
