@@ -16,6 +16,7 @@ def on_gap(state: State, direction: Direction) -> None:
     else:
         state.resp_continues = False
     state.desynced = True
+    state.progress = None  # the framing loop drops queued frames on a gap
 
 
 SPEC: ProtocolSpec[Packet, State, Exchange] = ProtocolSpec(
@@ -27,6 +28,7 @@ SPEC: ProtocolSpec[Packet, State, Exchange] = ProtocolSpec(
     stitch=stitch,
     to_record=to_record,
     on_gap=on_gap,
+    exchange_position=lambda x: x.position,
 )
 
 __all__ = ["SPEC", "Exchange", "Packet", "State"]

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 from protocols.base import AttrValue, ConnInfo, L7Record
-from protocols.mysql.sql import analyze
-from protocols.mysql.types import COM_QUERY, COM_STMT_PREPARE, Exchange
+from protocols.mysql.types import Exchange
 
 METRIC = "db.client.operation.duration"
 _METRIC_KEYS = ("db.system.name", "db.namespace", "db.operation.name", "db.collection.name",
@@ -13,10 +12,6 @@ _METRIC_KEYS = ("db.system.name", "db.namespace", "db.operation.name", "db.colle
 
 def to_record(x: Exchange, conn: ConnInfo) -> L7Record:
     operation, table, text = x.operation, x.table, x.query_text
-    if x.command in (COM_QUERY, COM_STMT_PREPARE) and x.sql:
-        text, sql_op, table = analyze(x.sql)
-        if x.command == COM_QUERY:
-            operation = sql_op or "QUERY"
     attrs: dict[str, AttrValue] = {"db.system.name": "mysql"}
     if x.namespace:
         attrs["db.namespace"] = x.namespace

@@ -81,8 +81,12 @@ def use_target(sql: str) -> str:
 
 
 @lru_cache(maxsize=2048)
-def analyze(sql: str) -> tuple[str, str, str]:
-    """(redacted text, operation, table) for SQL text; cached since applications repeat statements."""
-    text = redact(sql)
+def _describe(text: str) -> tuple[str, str]:
     op = operation(text)
-    return text, op, table(text, op)
+    return op, table(text, op)
+
+
+def analyze(sql: str) -> tuple[str, str, str]:
+    """(redacted text, operation, table); only redacted text is cached, so no literal outlives a call."""
+    text = redact(sql)
+    return (text, *_describe(text))

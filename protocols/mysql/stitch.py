@@ -96,8 +96,8 @@ def _unsolicited(resps: deque[Timed[Packet]], state: State, out: list[Exchange])
         elif f.seq == -1:
             pass
         elif f.seq == 0 and f.first == 0xFF:  # e.g. "Too many connections" instead of a greeting
-            x = Exchange(-1, r.start_ns, r.end_ns, operation="LOGIN", server_version=state.server_version,
-                         truncated=r.truncated)
+            x = Exchange(-1, r.start_ns, r.end_ns, r.position, operation="LOGIN",
+                         server_version=state.server_version, truncated=r.truncated)
             x.error_code, x.error_message = _err(f.data)
             out.append(x)
         else:
@@ -297,17 +297,18 @@ def _finish(reqs: deque[Timed[Packet]], n: int, p: Progress, state: State) -> Ex
     for _ in range(n):
         truncated = truncated or reqs.popleft().truncated
     state.progress = None
-    x = Exchange(cmd, req.start_ns, max(p.end_ns, req.end_ns), namespace=state.database,
+    x = Exchange(cmd, req.start_ns, max(p.end_ns, req.end_ns), req.position, namespace=state.database,
                  operation=OPERATIONS.get(cmd, "UNKNOWN"), user=state.user,
                  server_version=state.server_version, error_code=p.error_code,
                  error_message=p.error_message, returned_rows=p.rows, columns=p.columns,
                  affected_rows=p.affected, truncated=truncated, degraded=p.degraded)
     ok = p.error_code == 0
     if cmd == COM_QUERY:
-        x.sql = f.data[1:].decode("utf-8", "replace")
-        x.operation = ""  # from the SQL text, in semconv
-        if ok and x.sql[:4].lstrip()[:1] in ("u", "U"):
-            target = use_target(x.sql)
+        sql = f.data[1:].decode("utf-8", "replace")
+        x.query_text, op, x.table = analyze(sql)
+        x.operation = op or "QUERY"
+        if ok and op == "USE":
+            target = use_target(sql)
             if target:
                 state.database = x.namespace = target
     elif cmd == COM_INIT_DB:
@@ -315,11 +316,10 @@ def _finish(reqs: deque[Timed[Packet]], n: int, p: Progress, state: State) -> Ex
         if ok:
             state.database = x.namespace
     elif cmd == COM_STMT_PREPARE:
-        x.sql = f.data[1:].decode("utf-8", "replace")
+        text, op, table = analyze(f.data[1:].decode("utf-8", "replace"))
+        x.query_text, x.table = text, table
         x.statement_id = p.stmt_id
         if ok and p.stmt_id >= 0:
-            text, op, table = analyze(x.sql)
-            x.query_text, x.table = text, table
             if len(state.stmts) >= STMT_CAP and p.stmt_id not in state.stmts:
                 del state.stmts[next(iter(state.stmts))]  # forget the oldest statement
             state.stmts[p.stmt_id] = Stmt(text, op, table)
@@ -362,7 +362,7 @@ def _login(reqs: deque[Timed[Packet]], resps: deque[Timed[Packet]], state: State
         return None
     reqs.popleft()
     state.progress = None
-    x = Exchange(-1, req.start_ns, max(p.end_ns, req.end_ns), operation="LOGIN", user=f.user,
+    x = Exchange(-1, req.start_ns, max(p.end_ns, req.end_ns), req.position, operation="LOGIN", user=f.user,
                  namespace=f.database, server_version=state.server_version, error_code=p.error_code,
                  error_message=p.error_message, truncated=p.truncated or req.truncated, degraded=p.degraded)
     if p.error_code == 0:

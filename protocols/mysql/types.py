@@ -107,8 +107,8 @@ class Exchange:
     command: int  # command byte, or -1 for a login
     start_ns: int
     end_ns: int
-    sql: str = ""  # raw SQL as captured (bounded); semconv redacts it
-    query_text: str = ""  # already redacted (prepared statements, from the state map)
+    position: int = 0  # byte position of the request's first byte (of the response for a refusal)
+    query_text: str = ""  # SQL with literals replaced by "?" (the raw text is never kept)
     operation: str = ""
     table: str = ""
     namespace: str = ""
