@@ -19,6 +19,7 @@ MAX_TABLE = 1 << 20  # largest dynamic table we agree to model (SETTINGS may ann
 MAX_LIST = 64 * 1024  # decoded header list size bound per block
 MAX_FIELDS = 128
 CACHE_MAX = 256
+CACHE_BLOCK_MAX = 1024  # only small blocks are cached, so the cache stays under CACHE_MAX KiB
 _STATIC = HeaderTable.STATIC_TABLE
 _NSTATIC = len(_STATIC)
 
@@ -119,11 +120,14 @@ class HpackSide:
             self.maxsize = size
             return self._walk(block)
         headers = tuple((_text(n), _text(v)) for n, v in raw[:MAX_FIELDS])
-        if count == len(entries) and size == table.maxsize and (entries[0] if entries else None) is first:
+        # The table is unchanged iff size, length and newest entry (held by us, so never reused) are.
+        newest = entries[0] if entries else None
+        unchanged = count == len(entries) and size == table.maxsize and newest is first
+        if unchanged and len(block) <= CACHE_BLOCK_MAX:
             if len(self.cache) >= CACHE_MAX:
                 self.cache.clear()
             self.cache[block] = headers
-        elif self.cache:
+        elif not unchanged and self.cache:
             self.cache.clear()
         return headers, True
 
