@@ -10,6 +10,7 @@ import signal
 import sys
 import threading
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from l7scope.config import Config, ConfigError, load
@@ -132,7 +133,7 @@ def _capture(config: Config, with_kafka: bool = False) -> Capture:
         exclude_pids=(os.getpid(), *config.capture.exclude_pids),
         exclude_ports=(*config.capture.exclude_ports, *kafka_ports),
         node=config.node,
-        header_cache=config.capture.header_cache,
+        header_cache=Path(config.capture.header_cache),
     )
     try:
         return Capture(options)
@@ -141,11 +142,11 @@ def _capture(config: Config, with_kafka: bool = False) -> Capture:
 
 
 def _kafka_errors(action: Callable[[], object], config: Config) -> None:
-    from kafka.errors import KafkaError, NoBrokersAvailable
+    from kafka.errors import KafkaConnectionError, KafkaError, KafkaTimeoutError
 
     try:
         action()
-    except NoBrokersAvailable:
+    except (KafkaConnectionError, KafkaTimeoutError):
         raise _Unavailable(
             f"cannot reach Kafka at {config.kafka.bootstrap}: start the broker or set L7SCOPE_KAFKA_BOOTSTRAP"
         ) from None

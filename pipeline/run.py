@@ -121,6 +121,7 @@ def run_embedded(
     if live is not None:
         exporters.append(live)
     agent.start()
+    log.info("capturing: embedded pipeline, %d exporters", len(exporters))
     next_render = time.monotonic() + config.export.refresh_seconds
     try:
         while agent.is_alive() or not handoff.empty():
@@ -161,6 +162,7 @@ def run_agent(
     health = health or Health()
     ensure_topics(config.kafka, config.kafka.fragments_topic)
     publisher = KafkaPublisher(config.kafka, health)
+    log.info("capturing: publishing to %s at %s", config.kafka.fragments_topic, config.kafka.bootstrap)
     try:
         drain_forever(capture, publisher.publish, stop, config.capture.drain_interval_ms / 1000)
     finally:
@@ -184,6 +186,7 @@ def run_pipeline(
     ensure_topics(config.kafka, config.kafka.fragments_topic)
     source = KafkaSource(config.kafka, health, group=group, from_beginning=from_beginning)
     table, exporters = new_table(config, health), build_exporters(config, env, health)
+    log.info("consuming %s as group %s", config.kafka.fragments_topic, group or config.kafka.group)
     try:
         while not stop.is_set():
             batches = source.poll()

@@ -1,0 +1,89 @@
+"""Real servers for tests, on 127.0.0.1, started as children and stopped by PID."""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+from tests.support.kafka_broker import free_port
+
+NGINX_CONF = """
+daemon off;
+master_process off;
+worker_processes 1;
+error_log {dir}/error.log warn;
+pid {dir}/nginx.pid;
+events {{ worker_connections 256; }}
+http {{
+    access_log off;
+    sendfile off;
+    keepalive_requests 100000;
+    client_body_temp_path {dir}/body;
+    proxy_temp_path {dir}/proxy;
+    fastcgi_temp_path {dir}/fastcgi;
+    uwsgi_temp_path {dir}/uwsgi;
+    scgi_temp_path {dir}/scgi;
+    server {{
+        listen 127.0.0.1:{port};
+        root {dir}/www;
+        location = /ok {{ return 200 "hello\\n"; }}
+        location = /submit {{ return 201 "created\\n"; }}
+        location / {{ }}
+    }}
+}}
+"""
+
+
+def wait_for_port(port: int, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.2):
+            return
+        time.sleep(0.05)
+    raise TimeoutError(f"nothing listens on 127.0.0.1:{port} after {timeout} s")
+
+
+@contextlib.contextmanager
+def nginx(work_dir: Path, port: int | None = None) -> Iterator[int]:
+    """nginx in the foreground (one process), serving /ok, /submit and files under www/; yields the port."""
+    port = port or free_port()
+    (work_dir / "www").mkdir(parents=True, exist_ok=True)
+    conf = work_dir / "nginx.conf"
+    conf.write_text(NGINX_CONF.format(dir=work_dir, port=port))
+    proc = subprocess.Popen(["/usr/sbin/nginx", "-p", str(work_dir), "-c", str(conf)], stderr=subprocess.PIPE)
+    try:
+        wait_for_port(port)
+        yield port
+    finally:
+        proc.kill()
+        proc.wait(timeout=10)
+
+
+def curl_keepalive_three(port: int) -> None:
+    """200, 404 and a POST on one keep-alive connection (curl reuses it across --next)."""
+    base = f"http://127.0.0.1:{port}"
+    subprocess.run(
+        [
+            "curl",
+            "-sS",
+            "-o",
+            "/dev/null",
+            f"{base}/ok",
+            "-o",
+            "/dev/null",
+            f"{base}/missing",
+            "--next",
+            "-sS",
+            "-o",
+            "/dev/null",
+            "-d",
+            "item=1",
+            f"{base}/submit",
+        ],
+        check=True,
+        timeout=20,
+    )

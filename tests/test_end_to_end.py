@@ -1,0 +1,172 @@
+"""The walking skeleton, end to end with real parts: eBPF capture of curl <-> nginx on 127.0.0.1,
+a real Kafka broker, the pipeline consumer group, and a real OTLP receiver; then the same through
+`l7scope run` with no Kafka."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+from tests.support.otlp_receiver import OtlpReceiver
+from tests.support.servers import curl_keepalive_three, nginx
+
+pytestmark = pytest.mark.kernel
+
+EXPECTED = {("GET", "/ok", 200), ("GET", "/missing", 404), ("POST", "/submit", 201)}
+
+
+@contextmanager
+def l7scope(*args: str, env: dict[str, str], ready: str = "capturing") -> Iterator[subprocess.Popen[str]]:
+    """`l7scope ARGS` as a child; waits for its `ready` log line; SIGTERM (then SIGKILL) by PID."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "l7scope.cli", *args], env=env, stderr=subprocess.PIPE, text=True
+    )
+    assert proc.stderr is not None
+    lines: list[str] = []
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        line = proc.stderr.readline()
+        if not line:
+            break
+        lines.append(line)
+        if ready in line:
+            break
+    else:
+        proc.kill()
+    if proc.poll() is not None or not lines or ready not in lines[-1]:
+        proc.kill()
+        pytest.fail(f"l7scope {' '.join(args)} did not become ready:\n{''.join(lines)}")
+    try:
+        yield proc
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def base_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "L7SCOPE_"))}
+    return (
+        env
+        | {"L7SCOPE_CAPTURE_HEADER_CACHE": os.environ.get("L7SCOPE_CACHE", "/var/cache/l7scope") + "/headers"}
+        | extra
+    )
+
+
+def by_role(records: list[tuple[str, str, str, int]]) -> dict[str, set[tuple[str, str, int]]]:
+    found: dict[str, set[tuple[str, str, int]]] = {"server": set(), "client": set()}
+    for role, method, path, status in records:
+        found[role].add((method, path, status))
+    return found
+
+
+def test_agent_kafka_pipeline_otlp(tmp_path: Path, kafka_bootstrap: str, otlp_receiver: OtlpReceiver) -> None:
+    run_id = uuid.uuid4().hex[:8]
+    env = base_env(
+        L7SCOPE_KAFKA_BOOTSTRAP=kafka_bootstrap,
+        L7SCOPE_KAFKA_FRAGMENTS_TOPIC=f"e2e-fragments-{run_id}",
+        L7SCOPE_KAFKA_PARTITIONS="3",
+        L7SCOPE_KAFKA_GROUP=f"e2e-{run_id}",
+        OTEL_EXPORTER_OTLP_ENDPOINT=f"http://127.0.0.1:{otlp_receiver.grpc_port}",
+        OTEL_EXPORTER_OTLP_PROTOCOL="grpc",
+    )
+    with (
+        nginx(tmp_path / "nginx") as port,
+        l7scope("agent", env=env),
+        l7scope("pipeline", env=env, ready="consuming"),
+    ):
+        curl_keepalive_three(port)
+        deadline = time.monotonic() + 40
+        while time.monotonic() < deadline:
+            spans = [s for s in otlp_receiver.spans() if s["attributes"].get("server.port") == port]
+            if len(spans) >= 6:
+                break
+            time.sleep(0.25)
+        time.sleep(1.0)  # anything extra (duplicates) would arrive now
+        spans = [s for s in otlp_receiver.spans() if s["attributes"].get("server.port") == port]
+    kinds = sorted(s["kind"] for s in spans)
+    assert kinds == ["CLIENT"] * 3 + ["SERVER"] * 3, spans
+    for kind in ("SERVER", "CLIENT"):
+        got = {
+            (
+                s["attributes"]["http.request.method"],
+                s["attributes"]["url.path"],
+                s["attributes"]["http.response.status_code"],
+            )
+            for s in spans
+            if s["kind"] == kind
+        }
+        assert got == EXPECTED
+    server_spans = [s for s in spans if s["kind"] == "SERVER"]
+    client_spans = [s for s in spans if s["kind"] == "CLIENT"]
+    assert {s["resource"]["process.executable.name"] for s in server_spans} == {"nginx"}
+    assert {s["resource"]["process.executable.name"] for s in client_spans} == {"curl"}
+    client_ports = {s["attributes"]["client.port"] for s in spans}
+    assert len(client_ports) == 1  # one keep-alive connection, seen from both ends
+    for s in spans:
+        assert s["attributes"]["server.address"] == "127.0.0.1"
+        assert 0 < s["end_ns"] - s["start_ns"] < 5e9
+        assert s["status"] == (
+            "ERROR"
+            if s["kind"] == "CLIENT" and s["attributes"]["http.response.status_code"] == 404
+            else "UNSET"
+        )
+
+
+def test_embedded_run_writes_jsonl(tmp_path: Path) -> None:
+    out = tmp_path / "records.jsonl"
+    with (
+        nginx(tmp_path / "nginx") as port,
+        l7scope("run", "--export", f"jsonl:{out}", "--no-table", env=base_env()),
+    ):
+        curl_keepalive_three(port)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            if out.exists() and sum(f":{port}" in line for line in out.read_text().splitlines()) >= 6:
+                break
+            time.sleep(0.25)
+        time.sleep(0.5)
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    mine = [r for r in records if r["server"] == f"127.0.0.1:{port}"]
+    for r in mine:
+        assert {
+            "protocol",
+            "role",
+            "name",
+            "start_ns",
+            "end_ns",
+            "client",
+            "server",
+            "pid",
+            "process",
+            "attributes",
+        } <= r.keys()
+        assert r["protocol"] == "http" and r["end_ns"] >= r["start_ns"] > 0
+    found = by_role(
+        [
+            (
+                r["role"],
+                r["attributes"]["http.request.method"],
+                r["attributes"]["url.path"],
+                r["attributes"]["http.response.status_code"],
+            )
+            for r in mine
+        ]
+    )
+    assert found == {"server": EXPECTED, "client": EXPECTED}
+    assert len(mine) == 6
+    assert {r["process"] for r in mine if r["role"] == "server"} == {"nginx"}
+    assert {r["process"] for r in mine if r["role"] == "client"} == {"curl"}
