@@ -114,8 +114,10 @@ def _generate(target: Path, bpftool: str, release: str) -> Path:
         (work / "include").mkdir()
         (work / "include" / "vmlinux.h").write_bytes(vmlinux)
         _write(work / "include/generated/autoconf.h", autoconf_h(_read_config()))
-        _write(work / "include/linux/kconfig.h", KCONFIG_H % {"extra": EXTRA_MACROS % {
-            "version_code": version_code(release)}})
+        _write(
+            work / "include/linux/kconfig.h",
+            KCONFIG_H % {"extra": EXTRA_MACROS % {"version_code": version_code(release)}},
+        )
         for stub in STUB_HEADERS:
             _write(work / "include" / stub, "/* empty: vmlinux.h provides these definitions */\n")
         _write(work / STAMP, LAYOUT_VERSION)
@@ -165,5 +167,5 @@ def autoconf_h(config: str) -> str:
 def version_code(release: str) -> int:
     """LINUX_VERSION_CODE for a release string such as '6.18.44-fc-v669'."""
     parts = [int("".join(ch for ch in p if ch.isdigit()) or 0) for p in release.split("-")[0].split(".")[:3]]
-    major, minor, patch = (parts + [0, 0, 0])[:3]
+    major, minor, patch = [*parts, 0, 0, 0][:3]
     return (major << 16) + (minor << 8) + min(patch, 255)

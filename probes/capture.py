@@ -1,0 +1,243 @@
+"""Load the socket tracer (bpf/socket_trace.bpf.c) with bcc and turn its ring buffer into
+`Fragment`s and `ConnEvent`s.
+
+The ring is written with BPF_RB_NO_WAKEUP, so nothing is pushed to us: the caller drains it on a
+short timer with `poll()`. The ring callback only copies the record's bytes; decoding happens
+after the drain, in one loop.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import platform
+import socket
+import struct
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from probes.errors import CaptureUnavailable
+from probes.fragment import ConnEvent, Fragment, Io, Source
+from probes.kernel_headers import prepare_headers
+from probes.procinfo import ProcessNames
+from protocols.base import ConnInfo, Endpoint, Role
+
+__all__ = ["Capture", "CaptureOptions", "CaptureStats", "CaptureUnavailable"]
+
+BPF_DIR = Path(__file__).resolve().parent.parent / "bpf"
+PROGRAM = BPF_DIR / "socket_trace.bpf.c"
+TRACEFS = Path("/sys/kernel/tracing")
+DEBUGFS_TRACING = Path("/sys/kernel/debug/tracing")
+
+# Mirror of `struct l7_event` in bpf/include/events.h (tests/probes check it against bcc's layout).
+EVENT_LAYOUT = (
+    ("ts_ns", "Q"), ("generation", "Q"), ("position", "Q"), ("length", "Q"), ("total", "Q"),
+    ("pid", "I"), ("tid", "I"), ("fd", "i"), ("data_len", "I"),
+    ("kind", "B"), ("io", "B"), ("role", "B"), ("source", "B"),
+    ("family", "H"), ("local_port", "H"), ("remote_port", "H"), ("chunk", "H"),
+    ("local_addr", "16s"), ("remote_addr", "16s"), ("comm", "16s"),
+)  # fmt: skip
+EVENT_HEADER = struct.Struct("<" + "".join(code for _, code in EVENT_LAYOUT) + "4x")
+KIND_DATA, KIND_OPEN, KIND_CLOSE = 0, 1, 2
+STAT_EVENTS, STAT_LOST_EVENTS, STAT_LOST_BYTES, STAT_TRUNCATED = 0, 1, 2, 3
+AF_INET6 = 10
+_V4_MAPPED = b"\0" * 10 + b"\xff\xff"
+_IO = (Io.SEND, Io.RECV)
+_SOURCES = {s.value: s for s in Source}
+# Connections whose CLOSE we never saw are forgotten oldest-first past this many.
+MAX_TRACKED_CONNS = 262144
+
+
+@dataclass(frozen=True, slots=True)
+class CaptureOptions:
+    node: str = platform.node()
+    copy_chunk: int = 4096  # payload bytes per ring event
+    max_chunks: int = 8  # events per syscall: bytes past copy_chunk * max_chunks are counted, not copied
+    max_iov: int = 16  # iovec entries walked per writev/readv/sendmsg/recvmsg
+    ring_bytes: int = 16 << 20  # must absorb one drain interval at peak rate
+    exclude_pids: tuple[int, ...] = ()
+    exclude_self: bool = True  # never trace the agent's own syscalls (its Kafka traffic, say)
+    exclude_ports: tuple[int, ...] = ()  # connections with this local or remote port are dropped
+    header_cache: Path = Path("/var/cache/l7scope/kernel-headers")
+
+    def __post_init__(self) -> None:
+        if not 64 <= self.copy_chunk <= 16384:
+            raise ValueError(f"copy_chunk={self.copy_chunk}: use 64..16384 bytes")
+        if not 1 <= self.max_chunks <= 64:
+            raise ValueError(f"max_chunks={self.max_chunks}: use 1..64")
+        if not 1 <= self.max_iov <= 64:
+            raise ValueError(f"max_iov={self.max_iov}: use 1..64")
+        pages = self.ring_bytes // 4096
+        if self.ring_bytes % 4096 or pages < 1 or pages & (pages - 1):
+            raise ValueError(f"ring_bytes={self.ring_bytes}: use a power of two of at least 4096")
+
+    def cflags(self) -> list[str]:
+        return [
+            f"-I{BPF_DIR / 'include'}",
+            f"-DL7_CHUNK_SIZE={self.copy_chunk}",
+            f"-DL7_MAX_CHUNKS={self.max_chunks}",
+            f"-DL7_MAX_IOV={self.max_iov}",
+            f"-DL7_RING_BYTES={self.ring_bytes}",
+        ]
+
+
+@dataclass(frozen=True, slots=True)
+class CaptureStats:
+    events: int  # events written to the ring
+    lost_events: int  # events the ring had no room for
+    lost_bytes: int  # syscall bytes those lost events accounted for
+    truncated: int  # syscalls whose payload was not copied in full
+
+
+class Capture:
+    """The loaded socket tracer. Construct it (compiles, loads, attaches), `poll()` it, `close()` it."""
+
+    def __init__(self, options: CaptureOptions | None = None) -> None:
+        self.options = options = options or CaptureOptions()
+        check_privileges()
+        ensure_tracefs()
+        headers = prepare_headers(options.header_cache)
+        os.environ["BCC_KERNEL_SOURCE"] = str(headers)
+        bcc = import_bcc()
+        started = time.monotonic()
+        try:
+            self._bpf: Any = bcc.BPF(src_file=str(PROGRAM).encode(), cflags=options.cflags())
+        except Exception as exc:  # bcc raises bare Exception for compile, load and attach errors
+            raise CaptureUnavailable(
+                f"the eBPF socket tracer could not be loaded ({one_line(exc)}): check that this kernel "
+                "allows BPF tracepoint programs and that the headers in "
+                f"{headers} match it"
+            ) from exc
+        self.load_seconds = time.monotonic() - started
+        self._raw: list[bytes] = []
+        self._conns: dict[tuple[int, int, int], ConnInfo] = {}
+        self._names = ProcessNames()
+        pids = set(options.exclude_pids) | ({os.getpid()} if options.exclude_self else set())
+        for pid in pids:
+            self.exclude_pid(pid)
+        for port in options.exclude_ports:
+            self.exclude_port(port)
+        raw = self._raw
+        # Near-zero work per event: copy the record out of the ring, decode after the drain.
+        self._callback = lambda _ctx, data, size: raw.append(ctypes.string_at(data, size))
+        self._bpf[b"l7_events"].open_ring_buffer(self._callback)
+
+    def exclude_pid(self, pid: int) -> None:
+        self._bpf[b"l7_excluded_pids"][ctypes.c_uint32(pid)] = ctypes.c_uint8(1)
+
+    def exclude_port(self, port: int) -> None:
+        self._bpf[b"l7_excluded_ports"][ctypes.c_uint16(port)] = ctypes.c_uint8(1)
+
+    def poll(self) -> list[Fragment | ConnEvent]:
+        """Drain what the ring holds now (never blocks) and return it in ring order."""
+        self._bpf.ring_buffer_consume()
+        if not self._raw:
+            return []
+        records = self._raw[:]
+        self._raw.clear()
+        out: list[Fragment | ConnEvent] = []
+        for record in records:
+            self._decode(record, out)
+        return out
+
+    def _decode(self, record: bytes, out: list[Fragment | ConnEvent]) -> None:
+        (ts, gen, position, length, _total, pid, tid, fd, data_len, kind, io, role, source,
+         family, lport, rport, _chunk, laddr, raddr, comm) = EVENT_HEADER.unpack_from(record)  # fmt: skip
+        key = (pid, fd, gen)
+        info = self._conns.get(key)
+        if info is None:
+            info = self._new_conn(key, role, family, lport, rport, laddr, raddr, comm)
+            out.append(ConnEvent(info=info, ts_ns=ts))
+        if kind == KIND_DATA:
+            start = EVENT_HEADER.size
+            out.append(
+                Fragment(info.conn_id, _IO[io], position, length, record[start : start + data_len], ts, tid,
+                         _SOURCES[source])
+            )  # fmt: skip
+        elif kind == KIND_CLOSE:
+            del self._conns[key]
+            out.append(ConnEvent(info=info, ts_ns=ts, closed=True, send_bytes=position, recv_bytes=length))
+
+    def _new_conn(
+        self, key: tuple[int, int, int], role: int, family: int, lport: int, rport: int,
+        laddr: bytes, raddr: bytes, comm: bytes,
+    ) -> ConnInfo:  # fmt: skip
+        pid, fd, gen = key
+        info = ConnInfo(
+            conn_id=f"{self.options.node}/{pid}/{fd}/{gen}",
+            local=Endpoint(format_ip(family, laddr), lport),
+            remote=Endpoint(format_ip(family, raddr), rport),
+            role=Role(role),
+            pid=pid,
+            process=self._names.name(pid, comm),
+            node=self.options.node,
+        )
+        if len(self._conns) >= MAX_TRACKED_CONNS:
+            self._conns.pop(next(iter(self._conns)))
+        self._conns[key] = info
+        return info
+
+    def stats(self) -> CaptureStats:
+        table = self._bpf[b"l7_stats"]
+        values = [int(table.sum(ctypes.c_int(i)).value) for i in range(4)]
+        return CaptureStats(*values)
+
+    def close(self) -> None:
+        bpf, self._bpf = getattr(self, "_bpf", None), None
+        if bpf is not None:
+            bpf.cleanup()
+
+    def __enter__(self) -> Capture:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def format_ip(family: int, addr: bytes) -> str:
+    """Address text; IPv4-mapped IPv6 (dual-stack sockets) is shown as plain IPv4."""
+    if family == AF_INET6:
+        if addr.startswith(_V4_MAPPED):
+            return socket.inet_ntop(socket.AF_INET, addr[12:16])
+        return socket.inet_ntop(socket.AF_INET6, addr)
+    return socket.inet_ntop(socket.AF_INET, addr[:4])
+
+
+def one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
+def check_privileges() -> None:
+    if os.geteuid() != 0:
+        raise CaptureUnavailable(
+            "capture needs root to load eBPF programs: run the agent as root "
+            "(or with CAP_BPF, CAP_PERFMON and CAP_SYS_ADMIN)"
+        )
+
+
+def ensure_tracefs() -> None:
+    """bcc attaches tracepoints through tracefs; mount it when the system has not."""
+    if (TRACEFS / "events").is_dir() or (DEBUGFS_TRACING / "events").is_dir():
+        return
+    result = subprocess.run(
+        ["mount", "-t", "tracefs", "nodev", str(TRACEFS)], capture_output=True, timeout=10, check=False
+    )
+    if result.returncode != 0 or not (TRACEFS / "events").is_dir():
+        raise CaptureUnavailable(
+            f"tracefs is not mounted and could not be mounted: run `mount -t tracefs nodev {TRACEFS}`"
+        )
+
+
+def import_bcc() -> Any:
+    try:
+        import bcc  # imported late: bcc reads the tracefs location at import time
+    except ImportError as exc:
+        raise CaptureUnavailable(
+            "the bcc Python module is missing: install python3-bpfcc (Debian/Ubuntu) and make it "
+            "visible to this Python"
+        ) from exc
+    return bcc
