@@ -21,6 +21,7 @@ KNOWN_METHODS = (
 _METHODS = {m.encode(): m for m in KNOWN_METHODS}
 _METHOD_PREFIXES = frozenset(m[:i] for m in _METHODS for i in range(len(m) + 1))
 _MAX_METHOD = max(len(m) for m in _METHODS)
+_METHODS_LONGEST_FIRST = sorted(_METHODS, key=len, reverse=True)
 _VERSIONS = {b"HTTP/1.1": "1.1", b"HTTP/1.0": "1.0"}
 _VISIBLE = bytes(range(0x21, 0x7F))
 _HEX = b"0123456789abcdefABCDEF"
@@ -124,8 +125,17 @@ def detect(first_bytes: bytes, direction: Direction) -> bool:
 # ---------------------------------------------------------------------------------- find_boundary
 
 
+def _method_start(data: bytes, space: int) -> int:
+    """Offset of the known method token that ends at `space`, or -1 (bodies need not end in CRLF)."""
+    before = data[max(0, space - _MAX_METHOD) : space]
+    for method in _METHODS_LONGEST_FIRST:
+        if before.endswith(method):
+            return space - len(method)
+    return -1
+
+
 def find_boundary(buf: memoryview, direction: Direction, start: int) -> int | None:
-    """Offset >= start of the first line that can begin a message in `direction`, or None."""
+    """Offset >= start where a message in `direction` plausibly begins (anywhere: a body can end mid-line)."""
     start = max(start, 0)
     data = bytes(buf[start:])
     if not data:
@@ -134,13 +144,20 @@ def find_boundary(buf: memoryview, direction: Direction, start: int) -> int | No
     check = check_request_line if request else check_status_line
     if check(data) == 2:
         return start
-    needle = b" HTTP/1." if request else b"HTTP/1."
-    at = data.find(needle, 1)
-    while at >= 0:
-        line_start = data.rfind(b"\n", 0, at) + 1 if request else at
-        if line_start > 0 and data[line_start - 1] == 0x0A and check(data[line_start:]) == 2:
-            return start + line_start
-        at = data.find(needle, at + 1)
+    if request:
+        at = data.find(b" HTTP/1.", 1)
+        while at >= 0:
+            space = data.rfind(b" ", 0, at)  # ends the method: request-targets hold no spaces
+            first = _method_start(data, space) if space > 0 else -1
+            if first >= 0 and check(data[first:]) == 2:
+                return start + first
+            at = data.find(b" HTTP/1.", at + 1)
+    else:
+        at = data.find(b"HTTP/1.", 1)
+        while at >= 0:
+            if check(data[at:]) == 2:
+                return start + at
+            at = data.find(b"HTTP/1.", at + 1)
     # A message may be starting on the last, still incomplete line: keep it rather than drop it.
     tail = data.rfind(b"\n") + 1
     if tail < len(data) and check(data[tail:]) >= 1:

@@ -314,6 +314,9 @@ def test_find_boundary_and_resync(loop) -> None:
     assert SPEC.find_boundary(memoryview(GET + GET), REQ, 1) == len(GET)
     assert SPEC.find_boundary(memoryview(b"garbage\r\nGET /pa"), REQ, 1) == 9  # partial line kept
     assert SPEC.find_boundary(memoryview(b"no http here at all"), REQ, 1) is None
+    assert SPEC.find_boundary(memoryview(b"end of a body" + GET), REQ, 0) == 13  # bodies end mid-line
+    assert SPEC.find_boundary(memoryview(b"xUNLOCK /f HTTP/1.1\r\n"), REQ, 0) == 1
+    assert SPEC.find_boundary(memoryview(b"hello" + OK), RESP, 0) == 5
     assert SPEC.find_boundary(memoryview(b"xx\r\n" + OK), RESP, 1) == 4
     loop.feed(REQ, garbage + GET)
     loop.feed(RESP, b"\x00\x01junk\r\n" + OK)
