@@ -25,7 +25,7 @@ from probes.kernel_headers import prepare_headers
 from probes.procinfo import ProcessNames
 from protocols.base import ConnInfo, Endpoint, Role
 
-__all__ = ["Capture", "CaptureOptions", "CaptureStats", "CaptureUnavailable"]
+__all__ = ["Capture", "CaptureOptions", "CaptureStats", "CaptureUnavailable", "EventDecoder"]
 
 BPF_DIR = Path(__file__).resolve().parent.parent / "bpf"
 PROGRAM = BPF_DIR / "socket_trace.bpf.c"
@@ -113,8 +113,7 @@ class Capture:
             ) from exc
         self.load_seconds = time.monotonic() - started
         self._raw: list[bytes] = []
-        self._conns: dict[tuple[int, int, int], ConnInfo] = {}
-        self._names = ProcessNames()
+        self._decoder = EventDecoder(options.node)
         pids = set(options.exclude_pids) | ({os.getpid()} if options.exclude_self else set())
         for pid in pids:
             self.exclude_pid(pid)
@@ -138,6 +137,34 @@ class Capture:
             return []
         records = self._raw[:]
         self._raw.clear()
+        return self._decoder.decode(records)
+
+    def stats(self) -> CaptureStats:
+        table = self._bpf[b"l7_stats"]
+        values = [int(table.sum(ctypes.c_int(i)).value) for i in range(4)]
+        return CaptureStats(*values)
+
+    def close(self) -> None:
+        bpf, self._bpf = getattr(self, "_bpf", None), None
+        if bpf is not None:
+            bpf.cleanup()
+
+    def __enter__(self) -> Capture:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class EventDecoder:
+    """Ring records (bytes of `struct l7_event` + payload) -> ConnEvent/Fragment, tracking connections."""
+
+    def __init__(self, node: str, names: ProcessNames | None = None) -> None:
+        self.node = node
+        self._conns: dict[tuple[int, int, int], ConnInfo] = {}
+        self._names = names or ProcessNames()
+
+    def decode(self, records: list[bytes]) -> list[Fragment | ConnEvent]:
         out: list[Fragment | ConnEvent] = []
         for record in records:
             self._decode(record, out)
@@ -167,34 +194,18 @@ class Capture:
     ) -> ConnInfo:  # fmt: skip
         pid, fd, gen = key
         info = ConnInfo(
-            conn_id=f"{self.options.node}/{pid}/{fd}/{gen}",
+            conn_id=f"{self.node}/{pid}/{fd}/{gen}",
             local=Endpoint(format_ip(family, laddr), lport),
             remote=Endpoint(format_ip(family, raddr), rport),
             role=Role(role),
             pid=pid,
             process=self._names.name(pid, comm),
-            node=self.options.node,
+            node=self.node,
         )
         if len(self._conns) >= MAX_TRACKED_CONNS:
             self._conns.pop(next(iter(self._conns)))
         self._conns[key] = info
         return info
-
-    def stats(self) -> CaptureStats:
-        table = self._bpf[b"l7_stats"]
-        values = [int(table.sum(ctypes.c_int(i)).value) for i in range(4)]
-        return CaptureStats(*values)
-
-    def close(self) -> None:
-        bpf, self._bpf = getattr(self, "_bpf", None), None
-        if bpf is not None:
-            bpf.cleanup()
-
-    def __enter__(self) -> Capture:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
 
 def format_ip(family: int, addr: bytes) -> str:
