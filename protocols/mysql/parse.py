@@ -248,6 +248,13 @@ def _command(payload: memoryview, length: int) -> Packet:
 
 def parse_frame(buf: memoryview, direction: Direction, state: State) -> ParseResult:
     request = direction is Direction.REQUEST
+    if state.tls or state.compress_pending or state.req_compressed or state.resp_compressed:
+        return _parse_special(buf, request, state)
+    return _parse_plain(buf, request, state)
+
+
+def _parse_special(buf: memoryview, request: bool, state: State) -> ParseResult:
+    """TLS after an SSLRequest, and the compressed protocol: the rare paths, kept off the hot one."""
     if state.tls and not (not request and len(buf) > 4 and buf[3] == 0 and buf[4] == 10):
         return Parsed(Packet(K_PACKET, -1, len(buf), -1), len(buf))  # TLS records: opaque
     if request:
@@ -261,21 +268,25 @@ def parse_frame(buf: memoryview, direction: Direction, state: State) -> ParseRes
             return result
     elif state.resp_compressed:
         return _parse_compressed(buf)
-    if len(buf) < 4:
+    return _parse_plain(buf, request, state)
+
+
+def _parse_plain(buf: memoryview, request: bool, state: State) -> ParseResult:
+    n = len(buf)
+    if n < 4:
         return NEED_DATA
-    length = _plen(buf)
+    length = buf[0] | (buf[1] << 8) | (buf[2] << 16)
     size = 4 + length
-    if len(buf) < size:
+    if n < size:
         return NEED_DATA
     seq = buf[3]
-    payload = buf[4:size]
-    first = payload[0] if length else -1
+    first = buf[4] if length else -1
     if request:
         if state.req_continues:
             state.req_continues = length == MAX_PAYLOAD
             return Parsed(Packet(K_CONTINUATION, seq, length, first), size)
         if seq == 0:
-            if first not in COMMAND_NAMES or length == 0:
+            if first not in COMMAND_NAMES:
                 if not state.handshake_seen and _compressed_header(buf):
                     result = _parse_compressed(buf)
                     if isinstance(result, Parsed):  # compressed protocol seen mid-stream
@@ -283,10 +294,10 @@ def parse_frame(buf: memoryview, direction: Direction, state: State) -> ParseRes
                     return result
                 return Invalid("unknown command")
             state.req_continues = length == MAX_PAYLOAD
-            return Parsed(_command(payload, length), size)
+            return Parsed(_command(buf[4:size], length), size)
         state.req_continues = length == MAX_PAYLOAD
-        if seq == 1 and length >= 32 and _plausible_handshake_response(bytes(buf[:36 + NAME_CAP])):
-            frame = _handshake_response(payload, seq, length)
+        if seq == 1 and length >= 32 and _plausible_handshake_response(bytes(buf[: 36 + NAME_CAP])):
+            frame = _handshake_response(buf[4:size], seq, length)
             state.handshake_seen = True
             state.client_caps = frame.caps
             if frame.kind == K_SSL_REQUEST:
@@ -298,18 +309,19 @@ def parse_frame(buf: memoryview, direction: Direction, state: State) -> ParseRes
     if state.resp_continues:
         state.resp_continues = length == MAX_PAYLOAD
         return Parsed(Packet(K_CONTINUATION, seq, length, first), size)
-    state.resp_continues = length == MAX_PAYLOAD
-    if seq == 0 and first == 10:
-        return Parsed(_greeting(payload, seq, length), size)
+    if length == MAX_PAYLOAD:
+        state.resp_continues = True
     if first == 0xFF:
         cap = ERR_CAP
-    elif first in (0x00, 0xFE):
+    elif first == 0x00 or first == 0xFE:
         cap = OK_CAP
         if state.compress_pending and first == 0x00 and seq >= 2:
             state.resp_compressed = True  # the login OK: the server compresses from the next packet
+    elif seq == 0 and first == 10:
+        return Parsed(_greeting(buf[4:size], seq, length), size)
     else:
         cap = ROW_CAP
-    return Parsed(Packet(K_PACKET, seq, length, first, bytes(payload[:cap])), size)
+    return Parsed(Packet(K_PACKET, seq, length, first, bytes(buf[4 : 4 + min(length, cap)])), size)
 
 
 def find_boundary(buf: memoryview, direction: Direction, start: int) -> int | None:
