@@ -87,9 +87,10 @@ struct l7_scratch {
 };
 
 BPF_RINGBUF_OUTPUT(l7_events, L7_RING_BYTES / 4096);
-BPF_HASH(l7_calls, __u64, struct l7_call, 16384);
-BPF_HASH(l7_conns, __u64, struct l7_conn, 131072);
-BPF_HASH(l7_fd_socks, struct l7_fd_key, __u64, 131072);
+/* LRU: entries whose end we never see (a thread killed mid-call, a missed close) age out. */
+BPF_TABLE("lru_hash", __u64, struct l7_call, l7_calls, 16384);
+BPF_TABLE("lru_hash", __u64, struct l7_conn, l7_conns, 131072);
+BPF_TABLE("lru_hash", struct l7_fd_key, __u64, l7_fd_socks, 131072);
 BPF_HASH(l7_excluded_pids, __u32, __u8, 1024);
 BPF_HASH(l7_excluded_ports, __u16, __u8, 1024);
 BPF_PERCPU_ARRAY(l7_scratch_buf, struct l7_scratch, 1);
