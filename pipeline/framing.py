@@ -76,6 +76,10 @@ class ConnParser:
                 return []
         assert self.spec is not None and self.request_io is not None
         response_io = Io.RECV if self.request_io == Io.SEND else Io.SEND
+        if final:
+            for io, direction in ((self.request_io, Direction.REQUEST), (response_io, Direction.RESPONSE)):
+                if not self.streams[io].blocked:
+                    self.spec.on_eof(self.state, direction)
         self._parse(self.request_io, Direction.REQUEST, final)
         self._parse(response_io, Direction.RESPONSE, final)
         requests, responses = self.queues[Direction.REQUEST], self.queues[Direction.RESPONSE]

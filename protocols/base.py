@@ -147,5 +147,8 @@ class ProtocolSpec(Generic[F, S, X]):
     # Responses come in request order (HTTP/1.1, MySQL), so after lost response bytes only the newest
     # request can still be answered; multiplexed protocols (HTTP/2) match by their own ids instead.
     ordered: bool = True
-    # Byte position of an exchange's first request byte (Timed.position): makes record ids stable.
+    # A number unique within the connection that re-processing reproduces: the first request byte's
+    # position (Timed.position) or a stream id. Record ids are built from it.
     exchange_position: Callable[[X], int] | None = None
+    # The connection ended with `direction` complete: messages delimited by the close may finish now.
+    on_eof: Callable[[S, Direction], None] = lambda state, direction: None

@@ -20,6 +20,7 @@ SPEC: ProtocolSpec[Http1Frame, Http1State, Exchange] = ProtocolSpec(
     on_gap=on_gap,
     ordered=True,
     exchange_position=lambda x: x.request.position,
+    on_eof=on_eof,
 )
 
 __all__ = ["SPEC", "Exchange", "Http1Frame", "Http1State", "Passthrough", "Request", "Response", "on_eof"]

@@ -15,6 +15,8 @@ SPEC: ProtocolSpec[H2Frame, H2State, H2Exchange] = ProtocolSpec(
     stitch=stitch,
     to_record=to_record,
     on_gap=on_gap,
+    ordered=False,  # streams are matched by id, not by order
+    exchange_position=lambda x: x.stream_id,
 )
 
 __all__ = ["SPEC", "H2Exchange", "H2Frame", "H2State"]

@@ -133,3 +133,14 @@ def test_other_protocols_and_noise_are_not_claimed() -> None:
     noise = [b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" + bytes(200), b"*1\r\n$4\r\nPING\r\n"]
     recs = run(table, info, *(w.frag(Io.RECV, n) for n in noise), close=True)
     assert recs == [] and health.total("unclaimed_connections") == 1
+
+
+def test_close_delimited_response_completes_when_the_connection_closes() -> None:
+    info = conn(Role.CLIENT)
+    table, w = ConnTable(PROTOCOLS, Health()), Wire(info)
+    body = b"HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\n\r\nuntil the end"
+    assert run(table, info, w.frag(Io.SEND, REQ), w.frag(Io.RECV, body)) == []
+    recs = run(table, info, close=True)
+    assert [
+        (r.attributes["http.response.status_code"], r.attributes.get("http.response.body.size")) for r in recs
+    ] == [(200, 13)]
