@@ -5,7 +5,7 @@ from __future__ import annotations
 from conftest import REQ, RESP, Loop, packet, records
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from test_packets import GREETING, handshake_response, query, result_set
+from test_mysql_packets import GREETING, handshake_response, query, result_set
 
 from protocols.mysql import SPEC
 from protocols.mysql.types import STMT_CAP
