@@ -83,6 +83,6 @@ except CaptureUnavailable as e:
 cd "$here"
 case "$mode" in
   run) exec "$venv/bin/l7scope" run --demo "$@" ;;
-  test) export L7SCOPE_CACHE="$cache"; exec "$venv/bin/python" -m pytest -p no:cacheprovider "$@" ;;
+  test) export L7SCOPE_CACHE="$cache" L7SCOPE_STRICT=1; exec "$venv/bin/python" -m pytest -p no:cacheprovider "$@" ;;
   setup) say "ready: $venv/bin/l7scope --help" ;;
 esac

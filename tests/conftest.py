@@ -22,6 +22,17 @@ KAFKA_ENV = "L7SCOPE_KAFKA_BOOTSTRAP"
 _KAFKA_FIXTURES = {"kafka_bootstrap", "kafka_broker", "kafka_topic"}
 
 
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    """With L7SCOPE_STRICT=1 (deploy/setup.sh test, CI) a skip is a failure: set-up installs everything."""
+    outcome = yield
+    report = outcome.get_result()
+    if report.skipped and os.environ.get("L7SCOPE_STRICT") == "1" and not hasattr(report, "wasxfail"):
+        report.outcome = "failed"
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+        report.longrepr = f"skipped in strict mode (a prerequisite is missing): {reason}"
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     # Anything that asks for Kafka gets the `kafka` marker, so `-m "not kafka"` leaves the JVM alone.
     for item in items:

@@ -143,9 +143,9 @@ def test_autoconf_and_version() -> None:
 
 
 @pytest.mark.kernel
-def test_prepare_headers_generates_and_repairs(tmp_path: Path) -> None:
-    if kernel_headers.build_tree().joinpath("include").is_dir():
-        pytest.skip("this machine has real kernel headers: nothing is generated")
+def test_prepare_headers_generates_and_repairs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Generation is what is tested, also on a machine that has real headers.
+    monkeypatch.setattr(kernel_headers, "build_tree", lambda release=None: tmp_path / "no-build-tree")
     first = kernel_headers.prepare_headers(tmp_path)
     assert (first / "include" / "vmlinux.h").stat().st_size > 1_000_000
     assert "#define CONFIG_BPF_SYSCALL 1" in (first / "include/generated/autoconf.h").read_text()

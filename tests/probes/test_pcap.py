@@ -31,10 +31,7 @@ from probes.pcap import (
     read_pcap,
 )
 from protocols.base import Role
-
-CORPUS = Path("/work/shared/corpus/deepflow")
-if not CORPUS.exists():  # CI clones main with shared/ beside it
-    CORPUS = Path(__file__).resolve().parents[3] / "shared" / "corpus" / "deepflow"
+from tests.support.corpus import CORPUS
 
 SYN, ACK, FIN, RST, PSH = dpkt.tcp.TH_SYN, dpkt.tcp.TH_ACK, dpkt.tcp.TH_FIN, dpkt.tcp.TH_RST, dpkt.tcp.TH_PUSH
 CLI, SRV = ("127.0.0.1", 40000), ("127.0.0.2", 8080)

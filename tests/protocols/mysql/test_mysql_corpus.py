@@ -9,8 +9,9 @@ import pytest
 from conftest import REQ, pcap_segments, records, replay, tshark_commands
 
 from protocols.mysql.types import K_COMMAND
+from tests.support.corpus import CORPUS as DEEPFLOW
 
-CORPUS = Path("/work/shared/corpus/deepflow/mysql")
+CORPUS = DEEPFLOW / "mysql"
 CASES = {  # file -> server port
     "mysql-error.pcap": 20130,
     "mysql-login-error.pcap": 3306,
