@@ -18,6 +18,7 @@ class TableLimits:
     max_connections: int = 100_000
     max_buffered_bytes: int = 512 << 20  # across all connections
     idle_seconds: float = 300.0
+    hole_seconds: float = 1.0  # a quiet connection's hole is re-examined (and given up) after this
 
 
 class ConnTable:
@@ -59,12 +60,16 @@ class ConnTable:
         return records + self._enforce_bounds()
 
     def expire(self) -> list[L7Record]:
-        """Flush connections idle for longer than the limit (their peers may be gone for good)."""
-        horizon = self.clock() - self.table_limits.idle_seconds
+        """Call now and then: flushes idle connections, and gives up holes no fragment came to fill."""
+        now = self.clock()
+        horizon, hole_horizon = now - self.table_limits.idle_seconds, now - self.table_limits.hole_seconds
         records: list[L7Record] = []
-        for conn_id in [c for c, seen in self._last_seen.items() if seen < horizon]:
-            self.health.count("expired_connections", "idle")
-            records += self._drop(conn_id, final=True)
+        for conn_id, seen in list(self._last_seen.items()):
+            if seen < horizon:
+                self.health.count("expired_connections", "idle")
+                records += self._drop(conn_id, final=True)
+            elif seen < hole_horizon and self._conns[conn_id].waiting_on_hole():
+                records += self._conns[conn_id].process()
         return records
 
     def flush(self) -> list[L7Record]:

@@ -63,6 +63,9 @@ class ConnParser:
     def buffered(self) -> int:
         return sum(len(s) for s in self.streams.values())
 
+    def waiting_on_hole(self) -> bool:
+        return any(s.blocked for s in self.streams.values())
+
     # -- the loop --------------------------------------------------------------------------------
 
     def process(self, final: bool = False) -> list[L7Record]:

@@ -144,3 +144,16 @@ def test_close_delimited_response_completes_when_the_connection_closes() -> None
     assert [
         (r.attributes["http.response.status_code"], r.attributes.get("http.response.body.size")) for r in recs
     ] == [(200, 13)]
+
+
+def test_a_hole_in_a_quiet_connection_is_given_up_on_a_timer() -> None:
+    info, now = conn(), [0.0]
+    table, w = ConnTable(PROTOCOLS, Health(), clock=lambda: now[0]), Wire(info)
+    run(table, info, w.frag(Io.RECV, REQ), w.frag(Io.SEND, RESP_200[:20]))
+    after = [w.frag(Io.SEND, RESP_200[30:], skip=10), w.frag(Io.RECV, POST), w.frag(Io.SEND, RESP_404)]
+    assert run(table, info, *after) == []
+    now[0] = 0.5
+    assert table.expire() == []  # too early: the missing fragment may still come
+    now[0] = 5.0
+    recs = table.expire() + table.expire()
+    assert [r.attributes["http.request.method"] for r in recs] == ["POST"]
