@@ -40,6 +40,13 @@ class KafkaConfig:
     partitions: int = 12  # for topics l7scope creates
     compression: str = "lz4"  # lz4, zstd, gzip, snappy or none
     max_buffer_mib: int = 64  # agent-side bound while the broker is slow or gone
+    security_protocol: str = "PLAINTEXT"  # PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL
+    sasl_mechanism: str = ""  # PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512 (with SASL_*)
+    sasl_plain_username: str = ""
+    sasl_plain_password: str = ""  # better from L7SCOPE_KAFKA_SASL_PLAIN_PASSWORD than in the file
+    ssl_cafile: str = ""  # CA bundle that signed the brokers' certificates
+    ssl_certfile: str = ""  # client certificate (mutual TLS)
+    ssl_keyfile: str = ""  # client private key (mutual TLS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +82,7 @@ class Config:
             raise ConfigError(
                 f"kafka.compression = {self.kafka.compression!r}: use lz4, zstd, gzip, snappy or none"
             )
+        _validate_kafka_security(self.kafka)
         for name, value in (
             ("capture.drain_interval_ms", self.capture.drain_interval_ms),
             ("kafka.partitions", self.kafka.partitions),
@@ -83,6 +91,50 @@ class Config:
             if value <= 0:
                 raise ConfigError(f"{name} = {value}: must be positive")
         return self
+
+
+SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
+SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
+
+
+def _validate_kafka_security(kafka: KafkaConfig) -> None:
+    if kafka.security_protocol not in SECURITY_PROTOCOLS:
+        raise ConfigError(
+            f"kafka.security_protocol = {kafka.security_protocol!r}: use {', '.join(SECURITY_PROTOCOLS)}"
+        )
+    if kafka.security_protocol.startswith("SASL_"):
+        if kafka.sasl_mechanism not in SASL_MECHANISMS:
+            raise ConfigError(
+                f"kafka.sasl_mechanism = {kafka.sasl_mechanism!r}: with {kafka.security_protocol} use "
+                f"{', '.join(SASL_MECHANISMS)}"
+            )
+        if not kafka.sasl_plain_username or not kafka.sasl_plain_password:
+            raise ConfigError(
+                "kafka.sasl_plain_username and kafka.sasl_plain_password are required with "
+                f"{kafka.security_protocol}: set them (the password via L7SCOPE_KAFKA_SASL_PLAIN_PASSWORD)"
+            )
+    for key in ("ssl_cafile", "ssl_certfile", "ssl_keyfile"):
+        path = getattr(kafka, key)
+        if path and not Path(path).is_file():
+            raise ConfigError(f"kafka.{key} = {path!r}: no such file, check the path")
+
+
+def kafka_client_settings(kafka: KafkaConfig) -> dict[str, Any]:
+    """Connection and security keyword arguments shared by kafka-python's producer, consumer and admin."""
+    settings: dict[str, Any] = {
+        "bootstrap_servers": kafka.bootstrap.split(","),
+        "security_protocol": kafka.security_protocol,
+    }
+    if kafka.security_protocol.startswith("SASL_"):
+        settings |= {
+            "sasl_mechanism": kafka.sasl_mechanism,
+            "sasl_plain_username": kafka.sasl_plain_username,
+            "sasl_plain_password": kafka.sasl_plain_password,
+        }
+    for key in ("ssl_cafile", "ssl_certfile", "ssl_keyfile"):
+        if getattr(kafka, key):
+            settings[key] = getattr(kafka, key)
+    return settings
 
 
 def _coerce(key: str, value: Any, kind: Any) -> Any:

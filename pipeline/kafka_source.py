@@ -10,7 +10,7 @@ from kafka import KafkaConsumer
 from kafka.admin import KafkaAdminClient, NewTopic
 from kafka.errors import TopicAlreadyExistsError
 
-from l7scope.config import KafkaConfig
+from l7scope.config import KafkaConfig, kafka_client_settings
 from pipeline.health import Health
 from probes.codec import BadBatch, decode_batch
 from probes.fragment import Batch
@@ -20,7 +20,7 @@ log = logging.getLogger("l7scope.source")
 
 def ensure_topics(kafka: KafkaConfig, *topics: str) -> None:
     """Create the topics that are missing, with the configured partition count."""
-    admin = KafkaAdminClient(bootstrap_servers=kafka.bootstrap.split(","), client_id="l7scope-admin")
+    admin = KafkaAdminClient(**kafka_client_settings(kafka), client_id="l7scope-admin")
     try:
         missing = [t for t in topics if t not in set(admin.list_topics())]
         if missing:
@@ -40,8 +40,7 @@ class KafkaSource:
         **consumer_overrides: Any,
     ) -> None:
         self.health = health
-        settings: dict[str, Any] = {
-            "bootstrap_servers": kafka.bootstrap.split(","),
+        settings: dict[str, Any] = kafka_client_settings(kafka) | {
             "group_id": group or kafka.group,
             "enable_auto_commit": False,  # committed after the records are handed to the exporters
             "auto_offset_reset": "earliest" if from_beginning else "latest",

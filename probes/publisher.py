@@ -13,7 +13,7 @@ from typing import Any
 from kafka import KafkaProducer
 from kafka.errors import KafkaError
 
-from l7scope.config import KafkaConfig
+from l7scope.config import KafkaConfig, kafka_client_settings
 from pipeline.health import Health
 from probes.codec import encode_batch
 from probes.fragment import Batch
@@ -28,8 +28,7 @@ class KafkaPublisher:
         self.max_outstanding = kafka.max_buffer_mib << 20
         self._outstanding = 0
         self._lock = threading.Lock()
-        settings: dict[str, Any] = {
-            "bootstrap_servers": kafka.bootstrap.split(","),
+        settings: dict[str, Any] = kafka_client_settings(kafka) | {
             "acks": "all",
             "enable_idempotence": True,
             "compression_type": None if kafka.compression == "none" else kafka.compression,
