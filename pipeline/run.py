@@ -100,8 +100,12 @@ def run_embedded(
     stop: threading.Event,
     out: IO[str] = sys.stderr,
     health: Health | None = None,
+    extra_exporters: Iterable[Exporter] = (),
 ) -> Health:
-    """Capture and pipeline in one process, with a bounded queue between them."""
+    """Capture and pipeline in one process, with a bounded queue between them.
+
+    `extra_exporters` (e.g. `l7scope top`'s table) receive every record besides the configured ones.
+    """
     health = health or Health()
     handoff: queue.Queue[list[Batch]] = queue.Queue(config.pipeline.queue_batches)
 
@@ -117,6 +121,7 @@ def run_embedded(
         daemon=True,
     )
     table, exporters = new_table(config, health), build_exporters(config, env, health)
+    exporters.extend(extra_exporters)
     live = LiveTable() if config.export.live_table else None
     if live is not None:
         exporters.append(live)
