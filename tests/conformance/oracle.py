@@ -1,0 +1,121 @@
+"""Shared by the conformance tests: record with tcpdump, run `l7scope replay`, ask tshark (the oracle)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+TOLERANCE_NS = 1_000_000  # request/response times agree with tshark's frame times within 1 ms
+
+needs_tools = pytest.mark.skipif(
+    os.geteuid() != 0 or not (shutil.which("tcpdump") and shutil.which("tshark")),
+    reason="needs root, tcpdump and tshark",
+)
+
+
+class Tcpdump:
+    """`tcpdump -i lo --immediate-mode -w PATH port P`: armed before the traffic, SIGINT after it."""
+
+    def __init__(self, path: Path, port: int) -> None:
+        self.path = path
+        self.proc = subprocess.Popen(
+            ["tcpdump", "-i", "lo", "-n", "-U", "-s", "0", "-B", "32768", "--immediate-mode", "-w", str(path),
+             "tcp", "port", str(port)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        )  # fmt: skip
+        assert self.proc.stderr is not None
+        os.set_blocking(self.proc.stderr.fileno(), False)
+        deadline, seen = time.monotonic() + 10, b""
+        while b"listening on" not in seen:  # printed once the capture is attached to the interface
+            if time.monotonic() > deadline or self.proc.poll() is not None:
+                self.proc.kill()
+                self.proc.wait(timeout=5)
+                raise RuntimeError(f"tcpdump did not start: {seen.decode(errors='replace')}")
+            seen += self.proc.stderr.read() or b""
+            time.sleep(0.02)
+
+    def __enter__(self) -> Tcpdump:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def stop(self) -> None:
+        if self.proc.poll() is not None:
+            return
+        # Packets not yet written are lost on SIGINT: wait until the file stops growing first.
+        deadline, size, still = time.monotonic() + 15, -1, 0
+        while still < 4 and time.monotonic() < deadline:
+            time.sleep(0.1)
+            now = self.path.stat().st_size if self.path.exists() else 0
+            still, size = (still + 1, size) if now == size else (0, now)
+        self.proc.send_signal(signal.SIGINT)
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(timeout=5)
+        assert self.proc.stderr is not None
+        os.set_blocking(self.proc.stderr.fileno(), True)
+        report = self.proc.stderr.read().decode(errors="replace")
+        assert "\n0 packets dropped by kernel" in report, report
+
+
+def replay(pcap: Path, out_dir: Path) -> list[dict[str, Any]]:
+    """`l7scope replay PCAP --export jsonl:OUT` as a child process; its records, in file order."""
+    out = out_dir / f"{pcap.stem}.jsonl"
+    out.unlink(missing_ok=True)
+    proc = subprocess.run(
+        [sys.executable, "-m", "l7scope.cli", "replay", str(pcap), "--export", f"jsonl:{out}"],
+        cwd=REPO, capture_output=True, text=True, timeout=300,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    if not out.exists():
+        return []
+    return [json.loads(line) for line in out.read_text().splitlines() if line]
+
+
+def tshark(pcap: Path, fields: list[str], *, decode: str | None = None, where: str | None = None,
+           options: tuple[str, ...] = ()) -> list[list[str]]:
+    """`tshark -T fields` rows (one per frame, tab-separated fields; repeated values comma-joined)."""
+    cmd = ["tshark", "-r", str(pcap), "-n", *options]
+    if decode:
+        cmd += ["-d", decode]
+    if where:
+        cmd += ["-Y", where]
+    cmd += ["-T", "fields", "-E", "separator=/t", "-E", "occurrence=a", "-E", "aggregator=,"]
+    for f in fields:
+        cmd += ["-e", f]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=True)
+    return [line.split("\t") for line in proc.stdout.splitlines() if line.strip()]
+
+
+def values(field: str) -> list[str]:
+    """The occurrences of one field in a row (several PDUs in one frame); no test value holds a comma."""
+    return [v for v in field.split(",") if v] if field else []
+
+
+def epoch_ns(text: str) -> int:
+    """tshark's frame.time_epoch ("1700000000.123456789") as integer nanoseconds, without float loss."""
+    sec, _, frac = text.partition(".")
+    return int(sec) * 1_000_000_000 + int((frac + "000000000")[:9])
+
+
+def client_port(record: dict[str, Any]) -> int:
+    return int(record["client"].rsplit(":", 1)[1])
+
+
+def assert_close(ours: int, theirs: int, what: str) -> None:
+    off_ms = (ours - theirs) / 1e6
+    assert abs(ours - theirs) <= TOLERANCE_NS, f"{what}: ours {ours} vs tshark {theirs} ({off_ms:+.3f} ms)"
