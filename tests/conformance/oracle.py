@@ -9,6 +9,8 @@ import signal
 import subprocess
 import sys
 import time
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -86,8 +88,14 @@ def replay(pcap: Path, out_dir: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in out.read_text().splitlines() if line]
 
 
-def tshark(pcap: Path, fields: list[str], *, decode: str | None = None, where: str | None = None,
-           options: tuple[str, ...] = ()) -> list[list[str]]:
+def tshark(
+    pcap: Path,
+    fields: list[str],
+    *,
+    decode: str | None = None,
+    where: str | None = None,
+    options: tuple[str, ...] = (),
+) -> list[list[str]]:
     """`tshark -T fields` rows (one per frame, tab-separated fields; repeated values comma-joined)."""
     cmd = ["tshark", "-r", str(pcap), "-n", *options]
     if decode:
@@ -119,3 +127,62 @@ def client_port(record: dict[str, Any]) -> int:
 def assert_close(ours: int, theirs: int, what: str) -> None:
     off_ms = (ours - theirs) / 1e6
     assert abs(ours - theirs) <= TOLERANCE_NS, f"{what}: ours {ours} vs tshark {theirs} ({off_ms:+.3f} ms)"
+
+
+@dataclass(slots=True)
+class H2Frame:
+    """One HTTP/2 frame as tshark dissected it (from PDML: several frames in one packet stay apart)."""
+
+    ts_ns: int
+    src_port: int
+    dst_port: int
+    tcp_stream: int
+    stream_id: int
+    kind: int
+    end_stream: bool
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+def h2_frames(pcap: Path, port: int, options: tuple[str, ...] = ()) -> list[H2Frame]:
+    """Every HTTP/2 frame tshark finds with the server's port decoded as HTTP/2, in capture order."""
+    proc = subprocess.run(
+        ["tshark", "-r", str(pcap), "-n", *options, "-d", f"tcp.port=={port},http2", "-Y", "http2",
+         "-T", "pdml"],
+        capture_output=True, timeout=300, check=True,
+    )  # fmt: skip
+    out: list[H2Frame] = []
+    for packet in ET.fromstring(proc.stdout).iter("packet"):
+        fields = {
+            f.get("name"): f.get("show", "")
+            for f in packet.iter("field")
+            if f.get("name", "").startswith(("frame.time_epoch", "tcp.srcport", "tcp.dstport", "tcp.stream"))
+        }
+        ts, sport, dport = (
+            epoch_ns(fields["frame.time_epoch"]),
+            int(fields["tcp.srcport"]),
+            int(fields["tcp.dstport"]),
+        )
+        for stream in packet.iter("field"):
+            if stream.get("name") != "http2.stream":
+                continue
+            kids = {f.get("name"): f.get("show", "") for f in stream.iter("field")}
+            if "http2.type" not in kids:  # the connection preface
+                continue
+            headers = {}
+            for h in stream.iter("field"):
+                if h.get("name") == "http2.header":
+                    parts = {f.get("name"): f.get("show", "") for f in h}
+                    headers[parts.get("http2.header.name", "")] = parts.get("http2.header.value", "")
+            out.append(
+                H2Frame(
+                    ts,
+                    sport,
+                    dport,
+                    int(fields["tcp.stream"]),
+                    int(kids["http2.streamid"]),
+                    int(kids["http2.type"]),
+                    kids.get("http2.flags.end_stream") == "1",
+                    headers,
+                )
+            )
+    return out

@@ -64,8 +64,9 @@ def nginx(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
     (work / "www" / "text.txt").write_text("line of text\n" * 4000)
     port = free_port()
     (work / "nginx.conf").write_text(NGINX_CONF.format(dir=work, port=port))
-    proc = subprocess.Popen(["/usr/sbin/nginx", "-p", str(work), "-c", str(work / "nginx.conf")],
-                            stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        ["/usr/sbin/nginx", "-p", str(work), "-c", str(work / "nginx.conf")], stderr=subprocess.DEVNULL
+    )
     try:
         wait_for_port(port)
         yield port
@@ -173,5 +174,8 @@ def test_nginx_curl_and_pipelining_match_tshark(nginx: int, tmp_path: Path) -> N
     assert {r["role"] for r in records} == {"server"}
     assert all(r["server"] == f"127.0.0.1:{nginx}" and r["protocol"] == "http" for r in records)
     chunked = [r for r in records if r["attributes"]["url.path"] == "/text.txt"]
-    assert all(r["attributes"].get("http.response.body.size", 0) > 0 for r in chunked if r["attributes"][
-        "http.request.method"] == "GET")
+    assert all(
+        r["attributes"].get("http.response.body.size", 0) > 0
+        for r in chunked
+        if r["attributes"]["http.request.method"] == "GET"
+    )
