@@ -97,7 +97,9 @@ def test_grpcio_calls_match_tshark(tmp_path: Path) -> None:
         for r in records
     ]
     assert ours == [{k: c[k] for k in ("path", "client", "grpc_status")} for c in theirs]
-    calls = [(r["attributes"]["rpc.service"], r["attributes"]["rpc.method"], r["error_type"]) for r in records]
+    calls = [
+        (r["attributes"]["rpc.service"], r["attributes"]["rpc.method"], r["error_type"]) for r in records
+    ]
     assert calls == [
         ("conf.v1.Echo", "Unary", None), ("conf.v1.Echo", "Unary", None), ("conf.v1.Echo", "Unary", None),
         ("conf.v1.Echo", "ServerStream", None), ("conf.v1.Echo", "ClientStream", None),
