@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from l7scope.config import Config, ConfigError, load
+from l7scope.logs import setup_logging
 
 if TYPE_CHECKING:
     from probes.capture import Capture
@@ -25,6 +26,13 @@ EXAMPLES = """examples:
   l7scope agent                                capture -> Kafka (L7SCOPE_KAFKA_BOOTSTRAP=host:9092)
   l7scope pipeline                             Kafka -> spans/records (run several: a consumer group)
   l7scope replay capture.pcap --export jsonl:-  parse a capture file with the same pipeline
+  l7scope doctor                               check privileges, kernel, BTF, tracefs, bcc, ring buffer
+  l7scope doctor --kafka                       ... and that the configured Kafka answers
+  l7scope top                                  live per-endpoint RED view (keys: r rate, e errors, l latency)
+  l7scope top --kafka                          the same from the records topic of a running pipeline
+
+exit codes: 0 ok, 1 runtime failure, 2 usage/config/environment problem, 3 unreachable dependency
+  (Kafka, OTLP). Logs are JSON lines when stderr is not a terminal.
 """
 
 
@@ -62,12 +70,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     replay.add_argument("file")
     _add_export(replay)
 
+    doctor = sub.add_parser("doctor", help="check what capture needs; a pass/fail table with fixes")
+    doctor.add_argument("--kafka", action="store_true", help="also check the configured Kafka")
+
+    top = sub.add_parser("top", help="live per-endpoint RED view in the terminal (r/e/l sort, q quits)")
+    top.add_argument("--kafka", action="store_true", help="read the records topic instead of capturing")
+
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    setup_logging(args.verbose)
     try:
         config = load(args.config, os.environ)
         config = _apply_flags(config, args)
@@ -75,7 +85,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as e:
         return _fail(f"configuration: {e}")
     except _Unavailable as e:
-        return _fail(str(e))
+        return _fail(str(e), e.exit_code)
+    except Exception:  # a bug or a runtime failure: logged with its traceback (one JSON line off a TTY)
+        logging.getLogger("l7scope").exception("l7scope %s failed", args.command)
+        return EXIT_FAILURE
 
 
 def _add_export(p: argparse.ArgumentParser) -> None:
@@ -100,13 +113,25 @@ def _apply_flags(config: Config, args: argparse.Namespace) -> Config:
     return dataclasses.replace(config, export=export)
 
 
+# Exit codes (documented in --help and docs/troubleshooting.md).
+EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_UNREACHABLE = 0, 1, 2, 3
+
+
 class _Unavailable(Exception):
     """Something outside l7scope is missing; the message says what to do."""
 
+    exit_code = EXIT_USAGE
 
-def _fail(message: str) -> int:
+
+class _Unreachable(_Unavailable):
+    """A configured dependency (Kafka, an OTLP collector) does not answer."""
+
+    exit_code = EXIT_UNREACHABLE
+
+
+def _fail(message: str, code: int = EXIT_USAGE) -> int:
     print(f"l7scope: {message}", file=sys.stderr)
-    return 2
+    return code
 
 
 def _stop_event(duration: float | None) -> threading.Event:
@@ -147,7 +172,7 @@ def _kafka_errors(action: Callable[[], object], config: Config) -> None:
     try:
         action()
     except (KafkaConnectionError, KafkaTimeoutError):
-        raise _Unavailable(
+        raise _Unreachable(
             f"cannot reach Kafka at {config.kafka.bootstrap}: start the broker or set L7SCOPE_KAFKA_BOOTSTRAP"
         ) from None
     except KafkaError as e:
@@ -200,11 +225,35 @@ def cmd_replay(config: Config, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_doctor(config: Config, args: argparse.Namespace) -> int:
+    from l7scope.doctor import exit_code, render, run_checks
+
+    results = run_checks(config, os.environ, kafka=args.kafka)
+    render(results, sys.stdout)
+    return exit_code(results)
+
+
+def cmd_top(config: Config, args: argparse.Namespace) -> int:
+    from l7scope.top import embedded_feed, kafka_feed, run_top
+
+    if not sys.stdout.isatty():
+        raise _Unavailable("top needs a terminal: run it in one (or use `l7scope run --export jsonl:-`)")
+    config = dataclasses.replace(config, export=dataclasses.replace(config.export, live_table=False))
+    stop = _stop_event(None)
+    if args.kafka:
+        feeds: list[Callable[..., None]] = []
+        _kafka_errors(lambda: feeds.append(kafka_feed(config)), config)
+        return run_top(feeds[0], stop)
+    return run_top(embedded_feed(config, os.environ, _capture(config)), stop)
+
+
 COMMANDS: dict[str, Callable[[Config, argparse.Namespace], int]] = {
     "run": cmd_run,
     "agent": cmd_agent,
     "pipeline": cmd_pipeline,
     "replay": cmd_replay,
+    "doctor": cmd_doctor,
+    "top": cmd_top,
 }
 
 if __name__ == "__main__":

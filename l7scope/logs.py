@@ -31,6 +31,7 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(line, ensure_ascii=False)
 
 
+_HANDLER_NAME = "l7scope"
 HUMAN_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
@@ -43,8 +44,9 @@ def setup_logging(
         json_lines = not (hasattr(stream, "isatty") and stream.isatty())
     handler = logging.StreamHandler(stream)
     handler.setFormatter(JsonFormatter() if json_lines else logging.Formatter(HUMAN_FORMAT, "%H:%M:%S"))
+    handler.set_name(_HANDLER_NAME)
     root = logging.getLogger()
-    for old in list(root.handlers):
+    for old in [h for h in root.handlers if h.get_name() == _HANDLER_NAME]:  # ours only: keep pytest's
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(logging.DEBUG if verbose else logging.INFO)

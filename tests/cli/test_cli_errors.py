@@ -49,7 +49,7 @@ def test_unreachable_kafka_is_one_line(
     from tests.support.kafka_broker import free_port
 
     monkeypatch.setenv("L7SCOPE_KAFKA_BOOTSTRAP", f"127.0.0.1:{free_port()}")
-    assert cli.main(["pipeline", "--duration", "1"]) == 2
+    assert cli.main(["pipeline", "--duration", "1"]) == 3  # unreachable dependency
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("l7scope: cannot reach Kafka at 127.0.0.1:"), err
 
