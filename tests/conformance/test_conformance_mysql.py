@@ -1,0 +1,182 @@
+"""MySQL through `l7scope replay` against tshark: MariaDB with PyMySQL text queries (an error, a ~1 MB
+result) and mysql-connector-python prepared statements, plus a failed login."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conformance.oracle import (
+    Tcpdump,
+    assert_close,
+    client_port,
+    epoch_ns,
+    needs_tools,
+    replay,
+    tshark,
+    values,
+)
+from tests.support.kafka_broker import free_port
+
+pymysql = pytest.importorskip("pymysql")
+mysql_connector = pytest.importorskip("mysql.connector")
+
+pytestmark = [needs_tools, pytest.mark.skipif(not shutil.which("mariadbd"), reason="mariadbd not installed")]
+PASSWORD = "conf-Pw-81"
+# tshark's command byte -> the operation our record names (COM_QUERY / COM_STMT_EXECUTE: the SQL keyword).
+COMMANDS = {1: "QUIT", 2: "INIT_DB", 14: "PING", 22: "PREPARE", 25: "CLOSE", 26: "RESET"}
+
+
+@pytest.fixture(scope="module")
+def mariadb(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
+    data = tmp_path_factory.mktemp("mariadb")
+    subprocess.run(
+        ["mariadb-install-db", "--no-defaults", "--user=root", f"--datadir={data}",
+         "--auth-root-authentication-method=normal"],
+        check=True, capture_output=True, timeout=60,
+    )  # fmt: skip
+    port = free_port()
+    proc = subprocess.Popen(
+        ["mariadbd", "--no-defaults", "--user=root", f"--datadir={data}", f"--socket={data / 's'}",
+         f"--port={port}", "--bind-address=127.0.0.1", "--skip-log-bin", "--max-allowed-packet=64M"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                break
+            except OSError:
+                assert proc.poll() is None and time.monotonic() < deadline, "mariadbd did not start"
+                time.sleep(0.05)
+        admin = pymysql.connect(unix_socket=str(data / "s"), user="root")
+        with admin.cursor() as c:
+            c.execute("CREATE DATABASE shop")
+            for host in ("%", "localhost"):
+                c.execute(f"CREATE USER 'app'@'{host}' IDENTIFIED BY '{PASSWORD}'")
+                c.execute(f"GRANT ALL ON *.* TO 'app'@'{host}'")
+            c.execute("CREATE TABLE shop.items (id INT PRIMARY KEY, name VARCHAR(64))")
+            c.execute("INSERT INTO shop.items VALUES (1, 'apple'), (2, 'pear'), (3, 'fig')")
+        admin.commit()
+        admin.close()
+        yield port
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=5)
+
+
+def _traffic(port: int) -> None:
+    conn = pymysql.connect(host="127.0.0.1", port=port, user="app", password=PASSWORD, database="shop")
+    with conn.cursor() as c:
+        c.execute("SELECT id, name FROM items WHERE name = %s", ("apple",))
+        with pytest.raises(pymysql.err.ProgrammingError):
+            c.execute("SELEC nothing FROM nowhere")
+        with pytest.raises(pymysql.err.ProgrammingError):
+            c.execute("SELECT * FROM missing_table")
+        c.execute("UPDATE items SET name = 'plum' WHERE id = 3")
+        c.execute("SELECT REPEAT('x', 1048576) AS big")
+        assert len(c.fetchone()[0]) == 1 << 20
+    conn.ping()
+    conn.select_db("mysql")
+    conn.close()
+    cx = mysql_connector.connect(
+        host="127.0.0.1", port=port, user="app", password=PASSWORD, database="shop", use_pure=True
+    )
+    cur = cx.cursor(prepared=True)
+    cur.execute("SELECT id, name FROM items WHERE id > ?", (1,))
+    assert len(cur.fetchall()) == 2
+    cur.execute("INSERT INTO items (id, name) VALUES (?, ?)", (10, "kiwi"))
+    with pytest.raises(mysql_connector.Error):
+        cur.execute("INSERT INTO items (id, name) VALUES (?, ?)", (10, "dup"))  # duplicate key: 1062
+    cx.commit()
+    cur.close()
+    cx.close()
+    with pytest.raises(pymysql.err.OperationalError):
+        pymysql.connect(host="127.0.0.1", port=port, user="app", password="wrong")
+
+
+def _tshark_exchanges(pcap: Path, port: int) -> list[dict[str, Any]]:
+    """Client messages that start an exchange (a command, or the login) and the server bytes after them."""
+    rows = tshark(
+        pcap,
+        ["tcp.stream", "frame.time_epoch", "tcp.srcport", "tcp.dstport", "mysql.command", "mysql.query",
+         "mysql.error_code", "mysql.stmt_id", "mysql.user"],
+        decode=f"tcp.port=={port},mysql", where="tcp.len > 0",
+    )  # fmt: skip
+    out: list[dict[str, Any]] = []
+    current: dict[str, dict[str, Any]] = {}
+    prepared: dict[str, str] = {}  # statement id -> SQL, from the PREPARE's OK
+    for stream, when, sport, dport, command, query, error, stmt, user in rows:
+        ts = epoch_ns(when)
+        x = current.get(stream)
+        if int(dport) == port:
+            if not (command or user):
+                continue  # more of the same exchange (an auth switch answer)
+            x = {"client": int(sport), "start_ns": ts, "end_ns": None, "error": None, "query": query or None}
+            if user:
+                x["operation"] = "LOGIN"
+            else:
+                code = int(values(command)[0])
+                if code == 3:
+                    x["operation"] = query.split()[0].upper()
+                elif code == 23:
+                    x["query"] = prepared[stmt]
+                    x["operation"] = x["query"].split()[0].upper()
+                else:
+                    x["operation"] = COMMANDS[code]
+                    x["query"] = prepared.get(stmt) if code in (25, 26) else query or None
+            out.append(x)
+            current[stream] = x
+        elif x is not None:
+            x["end_ns"] = ts
+            if error:
+                x["error"] = values(error)[0]
+            if x["operation"] == "PREPARE" and stmt:
+                prepared[stmt] = x["query"]
+    return out
+
+
+def _matches_redacted(ours: str, theirs: str) -> bool:
+    """Our SQL has literals replaced by "?": everything else must be tshark's text, verbatim."""
+    pattern = ".+?".join(re.escape(part) for part in ours.split("?"))
+    return re.fullmatch(pattern, theirs, re.S) is not None
+
+
+def test_mariadb_text_and_prepared_match_tshark(mariadb: int, tmp_path: Path) -> None:
+    pcap = tmp_path / "mysql.pcap"
+    with Tcpdump(pcap, mariadb):
+        _traffic(mariadb)
+    records = replay(pcap, tmp_path)
+    theirs = _tshark_exchanges(pcap, mariadb)
+    ours = sorted(records, key=lambda r: r["start_ns"])
+    assert [(client_port(r), r["attributes"].get("db.operation.name"), r["error_type"]) for r in ours] == [
+        (x["client"], x["operation"], x["error"]) for x in theirs
+    ]
+    for r, x in zip(ours, theirs, strict=True):
+        text = r["attributes"].get("db.query.text")
+        if x["query"]:
+            assert text and _matches_redacted(text, x["query"]), (text, x["query"])
+        assert_close(r["start_ns"], x["start_ns"], f"{r['name']} request")
+        if x["end_ns"] is not None:  # QUIT and STMT_CLOSE have no answer
+            assert_close(r["end_ns"], x["end_ns"], f"{r['name']} response")
+    # What the traffic was, so an oracle that saw nothing cannot pass.
+    ops = [(r["name"], r["error_type"]) for r in ours]
+    assert ("SELEC", "1064") in ops and ("SELECT missing_table", "1146") in ops
+    assert ("INSERT items", "1062") in ops and ("LOGIN", "1045") in ops
+    assert {"PREPARE items", "RESET items", "CLOSE items", "PING", "INIT_DB", "QUIT"} <= {n for n, _ in ops}
+    big = next(r for r in ours if r["attributes"].get("db.query.text") == "SELECT REPEAT(?, ?) AS big")
+    assert big["attributes"]["db.response.returned_rows"] == 1
+    assert all(r["role"] == "server" and r["protocol"] == "mysql" and not r["degraded"] for r in ours)
