@@ -1,0 +1,152 @@
+"""Records -> the `l7scope.records` topic: one protobuf `L7Record` per exchange, keyed by service.
+
+The key is the traced process name, so one service's records stay on one partition, in order. The
+schema is proto/records.proto (documented in docs/records.md); `decode_record` is the reverse.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from google.protobuf.message import DecodeError
+from kafka import KafkaProducer
+from kafka.errors import KafkaError
+
+from l7scope.config import KafkaConfig, kafka_client_settings
+from pipeline.bounded_send import BoundedSender
+from pipeline.health import Health
+from probes.codec import decode_conn, encode_conn
+from proto import records_pb2 as pb
+from protocols.base import AttrValue, L7Record, Role
+
+log = logging.getLogger("l7scope.records")
+
+SCHEMA_VERSION = 1
+UNKNOWN_SERVICE = "unknown"
+
+
+class BadRecord(ValueError):
+    """Bytes on the records topic that are not an L7Record this version understands."""
+
+
+def service_of(record: L7Record) -> str:
+    return record.conn.process or UNKNOWN_SERVICE
+
+
+def _attr(value: AttrValue) -> pb.AttributeValue:
+    # bool before int: bool is a subclass of int
+    if isinstance(value, bool):
+        return pb.AttributeValue(bool_value=value)
+    if isinstance(value, int):
+        return pb.AttributeValue(int_value=value)
+    if isinstance(value, float):
+        return pb.AttributeValue(double_value=value)
+    return pb.AttributeValue(string_value=str(value))
+
+
+def encode_record(r: L7Record) -> bytes:
+    msg = pb.L7Record(
+        schema_version=SCHEMA_VERSION,
+        record_id=r.record_id,
+        protocol=r.protocol,
+        role=int(r.role),
+        name=r.name,
+        start_ns=max(0, r.start_ns),
+        end_ns=max(0, r.end_ns),
+        connection=encode_conn(r.conn),
+        metric=r.metric,
+        error_type=r.error_type or "",
+        truncated=r.truncated,
+        degraded=r.degraded,
+        trace_id=r.trace_id,
+        parent_span_id=r.parent_span_id,
+    )
+    for key, value in r.attributes.items():
+        msg.attributes[key].CopyFrom(_attr(value))
+    return msg.SerializeToString()
+
+
+def decode_record(value: bytes) -> L7Record:
+    msg = pb.L7Record()
+    try:
+        msg.ParseFromString(value)
+    except DecodeError as e:
+        raise BadRecord(f"not an L7Record: {e}") from None
+    if msg.schema_version != SCHEMA_VERSION:
+        raise BadRecord(f"schema_version {msg.schema_version}, expected {SCHEMA_VERSION}")
+    attributes: dict[str, AttrValue] = {}
+    for key, v in msg.attributes.items():
+        kind = v.WhichOneof("value")
+        attributes[key] = getattr(v, kind) if kind else ""
+    return L7Record(
+        protocol=msg.protocol,
+        role=Role(msg.role) if msg.role in (0, 1, 2) else Role.UNKNOWN,
+        name=msg.name,
+        start_ns=msg.start_ns,
+        end_ns=msg.end_ns,
+        conn=decode_conn(msg.connection),
+        metric=msg.metric,
+        error_type=msg.error_type or None,
+        attributes=attributes,
+        truncated=msg.truncated,
+        degraded=msg.degraded,
+        record_id=msg.record_id,
+        trace_id=msg.trace_id,
+        parent_span_id=msg.parent_span_id,
+    )
+
+
+def kafka_producer(kafka: KafkaConfig, client_id: str, **overrides: Any) -> KafkaProducer:
+    """A batched, compressed, acks=all idempotent producer that never blocks a caller for long."""
+    settings: dict[str, Any] = kafka_client_settings(kafka) | {
+        "acks": "all",
+        "enable_idempotence": True,
+        "compression_type": None if kafka.compression == "none" else kafka.compression,
+        "linger_ms": 20,
+        "batch_size": 256 << 10,
+        "max_block_ms": 100,  # metadata wait while the broker is away; then the message is dropped
+        "client_id": client_id,
+    }
+    return KafkaProducer(**(settings | overrides))
+
+
+def warm_metadata(producer: KafkaProducer, topic: str, timeout_s: float = 10.0) -> None:
+    """Fetch the topic's partitions once at start, so the first sends are not dropped for want of them."""
+    short = producer.config["max_block_ms"]
+    producer.config["max_block_ms"] = int(timeout_s * 1000)
+    try:
+        producer.partitions_for(topic)
+    except KafkaError as e:  # the broker may come later: sends drop (counted) until it does
+        log.warning("no metadata for %s yet: %s", topic, e)
+    finally:
+        producer.config["max_block_ms"] = short
+
+
+class RecordsSink:
+    """Exporter: every record to `kafka.records_topic`; bounded memory, counted drops."""
+
+    def __init__(self, kafka: KafkaConfig, health: Health, **producer_overrides: Any) -> None:
+        from pipeline.kafka_source import ensure_topics
+
+        self.topic = kafka.records_topic
+        self.health = health
+        ensure_topics(kafka, self.topic)
+        producer = kafka_producer(kafka, "l7scope-records", **producer_overrides)
+        warm_metadata(producer, self.topic)
+        self.sender = BoundedSender(producer, kafka.max_buffer_mib << 20)
+
+    def export(self, records: list[L7Record]) -> None:
+        for r in records:
+            if self.sender.send(self.topic, service_of(r).encode(), encode_record(r), self._dropped):
+                self.health.count("published_records", "kafka")
+
+    def _dropped(self, reason: str) -> None:
+        self.health.count("dropped_records", "kafka", reason=reason)
+
+    def close(self, timeout_s: float = 10.0) -> None:
+        try:
+            self.sender.producer.flush(timeout=timeout_s)
+        except KafkaError as e:
+            log.warning("records topic flush on shutdown failed: %s", e)
+        self.sender.producer.close(timeout=timeout_s)
