@@ -39,6 +39,7 @@ _PREFACE_FRAME = H2Frame(PREFACE_KIND, 0, 0, 0)
 _SETTINGS_HEADER_TABLE_SIZE = 1
 DEFAULT_MAX_FRAME = 16384
 _SETTINGS_MAX_FRAME_SIZE = 5
+_STREAM_SPAN = 1 << 16  # stream ids seen together mid-stream lie within this (concurrent streams)
 
 # Allowed flags per known frame type (RFC 9113 section 6); unknown types allow anything.
 _FLAGS = {
@@ -81,6 +82,9 @@ def _header_ok(kind: int, flags: int, stream_id: int, length: int, direction: Di
     if kind == SETTINGS and (length % 6 or (flags & FLAG_ACK and length)):
         return False
     if kind == GOAWAY and length < 8:
+        return False
+    # Padding takes a length byte and a priority block 5 bytes (RFC 9113 6.1, 6.2): shorter is malformed.
+    if length < (flags & FLAG_PADDED and 1) + (kind == HEADERS and flags & FLAG_PRIORITY and 5):
         return False
     # Clients open odd streams; HEADERS/DATA on even ones only come from a server push.
     return not (
@@ -136,17 +140,26 @@ def detect(first: bytes, direction: Direction) -> bool:
     n = len(buf)
     i = frames = 0
     kinds: list[int] = []
+    sids: list[int] = []
     while i + 9 <= n and frames < 8:
         length = _plausible_at(buf, i, direction, n)
-        if length is None:
+        # Without the peer's SETTINGS only the default maximum frame size is a safe bound.
+        if length is None or length > DEFAULT_MAX_FRAME:
             return False
         kinds.append(buf[i + 3])
+        sid = _U32.unpack_from(buf, i + 5)[0]
+        if sid:
+            sids.append(sid)
         frames += 1
         i += 9 + length
     if not kinds:
         return False
     if direction is Direction.RESPONSE and kinds[0] == SETTINGS:  # the server preface
         return True
+    # Zero-rich binary protocols chain DATA headers by chance: ask for a frame type with more structure,
+    # and for stream ids as close together as a connection's concurrently open streams are.
+    if all(k == DATA for k in kinds) or (sids and max(sids) - min(sids) > _STREAM_SPAN):
+        return False
     # One frame alone must be a HEADERS or SETTINGS that fills the buffer exactly.
     return frames >= 2 or (i == n and kinds[0] in (HEADERS, SETTINGS) and n > 9)
 
