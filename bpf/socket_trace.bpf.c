@@ -5,8 +5,11 @@
  *         (TCP over IPv4/IPv6) is kept; every other read/write is dropped at exit.
  * exit:   ret > 0 -> copy the payload in chunks into the ring, each chunk with its byte position.
  * sock:inet_sock_set_state: role (connect vs accept) and end of connection.
+ * ssl_trace.bpf.c (appended by the loader): OpenSSL plaintext; its connections' ciphertext is counted only.
+ * filters: the agent's pids and ports are excluded; optional allow-lists of pids, process names,
+ *          ports and cgroup ids are checked once per connection, when a process first uses it.
  *
- * Built with -DL7_CHUNK_SIZE, -DL7_MAX_CHUNKS, -DL7_MAX_IOV, -DL7_RING_BYTES (see events.h).
+ * Built with -DL7_CHUNK_SIZE, -DL7_MAX_CHUNKS, -DL7_MAX_IOV, -DL7_MAX_MMSG, -DL7_RING_BYTES (events.h).
  */
 #include "events.h"
 
@@ -30,11 +33,22 @@ enum l7_buf_kind {
 	L7_BUF_IOV = 1, /* struct iovec *, count */
 	L7_BUF_MSG = 2, /* struct user_msghdr * */
 	L7_BUF_NONE = 3, /* sendfile: the kernel moves the bytes, nothing to copy */
+	L7_BUF_MMSG = 4, /* struct mmsghdr *, count: ret is a message count, bytes come from the sock tracepoints */
+};
+
+/* Indexes of `l7_filter_on`: which allow-lists are active (an empty list allows everything). */
+enum l7_filter {
+	L7_FILTER_PIDS = 0,
+	L7_FILTER_COMMS = 1,
+	L7_FILTER_PORTS = 2,
+	L7_FILTER_CGROUPS = 3,
+	L7_FILTER_MAX = 4,
 };
 
 struct l7_call {
-	__u64 buf; /* user pointer: buffer, iovec array or msghdr */
+	__u64 buf; /* user pointer: buffer, iovec array, msghdr or mmsghdr array */
 	__u64 sk; /* set by the sock tracepoint: nonzero only for TCP socket calls */
+	__u64 bytes; /* summed by the sock tracepoints: the byte count of a sendmmsg/recvmmsg */
 	__s32 fd;
 	__u32 vlen;
 	__u8 buf_kind;
@@ -52,13 +66,15 @@ struct l7_conn {
 	__u8 role;
 	__u8 bound;
 	__u8 excluded;
-	__u8 pad;
+	__u8 tls; /* OpenSSL plaintext seen: syscall payloads are counted, not emitted */
 	__u16 family;
 	__u16 local_port;
 	__u16 remote_port;
 	__u16 pad2;
 	__u8 local_addr[L7_ADDR_LEN];
 	__u8 remote_addr[L7_ADDR_LEN];
+	__u64 tls_send_bytes; /* plaintext byte positions of a TLS connection */
+	__u64 tls_recv_bytes;
 };
 
 struct l7_fd_key {
@@ -75,8 +91,17 @@ struct l7_walk {
 	__u64 seg_base;
 	__u64 seg_len;
 	__u64 seg_off;
+	__u64 msg_left; /* bytes of the current message not walked yet */
+	__u64 mvec; /* sendmmsg/recvmmsg: the mmsghdr array, 0 otherwise */
+	__u64 nmsg;
+	__u32 msg;
 	__u32 seg;
 	__u32 chunk;
+	__u32 pad;
+};
+
+struct l7_comm_key {
+	char comm[L7_COMM_LEN];
 };
 
 /* Per-CPU staging area: header + payload, output with one variable-size ring write. */
@@ -95,6 +120,26 @@ BPF_HASH(l7_excluded_pids, __u32, __u8, 1024);
 BPF_HASH(l7_excluded_ports, __u16, __u8, 1024);
 BPF_PERCPU_ARRAY(l7_scratch_buf, struct l7_scratch, 1);
 BPF_PERCPU_ARRAY(l7_stats, __u64, L7_STAT_MAX);
+BPF_ARRAY(l7_filter_on, __u8, L7_FILTER_MAX);
+
+/* An SSL call in flight on a thread (ssl_trace.bpf.c): the syscalls it makes name its socket. */
+struct l7_tls_call {
+	__u64 ssl; /* SSL * */
+	__u64 buf; /* plaintext buffer */
+	__u64 lenp; /* SSL_read_ex/SSL_write_ex: size_t * that receives the byte count */
+	__u64 sk; /* socket of a syscall made inside this call */
+	__u32 depth; /* nested SSL calls on the thread: only the outermost one is reported */
+	__u8 io; /* enum l7_io, or L7_TLS_HANDSHAKE */
+	__u8 ex;
+	__u16 pad;
+};
+BPF_TABLE("lru_hash", __u64, struct l7_tls_call, l7_tls_calls, 16384);
+/* SSL * -> struct sock *: SSL_read served from OpenSSL's buffer makes no syscall. */
+BPF_TABLE("lru_hash", __u64, __u64, l7_ssl_socks, 65536);
+BPF_HASH(l7_only_pids, __u32, __u8, 1024);
+BPF_HASH(l7_only_comms, struct l7_comm_key, __u8, 256);
+BPF_HASH(l7_only_ports, __u16, __u8, 1024);
+BPF_HASH(l7_only_cgroups, __u64, __u8, 1024);
 
 static __always_inline void l7_count(__u32 idx, __u64 n)
 {
@@ -121,7 +166,7 @@ static __always_inline int l7_enter(__s32 fd, __u64 buf, __u32 vlen, __u8 buf_ki
 }
 
 /* Inside the call: record the sock if this is a TCP socket moving bytes the expected way. */
-static __always_inline int l7_on_sock(__u64 sk, __u16 family, __u16 protocol, __s32 flags, __u8 io)
+static __always_inline int l7_on_sock(__u64 sk, __u16 family, __u16 protocol, __s32 flags, __s32 ret, __u8 io)
 {
 	if (protocol != L7_IPPROTO_TCP || (family != L7_AF_INET && family != L7_AF_INET6))
 		return 0;
@@ -129,19 +174,22 @@ static __always_inline int l7_on_sock(__u64 sk, __u16 family, __u16 protocol, __
 		return 0; /* peeked bytes will be read again */
 	__u64 id = bpf_get_current_pid_tgid();
 	struct l7_call *call = l7_calls.lookup(&id);
-	if (call && call->io == io)
+	if (call && call->io == io) {
 		call->sk = sk;
+		if (ret > 0)
+			call->bytes += ret; /* once per message of a sendmmsg/recvmmsg */
+	}
 	return 0;
 }
 
 TRACEPOINT_PROBE(sock, sock_send_length)
 {
-	return l7_on_sock((__u64)args->sk, args->family, args->protocol, args->flags, L7_IO_SEND);
+	return l7_on_sock((__u64)args->sk, args->family, args->protocol, args->flags, args->ret, L7_IO_SEND);
 }
 
 TRACEPOINT_PROBE(sock, sock_recv_length)
 {
-	return l7_on_sock((__u64)args->sk, args->family, args->protocol, args->flags, L7_IO_RECV);
+	return l7_on_sock((__u64)args->sk, args->family, args->protocol, args->flags, args->ret, L7_IO_RECV);
 }
 
 /* Read family, ports and addresses from the sock (offsets come from this kernel's BTF). */
@@ -187,8 +235,8 @@ static __always_inline void l7_emit_lifecycle(void *ctx, struct l7_conn *c, __u8
 	struct l7_event e = {};
 	l7_fill_header(&e, c, kind);
 	if (kind == L7_KIND_CLOSE) {
-		e.position = c->send_bytes;
-		e.length = c->recv_bytes;
+		e.position = c->tls ? c->tls_send_bytes : c->send_bytes;
+		e.length = c->tls ? c->tls_recv_bytes : c->recv_bytes;
 	}
 	if (l7_events.ringbuf_output(&e, sizeof(e), BPF_RB_NO_WAKEUP) == 0)
 		l7_count(L7_STAT_EVENTS, 1);
@@ -212,9 +260,10 @@ static __always_inline void l7_output(struct l7_scratch *s, __u64 pos, __u64 cop
 	}
 }
 
-/* Copy up to L7_MAX_CHUNKS chunks of the call's bytes, one iovec segment at a time. The walk's
- * state lives in map memory, not registers: the verifier then sees every path through one step
- * converge to the same state, and its work stays linear in the step count. */
+/* Copy up to L7_MAX_CHUNKS chunks of the call's bytes, one iovec segment (and, for sendmmsg/recvmmsg,
+ * one message) at a time. The walk's state lives in map memory, not registers: the verifier then sees
+ * every path through one step converge to the same state, and its work stays linear in the step
+ * count. */
 static __always_inline void l7_emit_data(struct l7_call *call, struct l7_conn *c, __u64 ret, __u64 pos)
 {
 	__u32 zero = 0;
@@ -240,7 +289,17 @@ static __always_inline void l7_emit_data(struct l7_call *call, struct l7_conn *c
 	w->nvec = 1;
 	w->seg_base = call->buf;
 	w->seg_len = ret;
-	if (call->buf_kind == L7_BUF_IOV || call->buf_kind == L7_BUF_MSG) {
+	w->msg_left = ret;
+	w->mvec = 0;
+	w->nmsg = 0;
+	w->msg = 0;
+	if (call->buf_kind == L7_BUF_MMSG) {
+		/* Messages are loaded by the walk itself; seg_len 0 forces the first load. */
+		w->mvec = call->buf;
+		w->nmsg = call->vlen;
+		w->msg_left = 0;
+		w->seg_len = 0;
+	} else if (call->buf_kind == L7_BUF_IOV || call->buf_kind == L7_BUF_MSG) {
 		w->vec = call->buf;
 		w->nvec = call->vlen;
 		if (call->buf_kind == L7_BUF_MSG) {
@@ -256,10 +315,28 @@ static __always_inline void l7_emit_data(struct l7_call *call, struct l7_conn *c
 		w->seg_len = iov.iov_len;
 	}
 
-	/* Each step either loads the next iovec or emits one chunk. */
-	for (int step = 0; step < L7_MAX_IOV + L7_MAX_CHUNKS; step++) {
+	/* Each step loads the next message, loads the next iovec, or emits one chunk. */
+	for (int step = 0; step < 2 * L7_MAX_MMSG + L7_MAX_IOV + L7_MAX_CHUNKS; step++) {
 		if (w->remaining == 0 || w->chunk >= L7_MAX_CHUNKS)
 			break;
+		if (w->mvec && w->msg_left == 0) {
+			if (w->msg >= w->nmsg || w->msg >= L7_MAX_MMSG)
+				break;
+			struct mmsghdr mm = {};
+			bpf_probe_read_user(&mm, sizeof(mm), (void *)(w->mvec + w->msg * sizeof(struct mmsghdr)));
+			w->msg++;
+			w->vec = (__u64)mm.msg_hdr.msg_iov;
+			w->nvec = mm.msg_hdr.msg_iovlen;
+			w->msg_left = mm.msg_len;
+			w->seg = 0;
+			w->seg_off = 0;
+			struct iovec iov = {};
+			if (w->nvec > 0)
+				bpf_probe_read_user(&iov, sizeof(iov), (void *)w->vec);
+			w->seg_base = (__u64)iov.iov_base;
+			w->seg_len = iov.iov_len;
+			continue;
+		}
 		if (w->seg_off >= w->seg_len) {
 			w->seg++;
 			if (w->seg >= w->nvec || w->seg >= L7_MAX_IOV)
@@ -272,12 +349,15 @@ static __always_inline void l7_emit_data(struct l7_call *call, struct l7_conn *c
 			continue;
 		}
 		__u64 n = w->seg_len - w->seg_off;
+		if (n > w->msg_left)
+			n = w->msg_left;
 		if (n > w->remaining)
 			n = w->remaining;
 		if (n > L7_CHUNK_SIZE)
 			n = L7_CHUNK_SIZE;
 		bpf_probe_read_user(s->data, n, (void *)(w->seg_base + w->seg_off));
 		w->seg_off += n;
+		w->msg_left -= n;
 		/* The syscall's last chunk accounts for every byte left, copied or not. */
 		__u64 length = w->chunk + 1 >= L7_MAX_CHUNKS ? w->remaining : n;
 		l7_output(s, w->pos, n, length, w->chunk);
@@ -286,11 +366,44 @@ static __always_inline void l7_emit_data(struct l7_call *call, struct l7_conn *c
 		w->chunk++;
 	}
 	if (w->remaining > 0) {
-		/* iovecs past L7_MAX_IOV: a copy-less event keeps the byte positions whole. */
+		/* iovecs past L7_MAX_IOV, messages past L7_MAX_MMSG: a copy-less event keeps positions whole. */
 		l7_output(s, w->pos, 0, w->remaining, w->chunk);
 	}
 	if (ret > (__u64)L7_CHUNK_SIZE * L7_MAX_CHUNKS || w->remaining > 0)
 		l7_count(L7_STAT_TRUNCATED, 1);
+}
+
+/* Allow-lists, checked once when a process first uses a connection (empty lists allow everything). */
+static __always_inline int l7_allowed(struct l7_conn *c)
+{
+	__u32 idx = L7_FILTER_PIDS;
+	__u8 *on = l7_filter_on.lookup(&idx);
+	if (on && *on && !l7_only_pids.lookup(&c->pid))
+		return 0;
+	idx = L7_FILTER_PORTS;
+	on = l7_filter_on.lookup(&idx);
+	if (on && *on && !l7_only_ports.lookup(&c->local_port) && !l7_only_ports.lookup(&c->remote_port))
+		return 0;
+	idx = L7_FILTER_CGROUPS;
+	on = l7_filter_on.lookup(&idx);
+	if (on && *on) {
+		__u64 cg = bpf_get_current_cgroup_id();
+		if (!l7_only_cgroups.lookup(&cg))
+			return 0;
+	}
+	idx = L7_FILTER_COMMS;
+	on = l7_filter_on.lookup(&idx);
+	if (on && *on) {
+		/* The process's name is its group leader's comm: thread names differ (java, nginx workers). */
+		struct l7_comm_key key = {};
+		struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+		struct task_struct *leader = 0;
+		bpf_probe_read_kernel(&leader, sizeof(leader), &task->group_leader);
+		bpf_probe_read_kernel(key.comm, sizeof(key.comm), &leader->comm);
+		if (!l7_only_comms.lookup(&key))
+			return 0;
+	}
+	return 1;
 }
 
 static __always_inline int l7_exit(void *ctx, long ret)
@@ -300,6 +413,12 @@ static __always_inline int l7_exit(void *ctx, long ret)
 	if (!call)
 		return 0;
 	__u64 sk = call->sk;
+	/* Inside an SSL call: this socket carries that SSL object's ciphertext. */
+	struct l7_tls_call *tls = sk ? l7_tls_calls.lookup(&id) : 0;
+	if (tls) {
+		tls->sk = sk;
+		l7_ssl_socks.update(&tls->ssl, &sk);
+	}
 	if (sk == 0 || ret <= 0) {
 		l7_calls.delete(&id);
 		return 0;
@@ -321,7 +440,8 @@ static __always_inline int l7_exit(void *ctx, long ret)
 		c->pid = id >> 32;
 		c->fd = call->fd;
 		l7_read_tuple(c, sk);
-		if (l7_excluded_ports.lookup(&c->local_port) || l7_excluded_ports.lookup(&c->remote_port))
+		if (l7_excluded_ports.lookup(&c->local_port) || l7_excluded_ports.lookup(&c->remote_port) ||
+		    !l7_allowed(c))
 			c->excluded = 1;
 		struct l7_fd_key key = {.tgid = c->pid, .fd = c->fd};
 		l7_fd_socks.update(&key, &sk);
@@ -332,7 +452,23 @@ static __always_inline int l7_exit(void *ctx, long ret)
 		l7_calls.delete(&id);
 		return 0;
 	}
-	__u64 len = (__u64)ret;
+	__u64 len = call->buf_kind == L7_BUF_MMSG ? call->bytes : (__u64)ret;
+	if (len == 0) {
+		l7_calls.delete(&id);
+		return 0;
+	}
+	if (tls)
+		c->tls = 1;
+	if (c->tls) {
+		/* Ciphertext: its plaintext comes from the SSL uprobes. Sizes only, for the stats. */
+		if (call->io == L7_IO_SEND)
+			__sync_fetch_and_add(&c->send_bytes, len);
+		else
+			__sync_fetch_and_add(&c->recv_bytes, len);
+		l7_count(L7_STAT_TLS_CIPHER_BYTES, len);
+		l7_calls.delete(&id);
+		return 0;
+	}
 	__u64 pos = call->io == L7_IO_SEND ? __sync_fetch_and_add(&c->send_bytes, len)
 					   : __sync_fetch_and_add(&c->recv_bytes, len);
 	l7_emit_data(call, c, len, pos);
@@ -461,3 +597,35 @@ TRACEPOINT_PROBE(syscalls, sys_enter_sendfile64)
 	return l7_enter(args->out_fd, 0, 0, L7_BUF_NONE, L7_IO_SEND, L7_SOURCE_SENDFILE);
 }
 TRACEPOINT_PROBE(syscalls, sys_exit_sendfile64) { return l7_exit(args, args->ret); }
+
+/* sendmmsg/recvmmsg return a message count; their byte count is summed by the sock tracepoints. */
+TRACEPOINT_PROBE(syscalls, sys_enter_sendmmsg)
+{
+	return l7_enter(args->fd, (__u64)args->mmsg, args->vlen, L7_BUF_MMSG, L7_IO_SEND, L7_SOURCE_SYSCALL);
+}
+TRACEPOINT_PROBE(syscalls, sys_exit_sendmmsg) { return l7_exit(args, args->ret); }
+
+TRACEPOINT_PROBE(syscalls, sys_enter_recvmmsg)
+{
+	return l7_enter(args->fd, (__u64)args->mmsg, args->vlen, L7_BUF_MMSG, L7_IO_RECV, L7_SOURCE_SYSCALL);
+}
+TRACEPOINT_PROBE(syscalls, sys_exit_recvmmsg) { return l7_exit(args, args->ret); }
+
+/* A new program image: user space checks its maps for TLS libraries not probed yet. */
+TRACEPOINT_PROBE(sched, sched_process_exec)
+{
+	struct l7_event e = {};
+	e.ts_ns = bpf_ktime_get_ns();
+	e.kind = L7_KIND_EXEC;
+	e.pid = args->pid;
+	e.tid = args->pid;
+	e.fd = -1;
+	bpf_get_current_comm(e.comm, sizeof(e.comm));
+	if (l7_events.ringbuf_output(&e, sizeof(e), BPF_RB_NO_WAKEUP) == 0)
+		l7_count(L7_STAT_EVENTS, 1);
+	else
+		l7_count(L7_STAT_LOST_EVENTS, 1);
+	return 0;
+}
+
+/* probes/capture.py appends ssl_trace.bpf.c here: bcc makes programs only of the main file's functions. */

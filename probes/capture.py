@@ -23,12 +23,14 @@ from probes.errors import CaptureUnavailable
 from probes.fragment import ConnEvent, Fragment, Io, Source
 from probes.kernel_headers import prepare_headers
 from probes.procinfo import ProcessNames
+from probes.tls import TlsProbes
 from protocols.base import ConnInfo, Endpoint, Role
 
 __all__ = ["Capture", "CaptureOptions", "CaptureStats", "CaptureUnavailable", "EventDecoder"]
 
 BPF_DIR = Path(__file__).resolve().parent.parent / "bpf"
 PROGRAM = BPF_DIR / "socket_trace.bpf.c"
+SSL_PROGRAM = BPF_DIR / "ssl_trace.bpf.c"
 TRACEFS = Path("/sys/kernel/tracing")
 DEBUGFS_TRACING = Path("/sys/kernel/debug/tracing")
 
@@ -41,8 +43,9 @@ EVENT_LAYOUT = (
     ("local_addr", "16s"), ("remote_addr", "16s"), ("comm", "16s"),
 )  # fmt: skip
 EVENT_HEADER = struct.Struct("<" + "".join(code for _, code in EVENT_LAYOUT) + "4x")
-KIND_DATA, KIND_OPEN, KIND_CLOSE = 0, 1, 2
-STAT_EVENTS, STAT_LOST_EVENTS, STAT_LOST_BYTES, STAT_TRUNCATED = 0, 1, 2, 3
+KIND_DATA, KIND_OPEN, KIND_CLOSE, KIND_EXEC = 0, 1, 2, 3
+STAT_EVENTS, STAT_LOST_EVENTS, STAT_LOST_BYTES, STAT_TRUNCATED, STAT_TLS_CIPHER_BYTES = 0, 1, 2, 3, 4
+STAT_COUNT = 5
 AF_INET6 = 10
 _V4_MAPPED = b"\0" * 10 + b"\xff\xff"
 _IO = (Io.SEND, Io.RECV)
@@ -56,7 +59,9 @@ class CaptureOptions:
     node: str = platform.node()
     copy_chunk: int = 4096  # payload bytes per ring event
     max_chunks: int = 8  # events per syscall: bytes past copy_chunk * max_chunks are counted, not copied
-    max_iov: int = 16  # iovec entries walked per writev/readv/sendmsg/recvmsg
+    max_iov: int = 16  # iovec entries walked per writev/readv/sendmsg/recvmsg (per message for *mmsg)
+    max_mmsg: int = 8  # messages walked per sendmmsg/recvmmsg; later ones are counted, not copied
+    tls: bool = True  # uprobes on every libssl found (plaintext of OpenSSL connections)
     ring_bytes: int = 16 << 20  # must absorb one drain interval at peak rate
     exclude_pids: tuple[int, ...] = ()
     exclude_self: bool = True  # never trace the agent's own syscalls (its Kafka traffic, say)
@@ -70,6 +75,8 @@ class CaptureOptions:
             raise ValueError(f"max_chunks={self.max_chunks}: use 1..64")
         if not 1 <= self.max_iov <= 64:
             raise ValueError(f"max_iov={self.max_iov}: use 1..64")
+        if not 1 <= self.max_mmsg <= 64:
+            raise ValueError(f"max_mmsg={self.max_mmsg}: use 1..64")
         pages = self.ring_bytes // 4096
         if self.ring_bytes % 4096 or pages < 1 or pages & (pages - 1):
             raise ValueError(f"ring_bytes={self.ring_bytes}: use a power of two of at least 4096")
@@ -77,6 +84,7 @@ class CaptureOptions:
     def cflags(self) -> list[str]:
         return [
             f"-I{BPF_DIR / 'include'}",
+            f"-DL7_MAX_MMSG={self.max_mmsg}",
             f"-DL7_CHUNK_SIZE={self.copy_chunk}",
             f"-DL7_MAX_CHUNKS={self.max_chunks}",
             f"-DL7_MAX_IOV={self.max_iov}",
@@ -90,6 +98,7 @@ class CaptureStats:
     lost_events: int  # events the ring had no room for
     lost_bytes: int  # syscall bytes those lost events accounted for
     truncated: int  # syscalls whose payload was not copied in full
+    tls_cipher_bytes: int = 0  # ciphertext of TLS connections: counted, not emitted (plaintext is)
 
 
 class Capture:
@@ -104,7 +113,7 @@ class Capture:
         bcc = import_bcc()
         started = time.monotonic()
         try:
-            self._bpf: Any = bcc.BPF(src_file=str(PROGRAM).encode(), cflags=options.cflags())
+            self._bpf: Any = bcc.BPF(text=program_text().encode(), cflags=options.cflags())
         except Exception as exc:  # bcc raises bare Exception for compile, load and attach errors
             raise CaptureUnavailable(
                 f"the eBPF socket tracer could not be loaded ({one_line(exc)}): check that this kernel "
@@ -123,6 +132,9 @@ class Capture:
         # Near-zero work per event: copy the record out of the ring, decode after the drain.
         self._callback = lambda _ctx, data, size: raw.append(ctypes.string_at(data, size))
         self._bpf[b"l7_events"].open_ring_buffer(self._callback)
+        self.tls = TlsProbes(self._bpf, own_pid=os.getpid())
+        if options.tls:
+            self.tls.attach_startup()
 
     def exclude_pid(self, pid: int) -> None:
         self._bpf[b"l7_excluded_pids"][ctypes.c_uint32(pid)] = ctypes.c_uint8(1)
@@ -137,11 +149,18 @@ class Capture:
             return []
         records = self._raw[:]
         self._raw.clear()
-        return self._decoder.decode(records)
+        out = self._decoder.decode(records)
+        if self.options.tls:
+            execs = self._decoder.take_execs()
+            if execs:
+                self.tls.on_exec(execs)
+            else:
+                self.tls.recheck()
+        return out
 
     def stats(self) -> CaptureStats:
         table = self._bpf[b"l7_stats"]
-        values = [int(table.sum(ctypes.c_int(i)).value) for i in range(4)]
+        values = [int(table.sum(ctypes.c_int(i)).value) for i in range(STAT_COUNT)]
         return CaptureStats(*values)
 
     def close(self) -> None:
@@ -163,6 +182,12 @@ class EventDecoder:
         self.node = node
         self._conns: dict[tuple[int, int, int], ConnInfo] = {}
         self._names = names or ProcessNames()
+        self._execs: list[int] = []
+
+    def take_execs(self) -> list[int]:
+        """Pids that exec'd since the last call (for TLS library discovery)."""
+        execs, self._execs = self._execs, []
+        return execs
 
     def decode(self, records: list[bytes]) -> list[Fragment | ConnEvent]:
         out: list[Fragment | ConnEvent] = []
@@ -173,6 +198,10 @@ class EventDecoder:
     def _decode(self, record: bytes, out: list[Fragment | ConnEvent]) -> None:
         (ts, gen, position, length, _total, pid, tid, fd, data_len, kind, io, role, source,
          family, lport, rport, _chunk, laddr, raddr, comm) = EVENT_HEADER.unpack_from(record)  # fmt: skip
+        if kind == KIND_EXEC:
+            self._names.forget(pid)  # a new program image: a new name
+            self._execs.append(pid)
+            return
         key = (pid, fd, gen)
         info = self._conns.get(key)
         if info is None:
@@ -206,6 +235,12 @@ class EventDecoder:
             self._conns.pop(next(iter(self._conns)))
         self._conns[key] = info
         return info
+
+
+def program_text() -> str:
+    """The tracer's C source: bcc makes programs only of the main text's functions, so SSL is appended."""
+    parts = (f'#line 1 "{p.name}"\n{p.read_text()}' for p in (PROGRAM, SSL_PROGRAM))
+    return "\n".join(parts)
 
 
 def format_ip(family: int, addr: bytes) -> str:

@@ -17,10 +17,20 @@
 #define L7_MAX_CHUNKS 8
 #endif
 
-/* iovec entries read for writev/readv/sendmsg/recvmsg; bytes in later entries are not copied. */
+/* iovec entries read for writev/readv/sendmsg/recvmsg (per message for sendmmsg/recvmmsg); bytes in
+ * later entries are not copied, but still counted by a copy-less event. */
 #ifndef L7_MAX_IOV
 #define L7_MAX_IOV 16
 #endif
+
+/* Messages walked per sendmmsg/recvmmsg; later messages' bytes are counted, not copied. The per-syscall
+ * copy bound (L7_CHUNK_SIZE * L7_MAX_CHUNKS) covers all of a call's messages together. */
+#ifndef L7_MAX_MMSG
+#define L7_MAX_MMSG 8
+#endif
+
+/* TLS: plaintext of SSL_read/SSL_write(_ex) has the same per-call bounds as a plain syscall buffer
+ * (L7_CHUNK_SIZE * L7_MAX_CHUNKS copied, the rest counted). sendfile: sizes only, never copied. */
 
 /* Ring buffer size in bytes (a power of two, a multiple of the page size). */
 #ifndef L7_RING_BYTES
@@ -54,6 +64,7 @@ enum l7_kind {
 	L7_KIND_DATA = 0,
 	L7_KIND_OPEN = 1, /* first time a process used the connection: labels and 5-tuple */
 	L7_KIND_CLOSE = 2, /* the connection ended: final byte counts */
+	L7_KIND_EXEC = 3, /* a process exec'd (pid, comm only): user space looks for new TLS libraries */
 };
 
 /* Indexes of the per-CPU counter array `l7_stats`. */
@@ -62,13 +73,15 @@ enum l7_stat {
 	L7_STAT_LOST_EVENTS = 1, /* events the ring had no room for */
 	L7_STAT_LOST_BYTES = 2, /* syscall bytes those lost events accounted for */
 	L7_STAT_TRUNCATED = 3, /* syscalls whose payload was not copied in full */
-	L7_STAT_MAX = 4,
+	L7_STAT_TLS_CIPHER_BYTES = 4, /* ciphertext bytes of TLS connections: counted, not emitted */
+	L7_STAT_MAX = 5,
 };
 
 struct l7_event {
 	__u64 ts_ns; /* bpf_ktime_get_ns (CLOCK_MONOTONIC) at the event */
 	__u64 generation; /* ktime when the connection was first seen: makes conn ids unique */
-	/* DATA: byte position of this event's first byte in its direction. CLOSE: bytes sent. */
+	/* DATA: byte position of this event's first byte in its direction (in plaintext bytes for
+	 * source TLS). CLOSE: bytes sent (plaintext bytes for a TLS connection). */
 	__u64 position;
 	/* DATA: bytes this event accounts for, copied or not (data_len <= length). CLOSE: bytes received. */
 	__u64 length;

@@ -15,6 +15,7 @@ from probes.capture import (
     EVENT_LAYOUT,
     KIND_CLOSE,
     KIND_DATA,
+    KIND_EXEC,
     KIND_OPEN,
     CaptureOptions,
     EventDecoder,
@@ -49,6 +50,7 @@ def test_enums_match_python() -> None:
         "L7_KIND_DATA": KIND_DATA,
         "L7_KIND_OPEN": KIND_OPEN,
         "L7_KIND_CLOSE": KIND_CLOSE,
+        "L7_KIND_EXEC": KIND_EXEC,
     }
 
 

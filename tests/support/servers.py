@@ -63,13 +63,47 @@ def nginx(work_dir: Path, port: int | None = None) -> Iterator[int]:
         proc.wait(timeout=10)
 
 
-def curl_keepalive_three(port: int) -> None:
+def self_signed_cert(work_dir: Path) -> tuple[Path, Path]:
+    """A throwaway certificate for CN=127.0.0.1 (made with `openssl req`); returns (cert, key)."""
+    cert, key = work_dir / "cert.pem", work_dir / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
+         "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True, timeout=30,
+    )  # fmt: skip
+    return cert, key
+
+
+@contextlib.contextmanager
+def nginx_https(work_dir: Path, port: int | None = None) -> Iterator[int]:
+    """`nginx` with TLS (TLSv1.2 and 1.3, a self-signed certificate in work_dir); yields the port."""
+    port = port or free_port()
+    work_dir.mkdir(parents=True, exist_ok=True)
+    cert, key = self_signed_cert(work_dir)
+    (work_dir / "www").mkdir(parents=True, exist_ok=True)
+    tls = (
+        f"listen 127.0.0.1:{port} ssl;\n        ssl_certificate {cert};\n        ssl_certificate_key {key};\n"
+        "        ssl_protocols TLSv1.2 TLSv1.3;"
+    )
+    conf = work_dir / "nginx.conf"
+    conf.write_text(NGINX_CONF.format(dir=work_dir, port=port).replace(f"listen 127.0.0.1:{port};", tls))
+    proc = subprocess.Popen(["/usr/sbin/nginx", "-p", str(work_dir), "-c", str(conf)], stderr=subprocess.PIPE)
+    try:
+        wait_for_port(port)
+        yield port
+    finally:
+        proc.kill()
+        proc.wait(timeout=10)
+
+
+def curl_keepalive_three(port: int, scheme: str = "http") -> None:
     """200, 404 and a POST on one keep-alive connection (curl reuses it across --next)."""
-    base = f"http://127.0.0.1:{port}"
+    base = f"{scheme}://127.0.0.1:{port}"
     subprocess.run(
         [
             "curl",
             "-sS",
+            "-k",
             "-o",
             "/dev/null",
             f"{base}/ok",
@@ -78,6 +112,7 @@ def curl_keepalive_three(port: int) -> None:
             f"{base}/missing",
             "--next",
             "-sS",
+            "-k",
             "-o",
             "/dev/null",
             "-d",
