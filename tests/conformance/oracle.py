@@ -186,3 +186,94 @@ def h2_frames(pcap: Path, port: int, options: tuple[str, ...] = ()) -> list[H2Fr
                 )
             )
     return out
+
+
+def tshark_http1_exchanges(pcap: Path, port: int) -> list[dict[str, Any]]:
+    """tshark's requests, each with the response tshark dissected for it: in order per connection, as
+    HTTP/1.1 answers (tshark's own http.request_in links only the first of a pipelined batch)."""
+    rows = tshark(
+        pcap,
+        ["tcp.stream", "frame.time_epoch", "tcp.srcport", "tcp.dstport", "http.request.method",
+         "http.request.uri", "http.response.code"],
+        decode=f"tcp.port=={port},http", where="http.request || http.response",
+    )  # fmt: skip
+    out: list[dict[str, Any]] = []
+    waiting: dict[str, list[dict[str, Any]]] = {}
+    for stream, when, sport, dport, methods, uris, codes in rows:
+        ts = epoch_ns(when)
+        if int(dport) == port:
+            for method, uri in zip(values(methods), values(uris), strict=True):
+                x = {"method": method, "uri": uri, "status": None, "client": int(sport), "start_ns": ts,
+                     "end_ns": None}  # fmt: skip
+                out.append(x)
+                waiting.setdefault(stream, []).append(x)
+        else:
+            for code in values(codes):
+                if code.startswith("1"):  # interim (curl's Expect: 100-continue): the final one follows
+                    continue
+                waiting[stream].pop(0).update(status=int(code), end_ns=ts)
+    return sorted(out, key=lambda x: x["start_ns"])
+
+
+def tshark_grpc_calls(pcap: Path, port: int) -> list[dict[str, Any]]:
+    """One call per HTTP/2 stream: times of the request HEADERS frame and of the frame ending the response."""
+    calls: dict[tuple[int, int], dict[str, Any]] = {}
+    for f in h2_frames(pcap, port):
+        if f.stream_id == 0:
+            continue
+        client = f.src_port if f.dst_port == port else f.dst_port
+        key = (client, f.stream_id)
+        if f.dst_port == port:
+            if f.kind == 1 and key not in calls:
+                calls[key] = {"path": f.headers[":path"], "client": client, "start_ns": f.ts_ns}
+        elif key in calls:
+            if "grpc-status" in f.headers:
+                calls[key]["grpc_status"] = int(f.headers["grpc-status"])
+            if f.end_stream:
+                calls[key]["end_ns"] = f.ts_ns
+    return sorted(calls.values(), key=lambda c: c["start_ns"])
+
+
+# tshark's command byte -> the operation our record names (COM_QUERY / COM_STMT_EXECUTE: the SQL keyword).
+COMMANDS = {1: "QUIT", 2: "INIT_DB", 4: "FIELD_LIST", 14: "PING", 22: "PREPARE", 25: "CLOSE", 26: "RESET"}
+
+
+def tshark_mysql_exchanges(pcap: Path, port: int) -> list[dict[str, Any]]:
+    """Client messages that start an exchange (a command, or the login) and the server bytes after them."""
+    rows = tshark(
+        pcap,
+        ["tcp.stream", "frame.time_epoch", "tcp.srcport", "tcp.dstport", "mysql.command", "mysql.query",
+         "mysql.error_code", "mysql.stmt_id", "mysql.user"],
+        decode=f"tcp.port=={port},mysql", where="tcp.len > 0",
+    )  # fmt: skip
+    out: list[dict[str, Any]] = []
+    current: dict[str, dict[str, Any]] = {}
+    prepared: dict[str, str] = {}  # statement id -> SQL, from the PREPARE's OK
+    for stream, when, sport, dport, command, query, error, stmt, user in rows:
+        ts = epoch_ns(when)
+        x = current.get(stream)
+        if int(dport) == port:
+            if not (command or user):
+                continue  # more of the same exchange (an auth switch answer)
+            x = {"client": int(sport), "start_ns": ts, "end_ns": None, "error": None, "query": query or None}
+            if user:
+                x["operation"] = "LOGIN"
+            else:
+                code = int(values(command)[0])
+                if code == 3:
+                    x["operation"] = query.split()[0].upper()
+                elif code == 23:
+                    x["query"] = prepared.get(stmt)  # None when the PREPARE was before the capture
+                    x["operation"] = x["query"].split()[0].upper() if x["query"] else None
+                else:
+                    x["operation"] = COMMANDS.get(code, str(code))
+                    x["query"] = prepared.get(stmt) if code in (25, 26) else query or None
+            out.append(x)
+            current[stream] = x
+        elif x is not None:
+            x["end_ns"] = ts
+            if error:
+                x["error"] = values(error)[0]
+            if x["operation"] == "PREPARE" and stmt:
+                prepared[stmt] = x["query"]
+    return out

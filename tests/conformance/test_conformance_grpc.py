@@ -5,12 +5,18 @@ from __future__ import annotations
 
 from concurrent import futures
 from pathlib import Path
-from typing import Any
 
 import grpc
 import pytest
 
-from tests.conformance.oracle import Tcpdump, assert_close, client_port, h2_frames, needs_tools, replay
+from tests.conformance.oracle import (
+    Tcpdump,
+    assert_close,
+    client_port,
+    needs_tools,
+    replay,
+    tshark_grpc_calls,
+)
 
 pytestmark = needs_tools
 
@@ -56,25 +62,6 @@ def _calls(port: int) -> None:
         assert err.value.code() == grpc.StatusCode.NOT_FOUND
 
 
-def _tshark_calls(pcap: Path, port: int) -> list[dict[str, Any]]:
-    """One call per HTTP/2 stream: times of the request HEADERS frame and of the frame ending the response."""
-    calls: dict[tuple[int, int], dict[str, Any]] = {}
-    for f in h2_frames(pcap, port):
-        if f.stream_id == 0:
-            continue
-        client = f.src_port if f.dst_port == port else f.dst_port
-        key = (client, f.stream_id)
-        if f.dst_port == port:
-            if f.kind == 1 and key not in calls:
-                calls[key] = {"path": f.headers[":path"], "client": client, "start_ns": f.ts_ns}
-        elif key in calls:
-            if "grpc-status" in f.headers:
-                calls[key]["grpc_status"] = int(f.headers["grpc-status"])
-            if f.end_stream:
-                calls[key]["end_ns"] = f.ts_ns
-    return sorted(calls.values(), key=lambda c: c["start_ns"])
-
-
 def test_grpcio_calls_match_tshark(tmp_path: Path) -> None:
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
     server.add_generic_rpc_handlers((_handlers(),))
@@ -87,7 +74,7 @@ def test_grpcio_calls_match_tshark(tmp_path: Path) -> None:
     finally:
         server.stop(grace=None).wait(5)
     records = sorted(replay(pcap, tmp_path), key=lambda r: r["start_ns"])
-    theirs = _tshark_calls(pcap, port)
+    theirs = tshark_grpc_calls(pcap, port)
     ours = [
         {
             "path": "/" + r["name"],

@@ -15,11 +15,9 @@ from tests.conformance.oracle import (
     Tcpdump,
     assert_close,
     client_port,
-    epoch_ns,
     needs_tools,
     replay,
-    tshark,
-    values,
+    tshark_http1_exchanges,
 )
 from tests.support.kafka_broker import free_port
 from tests.support.servers import wait_for_port
@@ -108,33 +106,6 @@ def _pipelined(port: int) -> bytes:
     return got
 
 
-def _tshark_exchanges(pcap: Path, port: int) -> list[dict[str, Any]]:
-    """tshark's requests, each with the response tshark dissected for it: in order per connection, as
-    HTTP/1.1 answers (tshark's own http.request_in links only the first of a pipelined batch)."""
-    rows = tshark(
-        pcap,
-        ["tcp.stream", "frame.time_epoch", "tcp.srcport", "tcp.dstport", "http.request.method",
-         "http.request.uri", "http.response.code"],
-        decode=f"tcp.port=={port},http", where="http.request || http.response",
-    )  # fmt: skip
-    out: list[dict[str, Any]] = []
-    waiting: dict[str, list[dict[str, Any]]] = {}
-    for stream, when, sport, dport, methods, uris, codes in rows:
-        ts = epoch_ns(when)
-        if int(dport) == port:
-            for method, uri in zip(values(methods), values(uris), strict=True):
-                x = {"method": method, "uri": uri, "status": None, "client": int(sport), "start_ns": ts,
-                     "end_ns": None}  # fmt: skip
-                out.append(x)
-                waiting.setdefault(stream, []).append(x)
-        else:
-            for code in values(codes):
-                if code.startswith("1"):  # interim (curl's Expect: 100-continue): the final one follows
-                    continue
-                waiting[stream].pop(0).update(status=int(code), end_ns=ts)
-    return sorted(out, key=lambda x: x["start_ns"])
-
-
 def _ours(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     out = []
     for r in sorted(records, key=lambda r: r["start_ns"]):
@@ -156,7 +127,7 @@ def test_nginx_curl_and_pipelining_match_tshark(nginx: int, tmp_path: Path) -> N
         answer = _pipelined(nginx)
     assert answer.count(b"HTTP/1.1 ") == 4
     records = replay(pcap, tmp_path)
-    ours, theirs = _ours(records), _tshark_exchanges(pcap, nginx)
+    ours, theirs = _ours(records), tshark_http1_exchanges(pcap, nginx)
     key = ("method", "uri", "status", "client")
     assert [tuple(x[k] for k in key) for x in ours] == [tuple(x[k] for k in key) for x in theirs]
     # What the traffic was, so an oracle that saw nothing cannot pass.

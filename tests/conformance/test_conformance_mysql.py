@@ -10,7 +10,6 @@ import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -18,11 +17,9 @@ from tests.conformance.oracle import (
     Tcpdump,
     assert_close,
     client_port,
-    epoch_ns,
     needs_tools,
     replay,
-    tshark,
-    values,
+    tshark_mysql_exchanges,
 )
 from tests.support.kafka_broker import free_port
 
@@ -31,8 +28,6 @@ mysql_connector = pytest.importorskip("mysql.connector")
 
 pytestmark = [needs_tools, pytest.mark.skipif(not shutil.which("mariadbd"), reason="mariadbd not installed")]
 PASSWORD = "conf-Pw-81"
-# tshark's command byte -> the operation our record names (COM_QUERY / COM_STMT_EXECUTE: the SQL keyword).
-COMMANDS = {1: "QUIT", 2: "INIT_DB", 14: "PING", 22: "PREPARE", 25: "CLOSE", 26: "RESET"}
 
 
 @pytest.fixture(scope="module")
@@ -108,47 +103,6 @@ def _traffic(port: int) -> None:
         pymysql.connect(host="127.0.0.1", port=port, user="app", password="wrong")
 
 
-def _tshark_exchanges(pcap: Path, port: int) -> list[dict[str, Any]]:
-    """Client messages that start an exchange (a command, or the login) and the server bytes after them."""
-    rows = tshark(
-        pcap,
-        ["tcp.stream", "frame.time_epoch", "tcp.srcport", "tcp.dstport", "mysql.command", "mysql.query",
-         "mysql.error_code", "mysql.stmt_id", "mysql.user"],
-        decode=f"tcp.port=={port},mysql", where="tcp.len > 0",
-    )  # fmt: skip
-    out: list[dict[str, Any]] = []
-    current: dict[str, dict[str, Any]] = {}
-    prepared: dict[str, str] = {}  # statement id -> SQL, from the PREPARE's OK
-    for stream, when, sport, dport, command, query, error, stmt, user in rows:
-        ts = epoch_ns(when)
-        x = current.get(stream)
-        if int(dport) == port:
-            if not (command or user):
-                continue  # more of the same exchange (an auth switch answer)
-            x = {"client": int(sport), "start_ns": ts, "end_ns": None, "error": None, "query": query or None}
-            if user:
-                x["operation"] = "LOGIN"
-            else:
-                code = int(values(command)[0])
-                if code == 3:
-                    x["operation"] = query.split()[0].upper()
-                elif code == 23:
-                    x["query"] = prepared[stmt]
-                    x["operation"] = x["query"].split()[0].upper()
-                else:
-                    x["operation"] = COMMANDS[code]
-                    x["query"] = prepared.get(stmt) if code in (25, 26) else query or None
-            out.append(x)
-            current[stream] = x
-        elif x is not None:
-            x["end_ns"] = ts
-            if error:
-                x["error"] = values(error)[0]
-            if x["operation"] == "PREPARE" and stmt:
-                prepared[stmt] = x["query"]
-    return out
-
-
 def _matches_redacted(ours: str, theirs: str) -> bool:
     """Our SQL has literals replaced by "?": everything else must be tshark's text, verbatim."""
     pattern = ".+?".join(re.escape(part) for part in ours.split("?"))
@@ -160,7 +114,7 @@ def test_mariadb_text_and_prepared_match_tshark(mariadb: int, tmp_path: Path) ->
     with Tcpdump(pcap, mariadb):
         _traffic(mariadb)
     records = replay(pcap, tmp_path)
-    theirs = _tshark_exchanges(pcap, mariadb)
+    theirs = tshark_mysql_exchanges(pcap, mariadb)
     ours = sorted(records, key=lambda r: r["start_ns"])
     assert [(client_port(r), r["attributes"].get("db.operation.name"), r["error_type"]) for r in ours] == [
         (x["client"], x["operation"], x["error"]) for x in theirs
