@@ -62,6 +62,10 @@ class ExportConfig:
     otlp: bool = True  # when an OTEL_EXPORTER_OTLP_*ENDPOINT is set
     live_table: bool = True  # l7scope run prints the per-endpoint table
     refresh_seconds: float = 2.0
+    records_topic: str = "auto"  # on, off, or auto: on for `l7scope pipeline`, off for `run`/`replay`
+    alert_rules: str = ""  # a YAML rules file (deploy/alerts.example.yaml); empty: no alerting
+    alertmanager_url: str = "http://127.0.0.1:9093"  # where alerts go (empty: log and Kafka only)
+    map_out: str = ""  # write the service map here at exit (.dot, .json or .svg)
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +87,8 @@ class Config:
                 f"kafka.compression = {self.kafka.compression!r}: use lz4, zstd, gzip, snappy or none"
             )
         _validate_kafka_security(self.kafka)
+        if self.export.records_topic not in ("on", "off", "auto"):
+            raise ConfigError(f"export.records_topic = {self.export.records_topic!r}: use on, off or auto")
         for name, value in (
             ("capture.drain_interval_ms", self.capture.drain_interval_ms),
             ("kafka.partitions", self.kafka.partitions),
@@ -140,13 +146,14 @@ def kafka_client_settings(kafka: KafkaConfig) -> dict[str, Any]:
 def _coerce(key: str, value: Any, kind: Any) -> Any:
     """Check a TOML value (or parse an environment string) against a field's type."""
     origin = typing.get_origin(kind)
+    from_env = key.startswith("L7SCOPE_")  # only environment values arrive as strings to be parsed
     if origin is tuple:
         items = [v for v in value.split(",") if v.strip()] if isinstance(value, str) else value
         if not isinstance(items, list | tuple):
             raise ConfigError(f"{key} must be a list, got {value!r}")
         return tuple(_coerce(key, v, typing.get_args(kind)[0]) for v in items)
     if kind is bool:
-        if isinstance(value, str) and value.lower() in ("1", "true", "yes", "on", "0", "false", "no", "off"):
+        if from_env and value.lower() in ("1", "true", "yes", "on", "0", "false", "no", "off"):
             return value.lower() in ("1", "true", "yes", "on")
         if not isinstance(value, bool):
             raise ConfigError(f"{key} must be true or false, got {value!r}")
@@ -154,7 +161,7 @@ def _coerce(key: str, value: Any, kind: Any) -> Any:
     if kind in (int, float):
         whole = isinstance(value, int) or (kind is float and isinstance(value, float))
         try:
-            if isinstance(value, bool) or not (whole or isinstance(value, str)):
+            if isinstance(value, bool) or not (whole or (from_env and isinstance(value, str))):
                 raise ValueError
             return kind(value)
         except ValueError:
