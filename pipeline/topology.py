@@ -1,0 +1,282 @@
+"""The service map: edges client service -> server service, from records and from raw connections.
+
+A service is the traced process's name; the far end is "ip:port" unless the same connection was
+also traced from that end on this node, in which case both halves (joined by their endpoints) name
+both services. An exchange seen from both ends is counted once: each edge keeps what its client
+side and its server side saw, and the map reports the better-observed side.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter, OrderedDict, deque
+from collections.abc import Iterable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from probes.fragment import Batch, Io
+from protocols.base import ConnInfo, Endpoint, L7Record, Role
+
+CLIENT, SERVER = "client", "server"
+
+
+@dataclass(slots=True)
+class Side:
+    """One edge as one of its ends saw it."""
+
+    requests: int = 0
+    errors: int = 0
+    latencies_ms: deque[float] = field(default_factory=lambda: deque(maxlen=4096))  # the latest ones
+    request_bytes: int = 0
+    response_bytes: int = 0
+    connections: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Edge:
+    client: str
+    server: str
+    protocols: tuple[str, ...]  # parsed L7 protocols on this edge; empty for bytes-only connections
+    requests: int
+    errors: int
+    rate_per_s: float
+    error_ratio: float
+    p50_ms: float
+    p99_ms: float
+    request_bytes: int
+    response_bytes: int
+    connections: int
+
+    def label(self) -> str:
+        proto = "/".join(self.protocols) or "tcp"
+        if not self.requests:
+            return f"{proto}  {self.connections} conn  {_size(self.request_bytes + self.response_bytes)}"
+        return (
+            f"{proto}  {self.rate_per_s:.2f} req/s  err {self.error_ratio * 100:.1f}%  "
+            f"p50 {self.p50_ms:.1f} ms"
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceMap:
+    services: tuple[str, ...]
+    edges: tuple[Edge, ...]
+    window_s: float  # the time the rates are computed over
+
+
+def _size(n: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024  # type: ignore[assignment]
+    return f"{n} B"
+
+
+def _percentile(values: Iterable[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else 0.0
+
+
+class Topology:
+    """Exporter (records) and batch observer (connections) building the service map; bounded."""
+
+    def __init__(self, out_path: str = "", max_edges: int = 10_000, max_conns: int = 200_000) -> None:
+        self.out_path = out_path
+        self.max_edges = max_edges
+        self.max_conns = max_conns
+        self.dropped_edges = 0  # edges past max_edges are not tracked (counted here)
+        self._ends: OrderedDict[tuple[str, str, str], tuple[str, Role]] = OrderedDict()
+        self._seen_conns: OrderedDict[str, None] = OrderedDict()
+        self._sides: dict[tuple[str, str], dict[str, Side]] = {}
+        self._protocols: dict[tuple[str, str], Counter[str]] = {}
+        self._first_ns = 0
+        self._last_ns = 0
+
+    # -- naming -----------------------------------------------------------------------------------
+
+    def learn(self, conn: ConnInfo) -> None:
+        """Remember which process holds this end of a connection (LRU-bounded)."""
+        key = (conn.node, str(conn.local), str(conn.remote))
+        self._ends[key] = (conn.process or f"pid {conn.pid}", conn.role)
+        self._ends.move_to_end(key)
+        while len(self._ends) > self.max_conns:
+            self._ends.popitem(last=False)
+
+    def edge_of(self, conn: ConnInfo) -> tuple[str, str, str]:
+        """(client service, server service, which end observed it)."""
+        me = conn.process or f"pid {conn.pid}"
+        peer = self._ends.get((conn.node, str(conn.remote), str(conn.local)))
+        role = conn.role
+        if role == Role.UNKNOWN and peer is not None and peer[1] != Role.UNKNOWN:
+            role = Role.CLIENT if peer[1] == Role.SERVER else Role.SERVER  # the other end knew
+        other = peer[0] if peer is not None else str(conn.remote)
+        return (other, me, SERVER) if role == Role.SERVER else (me, other, CLIENT)
+
+    def _side(self, client: str, server: str, observer: str) -> Side | None:
+        sides = self._sides.get((client, server))
+        if sides is None:
+            if len(self._sides) >= self.max_edges:
+                self.dropped_edges += 1
+                return None
+            sides = self._sides[(client, server)] = {}
+            self._protocols[(client, server)] = Counter()
+        side = sides.get(observer)
+        if side is None:
+            side = sides[observer] = Side()
+        return side
+
+    # -- inputs -----------------------------------------------------------------------------------
+
+    def observe(self, batches: Iterable[Batch]) -> None:
+        """Connections and their bytes, whether or not an L7 protocol was parsed on them."""
+        batches = list(batches)
+        for batch in batches:  # learn every end first, so halves in one round join
+            self.learn(batch.conn)
+        for batch in batches:
+            client, server, observer = self.edge_of(batch.conn)
+            side = self._side(client, server, observer)
+            if side is None:
+                continue
+            if batch.conn.conn_id not in self._seen_conns:
+                side.connections += 1
+                self._seen_conns[batch.conn.conn_id] = None
+                while len(self._seen_conns) > self.max_conns:
+                    self._seen_conns.popitem(last=False)
+            sent = sum(f.length for f in batch.fragments if f.io == Io.SEND)
+            received = sum(f.length for f in batch.fragments if f.io == Io.RECV)
+            # The client sends requests; the server receives them.
+            side.request_bytes += sent if observer == CLIENT else received
+            side.response_bytes += received if observer == CLIENT else sent
+
+    def export(self, records: list[L7Record]) -> None:
+        for r in records:
+            self.learn(r.conn)
+        for r in records:
+            client, server, observer = self.edge_of(r.conn)
+            side = self._side(client, server, observer)
+            if side is None:
+                continue
+            side.requests += 1
+            side.errors += r.error
+            side.latencies_ms.append(r.duration_s * 1000)
+            self._protocols[(client, server)][r.protocol] += 1
+            if r.start_ns > 0:
+                self._first_ns = min(self._first_ns or r.start_ns, r.start_ns)
+            self._last_ns = max(self._last_ns, r.end_ns)
+
+    def close(self) -> None:
+        if self.out_path:
+            write_map(self.snapshot(), self.out_path)
+
+    @classmethod
+    def from_records(cls, records: Iterable[L7Record]) -> Topology:
+        """A whole file at once: every end is learnt before any record is placed on an edge."""
+        records = list(records)
+        topology = cls()
+        for r in records:
+            topology.learn(r.conn)
+        topology.export(records)
+        return topology
+
+    # -- output -----------------------------------------------------------------------------------
+
+    def snapshot(self) -> ServiceMap:
+        window_s = max(1.0, (self._last_ns - self._first_ns) / 1e9) if self._first_ns else 1.0
+        edges: list[Edge] = []
+        for (client, server), sides in sorted(self._sides.items()):
+            seen = list(sides.values())
+            # Both ends saw the same exchanges: report the better-observed end, never the sum.
+            counted = max(seen, key=lambda s: (s.requests, s.errors))
+            server_side = sides.get(SERVER)  # latency as the server saw it, without the network
+            timed = server_side if server_side is not None and server_side.latencies_ms else counted
+            edges.append(
+                Edge(
+                    client=client,
+                    server=server,
+                    protocols=tuple(sorted(self._protocols[(client, server)])),
+                    requests=counted.requests,
+                    errors=counted.errors,
+                    rate_per_s=round(counted.requests / window_s, 3),
+                    error_ratio=round(counted.errors / counted.requests, 4) if counted.requests else 0.0,
+                    p50_ms=round(_percentile(timed.latencies_ms, 0.5), 3),
+                    p99_ms=round(_percentile(timed.latencies_ms, 0.99), 3),
+                    request_bytes=max(s.request_bytes for s in seen),
+                    response_bytes=max(s.response_bytes for s in seen),
+                    connections=max(s.connections for s in seen),
+                )
+            )
+        services = sorted({e.client for e in edges} | {e.server for e in edges})
+        return ServiceMap(tuple(services), tuple(edges), round(window_s, 3))
+
+
+# -- renderers ------------------------------------------------------------------------------------
+
+
+def to_json(m: ServiceMap) -> str:
+    return json.dumps(
+        {"window_s": m.window_s, "services": list(m.services), "edges": [asdict(e) for e in m.edges]},
+        indent=2,
+    )
+
+
+def _dot_id(s: str) -> str:
+    return '"' + s.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def to_dot(m: ServiceMap) -> str:
+    lines = ["digraph l7scope {", "  rankdir=LR;", "  node [shape=box, style=rounded];"]
+    lines += [f"  {_dot_id(s)};" for s in m.services]
+    for e in m.edges:
+        lines.append(f"  {_dot_id(e.client)} -> {_dot_id(e.server)} [label={_dot_id(e.label())}];")
+    lines.append("}")
+    return "\n".join(lines) + "\n"
+
+
+def render(m: ServiceMap, fmt: str) -> str:
+    from pipeline.topology_svg import to_svg
+
+    renderers = {"json": to_json, "dot": to_dot, "svg": to_svg}
+    if fmt not in renderers:
+        raise ValueError(f"unknown map format {fmt!r}: use dot, json or svg")
+    return renderers[fmt](m)
+
+
+def format_for(path: str, default: str = "json") -> str:
+    suffix = Path(path).suffix.lower().lstrip(".")
+    return suffix if suffix in ("json", "dot", "svg") else default
+
+
+def write_map(m: ServiceMap, path: str, fmt: str | None = None) -> None:
+    Path(path).write_text(render(m, fmt or format_for(path)), encoding="utf-8")
+
+
+# -- reading the JSON-lines records that `--export jsonl:` writes ---------------------------------
+
+
+def parse_endpoint(text: str) -> Endpoint:
+    host, _, port = text.rpartition(":")
+    return Endpoint(host.strip("[]"), int(port) if port.isdigit() else 0)
+
+
+def record_from_dict(d: dict) -> L7Record:
+    role = Role[d.get("role", "unknown").upper()]
+    client, server = parse_endpoint(d["client"]), parse_endpoint(d["server"])
+    local, remote = (server, client) if role == Role.SERVER else (client, server)
+    conn = ConnInfo(
+        conn_id=d.get("conn_id", ""), local=local, remote=remote, role=role,
+        role_inferred=bool(d.get("role_inferred")), pid=int(d.get("pid", 0)),
+        process=d.get("process", ""), node=d.get("node", ""),
+    )  # fmt: skip
+    return L7Record(
+        protocol=d["protocol"], role=role, name=d.get("name", ""), start_ns=int(d["start_ns"]),
+        end_ns=int(d["end_ns"]), conn=conn, metric="", error_type=d.get("error_type"),
+        attributes=d.get("attributes", {}), truncated=bool(d.get("truncated")),
+        degraded=bool(d.get("degraded")), record_id=d.get("record_id", ""),
+    )  # fmt: skip
+
+
+def read_jsonl_records(path: str) -> Iterator[L7Record]:
+    with open(path, encoding="utf-8") as fh:
+        for line in fh:
+            if line.strip():
+                yield record_from_dict(json.loads(line))
