@@ -244,6 +244,26 @@ static __always_inline void l7_emit_lifecycle(void *ctx, struct l7_conn *c, __u8
 		l7_count(L7_STAT_LOST_EVENTS, 1);
 }
 
+/* From now on the connection's payload is OpenSSL plaintext. If ciphertext already went out as
+ * syscall payload (the uprobes came after the handshake), the plaintext starts a new connection id:
+ * CLOSE the old one, OPEN a new generation, so no stream mixes the two byte spaces. */
+static __always_inline void l7_mark_tls(void *ctx, struct l7_conn *c)
+{
+	if (c->tls)
+		return;
+	c->tls = 1;
+	if (c->send_bytes == 0 && c->recv_bytes == 0)
+		return;
+	if (!c->excluded) {
+		c->tls = 0; /* the CLOSE carries the syscall byte counts */
+		l7_emit_lifecycle(ctx, c, L7_KIND_CLOSE);
+		c->tls = 1;
+	}
+	c->generation = bpf_ktime_get_ns();
+	if (!c->excluded)
+		l7_emit_lifecycle(ctx, c, L7_KIND_OPEN);
+}
+
 static __always_inline void l7_output(struct l7_scratch *s, __u64 pos, __u64 copied, __u64 length,
 				      __u16 chunk)
 {
@@ -458,7 +478,7 @@ static __always_inline int l7_exit(void *ctx, long ret)
 		return 0;
 	}
 	if (tls)
-		c->tls = 1;
+		l7_mark_tls(ctx, c);
 	if (c->tls) {
 		/* Ciphertext: its plaintext comes from the SSL uprobes. Sizes only, for the stats. */
 		if (call->io == L7_IO_SEND)

@@ -68,7 +68,7 @@ static __always_inline int l7_tls_exit(struct pt_regs *ctx)
 	struct l7_conn *c = l7_conns.lookup(&sk);
 	if (!c || !c->bound || c->excluded)
 		return 0;
-	c->tls = 1;
+	l7_mark_tls(ctx, c);
 	__u64 pos = call.io == L7_IO_SEND ? __sync_fetch_and_add(&c->tls_send_bytes, n)
 					  : __sync_fetch_and_add(&c->tls_recv_bytes, n);
 	struct l7_call plain = {};

@@ -145,11 +145,11 @@ class Capture:
     def poll(self) -> list[Fragment | ConnEvent]:
         """Drain what the ring holds now (never blocks) and return it in ring order."""
         self._bpf.ring_buffer_consume()
-        if not self._raw:
-            return []
-        records = self._raw[:]
-        self._raw.clear()
-        out = self._decoder.decode(records)
+        out: list[Fragment | ConnEvent] = []
+        if self._raw:
+            records = self._raw[:]
+            self._raw.clear()
+            out = self._decoder.decode(records)
         if self.options.tls:
             execs = self._decoder.take_execs()
             if execs:

@@ -5,6 +5,8 @@ appears as payload."""
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import subprocess
 import sys
 import time
@@ -153,3 +155,29 @@ def test_l7scope_run_https_yields_http_records(tmp_path: Path) -> None:
         for r in mine
     ])  # fmt: skip
     assert found == {"server": EXPECTED, "client": EXPECTED}
+
+
+def test_libssl_at_a_new_path_found_after_exec(drained: Capture, tmp_path: Path) -> None:
+    """A process that maps a libssl file nobody mapped before: found through its exec, then traced."""
+    system = next(lib.path for lib in drained.tls.libraries if "libssl.so.3" in lib.path)
+    private = tmp_path / "lib"
+    private.mkdir()
+    shutil.copy(system, private / "libssl.so.3")
+    cert, key = self_signed_cert(tmp_path)
+    port = free_port()
+    server = subprocess.Popen([sys.executable, str(PEERS), "server", str(cert), str(key), str(port)],
+                              stdout=subprocess.PIPE)  # fmt: skip
+    try:
+        assert server.stdout is not None and server.stdout.readline() == b"ready\n"
+        drained.poll()
+        env = dict(os.environ, LD_LIBRARY_PATH=str(private))
+        client = subprocess.Popen([sys.executable, str(PEERS), "client", str(port), "2", "1.0"], env=env,
+                                  stdout=subprocess.PIPE)  # fmt: skip
+        events = collect(drained, 6.0, until=closed_on_port(port, 2))
+        out, _ = client.communicate(timeout=10)
+    finally:
+        stop(server)
+    assert out == b"PONG 0\nPONG 1\n"
+    assert any(lib.path.endswith(f"{private}/libssl.so.3") for lib in drained.tls.libraries)
+    cli = conn_on_port(events, port, Role.CLIENT, pid=client.pid).info
+    assert_plaintext_only(events, cli.conn_id, Io.SEND, b"PING 0\nPING 1\n")

@@ -1,7 +1,7 @@
 """Python `ssl` peers run as child processes (the test process itself is excluded from capture).
 
 server: python tls_peers.py server CERT KEY PORT  -> answers each "PING n\n" line with "PONG n\n"
-client: python tls_peers.py client PORT N          -> sends N pings on one connection, prints replies
+client: python tls_peers.py client PORT N [DELAY] -> after DELAY s, sends N pings on one connection
 """
 
 from __future__ import annotations
@@ -9,6 +9,7 @@ from __future__ import annotations
 import socket
 import ssl
 import sys
+import time
 
 
 def serve(cert: str, key: str, port: int) -> None:
@@ -27,7 +28,8 @@ def serve(cert: str, key: str, port: int) -> None:
                 conn.close()  # a readiness probe or a client that went away
 
 
-def client(port: int, n: int) -> None:
+def client(port: int, n: int, delay: float = 0.0) -> None:
+    time.sleep(delay)  # lets a test see the exec (and this process's libssl) before any traffic
     ctx = ssl.create_default_context()
     ctx.check_hostname = False
     ctx.verify_mode = ssl.CERT_NONE
@@ -44,4 +46,4 @@ if __name__ == "__main__":
     if sys.argv[1] == "server":
         serve(sys.argv[2], sys.argv[3], int(sys.argv[4]))
     else:
-        client(int(sys.argv[2]), int(sys.argv[3]))
+        client(int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4]) if len(sys.argv) > 4 else 0.0)
