@@ -134,8 +134,20 @@ def _plausible_first_response(b: bytes) -> bool:
 def detect(buf: bytes, direction: Direction) -> bool:
     b = bytes(buf[:64])
     if direction is Direction.REQUEST:
-        return _plausible_command(b) or _plausible_handshake_response(b)
-    return _plausible_greeting(b) or _plausible_first_response(b) or (b[3:4] == b"\x00" and _plausible_err(b))
+        return _plausible_command(b) or _plausible_handshake_response(b) or _compressed_header(memoryview(b))
+    return (
+        _plausible_greeting(b)
+        or _plausible_first_response(b)
+        or (b[3:4] == b"\x00" and _plausible_err(b))
+        or _zlib_packet(b)
+    )
+
+
+def _zlib_packet(b: bytes) -> bool:
+    """A compressed-protocol packet holding a zlib stream (a response joined mid-connection)."""
+    return (
+        len(b) >= 9 and b[7] == 0x78 and b[8] in (0x01, 0x5E, 0x9C, 0xDA) and 2 <= _plen(b) < _plen(b, 4) + 64
+    )
 
 
 def _compressed_header(b: memoryview) -> bool:
