@@ -32,6 +32,7 @@ def expressions(dash: dict[str, Any]) -> list[str]:
 
 def metric_names(expr: str) -> set[str]:
     """Identifiers in a PromQL expression that are metric names (not functions, labels or variables)."""
+    expr = re.sub(r"label_values\(([^,)]*),[^)]*\)", r"\1", expr)  # the second argument is a label
     without_matchers = re.sub(r"\{[^}]*\}", "", expr)
     without_ranges = re.sub(r"\[[^\]]*\]", "", without_matchers)
     without_strings = re.sub(r'"[^"]*"', "", without_ranges)
