@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from probes.errors import CaptureUnavailable
+from probes.existing import ExistingConnections
 from probes.fragment import ConnEvent, Fragment, Io, Source
 from probes.kernel_headers import prepare_headers
 from probes.procinfo import ProcessNames
@@ -122,7 +123,8 @@ class Capture:
             ) from exc
         self.load_seconds = time.monotonic() - started
         self._raw: list[bytes] = []
-        self._decoder = EventDecoder(options.node)
+        # Before attaching: a connection opened from here on is seen from its handshake.
+        self._decoder = EventDecoder(options.node, existing=ExistingConnections.scan())
         pids = set(options.exclude_pids) | ({os.getpid()} if options.exclude_self else set())
         for pid in pids:
             self.exclude_pid(pid)
@@ -178,8 +180,11 @@ class Capture:
 class EventDecoder:
     """Ring records (bytes of `struct l7_event` + payload) -> ConnEvent/Fragment, tracking connections."""
 
-    def __init__(self, node: str, names: ProcessNames | None = None) -> None:
+    def __init__(
+        self, node: str, names: ProcessNames | None = None, existing: ExistingConnections | None = None
+    ) -> None:
         self.node = node
+        self._existing = existing
         self._conns: dict[tuple[int, int, int], ConnInfo] = {}
         self._names = names or ProcessNames()
         self._execs: list[int] = []
@@ -222,11 +227,17 @@ class EventDecoder:
         laddr: bytes, raddr: bytes, comm: bytes,
     ) -> ConnInfo:  # fmt: skip
         pid, fd, gen = key
+        local = Endpoint(format_ip(family, laddr), lport)
+        remote = Endpoint(format_ip(family, raddr), rport)
+        inferred = role == 0 and self._existing is not None
+        if inferred:
+            role = self._existing.infer_role(pid, fd, local, remote)  # type: ignore[union-attr]
         info = ConnInfo(
             conn_id=f"{self.node}/{pid}/{fd}/{gen}",
-            local=Endpoint(format_ip(family, laddr), lport),
-            remote=Endpoint(format_ip(family, raddr), rport),
+            local=local,
+            remote=remote,
             role=Role(role),
+            role_inferred=inferred,
             pid=pid,
             process=self._names.name(pid, comm),
             node=self.node,
