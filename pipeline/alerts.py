@@ -1,0 +1,419 @@
+"""Latency and error alerting on the records stream: bounded per-rule windows, evaluated on a timer.
+
+Each rule keeps, per group (service, plus its `group_by` fields), a ring of time slices holding
+counts and a log-bucketed latency histogram, so memory does not grow with traffic. Alerts go to
+Alertmanager's v2 API (firing, re-sent while firing, then resolved), to the alerts topic as the
+protobuf `Alert`, and to the log.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+from pipeline.alert_rules import Rule, RuleSet, field_value
+from pipeline.health import Health
+from protocols.base import L7Record
+
+log = logging.getLogger("l7scope.alerts")
+
+BUCKET_BASE = 1.05  # latency histogram resolution: 5%
+SLICES_PER_SHORTEST = 10  # slices per shortest window of a rule
+MAX_SLICES = 720
+MAX_GROUPS_PER_RULE = 1000
+GroupKey = tuple[str, ...]
+
+
+def bucket_of(ms: float) -> int:
+    return math.ceil(math.log(max(ms * 1000.0, 1.0), BUCKET_BASE))
+
+
+def bucket_value_ms(bucket: int) -> float:
+    """The geometric middle of a bucket, in milliseconds."""
+    return BUCKET_BASE ** (bucket - 0.5) / 1000.0
+
+
+@dataclass(slots=True)
+class Slice:
+    index: int  # time slot number: int(t / width)
+    requests: int = 0
+    errors: int = 0
+    bad: int = 0  # an error, or slower than the rule's slow_ms (the burn-rate SLI)
+    latency: Counter[int] = field(default_factory=Counter)
+
+
+@dataclass(slots=True)
+class Totals:
+    requests: int = 0
+    errors: int = 0
+    bad: int = 0
+    latency: Counter[int] = field(default_factory=Counter)
+
+    def percentile_ms(self, q: float) -> float:
+        total = sum(self.latency.values())
+        rank, seen = max(1, math.ceil(q * total)), 0
+        for bucket in sorted(self.latency):
+            seen += self.latency[bucket]
+            if seen >= rank:
+                return bucket_value_ms(bucket)
+        return 0.0
+
+
+class Window:
+    """A ring of time slices covering a rule's longest window."""
+
+    def __init__(self, rule: Rule) -> None:
+        self.rule = rule
+        self.width = rule.shortest_s / SLICES_PER_SHORTEST
+        slots = math.ceil(rule.horizon_s / self.width) + 1
+        if slots > MAX_SLICES:  # very long windows: coarser slices
+            self.width = rule.horizon_s / (MAX_SLICES - 1)
+            slots = MAX_SLICES
+        self.slices: list[Slice | None] = [None] * slots
+        self.keep_latency = rule.kind == "latency"
+
+    def add(self, now: float, r: L7Record) -> None:
+        index = int(now / self.width)
+        pos = index % len(self.slices)
+        s = self.slices[pos]
+        if s is None or s.index != index:
+            s = self.slices[pos] = Slice(index)
+        s.requests += 1
+        s.errors += r.error
+        ms = r.duration_s * 1000.0
+        s.bad += r.error or bool(self.rule.slow_ms and ms > self.rule.slow_ms)
+        if self.keep_latency:
+            s.latency[bucket_of(ms)] += 1
+
+    def totals(self, now: float, seconds: float) -> Totals:
+        newest = int(now / self.width)
+        oldest = newest - max(1, round(seconds / self.width)) + 1
+        t = Totals()
+        for s in self.slices:
+            if s is not None and oldest <= s.index <= newest:
+                t.requests += s.requests
+                t.errors += s.errors
+                t.bad += s.bad
+                if self.keep_latency:
+                    t.latency.update(s.latency)
+        return t
+
+    def empty(self, now: float) -> bool:
+        return self.totals(now, self.rule.horizon_s).requests == 0
+
+
+@dataclass(frozen=True, slots=True)
+class Measure:
+    active: bool  # the condition holds
+    value: float
+    value_text: str
+    threshold_text: str
+    requests: int
+
+
+def measure(rule: Rule, window: Window, now: float) -> Measure:
+    if rule.kind == "burn_rate":
+        return _burn(rule, window, now)
+    t = window.totals(now, rule.window_s)
+    if rule.kind == "latency":
+        value = t.percentile_ms(rule.percentile / 100) if t.requests else 0.0
+        return Measure(
+            t.requests >= rule.min_requests and value > rule.threshold,
+            value, f"{value:.1f} ms", f"{rule.threshold:g} ms", t.requests,
+        )  # fmt: skip
+    value = t.errors / t.requests if t.requests else 0.0
+    return Measure(
+        t.requests >= rule.min_requests and value > rule.threshold,
+        value, f"{value * 100:.2f}%", f"{rule.threshold * 100:g}%", t.requests,
+    )  # fmt: skip
+
+
+def _burn(rule: Rule, window: Window, now: float) -> Measure:
+    budget = 1.0 - rule.slo
+    best, active, requests = 0.0, False, 0
+    for w in rule.burn_windows:
+        long_t, short_t = window.totals(now, w.long_s), window.totals(now, w.short_s)
+        if long_t.requests < rule.min_requests or not short_t.requests:
+            continue
+        long_burn = long_t.bad / long_t.requests / budget
+        short_burn = short_t.bad / short_t.requests / budget
+        if long_burn > w.factor and short_burn > w.factor:
+            active = True
+        best, requests = max(best, long_burn), max(requests, long_t.requests)
+    factors = "/".join(f"{w.factor:g}x" for w in rule.burn_windows)
+    return Measure(active, best, f"burn rate {best:.1f}x", factors, requests)
+
+
+@dataclass(frozen=True, slots=True)
+class Alert:
+    rule: str
+    state: str  # "firing" or "resolved"
+    labels: dict[str, str]
+    annotations: dict[str, str]
+    starts_at: float  # wall-clock seconds
+    ends_at: float  # when firing: the time Alertmanager should consider it gone if not re-sent
+    value: float
+
+
+class Notifier(Protocol):
+    def notify(self, alerts: list[Alert]) -> None: ...
+    def close(self) -> None: ...
+
+
+@dataclass(slots=True)
+class _State:
+    since: float  # when the condition started to hold (monotonic)
+    starts_at: float = 0.0  # wall-clock firing start
+    firing: bool = False
+    last_sent: float = 0.0
+
+
+def _label_name(key: str) -> str:
+    return "".join(c if c.isalnum() or c == "_" else "_" for c in key)
+
+
+class AlertEvaluator:
+    """Exporter keeping per-rule windows; `evaluate()` runs on its own timer thread after `start()`."""
+
+    def __init__(
+        self,
+        ruleset: RuleSet,
+        health: Health,
+        notifiers: list[Notifier],
+        clock: Callable[[], float] = time.monotonic,
+        wall: Callable[[], float] = time.time,
+    ) -> None:
+        self.ruleset = ruleset
+        self.health = health
+        self.notifiers = notifiers
+        self.clock, self.wall = clock, wall
+        self._windows: dict[str, dict[GroupKey, Window]] = {r.alert: {} for r in ruleset.rules}
+        self._states: dict[tuple[str, GroupKey], _State] = {}
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> AlertEvaluator:
+        self._thread = threading.Thread(target=self._loop, name="l7scope-alerts", daemon=True)
+        self._thread.start()
+        return self
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.ruleset.evaluation_interval_s):
+            try:
+                self.evaluate()
+            except Exception:  # one bad round must not end alerting
+                log.exception("alert evaluation failed")
+                self.health.count("alert_evaluation_failed", "alerts")
+
+    def export(self, records: list[L7Record]) -> None:
+        if not records:
+            return
+        now = self.clock()
+        with self._lock:
+            for rule in self.ruleset.rules:
+                windows = self._windows[rule.alert]
+                for r in records:
+                    if not rule.match.matches(r):
+                        continue
+                    key = tuple(field_value(r, g) for g in rule.group_by)
+                    window = windows.get(key)
+                    if window is None:
+                        if len(windows) >= MAX_GROUPS_PER_RULE:
+                            self.health.count("alert_groups_dropped", rule.alert)
+                            continue
+                        window = windows[key] = Window(rule)
+                    window.add(now, r)
+
+    def evaluate(self) -> list[Alert]:
+        """One round: state changes and re-sends, handed to every notifier; returns what was sent."""
+        now, wall = self.clock(), self.wall()
+        out: list[Alert] = []
+        with self._lock:
+            for rule in self.ruleset.rules:
+                windows = self._windows[rule.alert]
+                for key, window in list(windows.items()):
+                    alert = self._step(rule, key, measure(rule, window, now), now, wall)
+                    if alert is not None:
+                        out.append(alert)
+                    if (rule.alert, key) not in self._states and window.empty(now):
+                        del windows[key]  # nothing left to remember for this group
+        if out:
+            for notifier in self.notifiers:
+                notifier.notify(out)
+        return out
+
+    def _step(self, rule: Rule, key: GroupKey, m: Measure, now: float, wall: float) -> Alert | None:
+        state = self._states.get((rule.alert, key))
+        if not m.active:
+            if state is None:
+                return None
+            del self._states[(rule.alert, key)]
+            return self._alert(rule, key, m, "resolved", state.starts_at, wall) if state.firing else None
+        if state is None:
+            state = self._states[(rule.alert, key)] = _State(since=now)
+        if not state.firing and now - state.since >= rule.for_s:
+            state.firing, state.starts_at, state.last_sent = True, wall, now
+        elif state.firing and now - state.last_sent >= self.ruleset.resend_interval_s:
+            state.last_sent = now
+        else:
+            return None
+        # Alertmanager drops an alert not re-sent by endsAt, so a stopped l7scope does not leave it firing.
+        ends_at = wall + 4 * self.ruleset.resend_interval_s
+        return self._alert(rule, key, m, "firing", state.starts_at, ends_at)
+
+    def _alert(
+        self, rule: Rule, key: GroupKey, m: Measure, state: str, starts_at: float, ends_at: float
+    ) -> Alert:
+        group = dict(zip(rule.group_by, key, strict=True))
+        labels = {"alertname": rule.alert, "severity": "warning"}
+        labels |= {_label_name(k): v for k, v in group.items()} | dict(rule.labels)
+        labels["service"] = group["service"]
+        what = {"latency": f"p{rule.percentile:g} latency", "error_ratio": "error ratio"}.get(
+            rule.kind, "SLO burn rate"
+        )
+        scope = " ".join(v for k, v in group.items() if k != "service" and v)
+        values = {
+            "alertname": rule.alert, "value": m.value, "value_text": m.value_text,
+            "threshold": rule.threshold, "threshold_text": m.threshold_text, "requests": m.requests,
+            "window": f"{rule.window_s:g}s", "percentile": f"{rule.percentile:g}",
+            **{f: "" for f in ("protocol", "role", "name", "node")}, **group,
+        }  # fmt: skip
+        annotations = {
+            "summary": f"{rule.alert}: {what} of {group['service']}{' ' + scope if scope else ''} is "
+            f"{m.value_text} (threshold {m.threshold_text})",
+            "description": f"{what} of {group['service']}{' (' + scope + ')' if scope else ''} over the "
+            f"last {_window_text(rule)} is {m.value_text}, threshold {m.threshold_text}; "
+            f"{m.requests} requests.",
+        }
+        for name, template in rule.annotations:
+            annotations[name] = template.format_map(values)
+        return Alert(rule.alert, state, labels, annotations, starts_at, ends_at, m.value)
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        for notifier in self.notifiers:
+            notifier.close()
+
+
+def _window_text(rule: Rule) -> str:
+    if rule.kind != "burn_rate":
+        return f"{rule.window_s:g}s"
+    return ", ".join(f"{w.long_s:g}s/{w.short_s:g}s" for w in rule.burn_windows)
+
+
+def rfc3339(seconds: float) -> str:
+    return datetime.fromtimestamp(seconds, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+class AlertmanagerNotifier:
+    """POST /api/v2/alerts; failures are logged and counted, never raised into the evaluator."""
+
+    def __init__(self, url: str, health: Health, timeout_s: float = 5.0) -> None:
+        self.url = url.rstrip("/") + "/api/v2/alerts"
+        self.health = health
+        self.timeout_s = timeout_s
+
+    def notify(self, alerts: list[Alert]) -> None:
+        body = json.dumps([self.payload(a) for a in alerts]).encode()
+        request = urllib.request.Request(
+            self.url, data=body, method="POST", headers={"Content-Type": "application/json"}
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=self.timeout_s) as response:
+                response.read()
+            self.health.count("alerts_sent", "alertmanager", len(alerts))
+        except (urllib.error.URLError, OSError) as e:
+            self.health.count("alerts_failed", "alertmanager", len(alerts), reason=type(e).__name__)
+            log.warning("cannot send %d alerts to %s: %s", len(alerts), self.url, e)
+
+    @staticmethod
+    def payload(a: Alert) -> dict[str, Any]:
+        return {
+            "labels": a.labels,
+            "annotations": a.annotations,
+            "startsAt": rfc3339(a.starts_at),
+            "endsAt": rfc3339(a.ends_at),
+        }
+
+    def close(self) -> None:
+        pass
+
+
+class LogNotifier:
+    def notify(self, alerts: list[Alert]) -> None:
+        for a in alerts:
+            level = logging.WARNING if a.state == "firing" else logging.INFO
+            log.log(level, "alert %s %s: %s", a.rule, a.state, a.annotations.get("summary", ""))
+
+    def close(self) -> None:
+        pass
+
+
+class KafkaAlertNotifier:
+    """The protobuf `Alert` on the alerts topic, keyed by service; bounded and counted like records."""
+
+    def __init__(self, kafka: Any, health: Health, **producer_overrides: Any) -> None:
+        from pipeline.bounded_send import BoundedSender
+        from pipeline.kafka_source import ensure_topics
+        from pipeline.records_sink import kafka_producer, warm_metadata
+
+        self.topic = kafka.alerts_topic
+        self.health = health
+        ensure_topics(kafka, self.topic)
+        producer = kafka_producer(kafka, "l7scope-alerts", **producer_overrides)
+        warm_metadata(producer, self.topic)
+        self.sender = BoundedSender(producer, kafka.max_buffer_mib << 20)
+
+    def notify(self, alerts: list[Alert]) -> None:
+        for a in alerts:
+            key = a.labels.get("service", "").encode()
+            if self.sender.send(self.topic, key, encode_alert(a), self._dropped):
+                self.health.count("alerts_sent", "kafka")
+
+    def _dropped(self, reason: str) -> None:
+        self.health.count("alerts_failed", "kafka", reason=reason)
+
+    def close(self) -> None:
+        from kafka.errors import KafkaError
+
+        try:
+            self.sender.producer.flush(timeout=10)
+        except KafkaError as e:
+            log.warning("alerts topic flush on shutdown failed: %s", e)
+        self.sender.producer.close(timeout=10)
+
+
+def encode_alert(a: Alert) -> bytes:
+    from proto import records_pb2 as pb
+
+    return pb.Alert(
+        schema_version=1, rule=a.rule, state=a.state, labels=a.labels, annotations=a.annotations,
+        starts_at_ns=int(a.starts_at * 1e9), ends_at_ns=int(a.ends_at * 1e9), value=a.value,
+    ).SerializeToString()  # fmt: skip
+
+
+def build_alerting(
+    rules_path: str, alertmanager_url: str, health: Health, kafka: Any = None
+) -> AlertEvaluator:
+    """Rules file -> a started evaluator with the log, Alertmanager (if a URL) and Kafka (if given)."""
+    from pipeline.alert_rules import load_rules
+
+    notifiers: list[Notifier] = [LogNotifier()]
+    if alertmanager_url:
+        notifiers.append(AlertmanagerNotifier(alertmanager_url, health))
+    if kafka is not None:
+        notifiers.append(KafkaAlertNotifier(kafka, health))
+    return AlertEvaluator(load_rules(rules_path), health, notifiers).start()
