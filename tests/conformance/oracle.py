@@ -106,7 +106,14 @@ def tshark(
     for f in fields:
         cmd += ["-e", f]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=True)
-    return [line.split("\t") for line in proc.stdout.splitlines() if line.strip()]
+    rows: list[list[str]] = []
+    pending = ""
+    for line in proc.stdout.split("\n"):
+        pending = f"{pending}\n{line}" if pending else line
+        if pending.count("\t") >= len(fields) - 1:  # a value may hold newlines (SQL text)
+            rows.append(pending.split("\t"))
+            pending = ""
+    return rows
 
 
 def values(field: str) -> list[str]:
@@ -225,7 +232,7 @@ def tshark_grpc_calls(pcap: Path, port: int) -> list[dict[str, Any]]:
         key = (client, f.stream_id)
         if f.dst_port == port:
             if f.kind == 1 and key not in calls:
-                calls[key] = {"path": f.headers[":path"], "client": client, "start_ns": f.ts_ns}
+                calls[key] = {"path": f.headers.get(":path"), "client": client, "start_ns": f.ts_ns}
         elif key in calls:
             if "grpc-status" in f.headers:
                 calls[key]["grpc_status"] = int(f.headers["grpc-status"])
