@@ -87,7 +87,8 @@ def test_match_globs_and_attributes() -> None:
     )
     assert errors == [] and ruleset is not None
     match = ruleset.rules[0].match
-    conn = ConnInfo("c", Endpoint("127.0.0.1", 80), Endpoint("127.0.0.1", 5000), Role.SERVER, process="python3")
+    local, remote = Endpoint("127.0.0.1", 80), Endpoint("127.0.0.1", 5000)
+    conn = ConnInfo("c", local, remote, Role.SERVER, process="python3")
 
     def rec(name: str, status: int, role: Role = Role.SERVER) -> L7Record:
         attrs = {"http.response.status_code": status}

@@ -83,7 +83,7 @@ def test_bucket_resolution() -> None:
 
 
 def test_latency_rule_pending_firing_resent_resolved() -> None:
-    ev, clock, out = evaluator()
+    ev, clock, _ = evaluator()
     for _ in range(10):
         ev.export([rec(300), rec(250)])
         clock.t += 0.2
@@ -127,7 +127,7 @@ def test_other_routes_and_services_are_separate_groups() -> None:
 
 
 def test_error_ratio_needs_min_requests() -> None:
-    ev, clock, _ = evaluator()
+    ev, _, _ = evaluator()
     ev.export([rec(1, error=True)] * 4)
     assert [a.rule for a in ev.evaluate() if a.rule == "WorkErrors"] == []  # 4 < min_requests
     ev.export([rec(1)] * 6)
@@ -176,7 +176,7 @@ def test_alertmanager_payload_over_http() -> None:
     got: list[object] = []
 
     class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:  # noqa: N802
+        def do_POST(self) -> None:
             got.append((self.path, json.loads(self.rfile.read(int(self.headers["Content-Length"])))))
             self.send_response(200)
             self.end_headers()
