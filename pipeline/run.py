@@ -46,13 +46,32 @@ def default_protocols() -> tuple[AnySpec, ...]:
     return PROTOCOLS
 
 
-def build_exporters(config: Config, env: Mapping[str, str], health: Health) -> list[Exporter]:
+def build_exporters(
+    config: Config, env: Mapping[str, str], health: Health, consuming: bool = False
+) -> list[Exporter]:
+    """`consuming`: this is `l7scope pipeline`, where Kafka is present and records_topic=auto means on."""
     exporters: list[Exporter] = []
     if config.export.jsonl:
         exporters.append(JsonlExporter(config.export.jsonl))
     endpoint = OtlpEndpoint.from_env(env, "traces") if config.export.otlp else None
     if endpoint is not None:
         exporters.append(OtlpSpanExporter(endpoint, health))
+    switch = config.export.records_topic
+    records_topic = switch == "on" or (consuming and switch == "auto")
+    if records_topic:
+        from pipeline.records_sink import RecordsSink
+
+        exporters.append(RecordsSink(config.kafka, health))
+    if config.export.map_out:
+        from pipeline.topology import Topology
+
+        exporters.append(Topology(config.export.map_out))
+    if config.export.alert_rules:
+        from pipeline.alerts import build_alerting
+
+        kafka = config.kafka if records_topic else None  # alerts go to Kafka where records do
+        export = config.export
+        exporters.append(build_alerting(export.alert_rules, export.alertmanager_url, health, kafka))
     return exporters
 
 
@@ -66,6 +85,11 @@ def new_table(config: Config, health: Health) -> ConnTable:
 def process(batches: Iterable[Batch], table: ConnTable, exporters: list[Exporter]) -> int:
     """Batches -> records -> every exporter; returns the number of records."""
     records: list[L7Record] = []
+    batches = list(batches)
+    for exporter in exporters:  # connection-level observers (the service map) see every batch
+        observe = getattr(exporter, "observe", None)
+        if observe is not None:
+            observe(batches)
     for batch in batches:
         records += table.apply(batch)
     for exporter in exporters:
@@ -190,7 +214,7 @@ def run_pipeline(
     health = health or Health()
     ensure_topics(config.kafka, config.kafka.fragments_topic)
     source = KafkaSource(config.kafka, health, group=group, from_beginning=from_beginning)
-    table, exporters = new_table(config, health), build_exporters(config, env, health)
+    table, exporters = new_table(config, health), build_exporters(config, env, health, consuming=True)
     log.info("consuming %s as group %s", config.kafka.fragments_topic, group or config.kafka.group)
     try:
         while not stop.is_set():
