@@ -159,11 +159,18 @@ def _capture(config: Config, with_kafka: bool = False) -> Capture:
         exclude_ports=(*config.capture.exclude_ports, *kafka_ports),
         node=config.node,
         header_cache=Path(config.capture.header_cache),
+        tls=config.capture.tls,
+        only_pids=config.capture.only_pids,
+        only_processes=config.capture.only_processes,
+        only_ports=config.capture.only_ports,
+        only_cgroups=config.capture.only_cgroups,
     )
     try:
         return Capture(options)
     except CaptureUnavailable as e:
         raise _Unavailable(str(e)) from None
+    except ValueError as e:  # a cgroup that does not exist
+        raise ConfigError(f"capture.only_cgroups: {e}") from None
 
 
 def _kafka_errors(action: Callable[[], object], config: Config) -> None:

@@ -28,6 +28,12 @@ class CaptureConfig:
     exclude_pids: tuple[int, ...] = ()  # besides the agent itself
     exclude_ports: tuple[int, ...] = ()  # besides the Kafka brokers' ports
     header_cache: str = "/var/cache/l7scope/headers"  # BTF-generated kernel headers
+    tls: bool = True  # OpenSSL plaintext through uprobes on every libssl found
+    # Allow-lists, checked in the kernel (empty: everything; all that are set must match).
+    only_pids: tuple[int, ...] = ()
+    only_processes: tuple[str, ...] = ()  # process names (comm)
+    only_ports: tuple[int, ...] = ()  # local or remote port
+    only_cgroups: tuple[str, ...] = ()  # cgroup v2 ids or paths (relative to the cgroup2 mount)
 
 
 @dataclass(frozen=True, slots=True)

@@ -51,6 +51,8 @@ AF_INET6 = 10
 _V4_MAPPED = b"\0" * 10 + b"\xff\xff"
 _IO = (Io.SEND, Io.RECV)
 _SOURCES = {s.value: s for s in Source}
+FILTER_TABLES = (b"l7_only_pids", b"l7_only_comms", b"l7_only_ports", b"l7_only_cgroups")  # enum l7_filter
+CGROUP2_MOUNTS = (Path("/sys/fs/cgroup/unified"), Path("/sys/fs/cgroup"))
 # Connections whose CLOSE we never saw are forgotten oldest-first past this many.
 MAX_TRACKED_CONNS = 262144
 
@@ -67,11 +69,16 @@ class CaptureOptions:
     exclude_pids: tuple[int, ...] = ()
     exclude_self: bool = True  # never trace the agent's own syscalls (its Kafka traffic, say)
     exclude_ports: tuple[int, ...] = ()  # connections with this local or remote port are dropped
+    # Allow-lists (empty: everything); all that are set must match, checked once per connection.
+    only_pids: tuple[int, ...] = ()
+    only_processes: tuple[str, ...] = ()  # process names (the main thread's comm, 15 characters)
+    only_ports: tuple[int, ...] = ()  # local or remote port
+    only_cgroups: tuple[str, ...] = ()  # cgroup v2 ids, or paths (absolute, or under the cgroup2 mount)
     header_cache: Path = Path("/var/cache/l7scope/kernel-headers")
 
     def __post_init__(self) -> None:
-        if not 64 <= self.copy_chunk <= 16384:
-            raise ValueError(f"copy_chunk={self.copy_chunk}: use 64..16384 bytes")
+        if not 64 <= self.copy_chunk <= 32768:
+            raise ValueError(f"copy_chunk={self.copy_chunk}: use 64..32768 bytes")
         if not 1 <= self.max_chunks <= 64:
             raise ValueError(f"max_chunks={self.max_chunks}: use 1..64")
         if not 1 <= self.max_iov <= 64:
@@ -130,6 +137,7 @@ class Capture:
             self.exclude_pid(pid)
         for port in options.exclude_ports:
             self.exclude_port(port)
+        self.set_filters(options.only_pids, options.only_processes, options.only_ports, options.only_cgroups)
         raw = self._raw
         # Near-zero work per event: copy the record out of the ring, decode after the drain.
         self._callback = lambda _ctx, data, size: raw.append(ctypes.string_at(data, size))
@@ -143,6 +151,28 @@ class Capture:
 
     def exclude_port(self, port: int) -> None:
         self._bpf[b"l7_excluded_ports"][ctypes.c_uint16(port)] = ctypes.c_uint8(1)
+
+    def set_filters(
+        self,
+        pids: tuple[int, ...] = (),
+        processes: tuple[str, ...] = (),
+        ports: tuple[int, ...] = (),
+        cgroups: tuple[str, ...] = (),
+    ) -> None:
+        """Replace the allow-lists; connections already bound keep the decision made for them."""
+        keys = (
+            [ctypes.c_uint32(p) for p in pids],
+            [comm_key(self._bpf[b"l7_only_comms"].Key, name) for name in processes],
+            [ctypes.c_uint16(p) for p in ports],
+            [ctypes.c_uint64(cgroup_id(c)) for c in cgroups],
+        )
+        on = self._bpf[b"l7_filter_on"]
+        for index, (table, wanted) in enumerate(zip(FILTER_TABLES, keys, strict=True)):
+            on[ctypes.c_int(index)] = ctypes.c_uint8(0)
+            self._bpf[table].clear()
+            for key in wanted:
+                self._bpf[table][key] = ctypes.c_uint8(1)
+            on[ctypes.c_int(index)] = ctypes.c_uint8(1 if wanted else 0)
 
     def poll(self) -> list[Fragment | ConnEvent]:
         """Drain what the ring holds now (never blocks) and return it in ring order."""
@@ -246,6 +276,25 @@ class EventDecoder:
             self._conns.pop(next(iter(self._conns)))
         self._conns[key] = info
         return info
+
+
+def comm_key(key_type: Any, name: str) -> Any:
+    key = key_type()
+    raw = name.encode()[:15]
+    ctypes.memmove(ctypes.addressof(key), raw, len(raw))
+    return key
+
+
+def cgroup_id(spec: str) -> int:
+    """A cgroup v2 id: given as a number, or the inode of the cgroup's directory."""
+    if spec.isdigit():
+        return int(spec)
+    for root in CGROUP2_MOUNTS:
+        path = Path(spec) if spec.startswith("/sys/") else root / spec.lstrip("/")
+        if path.is_dir():
+            return path.stat().st_ino
+    mounts = ", ".join(map(str, CGROUP2_MOUNTS))
+    raise ValueError(f"cgroup {spec!r}: no such cgroup v2 directory under {mounts}")
 
 
 def program_text() -> str:
