@@ -30,6 +30,9 @@ EXAMPLES = """examples:
   l7scope doctor --kafka                       ... and that the configured Kafka answers
   l7scope top                                  live per-endpoint RED view (keys: r rate, e errors, l latency)
   l7scope top --kafka                          the same from the records topic of a running pipeline
+  l7scope run --map-out map.svg                write the service map (.svg, .dot, .json) at exit
+  l7scope map --from records.jsonl -o map.svg  draw the service map of a JSON-lines records file
+  l7scope alerts check rules.yaml              validate an alert rules file (one line per problem)
 
 exit codes: 0 ok, 1 runtime failure, 2 usage/config/environment problem, 3 unreachable dependency
   (Kafka, OTLP). Logs are JSON lines when stderr is not a terminal.
@@ -51,6 +54,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     _add_export(run)
     run.add_argument("--duration", type=float, help="stop after this many seconds")
     run.add_argument("--no-table", action="store_true", help="do not print the live table")
+    run.add_argument("--map-out", metavar="FILE", help="write the service map at exit (.svg, .dot, .json)")
     run.add_argument(
         "--demo", action="store_true", help="also start a demo HTTP service and client on 127.0.0.1"
     )
@@ -75,6 +79,16 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     top = sub.add_parser("top", help="live per-endpoint RED view in the terminal (r/e/l sort, q quits)")
     top.add_argument("--kafka", action="store_true", help="read the records topic instead of capturing")
+
+    service_map = sub.add_parser("map", help="draw the service map from a JSON-lines records file")
+    service_map.add_argument("--from", dest="source", required=True, metavar="JSONL_FILE",
+                             help="records as `--export jsonl:FILE` writes them")  # fmt: skip
+    service_map.add_argument("--format", choices=("dot", "json", "svg"), help="default: from -o, else dot")
+    service_map.add_argument("-o", "--output", metavar="FILE", help="default: standard output")
+
+    alerts = sub.add_parser("alerts", help="alert rules: `alerts check RULES` validates a file")
+    alerts_sub = alerts.add_subparsers(dest="alerts_command", required=True)
+    alerts_sub.add_parser("check", help="validate a YAML rules file").add_argument("rules")
 
     args = parser.parse_args(argv)
     setup_logging(args.verbose)
@@ -108,6 +122,8 @@ def _apply_flags(config: Config, args: argparse.Namespace) -> Config:
         if kind != "jsonl" or not arg:
             raise ConfigError(f"--export {spec}: use jsonl:PATH (or jsonl:- for standard output)")
         export = dataclasses.replace(export, jsonl=arg)
+    if getattr(args, "map_out", None):
+        export = dataclasses.replace(export, map_out=args.map_out)
     if getattr(args, "no_table", False) or export.jsonl == "-":
         export = dataclasses.replace(export, live_table=False)
     return dataclasses.replace(config, export=export)
@@ -164,6 +180,7 @@ def _capture(config: Config, with_kafka: bool = False) -> Capture:
         only_processes=config.capture.only_processes,
         only_ports=config.capture.only_ports,
         only_cgroups=config.capture.only_cgroups,
+        services=config.capture.services,
     )
     try:
         return Capture(options)
@@ -254,6 +271,38 @@ def cmd_top(config: Config, args: argparse.Namespace) -> int:
     return run_top(embedded_feed(config, os.environ, _capture(config)), stop)
 
 
+def cmd_map(config: Config, args: argparse.Namespace) -> int:
+    from pipeline.topology import Topology, format_for, read_jsonl_records, render
+
+    try:
+        topology = Topology.from_records(read_jsonl_records(args.source))
+    except OSError as e:
+        raise _Unavailable(f"cannot read {args.source} ({e.strerror}): name a JSON-lines file") from None
+    except (ValueError, KeyError, TypeError) as e:
+        raise _Unavailable(
+            f"{args.source} is not a records file ({type(e).__name__}: {e}): write one with --export jsonl:F"
+        ) from None
+    fmt = args.format or (format_for(args.output, "dot") if args.output else "dot")
+    text = render(topology.snapshot(), fmt)
+    if args.output:
+        Path(args.output).write_text(text, encoding="utf-8")
+    else:
+        sys.stdout.write(text)
+    return EXIT_OK
+
+
+def cmd_alerts(config: Config, args: argparse.Namespace) -> int:
+    from pipeline.alert_rules import check_rules, load_rules
+
+    errors = check_rules(args.rules)
+    for error in errors:
+        print(f"{args.rules}: {error}", file=sys.stderr)
+    if errors:
+        return EXIT_FAILURE
+    print(f"{args.rules}: {len(load_rules(args.rules).rules)} rules OK")
+    return EXIT_OK
+
+
 COMMANDS: dict[str, Callable[[Config, argparse.Namespace], int]] = {
     "run": cmd_run,
     "agent": cmd_agent,
@@ -261,6 +310,8 @@ COMMANDS: dict[str, Callable[[Config, argparse.Namespace], int]] = {
     "replay": cmd_replay,
     "doctor": cmd_doctor,
     "top": cmd_top,
+    "map": cmd_map,
+    "alerts": cmd_alerts,
 }
 
 if __name__ == "__main__":

@@ -153,6 +153,9 @@ class _Checker:
         return seconds
 
     def number(self, key: str, value: Any, low: float, high: float, hint: str) -> float:
+        if value is None:
+            self.fail(key, f"missing: {hint}")
+            return 0.0
         if isinstance(value, bool) or not isinstance(value, int | float) or not low < value < high:
             self.fail(key, f"{value!r} is not a number between {low:g} and {high:g} (exclusive): {hint}")
             return 0.0
