@@ -25,6 +25,7 @@ EXAMPLES = """examples:
   OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:4318 l7scope run    spans to an OTLP collector
   l7scope agent                                capture -> Kafka (L7SCOPE_KAFKA_BOOTSTRAP=host:9092)
   l7scope pipeline                             Kafka -> spans/records (run several: a consumer group)
+  l7scope pipeline --group reparse-1 --from-time 2025-01-31T12:00:00Z   re-parse history from then
   l7scope replay capture.pcap --export jsonl:-  parse a capture file with the same pipeline
   l7scope doctor                               check privileges, kernel, BTF, tracefs, bcc, ring buffer
   l7scope doctor --kafka                       ... and that the configured Kafka answers
@@ -65,8 +66,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     pipe = sub.add_parser("pipeline", help="consume fragments from Kafka and export records")
     _add_export(pipe)
     pipe.add_argument("--group", help="consumer group (default from config: l7scope-pipeline)")
-    pipe.add_argument(
+    start = pipe.add_mutually_exclusive_group()
+    start.add_argument(
         "--from-latest", action="store_true", help="a new group starts at the end, not the start"
+    )
+    start.add_argument(
+        "--from-beginning", action="store_true", help="a new group re-parses all history (the default)"
+    )
+    start.add_argument(
+        "--from-time",
+        metavar="T",
+        help="a new group starts at time T (ISO-8601, e.g. 2025-01-31T12:00:00Z, or epoch seconds)",
     )
     pipe.add_argument("--duration", type=float, help="stop after this many seconds")
 
@@ -227,9 +237,23 @@ def cmd_agent(config: Config, args: argparse.Namespace) -> int:
 def cmd_pipeline(config: Config, args: argparse.Namespace) -> int:
     from pipeline.run import run_pipeline
 
+    if args.from_time is not None:
+        from pipeline.kafka_source import StartAt
+
+        try:
+            StartAt.parse_time(args.from_time)
+        except ValueError as e:
+            raise ConfigError(f"--from-time: {e}: use e.g. 2025-01-31T12:00:00Z or 1738324800") from None
     stop = _stop_event(args.duration)
     _kafka_errors(
-        lambda: run_pipeline(config, os.environ, stop, group=args.group, from_beginning=not args.from_latest),
+        lambda: run_pipeline(
+            config,
+            os.environ,
+            stop,
+            group=args.group,
+            from_beginning=not args.from_latest,
+            start_at=args.from_time,
+        ),
         config,
     )
     return 0

@@ -34,6 +34,7 @@ class CaptureConfig:
     only_processes: tuple[str, ...] = ()  # process names (comm)
     only_ports: tuple[int, ...] = ()  # local or remote port
     only_cgroups: tuple[str, ...] = ()  # cgroup v2 ids or paths (relative to the cgroup2 mount)
+    services: tuple[str, ...] = ()  # "process-or-container=service.name"; else pod labels, else the process
 
 
 @dataclass(frozen=True, slots=True)

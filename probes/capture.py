@@ -15,7 +15,7 @@ import socket
 import struct
 import subprocess
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +23,7 @@ from probes.errors import CaptureUnavailable
 from probes.existing import ExistingConnections
 from probes.fragment import ConnEvent, Fragment, Io, Source
 from probes.kernel_headers import prepare_headers
+from probes.labels import ProcessLabels
 from probes.procinfo import ProcessNames
 from probes.tls import TlsProbes
 from protocols.base import ConnInfo, Endpoint, Role
@@ -74,6 +75,7 @@ class CaptureOptions:
     only_processes: tuple[str, ...] = ()  # process names (the main thread's comm, 15 characters)
     only_ports: tuple[int, ...] = ()  # local or remote port
     only_cgroups: tuple[str, ...] = ()  # cgroup v2 ids, or paths (absolute, or under the cgroup2 mount)
+    services: tuple[str, ...] = ()  # "process-or-container-name=service.name" overrides
     header_cache: Path = Path("/var/cache/l7scope/kernel-headers")
 
     def __post_init__(self) -> None:
@@ -131,7 +133,10 @@ class Capture:
         self.load_seconds = time.monotonic() - started
         self._raw: list[bytes] = []
         # Before attaching: a connection opened from here on is seen from its handshake.
-        self._decoder = EventDecoder(options.node, existing=ExistingConnections.scan())
+        services = dict(item.partition("=")[::2] for item in options.services)
+        self._decoder = EventDecoder(
+            options.node, existing=ExistingConnections.scan(), labels=ProcessLabels(services)
+        )
         pids = set(options.exclude_pids) | ({os.getpid()} if options.exclude_self else set())
         for pid in pids:
             self.exclude_pid(pid)
@@ -211,9 +216,14 @@ class EventDecoder:
     """Ring records (bytes of `struct l7_event` + payload) -> ConnEvent/Fragment, tracking connections."""
 
     def __init__(
-        self, node: str, names: ProcessNames | None = None, existing: ExistingConnections | None = None
+        self,
+        node: str,
+        names: ProcessNames | None = None,
+        existing: ExistingConnections | None = None,
+        labels: ProcessLabels | None = None,
     ) -> None:
         self.node = node
+        self._labels = labels
         self._existing = existing
         self._conns: dict[tuple[int, int, int], ConnInfo] = {}
         self._names = names or ProcessNames()
@@ -235,6 +245,8 @@ class EventDecoder:
          family, lport, rport, _chunk, laddr, raddr, comm) = EVENT_HEADER.unpack_from(record)  # fmt: skip
         if kind == KIND_EXEC:
             self._names.forget(pid)  # a new program image: a new name
+            if self._labels is not None:
+                self._labels.forget(pid)
             self._execs.append(pid)
             return
         key = (pid, fd, gen)
@@ -272,6 +284,11 @@ class EventDecoder:
             process=self._names.name(pid, comm),
             node=self.node,
         )
+        if self._labels is not None:
+            lab = self._labels.get(pid, info.process)
+            info = replace(info, process=lab.process or info.process, container_id=lab.container_id,
+                           executable=lab.executable, service=lab.service, k8s_pod=lab.pod,
+                           k8s_namespace=lab.namespace, k8s_container=lab.container)  # fmt: skip
         if len(self._conns) >= MAX_TRACKED_CONNS:
             self._conns.pop(next(iter(self._conns)))
         self._conns[key] = info

@@ -26,6 +26,11 @@ def encode_conn(conn: ConnInfo) -> pb.Connection:
         process=conn.process,
         node=conn.node,
         container_id=conn.container_id,
+        executable=conn.executable,
+        service=conn.service,
+        k8s_pod=conn.k8s_pod,
+        k8s_namespace=conn.k8s_namespace,
+        k8s_container=conn.k8s_container,
     )
 
 
@@ -40,6 +45,11 @@ def decode_conn(m: pb.Connection) -> ConnInfo:
         process=m.process,
         node=m.node,
         container_id=m.container_id,
+        executable=m.executable,
+        service=m.service,
+        k8s_pod=m.k8s_pod,
+        k8s_namespace=m.k8s_namespace,
+        k8s_container=m.k8s_container,
     )
 
 

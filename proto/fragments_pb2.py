@@ -24,27 +24,27 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x0f\x66ragments.proto\x12\nl7scope.v1\"$\n\x08\x45ndpoint\x12\n\n\x02ip\x18\x01 \x01(\t\x12\x0c\n\x04port\x18\x02 \x01(\r\"\xe1\x01\n\nConnection\x12\x0f\n\x07\x63onn_id\x18\x01 \x01(\t\x12#\n\x05local\x18\x02 \x01(\x0b\x32\x14.l7scope.v1.Endpoint\x12$\n\x06remote\x18\x03 \x01(\x0b\x32\x14.l7scope.v1.Endpoint\x12\x1e\n\x04role\x18\x04 \x01(\x0e\x32\x10.l7scope.v1.Role\x12\x15\n\rrole_inferred\x18\x05 \x01(\x08\x12\x0b\n\x03pid\x18\x06 \x01(\r\x12\x0f\n\x07process\x18\x07 \x01(\t\x12\x0c\n\x04node\x18\x08 \x01(\t\x12\x14\n\x0c\x63ontainer_id\x18\t \x01(\t\"\x96\x01\n\x08\x46ragment\x12\x1a\n\x02io\x18\x01 \x01(\x0e\x32\x0e.l7scope.v1.Io\x12\x10\n\x08position\x18\x02 \x01(\x04\x12\x0e\n\x06length\x18\x03 \x01(\r\x12\x0c\n\x04\x64\x61ta\x18\x04 \x01(\x0c\x12\r\n\x05ts_ns\x18\x05 \x01(\x04\x12\x0b\n\x03tid\x18\x06 \x01(\r\x12\"\n\x06source\x18\x07 \x01(\x0e\x32\x12.l7scope.v1.Source\"?\n\x06\x43losed\x12\r\n\x05ts_ns\x18\x01 \x01(\x04\x12\x12\n\nsend_bytes\x18\x02 \x01(\x04\x12\x12\n\nrecv_bytes\x18\x03 \x01(\x04\"\xa0\x01\n\rFragmentBatch\x12\x16\n\x0eschema_version\x18\x01 \x01(\r\x12*\n\nconnection\x18\x02 \x01(\x0b\x32\x16.l7scope.v1.Connection\x12\'\n\tfragments\x18\x03 \x03(\x0b\x32\x14.l7scope.v1.Fragment\x12\"\n\x06\x63losed\x18\x04 \x01(\x0b\x32\x12.l7scope.v1.Closed*:\n\x04Role\x12\x10\n\x0cROLE_UNKNOWN\x10\x00\x12\x0f\n\x0bROLE_CLIENT\x10\x01\x12\x0f\n\x0bROLE_SERVER\x10\x02*\x1e\n\x02Io\x12\x0b\n\x07IO_SEND\x10\x00\x12\x0b\n\x07IO_RECV\x10\x01*R\n\x06Source\x12\x12\n\x0eSOURCE_SYSCALL\x10\x00\x12\x0e\n\nSOURCE_TLS\x10\x01\x12\x13\n\x0fSOURCE_SENDFILE\x10\x02\x12\x0f\n\x0bSOURCE_PCAP\x10\x03\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x0f\x66ragments.proto\x12\nl7scope.v1\"$\n\x08\x45ndpoint\x12\n\n\x02ip\x18\x01 \x01(\t\x12\x0c\n\x04port\x18\x02 \x01(\r\"\xc5\x02\n\nConnection\x12\x0f\n\x07\x63onn_id\x18\x01 \x01(\t\x12#\n\x05local\x18\x02 \x01(\x0b\x32\x14.l7scope.v1.Endpoint\x12$\n\x06remote\x18\x03 \x01(\x0b\x32\x14.l7scope.v1.Endpoint\x12\x1e\n\x04role\x18\x04 \x01(\x0e\x32\x10.l7scope.v1.Role\x12\x15\n\rrole_inferred\x18\x05 \x01(\x08\x12\x0b\n\x03pid\x18\x06 \x01(\r\x12\x0f\n\x07process\x18\x07 \x01(\t\x12\x0c\n\x04node\x18\x08 \x01(\t\x12\x14\n\x0c\x63ontainer_id\x18\t \x01(\t\x12\x12\n\nexecutable\x18\n \x01(\t\x12\x0f\n\x07service\x18\x0b \x01(\t\x12\x0f\n\x07k8s_pod\x18\x0c \x01(\t\x12\x15\n\rk8s_namespace\x18\r \x01(\t\x12\x15\n\rk8s_container\x18\x0e \x01(\t\"\x96\x01\n\x08\x46ragment\x12\x1a\n\x02io\x18\x01 \x01(\x0e\x32\x0e.l7scope.v1.Io\x12\x10\n\x08position\x18\x02 \x01(\x04\x12\x0e\n\x06length\x18\x03 \x01(\r\x12\x0c\n\x04\x64\x61ta\x18\x04 \x01(\x0c\x12\r\n\x05ts_ns\x18\x05 \x01(\x04\x12\x0b\n\x03tid\x18\x06 \x01(\r\x12\"\n\x06source\x18\x07 \x01(\x0e\x32\x12.l7scope.v1.Source\"?\n\x06\x43losed\x12\r\n\x05ts_ns\x18\x01 \x01(\x04\x12\x12\n\nsend_bytes\x18\x02 \x01(\x04\x12\x12\n\nrecv_bytes\x18\x03 \x01(\x04\"\xa0\x01\n\rFragmentBatch\x12\x16\n\x0eschema_version\x18\x01 \x01(\r\x12*\n\nconnection\x18\x02 \x01(\x0b\x32\x16.l7scope.v1.Connection\x12\'\n\tfragments\x18\x03 \x03(\x0b\x32\x14.l7scope.v1.Fragment\x12\"\n\x06\x63losed\x18\x04 \x01(\x0b\x32\x12.l7scope.v1.Closed*:\n\x04Role\x12\x10\n\x0cROLE_UNKNOWN\x10\x00\x12\x0f\n\x0bROLE_CLIENT\x10\x01\x12\x0f\n\x0bROLE_SERVER\x10\x02*\x1e\n\x02Io\x12\x0b\n\x07IO_SEND\x10\x00\x12\x0b\n\x07IO_RECV\x10\x01*R\n\x06Source\x12\x12\n\x0eSOURCE_SYSCALL\x10\x00\x12\x0e\n\nSOURCE_TLS\x10\x01\x12\x13\n\x0fSOURCE_SENDFILE\x10\x02\x12\x0f\n\x0bSOURCE_PCAP\x10\x03\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'fragments_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_ROLE']._serialized_start=678
-  _globals['_ROLE']._serialized_end=736
-  _globals['_IO']._serialized_start=738
-  _globals['_IO']._serialized_end=768
-  _globals['_SOURCE']._serialized_start=770
-  _globals['_SOURCE']._serialized_end=852
+  _globals['_ROLE']._serialized_start=778
+  _globals['_ROLE']._serialized_end=836
+  _globals['_IO']._serialized_start=838
+  _globals['_IO']._serialized_end=868
+  _globals['_SOURCE']._serialized_start=870
+  _globals['_SOURCE']._serialized_end=952
   _globals['_ENDPOINT']._serialized_start=31
   _globals['_ENDPOINT']._serialized_end=67
   _globals['_CONNECTION']._serialized_start=70
-  _globals['_CONNECTION']._serialized_end=295
-  _globals['_FRAGMENT']._serialized_start=298
-  _globals['_FRAGMENT']._serialized_end=448
-  _globals['_CLOSED']._serialized_start=450
-  _globals['_CLOSED']._serialized_end=513
-  _globals['_FRAGMENTBATCH']._serialized_start=516
-  _globals['_FRAGMENTBATCH']._serialized_end=676
+  _globals['_CONNECTION']._serialized_end=395
+  _globals['_FRAGMENT']._serialized_start=398
+  _globals['_FRAGMENT']._serialized_end=548
+  _globals['_CLOSED']._serialized_start=550
+  _globals['_CLOSED']._serialized_end=613
+  _globals['_FRAGMENTBATCH']._serialized_start=616
+  _globals['_FRAGMENTBATCH']._serialized_end=776
 # @@protoc_insertion_point(module_scope)

@@ -42,7 +42,7 @@ class Endpoint(_message.Message):
     def __init__(self, ip: _Optional[str] = ..., port: _Optional[int] = ...) -> None: ...
 
 class Connection(_message.Message):
-    __slots__ = ("conn_id", "local", "remote", "role", "role_inferred", "pid", "process", "node", "container_id")
+    __slots__ = ("conn_id", "local", "remote", "role", "role_inferred", "pid", "process", "node", "container_id", "executable", "service", "k8s_pod", "k8s_namespace", "k8s_container")
     CONN_ID_FIELD_NUMBER: _ClassVar[int]
     LOCAL_FIELD_NUMBER: _ClassVar[int]
     REMOTE_FIELD_NUMBER: _ClassVar[int]
@@ -52,6 +52,11 @@ class Connection(_message.Message):
     PROCESS_FIELD_NUMBER: _ClassVar[int]
     NODE_FIELD_NUMBER: _ClassVar[int]
     CONTAINER_ID_FIELD_NUMBER: _ClassVar[int]
+    EXECUTABLE_FIELD_NUMBER: _ClassVar[int]
+    SERVICE_FIELD_NUMBER: _ClassVar[int]
+    K8S_POD_FIELD_NUMBER: _ClassVar[int]
+    K8S_NAMESPACE_FIELD_NUMBER: _ClassVar[int]
+    K8S_CONTAINER_FIELD_NUMBER: _ClassVar[int]
     conn_id: str
     local: Endpoint
     remote: Endpoint
@@ -61,7 +66,12 @@ class Connection(_message.Message):
     process: str
     node: str
     container_id: str
-    def __init__(self, conn_id: _Optional[str] = ..., local: _Optional[_Union[Endpoint, _Mapping]] = ..., remote: _Optional[_Union[Endpoint, _Mapping]] = ..., role: _Optional[_Union[Role, str]] = ..., role_inferred: bool = ..., pid: _Optional[int] = ..., process: _Optional[str] = ..., node: _Optional[str] = ..., container_id: _Optional[str] = ...) -> None: ...
+    executable: str
+    service: str
+    k8s_pod: str
+    k8s_namespace: str
+    k8s_container: str
+    def __init__(self, conn_id: _Optional[str] = ..., local: _Optional[_Union[Endpoint, _Mapping]] = ..., remote: _Optional[_Union[Endpoint, _Mapping]] = ..., role: _Optional[_Union[Role, str]] = ..., role_inferred: bool = ..., pid: _Optional[int] = ..., process: _Optional[str] = ..., node: _Optional[str] = ..., container_id: _Optional[str] = ..., executable: _Optional[str] = ..., service: _Optional[str] = ..., k8s_pod: _Optional[str] = ..., k8s_namespace: _Optional[str] = ..., k8s_container: _Optional[str] = ...) -> None: ...
 
 class Fragment(_message.Message):
     __slots__ = ("io", "position", "length", "data", "ts_ns", "tid", "source")

@@ -89,6 +89,11 @@ class ConnInfo:
     process: str = ""
     node: str = ""
     container_id: str = ""
+    executable: str = ""  # path of the process's program
+    service: str = ""  # service.name: config mapping, pod labels, or the process name
+    k8s_pod: str = ""
+    k8s_namespace: str = ""
+    k8s_container: str = ""
 
     @property
     def client(self) -> Endpoint:
