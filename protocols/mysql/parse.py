@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import codecs
 import re
 import zlib
 
@@ -46,10 +47,22 @@ _SQL_START = frozenset(b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ(/-
 _REQ_CANDIDATE = re.compile(rb"(?=[\s\S]{3}\x00[\x01-\x1f])")
 _RESP_CANDIDATE = re.compile(rb"(?=[\s\S]{3}[\x00\x01])")
 _SCAN_LIMIT = 4096  # candidate offsets examined per find_boundary call
+_NAMED_COMMANDS = (0x04, 0x11)  # FIELD_LIST, CHANGE_USER (CREATE_DB/DROP_DB: gone since MySQL 8.0)
+_NAMED_MAX = 4096  # a named command's packet: names and a wildcard, never large
+_OK_MAX = 256  # an OK packet longer than this is no sign of MySQL in bytes of unknown origin
 
 
 def _plen(b: bytes | memoryview, i: int = 0) -> int:
     return b[i] | (b[i + 1] << 8) | (b[i + 2] << 16)
+
+
+def _utf8(b: bytes) -> bool:
+    """Valid UTF-8, allowing a character cut at the end of the view."""
+    try:
+        codecs.getincrementaldecoder("utf-8")().decode(b, final=False)
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 def _printable(b: bytes) -> bool:
@@ -64,6 +77,9 @@ def _plausible_command(b: bytes) -> bool:
     cmd = b[4]
     if length == 0 or cmd not in COMMAND_NAMES:
         return False
+    nxt = 4 + length
+    if len(b) >= nxt + 5 and (b[nxt + 3] != 0 or b[nxt + 4] not in COMMAND_NAMES):
+        return False  # the next request packet, when in view, must be a command too
     fixed = _FIXED_LENGTH.get(cmd)
     if fixed is not None:
         return length in fixed if isinstance(fixed, tuple) else length == fixed
@@ -76,7 +92,12 @@ def _plausible_command(b: bytes) -> bool:
         return 2 <= length <= 1 + NAME_CAP and _printable(body)
     if cmd == 0x17:  # COM_STMT_EXECUTE: id(4) flags(1) iterations(4)=1
         return length >= 10 and (len(b) < 14 or b[10:14] == b"\x01\x00\x00\x00")
-    return length < 1 << 20
+    if cmd in _NAMED_COMMANDS:  # a table, schema or user name comes first
+        end = body.find(b"\x00")
+        name = body if end < 0 else body[:end]
+        return 2 <= length <= _NAMED_MAX and len(name) > 0 and _printable(name) and _utf8(name)
+    # SEND_LONG_DATA, BINLOG_DUMP, CREATE_DB, DROP_DB: too weak or too rare a sign in unknown bytes.
+    return False
 
 
 def _plausible_handshake_response(b: bytes) -> bool:
@@ -123,7 +144,11 @@ def _plausible_first_response(b: bytes) -> bool:
     if first == 0xFF:
         return _plausible_err(b)
     if first == 0x00:
-        return 7 <= length <= 0xFFFF
+        # An OK answering a command is short; what follows it is the next answer (seq 1) or more results.
+        if not 7 <= length <= _OK_MAX:
+            return False
+        nxt = 4 + length
+        return len(b) < nxt + 5 or b[nxt + 3] in (1, 2)
     if 1 <= first <= 0xFA and length == 1:  # column count; the first column definition follows with seq 2
         if len(b) >= 9 and b[8] != 2:
             return False
