@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 from kafka import KafkaConsumer, TopicPartition
@@ -86,3 +90,21 @@ def test_sink_drops_past_its_bound_and_counts(kafka_bootstrap: str, kafka_topic:
     assert published + dropped == 50 and dropped > 0 and published >= 1
     assert sink.sender.outstanding_bytes == 0  # every in-flight message was released
     assert len(_consume(kafka_bootstrap, topic, published)) == published
+
+
+def test_example_consumer_prints_records(kafka_bootstrap: str, kafka_topic: Callable[..., str]) -> None:
+    topic = kafka_topic(partitions=2)
+    sink = RecordsSink(KafkaConfig(bootstrap=kafka_bootstrap, records_topic=topic), Health())
+    sink.export([record(1, "checkout"), record(2, "mariadbd", error="1064"), record(1, "checkout")])
+    sink.close()
+    root = Path(__file__).resolve().parents[2]
+    out = subprocess.run(
+        [sys.executable, str(root / "examples" / "records_consumer.py"), "--bootstrap", kafka_bootstrap,
+         "--topic", topic, "--timeout-s", "3"],
+        capture_output=True, text=True, timeout=60, env=os.environ | {"PYTHONPATH": str(root)},
+    )  # fmt: skip
+    lines = sorted(out.stdout.splitlines())
+    assert len(lines) == 2, out  # the duplicate record id is printed once
+    assert lines[0].split()[:4] == ["checkout", "server", "http", "GET"]
+    assert lines[1].split()[:2] == ["mariadbd", "server"] and " 1064 " in lines[1]
+    assert "127.0.0.1:50002 -> 127.0.0.1:8080" in lines[1]
