@@ -265,7 +265,13 @@ def cmd_replay(config: Config, args: argparse.Namespace) -> int:
 
     if not os.path.exists(args.file):
         raise _Unavailable(f"{args.file} does not exist: name a pcap or pcapng file")
-    health = run_replay(read_pcap(args.file), config, os.environ)
+    from l7scope.progress import ProgressBar
+
+    bar = ProgressBar(sys.stderr)  # draws only on a terminal; the summary line below is always printed
+    try:
+        health = run_replay(read_pcap(args.file, bar if bar.enabled else None), config, os.environ)
+    finally:
+        bar.close()
     print(
         f"l7scope: {health.total('exchanges')} exchanges, {health.total('parse_errors')} parse errors",
         file=sys.stderr,
