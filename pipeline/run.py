@@ -104,17 +104,48 @@ def close_all(table: ConnTable, exporters: list[Exporter]) -> None:
 
 
 def drain_forever(
-    capture: Capture, sink: Callable[[list[Batch]], None], stop: threading.Event, interval_s: float
+    capture: Capture,
+    sink: Callable[[list[Batch]], None],
+    stop: threading.Event,
+    interval_s: float,
+    health: Health | None = None,
 ) -> None:
     """The agent's drain loop: on a timer (the ring is written without wake-ups), never blocking."""
     batcher = Batcher()
+    losses = CaptureLosses(capture, health)
     while not stop.is_set():
         started = time.monotonic()
         batches = batcher.group(capture.poll())
         if batches:
             sink(batches)
+        losses.update(started)
         stop.wait(max(0.0, interval_s - (time.monotonic() - started)))
     sink(batcher.group(capture.poll()))
+    losses.update(float("inf"))
+
+
+class CaptureLosses:
+    """The kernel's loss counters (probes.capture.CaptureStats) into Health, as deltas, twice a second."""
+
+    FIELDS = (("capture_lost_events", "lost_events"), ("capture_lost_bytes", "lost_bytes"),
+              ("capture_truncated", "truncated"))  # fmt: skip
+
+    def __init__(self, capture: Capture, health: Health | None, every_s: float = 0.5) -> None:
+        self._stats = getattr(capture, "stats", None) if health is not None else None
+        self._health = health
+        self._every = every_s
+        self._next = 0.0
+        self._last: dict[str, int] = {}
+
+    def update(self, now: float) -> None:
+        if self._stats is None or self._health is None or now < self._next:
+            return
+        self._next = now + self._every
+        stats = self._stats()
+        for counter, field in self.FIELDS:
+            value = getattr(stats, field)
+            self._health.count(counter, "kernel", value - self._last.get(field, 0))
+            self._last[field] = value
 
 
 def run_embedded(
@@ -141,7 +172,7 @@ def run_embedded(
 
     agent = threading.Thread(
         target=drain_forever,
-        args=(capture, enqueue, stop, config.capture.drain_interval_ms / 1000),
+        args=(capture, enqueue, stop, config.capture.drain_interval_ms / 1000, health),
         daemon=True,
     )
     table, exporters = new_table(config, health), build_exporters(config, env, health)
@@ -176,6 +207,7 @@ def run_embedded(
 def render(live: LiveTable, health: Health, out: IO[str]) -> None:
     lost = health.total("capture_lost_events") + health.total("dropped_batches")
     footer = f"parse errors {health.total('parse_errors')}  gaps {health.total('gaps')}  dropped {lost}"
+    footer += f"  truncated {health.total('capture_truncated')}"
     clear = "\x1b[H\x1b[2J" if out.isatty() else ""
     out.write(f"{clear}{time.strftime('%H:%M:%S')}  l7scope\n{live.render(footer=footer)}\n\n")
     out.flush()
@@ -184,19 +216,18 @@ def render(live: LiveTable, health: Health, out: IO[str]) -> None:
 def run_agent(
     config: Config, capture: Capture, stop: threading.Event, health: Health | None = None
 ) -> Health:
-    """Capture -> Kafka: the per-node half of the scale-out path."""
-    from pipeline.kafka_source import ensure_topics
+    """Capture -> Kafka: the per-node half of the scale-out path; starts (and drains) without a broker."""
     from probes.publisher import KafkaPublisher
 
     health = health or Health()
-    ensure_topics(config.kafka, config.kafka.fragments_topic)
-    publisher = KafkaPublisher(config.kafka, health)
+    publisher = KafkaPublisher(config.kafka, health)  # connects and creates the topic in the background
     log.info("capturing: publishing to %s at %s", config.kafka.fragments_topic, config.kafka.bootstrap)
     try:
-        drain_forever(capture, publisher.publish, stop, config.capture.drain_interval_ms / 1000)
+        drain_forever(capture, publisher.publish, stop, config.capture.drain_interval_ms / 1000, health)
     finally:
         capture.close()
         publisher.close()
+        log.info("agent stopped: %s", {k: v for k, v in health.snapshot().items() if k[1] == "kafka"})
     return health
 
 
@@ -207,23 +238,67 @@ def run_pipeline(
     group: str | None = None,
     from_beginning: bool = True,
     health: Health | None = None,
+    start_at: str | None = None,
+    extra_exporters: Iterable[Exporter] = (),
+    commit_interval_s: float = 1.0,
 ) -> Health:
-    """Kafka -> records -> exporters, as one member of the consumer group; at-least-once."""
-    from pipeline.kafka_source import KafkaSource, ensure_topics
+    """Kafka -> records -> exporters, as one member of the consumer group; at-least-once.
+
+    `start_at` (ISO-8601 or epoch seconds) starts partitions the group has no offset for at that time.
+    Offsets are committed after the records were handed to (and flushed by) every exporter, held back
+    to the earliest message an unfinished connection still needs, so a crash re-reads, never skips.
+    """
+    from pipeline.kafka_source import KafkaSource, StartAt, ensure_topics
 
     health = health or Health()
     ensure_topics(config.kafka, config.kafka.fragments_topic)
-    source = KafkaSource(config.kafka, health, group=group, from_beginning=from_beginning)
     table, exporters = new_table(config, health), build_exporters(config, env, health, consuming=True)
+    exporters.extend(extra_exporters)
+
+    def export(records: list[L7Record], durable: bool) -> None:
+        for exporter in exporters:
+            exporter.export(records)
+        for exporter in exporters if durable else ():  # e.g. the records topic: acked before a commit
+            flush = getattr(exporter, "flush", None)
+            if flush is not None:
+                flush()
+
+    def on_revoked(partitions: set[int]) -> dict[int, int | None]:
+        needed = {p: table.low_water(p) for p in partitions}  # before the flush forgets them
+        export(table.flush_partitions(partitions), durable=True)
+        return needed  # the source commits these before the partitions move
+
+    if start_at is not None:
+        start = StartAt.parse_time(start_at)
+    else:
+        start = StartAt("earliest" if from_beginning else "latest")
+    source = KafkaSource(config.kafka, health, group=group, start=start, on_revoked=on_revoked)
     log.info("consuming %s as group %s", config.kafka.fragments_topic, group or config.kafka.group)
+    next_commit = time.monotonic() + commit_interval_s
+    next_expire = time.monotonic() + config.export.refresh_seconds
     try:
         while not stop.is_set():
-            batches = source.poll()
-            if batches:
-                process(batches, table, exporters)
-                source.commit()  # only after the records were handed to every exporter
+            messages = source.poll()
+            for exporter in exporters:  # connection-level observers (the service map) see every batch
+                observe = getattr(exporter, "observe", None)
+                if observe is not None and messages:
+                    observe([m.batch for m in messages])
+            records = [r for m in messages for r in table.apply(m.batch, m.partition, m.offset)]
+            now = time.monotonic()
+            if now >= next_expire:
+                next_expire = now + config.export.refresh_seconds
+                records += table.expire()
+            export(records, durable=now >= next_commit)
+            if now >= next_commit:
+                next_commit = now + commit_interval_s
+                source.commit({p: table.low_water(p) for p in source.assignment})
     finally:
+        needed = {p: table.low_water(p) for p in source.assignment}
         close_all(table, exporters)
+        try:
+            source.commit(needed)
+        except Exception as e:  # the group may be mid-rebalance: the next owner re-reads, never skips
+            log.warning("final commit failed: %s", e)
         source.close()
     return health
 

@@ -132,6 +132,7 @@ class Capture:
             ) from exc
         self.load_seconds = time.monotonic() - started
         self._raw: list[bytes] = []
+        self.records_read = 0  # ring records drained: equals stats().events once the ring is empty
         # Before attaching: a connection opened from here on is seen from its handshake.
         services = dict(item.partition("=")[::2] for item in options.services)
         self._decoder = EventDecoder(
@@ -186,6 +187,7 @@ class Capture:
         if self._raw:
             records = self._raw[:]
             self._raw.clear()
+            self.records_read += len(records)
             out = self._decoder.decode(records)
         if self.options.tls:
             execs = self._decoder.take_execs()
