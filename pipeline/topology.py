@@ -53,7 +53,7 @@ class Edge:
             return f"{proto}  {self.connections} conn  {_size(self.request_bytes + self.response_bytes)}"
         return (
             f"{proto}  {self.rate_per_s:.2f} req/s  err {self.error_ratio * 100:.1f}%  "
-            f"p50 {self.p50_ms:.1f} ms"
+            f"p50 {self.p50_ms:.2f} ms"
         )
 
 

@@ -31,7 +31,11 @@ def _edge_lines(e: Edge) -> tuple[str, str]:
     proto = "/".join(e.protocols) or "tcp"
     if not e.requests:
         return f"{proto} · {e.connections} conn", f"{e.request_bytes + e.response_bytes} bytes"
-    return f"{proto} · {e.rate_per_s:.2f} req/s", f"err {e.error_ratio * 100:.1f}% · p50 {e.p50_ms:.1f} ms"
+    return f"{proto} · {e.rate_per_s:.2f} req/s", f"err {e.error_ratio * 100:.1f}% · p50 {_ms(e.p50_ms)} ms"
+
+
+def _ms(value: float) -> str:
+    return f"{value:.2f}" if value < 10 else f"{value:.0f}"
 
 
 def to_svg(m: ServiceMap) -> str:
@@ -45,7 +49,7 @@ def to_svg(m: ServiceMap) -> str:
         for row, s in enumerate(names):
             boxes[s] = (MARGIN + col * (box_w + LAYER_GAP), MARGIN + 20 + row * (BOX_H + ROW_GAP))
     width = MARGIN * 2 + (max(columns, default=0) + 1) * (box_w + LAYER_GAP) - LAYER_GAP
-    height = MARGIN * 2 + 40 + max((len(v) for v in columns.values()), default=1) * (BOX_H + ROW_GAP)
+    height = MARGIN * 2 + 90 + max((len(v) for v in columns.values()), default=1) * (BOX_H + ROW_GAP)
     out = [
         f"<svg xmlns='http://www.w3.org/2000/svg' width='{width:.0f}' height='{height:.0f}' "
         f"viewBox='0 0 {width:.0f} {height:.0f}' {FONT} font-size='12'>",
@@ -83,7 +87,7 @@ def _arrow(e: Edge, boxes: dict[str, tuple[float, float]], box_w: float) -> list
         x1, y1, x2, y2 = cx + box_w / 2, cy + BOX_H, sx + box_w / 3, sy + BOX_H
         drop = max(y1, y2) + ROW_GAP * 0.8
         path = f"M{x1:.0f},{y1:.0f} C{x1:.0f},{drop:.0f} {x2:.0f},{drop:.0f} {x2:.0f},{y2:.0f}"
-        lx, ly = (x1 + x2) / 2, drop
+        lx, ly = (x1 + x2) / 2, drop + 36  # the label goes under the loop, not across it
     return [
         f"<path d='{path}' fill='none' stroke='{color}' stroke-width='1.6' marker-end='url(#arrow)'/>",
         f"<text x='{lx:.0f}' y='{ly - 18:.0f}' text-anchor='middle' fill='{color}'>{escape(top)}</text>",

@@ -127,11 +127,12 @@ def service(work: Path) -> Iterator[tuple[int, int]]:
 
 
 @contextmanager
-def l7scope_run(env: dict[str, str]) -> Iterator[list[str]]:
-    """`l7scope run`, its stderr drained into a list by a thread (a full pipe would block it)."""
+def l7scope_run(env: dict[str, str], *args: str) -> Iterator[list[str]]:
+    """`l7scope run ARGS`, its stderr drained into a list by a thread (a full pipe would block it)."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "l7scope.cli", "run", "--no-table"], env=env, stderr=subprocess.PIPE, text=True
-    )
+        [sys.executable, "-m", "l7scope.cli", "run", "--no-table", *args],
+        env=env, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
     lines: list[str] = []
     ready = threading.Event()
 
