@@ -1,0 +1,416 @@
+"""Records -> RED metrics (duration and body-size histograms) and pipeline health, via the OpenTelemetry SDK.
+
+Per-service identity: one MeterProvider for the whole pipeline; while recording, `service.name` and
+`host.name` ride on each point, and `split_by_service` moves them onto one Resource per service just
+before OTLP export (where the semantic conventions put them), while Prometheus, where one target
+exposes many services, keeps them as `service_name`/`host_name` labels. One provider means the SDK's
+own readers unchanged (PeriodicExportingMetricReader, PrometheusMetricReader), one export thread and
+one request per interval however many services there are; the number of services is bounded.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import socket
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from opentelemetry import trace
+from opentelemetry.context import Context
+from opentelemetry.metrics import CallbackOptions, Observation
+from opentelemetry.sdk.metrics import (
+    AlwaysOffExemplarFilter,
+    Counter,
+    Histogram,
+    MeterProvider,
+    ObservableCounter,
+    ObservableGauge,
+    ObservableUpDownCounter,
+    TraceBasedExemplarFilter,
+    UpDownCounter,
+)
+from opentelemetry.sdk.metrics.export import (
+    AggregationTemporality,
+    Metric,
+    MetricExporter,
+    MetricExportResult,
+    MetricReader,
+    MetricsData,
+    PeriodicExportingMetricReader,
+    ResourceMetrics,
+    ScopeMetrics,
+)
+from opentelemetry.sdk.metrics.view import ExplicitBucketHistogramAggregation, View
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
+
+from pipeline.health import Health
+from pipeline.otlp import OtlpEndpoint, span_ids
+from protocols.base import AttrValue, ConnInfo, L7Record
+
+log = logging.getLogger("l7scope.metrics")
+
+SCOPE, VERSION = "l7scope", "0.1.0"
+# The semantic conventions' advice for HTTP, RPC and database duration histograms (seconds).
+DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0)
+DURATION_METRICS = (
+    "http.server.request.duration",
+    "http.client.request.duration",
+    "rpc.server.call.duration",
+    "rpc.client.call.duration",
+    "db.client.operation.duration",
+)
+# The conventions give no advice for body sizes: powers of four from 0 B to 16 MiB.
+SIZE_BUCKETS = (
+    0.0,
+    64.0,
+    256.0,
+    1024.0,
+    4096.0,
+    16384.0,
+    65536.0,
+    262144.0,
+    1048576.0,
+    4194304.0,
+    16777216.0,
+)
+BODY_SIZES = ("request.body.size", "response.body.size")
+RESOURCE_KEYS = ("service.name", "host.name")  # carried on points, moved onto Resources for OTLP
+OVERFLOW_SERVICE = "l7scope.overflow"  # services past `max_services` share this name
+
+Temporality = dict[type, AggregationTemporality]
+CUMULATIVE: Temporality = {
+    kind: AggregationTemporality.CUMULATIVE
+    for kind in (
+        Counter, UpDownCounter, Histogram, ObservableCounter, ObservableUpDownCounter, ObservableGauge,
+    )
+}  # fmt: skip
+
+
+def views() -> list[View]:
+    """Every `*.duration` histogram in seconds gets the conventions' buckets; `*.body.size` in bytes, ours."""
+    return [
+        View(
+            instrument_type=Histogram, instrument_name="*.duration", instrument_unit="s",
+            aggregation=ExplicitBucketHistogramAggregation(DURATION_BUCKETS),
+        ),
+        View(
+            instrument_type=Histogram, instrument_name="*.body.size", instrument_unit="By",
+            aggregation=ExplicitBucketHistogramAggregation(SIZE_BUCKETS),
+        ),
+    ]  # fmt: skip
+
+
+def build_meter_provider(
+    readers: Sequence[MetricReader], node: str = "", exemplars: bool = True
+) -> MeterProvider:
+    """The pipeline's MeterProvider: its own Resource is l7scope's (health metrics stay on it)."""
+    resource = Resource.create({"service.name": "l7scope", "host.name": node or socket.gethostname()})
+    return MeterProvider(
+        metric_readers=list(readers), resource=resource, views=views(),
+        exemplar_filter=TraceBasedExemplarFilter() if exemplars else AlwaysOffExemplarFilter(),
+    )  # fmt: skip
+
+
+# -- per record ------------------------------------------------------------------------------------
+
+
+def metric_attributes(record: L7Record) -> dict[str, AttrValue]:
+    """The record's low-cardinality keys, plus `error.type` when it failed."""
+    attrs = {k: record.attributes[k] for k in record.metric_attributes if k in record.attributes}
+    if record.error_type is not None:
+        attrs["error.type"] = record.error_type
+    return attrs
+
+
+def body_size_metrics(metric: str) -> tuple[tuple[str, str], ...]:
+    """(attribute key, metric name) pairs for a request-duration metric: `http.server.request.body.size`."""
+    if not metric.endswith(".request.duration"):
+        return ()
+    namespace, prefix = metric.split(".", 1)[0], metric.removesuffix(".request.duration")
+    return tuple((f"{namespace}.{size}", f"{prefix}.{size}") for size in BODY_SIZES)
+
+
+def exemplar_context(record: L7Record) -> Context:
+    """A context holding the record's span (the ids of its exported span): the SDK's exemplars point at it."""
+    trace_id, span_id, _ = span_ids(record)
+    span = SpanContext(
+        trace_id=int.from_bytes(trace_id, "big"), span_id=int.from_bytes(span_id, "big"), is_remote=True,
+        trace_flags=TraceFlags(TraceFlags.SAMPLED),
+    )  # fmt: skip
+    return trace.set_span_in_context(NonRecordingSpan(span))
+
+
+# -- health -> observations ------------------------------------------------------------------------
+
+Snapshot = Mapping[tuple[str, str, str], int]
+Observed = list[tuple[int, dict[str, str]]]
+
+
+def _attrs(**kv: str) -> dict[str, str]:
+    return {k.replace("_", "."): v for k, v in kv.items() if v}
+
+
+def dropped(snapshot: Snapshot) -> Observed:
+    """Events the kernel ring had no room for, and batches dropped on the way (queue full, Kafka down)."""
+    out: Observed = []
+    for (name, label, reason), value in snapshot.items():
+        if name == "capture_lost_events":
+            out.append((value, _attrs(l7scope_stage=label or "kernel", reason=reason)))
+        elif name == "dropped_batches":
+            out.append((value, _attrs(l7scope_stage=label, reason=reason)))
+    return out
+
+
+def by_protocol(counter: str) -> Callable[[Snapshot], Observed]:
+    def pick(snapshot: Snapshot) -> Observed:
+        return [
+            (v, _attrs(protocol=label, reason=r)) for (n, label, r), v in snapshot.items() if n == counter
+        ]
+
+    return pick
+
+
+HEALTH_COUNTERS: tuple[tuple[str, str, str, Callable[[Snapshot], Observed]], ...] = (
+    ("l7scope.capture.dropped", "{item}", "events lost in the kernel ring and batches dropped", dropped),
+    ("l7scope.parse.errors", "{error}", "bytes no parser could read", by_protocol("parse_errors")),
+    ("l7scope.gaps", "{gap}", "holes in a captured byte stream", by_protocol("gaps")),
+)
+
+
+# -- the exporter ----------------------------------------------------------------------------------
+
+
+@dataclass
+class RedMetrics:
+    """The records exporter that feeds the histograms; readers on `provider` decide where they go."""
+
+    provider: MeterProvider
+    health: Health | None = None
+    service_names: Mapping[str, str] = field(default_factory=dict)  # process name -> service.name
+    exemplars: bool = True
+    max_services: int = 256
+
+    def __post_init__(self) -> None:
+        self._meter = self.provider.get_meter(SCOPE, VERSION)
+        self._histograms: dict[tuple[str, str], Any] = {}
+        self._services: dict[tuple[str, str], dict[str, AttrValue]] = {}  # (process, node) -> resource keys
+        self._body_sizes: dict[str, tuple[tuple[str, str], ...]] = {}
+        self._lag: dict[tuple[str, int], int] = {}
+        self._truncated = self._meter.create_counter(
+            "l7scope.capture.truncated", "{exchange}", "exchanges whose payload was only partly captured"
+        )
+        self._degraded = self._meter.create_counter(
+            "l7scope.exchanges.degraded", "{exchange}", "exchanges parsed without full state"
+        )
+        for name, unit, description, pick in HEALTH_COUNTERS:
+            self._meter.create_observable_counter(name, [self._observe(pick)], unit, description)
+        self._meter.create_observable_gauge(
+            "l7scope.consumer.lag",
+            [self._observe_lag],
+            "{message}",
+            "records behind the log end, per partition",
+        )
+
+    def _service(self, conn: ConnInfo) -> dict[str, AttrValue]:
+        key = (conn.process, conn.node)
+        attrs = self._services.get(key)
+        if attrs is None:
+            if len(self._services) < self.max_services:
+                name = self.service_names.get(conn.process) or conn.process or "unknown_service"
+            else:  # bounded: a host full of short-lived processes must not grow metric streams forever
+                name = OVERFLOW_SERVICE
+                if self.health is not None:
+                    self.health.count("metrics_services_overflow", "metrics")
+            attrs = self._services[key] = {"service.name": name, "host.name": conn.node or "unknown"}
+        return attrs
+
+    def _histogram(self, name: str, unit: str) -> Any:
+        hist = self._histograms.get((name, unit))
+        if hist is None:
+            hist = self._histograms[(name, unit)] = self._meter.create_histogram(name, unit)
+        return hist
+
+    def _observe(
+        self, pick: Callable[[Snapshot], Observed]
+    ) -> Callable[[CallbackOptions], Iterable[Observation]]:
+        def callback(options: CallbackOptions) -> Iterable[Observation]:
+            snapshot = self.health.snapshot() if self.health is not None else {}
+            return [Observation(v, a) for v, a in pick(snapshot)]
+
+        return callback
+
+    def _observe_lag(self, options: CallbackOptions) -> Iterable[Observation]:
+        return [
+            Observation(v, {"messaging.destination.name": t, "messaging.destination.partition.id": str(p)})
+            for (t, p), v in list(self._lag.items())
+        ]
+
+    def set_consumer_lag(self, topic: str, partition: int, lag: int) -> None:
+        """The hook a Kafka source calls after a poll: messages between its position and the log end."""
+        self._lag[(topic, partition)] = lag
+
+    def export(self, records: list[L7Record]) -> None:
+        for r in records:
+            attrs = self._service(r.conn) | metric_attributes(r)
+            ctx = exemplar_context(r) if self.exemplars else None
+            self._histogram(r.metric, "s").record(r.duration_s, attrs, context=ctx)
+            sizes = self._body_sizes.get(r.metric)
+            if sizes is None:
+                sizes = self._body_sizes[r.metric] = body_size_metrics(r.metric)
+            for key, name in sizes:
+                size = r.attributes.get(key)
+                if isinstance(size, int) and not isinstance(size, bool) and size >= 0:
+                    self._histogram(name, "By").record(size, attrs, context=ctx)
+            if r.truncated:
+                self._truncated.add(1, {"protocol": r.protocol, "reason": "record"})
+            if r.degraded:
+                self._degraded.add(1, {"protocol": r.protocol, "reason": "record"})
+
+    def close(self) -> None:
+        """Readers flush (a last OTLP export) and stop (the Prometheus endpoint closes)."""
+        self.provider.shutdown(timeout_millis=10_000)
+
+
+# -- OTLP -------------------------------------------------------------------------------------------
+
+
+def split_by_service(data: MetricsData) -> MetricsData:
+    """Moves RESOURCE_KEYS from points onto one Resource per service; points without them keep theirs."""
+    resources: dict[tuple[tuple[str, Any], ...], dict[Any, dict[Any, list[Any]]]] = {}
+    schema: dict[Any, str] = {}
+    for rm in data.resource_metrics:
+        base = dict(rm.resource.attributes)
+        for sm in rm.scope_metrics:
+            schema[sm.scope] = sm.schema_url
+            for m in sm.metrics:
+                for p in m.data.data_points:
+                    attrs = dict(p.attributes or {})
+                    moved = {k: attrs.pop(k) for k in RESOURCE_KEYS if k in attrs}
+                    key = tuple(sorted((base | moved).items()))
+                    metric_key = (m.name, m.description, m.unit, id(m.data))
+                    scopes = resources.setdefault(key, {})
+                    metrics = scopes.setdefault(sm.scope, {})
+                    metrics.setdefault(metric_key, [m]).append(dataclasses.replace(p, attributes=attrs))
+    return MetricsData(
+        resource_metrics=[
+            ResourceMetrics(
+                resource=Resource(dict(key)),
+                scope_metrics=[
+                    ScopeMetrics(
+                        scope=scope,
+                        metrics=[
+                            Metric(
+                                m.name, m.description, m.unit, dataclasses.replace(m.data, data_points=pts)
+                            )
+                            for m, *pts in metrics.values()
+                        ],
+                        schema_url=schema[scope],
+                    )
+                    for scope, metrics in scopes.items()
+                ],
+                schema_url="",
+            )
+            for key, scopes in resources.items()
+        ]
+    )
+
+
+class ByServiceExporter(MetricExporter):
+    """Wraps the SDK's OTLPMetricExporter: one Resource per service, health counted per export."""
+
+    def __init__(self, inner: MetricExporter, health: Health | None = None) -> None:
+        super().__init__(
+            preferred_temporality=inner._preferred_temporality,
+            preferred_aggregation=inner._preferred_aggregation,
+        )
+        self.inner, self.health = inner, health
+
+    def export(
+        self, metrics_data: MetricsData, timeout_millis: float = 10_000, **kwargs: Any
+    ) -> MetricExportResult:
+        try:
+            result = self.inner.export(split_by_service(metrics_data), timeout_millis=timeout_millis)
+        except Exception as e:  # a collector that is down must not stop the pipeline
+            log.warning("OTLP metric export failed: %s", e)
+            result = MetricExportResult.FAILURE
+        if self.health is not None:
+            if result is MetricExportResult.SUCCESS:
+                self.health.count("exported", "otlp_metrics")
+            else:
+                self.health.count("export_failed", "otlp_metrics")
+        return result
+
+    def force_flush(self, timeout_millis: float = 10_000) -> bool:
+        return self.inner.force_flush(timeout_millis)
+
+    def shutdown(self, timeout_millis: float = 30_000, **kwargs: Any) -> None:
+        self.inner.shutdown(timeout_millis=timeout_millis)
+
+
+def temporality_preference(env: Mapping[str, str]) -> Temporality:
+    """OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE: cumulative (default), delta or lowmemory."""
+    choice = env.get("OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE", "cumulative").strip().lower()
+    delta = {"delta": (Counter, Histogram, ObservableCounter), "lowmemory": (Counter, Histogram)}.get(
+        choice, ()
+    )
+    return {k: AggregationTemporality.DELTA if k in delta else v for k, v in CUMULATIVE.items()}
+
+
+def otlp_metric_exporter(endpoint: OtlpEndpoint, temporality: Temporality) -> MetricExporter:
+    """The SDK's OTLPMetricExporter for the endpoint the OTEL_* variables name (gRPC or HTTP/protobuf)."""
+    headers = dict(endpoint.headers)
+    if endpoint.protocol == "grpc":
+        from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter as Grpc
+
+        return Grpc(
+            endpoint=endpoint.url, insecure=endpoint.insecure, headers=headers, timeout=endpoint.timeout_s,
+            preferred_temporality=temporality,
+        )  # fmt: skip
+    from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter as Http
+
+    return Http(
+        endpoint=endpoint.url, headers=headers, timeout=endpoint.timeout_s, preferred_temporality=temporality
+    )
+
+
+def build_metrics(
+    env: Mapping[str, str],
+    health: Health | None = None,
+    node: str = "",
+    prometheus: str = "",
+    otlp: bool = True,
+    service_names: Mapping[str, str] | None = None,
+) -> RedMetrics | None:
+    """RED metrics to OTLP (when an OTEL_EXPORTER_OTLP_*ENDPOINT is set) and/or a Prometheus endpoint."""
+    readers: list[MetricReader] = []
+    wanted = otlp and "none" not in env.get("OTEL_METRICS_EXPORTER", "otlp").lower()
+    endpoint = OtlpEndpoint.from_env(env, "metrics") if wanted else None
+    if endpoint is not None:
+        exporter = ByServiceExporter(otlp_metric_exporter(endpoint, temporality_preference(env)), health)
+        readers.append(
+            PeriodicExportingMetricReader(
+                exporter,
+                export_interval_millis=float(env.get("OTEL_METRIC_EXPORT_INTERVAL") or 60_000),
+                export_timeout_millis=float(env.get("OTEL_METRIC_EXPORT_TIMEOUT") or 30_000),
+            )
+        )
+        log.info("metrics: OTLP %s to %s", endpoint.protocol, endpoint.url)
+    if prometheus:
+        from pipeline.prometheus import PrometheusEndpoint
+
+        readers.append(PrometheusEndpoint(prometheus).reader)
+    if not readers:
+        return None
+    return RedMetrics(build_meter_provider(readers, node=node), health, service_names=service_names or {})
+
+
+def build_metrics_exporter(config: Any, env: Mapping[str, str], health: Health) -> RedMetrics | None:
+    """`build_exporters`' entry: the [export] keys `prometheus` and `otlp_metrics`."""
+    export = config.export
+    return build_metrics(
+        env, health, node=config.node, prometheus=getattr(export, "prometheus", ""),
+        otlp=getattr(export, "otlp_metrics", True),
+    )  # fmt: skip
