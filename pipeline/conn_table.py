@@ -38,12 +38,19 @@ class ConnTable:
         self.clock = clock
         self._conns: OrderedDict[str, ConnParser] = OrderedDict()  # least recently used first
         self._last_seen: dict[str, float] = {}
+        # Kafka bookkeeping: which partition a connection arrives on, and the earliest message offset
+        # whose bytes an unfinished connection still holds (a crash must re-read from there).
+        self._partition: dict[str, int] = {}
+        self._needs_offset: dict[str, int] = {}
 
     def __len__(self) -> int:
         return len(self._conns)
 
-    def apply(self, batch: Batch) -> list[L7Record]:
-        """Feed one connection's batch; returns the exchanges it completed."""
+    def apply(self, batch: Batch, partition: int = -1, offset: int = -1) -> list[L7Record]:
+        """Feed one connection's batch; returns the exchanges it completed.
+
+        `partition`/`offset` (from Kafka) let `low_water` and `flush_partitions` work per partition.
+        """
         conn_id = batch.conn.conn_id
         parser = self._conns.get(conn_id)
         if parser is None:
@@ -55,9 +62,27 @@ class ConnTable:
         for fragment in sorted(batch.fragments, key=_stream_order):
             parser.add(fragment)
         records = parser.process()
+        if partition >= 0:
+            self._partition[conn_id] = partition
+            if _unfinished(parser):
+                self._needs_offset.setdefault(conn_id, offset)
+            else:
+                self._needs_offset.pop(conn_id, None)
         if batch.closed is not None:
             records += self._drop(conn_id, final=True)
         return records + self._enforce_bounds()
+
+    def low_water(self, partition: int) -> int | None:
+        """The earliest offset on `partition` that an unfinished connection still needs, if any."""
+        needed = [o for c, o in self._needs_offset.items() if self._partition.get(c) == partition]
+        return min(needed) if needed else None
+
+    def flush_partitions(self, partitions: set[int]) -> list[L7Record]:
+        """Finish the connections that arrived on `partitions` (those partitions were revoked)."""
+        records: list[L7Record] = []
+        for conn_id in [c for c, p in self._partition.items() if p in partitions]:
+            records += self._drop(conn_id, final=True)
+        return records
 
     def expire(self) -> list[L7Record]:
         """Call now and then: flushes idle connections, and gives up holes no fragment came to fill."""
@@ -82,6 +107,8 @@ class ConnTable:
     def _drop(self, conn_id: str, final: bool) -> list[L7Record]:
         parser = self._conns.pop(conn_id)
         del self._last_seen[conn_id]
+        self._partition.pop(conn_id, None)
+        self._needs_offset.pop(conn_id, None)
         return parser.process(final=True) if final else []
 
     def _enforce_bounds(self) -> list[L7Record]:
@@ -99,6 +126,11 @@ class ConnTable:
             self.health.count("evicted_connections", "memory")
             records += self._drop(oldest, final=False)
         return records
+
+
+def _unfinished(parser: ConnParser) -> bool:
+    """Bytes not yet parsed, or frames waiting for their other half: not all turned into records."""
+    return parser.buffered() > 0 or any(parser.queues.values())
 
 
 def _stream_order(fragment: Fragment) -> tuple[int, int]:

@@ -1,14 +1,25 @@
-"""Reads fragment batches from Kafka as a member of the pipeline consumer group."""
+"""Reads fragment batches from Kafka as a member of the pipeline consumer group.
+
+Connections stay on one partition (the key is the connection id), so the consumer that owns a
+partition owns those connections' state. The caller commits explicitly with the offsets it no longer
+needs (`commit`); on revocation `on_revoked` runs inside `poll()` so the caller can flush and commit
+before another member takes the partitions over.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
-from kafka import KafkaConsumer
+from kafka import KafkaConsumer, TopicPartition
 from kafka.admin import KafkaAdminClient, NewTopic
+from kafka.consumer.subscription_state import AsyncConsumerRebalanceListener
 from kafka.errors import TopicAlreadyExistsError
+from kafka.structs import OffsetAndMetadata
 
 from l7scope.config import KafkaConfig, kafka_client_settings
 from pipeline.health import Health
@@ -18,16 +29,93 @@ from probes.fragment import Batch
 log = logging.getLogger("l7scope.source")
 
 
-def ensure_topics(kafka: KafkaConfig, *topics: str) -> None:
+def ensure_topics(kafka: KafkaConfig, *topics: str, timeout_s: float = 30.0) -> None:
     """Create the topics that are missing, with the configured partition count."""
-    admin = KafkaAdminClient(**kafka_client_settings(kafka), client_id="l7scope-admin")
+    ms = int(timeout_s * 1000)
+    settings = kafka_client_settings(kafka) | {"request_timeout_ms": ms, "bootstrap_timeout_ms": ms}
+    admin = KafkaAdminClient(**settings, client_id="l7scope-admin")
     try:
         missing = [t for t in topics if t not in set(admin.list_topics())]
         if missing:
             with contextlib.suppress(TopicAlreadyExistsError):  # another process was first
-                admin.create_topics([NewTopic(t, kafka.partitions, 1) for t in missing])
+                admin.create_topics([NewTopic(t, kafka.partitions, 1) for t in missing], timeout_ms=ms)
     finally:
         admin.close()
+
+
+@dataclass(frozen=True, slots=True)
+class StartAt:
+    """Where a group with no committed offset for a partition starts: earliest, latest, or a time."""
+
+    where: str = "earliest"  # earliest | latest | time
+    time_ms: int = 0
+
+    @staticmethod
+    def parse_time(text: str) -> StartAt:
+        """ISO-8601 (a naive time is UTC) or epoch seconds."""
+        try:
+            seconds = float(text)
+        except ValueError:
+            try:
+                parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
+            except ValueError:
+                raise ValueError(f"{text!r} is neither ISO-8601 nor epoch seconds") from None
+            if parsed.tzinfo is None:
+                parsed = parsed.replace(tzinfo=UTC)
+            seconds = parsed.timestamp()
+        return StartAt("time", int(seconds * 1000))
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    partition: int
+    offset: int
+    batch: Batch
+
+
+OnRevoked = Callable[[set[int]], Mapping[int, int | None]]  # flush; returns offsets still needed
+
+
+class _Listener(AsyncConsumerRebalanceListener):  # type: ignore[misc]
+    """Async: kafka-python 3 runs listeners on its IO loop, where a blocking commit is refused."""
+
+    def __init__(self, source: KafkaSource) -> None:
+        self.source = source
+
+    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        offsets = self.source._revoked({tp.partition for tp in revoked})
+        if offsets:  # committed while we are still the owner, before the group moves on
+            await self.source.consumer._coordinator._commit_offsets_sync_async(offsets)
+
+    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        self.source._assigned({tp.partition for tp in assigned})
+
+    async def on_partitions_lost(self, lost: set[TopicPartition]) -> None:
+        # no longer ours: drop the state without committing; the new owner re-reads what was not committed
+        self.source._revoked({tp.partition for tp in lost}, commit=False)
+
+
+def seed_group_offsets(kafka: KafkaConfig, group: str, time_ms: int) -> bool:
+    """A group with no offsets yet starts at `time_ms`: commit the offsets found there (end if none)."""
+    settings = kafka_client_settings(kafka) | {"group_id": group, "enable_auto_commit": False}
+    consumer = KafkaConsumer(**settings, client_id="l7scope-seed")
+    try:
+        topic = kafka.fragments_topic
+        parts = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
+        if not parts or any(consumer.committed(tp) is not None for tp in parts):
+            return False
+        found, ends = consumer.offsets_for_times(dict.fromkeys(parts, time_ms)), consumer.end_offsets(parts)
+        offsets = {}
+        for tp in parts:
+            hit = found.get(tp)
+            offsets[tp] = OffsetAndMetadata(hit.offset if hit is not None else ends[tp], "", -1)
+        consumer.assign(parts)
+        consumer.commit(offsets)
+        where = {tp.partition: o.offset for tp, o in offsets.items()}
+        log.info("group %s starts at %d ms: %s", group, time_ms, where)
+        return True
+    finally:
+        consumer.close(autocommit=False)
 
 
 class KafkaSource:
@@ -36,34 +124,78 @@ class KafkaSource:
         kafka: KafkaConfig,
         health: Health,
         group: str | None = None,
-        from_beginning: bool = True,
+        start: StartAt = StartAt(),
+        on_revoked: OnRevoked | None = None,
         **consumer_overrides: Any,
     ) -> None:
+        self.topic = kafka.fragments_topic
         self.health = health
+        self.start = start
+        self.on_revoked = on_revoked
+        self.assignment: set[int] = set()
         settings: dict[str, Any] = kafka_client_settings(kafka) | {
             "group_id": group or kafka.group,
             "enable_auto_commit": False,  # committed after the records are handed to the exporters
-            "auto_offset_reset": "earliest" if from_beginning else "latest",
+            "auto_offset_reset": "latest" if start.where == "latest" else "earliest",
             "session_timeout_ms": 10000,
             "heartbeat_interval_ms": 1000,
             "max_poll_records": 2000,
             "client_id": "l7scope-pipeline",
         }
-        self.consumer = KafkaConsumer(kafka.fragments_topic, **(settings | consumer_overrides))
+        if start.where == "time":
+            seed_group_offsets(kafka, settings["group_id"], start.time_ms)
+        self._next: dict[int, int] = {}  # partition -> offset after the last message returned
+        self.consumer = KafkaConsumer(**(settings | consumer_overrides))
+        self.consumer.subscribe([self.topic], listener=_Listener(self))
 
-    def poll(self, timeout_ms: int = 200) -> list[Batch]:
-        batches: list[Batch] = []
+    def poll(self, timeout_ms: int = 200) -> list[Message]:
+        """Decoded batches with where they came from; garbage is counted, logged and skipped."""
+        out: list[Message] = []
         for tp, messages in self.consumer.poll(timeout_ms=timeout_ms).items():
+            if messages:
+                self._next[tp.partition] = messages[-1].offset + 1
             for m in messages:
                 try:
-                    batches.append(decode_batch(m.value))
+                    out.append(Message(tp.partition, m.offset, decode_batch(m.value)))
                 except BadBatch as e:
                     self.health.count("bad_messages", "kafka", reason=str(e).split(":")[0])
                     log.warning("skipped %s partition %d offset %d: %s", tp.topic, tp.partition, m.offset, e)
-        return batches
+        return out
 
-    def commit(self) -> None:
-        self.consumer.commit()
+    def commit(self, needed: Mapping[int, int | None]) -> None:
+        """Commit each owned partition's position, held back to the earliest offset still `needed` there."""
+        self.consumer.commit(self._offsets(needed, self.assignment))
+
+    def _offsets(self, needed: Mapping[int, int | None], partitions: set[int]) -> dict[TopicPartition, Any]:
+        offsets: dict[TopicPartition, OffsetAndMetadata] = {}
+        for p in partitions:
+            position = self._next.get(p)
+            if position is None:  # nothing read here since the assignment: nothing to commit
+                continue
+            low = needed.get(p)
+            offsets[TopicPartition(self.topic, p)] = OffsetAndMetadata(
+                position if low is None else min(low, position), "", -1
+            )
+        return offsets
+
+    def _revoked(self, partitions: set[int], commit: bool = True) -> dict[TopicPartition, Any]:
+        mine = partitions & self.assignment
+        offsets: dict[TopicPartition, Any] = {}
+        if mine and self.on_revoked is not None:
+            try:
+                needed = self.on_revoked(mine)
+                offsets = self._offsets(needed, mine) if commit else {}
+            except Exception:  # the group must still rebalance; the next owner re-reads uncommitted data
+                log.exception("flush on revocation of partitions %s failed", sorted(mine))
+        self.assignment -= partitions
+        for p in partitions:
+            self._next.pop(p, None)
+        log.info("revoked %s partitions %s", self.topic, sorted(partitions))
+        return offsets
+
+    def _assigned(self, partitions: set[int]) -> None:
+        self.assignment |= partitions
+        log.info("assigned %s partitions %s", self.topic, sorted(self.assignment))
 
     def close(self) -> None:
-        self.consumer.close()
+        self.consumer.close(autocommit=False)

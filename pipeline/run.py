@@ -62,6 +62,11 @@ def build_exporters(
         from pipeline.records_sink import RecordsSink
 
         exporters.append(RecordsSink(config.kafka, health))
+    from pipeline.red_metrics import build_metrics_exporter
+
+    metrics = build_metrics_exporter(config, env, health)
+    if metrics is not None:
+        exporters.append(metrics)
     if config.export.map_out:
         from pipeline.topology import Topology
 

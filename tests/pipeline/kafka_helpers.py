@@ -1,0 +1,149 @@
+"""Shared by the Kafka pipeline tests: configs, an in-process pipeline, child processes, reading topics."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from kafka import KafkaConsumer, TopicPartition
+
+from l7scope.config import Config, KafkaConfig
+from pipeline.health import Health
+from pipeline.run import run_pipeline
+from protocols.base import L7Record
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def config_for(bootstrap: str, fragments: str, records: str = "", partitions: int = 6) -> Config:
+    records = records or fragments + "-rec"
+    kafka = KafkaConfig(
+        bootstrap=bootstrap, fragments_topic=fragments, records_topic=records, partitions=partitions
+    )
+    config = Config(node="test", kafka=kafka)
+    export = dataclasses.replace(config.export, otlp=False, live_table=False, records_topic="off")
+    return dataclasses.replace(config, export=export)
+
+
+class Collect:
+    """An exporter that keeps what it is given."""
+
+    def __init__(self) -> None:
+        self.records: list[L7Record] = []
+        self._lock = threading.Lock()
+
+    def export(self, records: list[L7Record]) -> None:
+        with self._lock:
+            self.records += records
+
+    def close(self) -> None:
+        pass
+
+    def paths(self) -> list[str]:
+        with self._lock:
+            return [str(r.attributes.get("url.path")) for r in self.records]
+
+
+@contextmanager
+def pipeline_thread(config: Config, group: str, **kwargs: object) -> Iterator[tuple[Collect, Health]]:
+    collect, health, stop = Collect(), Health(), threading.Event()
+    kwargs.setdefault("extra_exporters", [collect])
+    thread = threading.Thread(
+        target=run_pipeline, args=(config, {}, stop), kwargs={"group": group, "health": health, **kwargs},
+        daemon=True,
+    )  # fmt: skip
+    thread.start()
+    try:
+        yield collect, health
+    finally:
+        stop.set()
+        thread.join(timeout=30)
+        assert not thread.is_alive(), "run_pipeline did not stop"
+
+
+def wait_for(check: Callable[[], bool], timeout_s: float, every_s: float = 0.2) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if check():
+            return True
+        time.sleep(every_s)
+    return check()
+
+
+class Child:
+    """`l7scope ARGS` as a child process whose stderr (JSON log lines) is read by a thread."""
+
+    def __init__(self, *args: str, env: dict[str, str]) -> None:
+        self.args = args
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "l7scope.cli", *args], env=env, cwd=ROOT, stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        self.lines: list[str] = []
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stderr is not None
+        for line in self.proc.stderr:
+            self.lines.append(line)
+
+    def messages(self) -> list[str]:
+        out = []
+        for line in list(self.lines):
+            try:
+                out.append(str(json.loads(line).get("msg", line)))
+            except (json.JSONDecodeError, AttributeError):
+                out.append(line)
+        return out
+
+    def assigned(self) -> list[int] | None:
+        """The partitions of the latest assignment logged, None before the first."""
+        last = None
+        for m in self.messages():
+            if m.startswith("assigned "):
+                last = json.loads(m.rsplit("partitions ", 1)[1])
+            elif m.startswith("revoked "):
+                last = None
+        return last
+
+    def kill9(self) -> None:
+        os.kill(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(timeout=10)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._reader.join(timeout=5)
+
+
+def child_env(bootstrap: str, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "L7SCOPE_"))}
+    return env | {"L7SCOPE_KAFKA_BOOTSTRAP": bootstrap, "L7SCOPE_EXPORT_OTLP": "false"} | extra
+
+
+def read_topic(bootstrap: str, topic: str, idle_s: float = 2.0) -> list[tuple[int, int, bytes | None, bytes]]:
+    """Every message of `topic` as (partition, offset, key, value), read until idle."""
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, consumer_timeout_ms=int(idle_s * 1000),
+                             enable_auto_commit=False)  # fmt: skip
+    try:
+        parts = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
+        consumer.assign(parts)
+        consumer.seek_to_beginning(*parts)
+        return [(m.partition, m.offset, m.key, m.value) for m in consumer]
+    finally:
+        consumer.close()

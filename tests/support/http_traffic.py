@@ -1,0 +1,144 @@
+"""Real HTTP/1.1 traffic to a local server, turned into the FragmentBatch messages an agent would publish.
+
+`HttpTarget` is a threaded `http.server` on 127.0.0.1; `Client.exchange()` makes real requests over
+real sockets and keeps the exact bytes each way, so the Kafka tests and bench need no kernel capture.
+Each exchange becomes two batches (request; response, plus the close on a connection's last one),
+the way the agent's 10 ms drain usually splits them.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from probes.fragment import Batch, ConnEvent, Fragment, Io, Source
+from protocols.base import ConnInfo, Endpoint, Role
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def do_GET(self) -> None:
+        body = f"item {self.path}\n".encode()
+        self.send_response(404 if self.path.endswith("/missing") else 200)
+        self.send_header("Content-Type", "text/plain")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+class HttpTarget:
+    def __init__(self) -> None:
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+        self.server.daemon_threads = True
+        self.port = int(self.server.server_address[1])
+        self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def __enter__(self) -> HttpTarget:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self._thread.join(timeout=5)
+
+
+@dataclass(slots=True)
+class Exchange:
+    """One request/response the client made, with its bytes, as the client logged it."""
+
+    conn: ConnInfo
+    path: str
+    request: bytes
+    response: bytes
+    send_pos: int
+    recv_pos: int
+    sent_ns: int
+    done_ns: int
+    last: bool  # the connection closes after this one
+
+
+def _read_response(sock: socket.socket) -> bytes:
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise ConnectionError("server closed before the response head")
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    lines = head.split(b"\r\n")
+    length = next(int(line.split(b":", 1)[1]) for line in lines if line.lower().startswith(b"content-length"))
+    while len(body) < length:
+        body += sock.recv(65536)
+    return head + b"\r\n\r\n" + body
+
+
+@dataclass(slots=True)
+class Client:
+    """Opens connections to `port`, `per_conn` exchanges each; `log` is what the client did."""
+
+    port: int
+    run: str
+    per_conn: int = 1
+    node: str = "loadgen-node"
+    log: list[Exchange] = field(default_factory=list)
+    _conns: int = 0
+
+    def connection(self) -> list[Exchange]:
+        self._conns += 1
+        n = self._conns
+        with socket.create_connection(("127.0.0.1", self.port)) as sock:
+            local = sock.getsockname()
+            conn = ConnInfo(
+                f"{self.node}/{os.getpid()}/{self.run}-{n}/1", Endpoint("127.0.0.1", local[1]),
+                Endpoint("127.0.0.1", self.port), Role.CLIENT, pid=os.getpid(), process="loadgen",
+                node=self.node,
+            )  # fmt: skip
+            done: list[Exchange] = []
+            send_pos = recv_pos = 0
+            for i in range(self.per_conn):
+                path = f"/{self.run}/c{n}/e{i}"
+                request = f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{self.port}\r\nUser-Agent: loadgen\r\n\r\n"
+                sent_ns = time.monotonic_ns()
+                sock.sendall(request.encode())
+                response = _read_response(sock)
+                done_ns = time.monotonic_ns()
+                done.append(Exchange(conn, path, request.encode(), response, send_pos, recv_pos, sent_ns,
+                                     done_ns, i == self.per_conn - 1))  # fmt: skip
+                send_pos += len(request)
+                recv_pos += len(response)
+        self.log += done
+        return done
+
+
+def batches(x: Exchange) -> tuple[Batch, Batch]:
+    """The two batches an agent publishes for one exchange (the close rides on the last response)."""
+    cid, sys_ = x.conn.conn_id, Source.SYSCALL
+    req = Fragment(cid, Io.SEND, x.send_pos, len(x.request), x.request, x.sent_ns, 1, sys_)
+    resp = Fragment(cid, Io.RECV, x.recv_pos, len(x.response), x.response, x.done_ns, 1, sys_)
+    closed = None
+    if x.last:
+        end = x.send_pos + len(x.request), x.recv_pos + len(x.response)
+        closed = ConnEvent(x.conn, x.done_ns, closed=True, send_bytes=end[0], recv_bytes=end[1])
+    return Batch(x.conn, [req]), Batch(x.conn, [resp], closed)
+
+
+def paced(rate_per_s: float, seconds: float) -> Iterator[int]:
+    """Yields tick numbers at `rate_per_s` for `seconds` (sleeping between, catching up if late)."""
+    start = time.monotonic()
+    i = 0
+    while (now := time.monotonic()) - start < seconds:
+        due = start + i / rate_per_s
+        if due > now:
+            time.sleep(due - now)
+        yield i
+        i += 1
