@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from functools import lru_cache
 
 from protocols.base import AttrValue, ConnInfo, L7Record, Role
@@ -11,6 +12,7 @@ from .types import Exchange
 # Methods semconv knows (RFC 9110 + PATCH); others are reported as "_OTHER" with the original kept.
 _SEMCONV_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH"})
 _HEX = "0123456789abcdefABCDEF"
+_ZERO_TRACE, _ZERO_SPAN = "0" * 32, "0" * 16
 _SERVER_METRIC_KEYS = (
     "http.request.method", "http.response.status_code", "error.type",
     "network.protocol.name", "network.protocol.version", "url.scheme",
@@ -20,9 +22,11 @@ _CLIENT_METRIC_KEYS = (*_SERVER_METRIC_KEYS, "server.address", "server.port")
 
 def _id_like(segment: str) -> bool:
     """Numbers, UUIDs, long hex and long mixed tokens: values, not names, in a path."""
+    if len(segment) < 8:  # the common short segment: only a number can be an id
+        return segment.isdigit()
     if segment.isdigit():
         return True
-    if len(segment) < 8 or not any(c.isdigit() for c in segment):
+    if not any(c.isdigit() for c in segment):
         return False
     if not segment.strip(_HEX + "-"):
         return True
@@ -58,8 +62,17 @@ def host_without_port(host: str) -> str:
     return host.rpartition(":")[0] if host.count(":") == 1 else host
 
 
+_TRACEPARENT_00 = re.compile(r"00-([0-9a-f]{32})-([0-9a-f]{16})-[0-9a-f]{2}")
+
+
 def parse_traceparent(value: str) -> tuple[str, str]:
     """(trace_id, parent_span_id) of a valid W3C traceparent, else ("", "")."""
+    m = _TRACEPARENT_00.fullmatch(value.strip())
+    if m is not None:  # version 00, the one in use: one regex instead of the general checks below
+        trace_id, span_id = m.groups()
+        if trace_id == _ZERO_TRACE or span_id == _ZERO_SPAN:
+            return "", ""
+        return trace_id, span_id
     parts = value.strip().split("-")
     if len(parts) < 4 or len(parts[0]) != 2 or parts[0] == "ff":
         return "", ""
@@ -76,58 +89,73 @@ def parse_traceparent(value: str) -> tuple[str, str]:
     return trace_id, span_id
 
 
+# metric_attributes by (server side, error): the keys always present in attrs, in a fixed order.
+_METRIC_KEYS = {
+    (server, error): tuple(k for k in (_SERVER_METRIC_KEYS if server else _CLIENT_METRIC_KEYS)
+                           if error or k != "error.type")
+    for server in (True, False)
+    for error in (True, False)
+}  # fmt: skip
+
+
 def to_record(x: Exchange, conn: ConnInfo) -> L7Record:
     req = x.request.frame
     resp = x.response.frame
     server_role = conn.role == Role.SERVER
-    method = req.method if req.method in _SEMCONV_METHODS else "_OTHER"
+    local, remote = conn.local, conn.remote
+    server, client = (local, remote) if server_role else (remote, local)
+    req_method = req.method
+    method = req_method if req_method in _SEMCONV_METHODS else "_OTHER"
     status = resp.status
-    attrs: dict[str, AttrValue] = {"http.request.method": method}
-    if method == "_OTHER":
-        attrs["http.request.method_original"] = req.method
-    if req.method == "CONNECT":
+    if req_method == "CONNECT":
         target_host, path, query = host_without_port(req.target), "", ""
         name = "CONNECT"
     else:
         target_host, path, query = split_target(req.target)
         name = f"{'HTTP' if method == '_OTHER' else method} {low_cardinality_path(path)}" if path else method
+    server_host = host_without_port(req.host) if req.host else target_host
+    error_type = str(status) if status >= 500 or (status >= 400 and not server_role) else None
+    # One dict literal for the keys every exchange has: much cheaper than a dozen item assignments.
+    attrs: dict[str, AttrValue] = {
+        "http.request.method": method,
+        "url.scheme": "http",
+        "http.response.status_code": status,
+        "network.protocol.name": "http",
+        "network.protocol.version": req.version,
+        "http.request.body.size": req.body_size,
+        "http.response.body.size": resp.body_size,
+        "server.address": server_host or server.ip,
+        "server.port": server.port,
+        "client.address": client.ip,
+        "client.port": client.port,
+    }
+    if method == "_OTHER":
+        attrs["http.request.method_original"] = req_method
     if path:
         attrs["url.path"] = path
     if query:
         attrs["url.query"] = query
-    attrs["url.scheme"] = "http"
-    attrs["http.response.status_code"] = status
-    attrs["network.protocol.name"] = "http"
-    attrs["network.protocol.version"] = req.version
     if req.user_agent:
         attrs["user_agent.original"] = req.user_agent
-    attrs["http.request.body.size"] = req.body_size
-    attrs["http.response.body.size"] = resp.body_size
     if resp.upgrade:
         attrs["http.response.header.upgrade"] = resp.upgrade
-    server_host = host_without_port(req.host) if req.host else target_host
-    attrs["server.address"] = server_host or conn.server.ip
-    attrs["server.port"] = conn.server.port
-    attrs["client.address"] = conn.client.ip
-    attrs["client.port"] = conn.client.port
-    error_type = str(status) if status >= 500 or (status >= 400 and not server_role) else None
     if error_type is not None:
         attrs["error.type"] = error_type
-    keys = _SERVER_METRIC_KEYS if server_role else _CLIENT_METRIC_KEYS
     trace_id, parent_span_id = parse_traceparent(req.traceparent) if req.traceparent else ("", "")
     return L7Record(
-        protocol="http",
-        role=conn.role,
-        name=name,
-        start_ns=x.request.start_ns,
-        end_ns=x.response.end_ns,
-        conn=conn,
-        metric="http.server.request.duration" if server_role else "http.client.request.duration",
-        error_type=error_type,
-        attributes=attrs,
-        metric_attributes=tuple(k for k in keys if k in attrs),
-        truncated=x.truncated,
-        degraded=x.degraded,
-        trace_id=trace_id,
-        parent_span_id=parent_span_id,
+        "http",
+        conn.role,
+        name,
+        x.request.start_ns,
+        x.response.end_ns,
+        conn,
+        "http.server.request.duration" if server_role else "http.client.request.duration",
+        error_type,
+        attrs,
+        _METRIC_KEYS[(server_role, error_type is not None)],
+        x.truncated,
+        x.degraded,
+        "",
+        trace_id,
+        parent_span_id,
     )
