@@ -73,6 +73,8 @@ class ExportConfig:
     alert_rules: str = ""  # a YAML rules file (deploy/alerts.example.yaml); empty: no alerting
     alertmanager_url: str = "http://127.0.0.1:9093"  # where alerts go (empty: log and Kafka only)
     map_out: str = ""  # write the service map here at exit (.dot, .json or .svg)
+    prometheus: str = ""  # serve /metrics on host:port, e.g. "127.0.0.1:9464"; empty: off
+    otlp_metrics: bool = True  # RED metrics over OTLP when an OTEL_EXPORTER_OTLP_*ENDPOINT is set
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,6 +98,11 @@ class Config:
         _validate_kafka_security(self.kafka)
         if self.export.records_topic not in ("on", "off", "auto"):
             raise ConfigError(f"export.records_topic = {self.export.records_topic!r}: use on, off or auto")
+        port = self.export.prometheus.rpartition(":")[2]
+        if self.export.prometheus and not (port.isdigit() and int(port) <= 65535):
+            raise ConfigError(
+                f"export.prometheus = {self.export.prometheus!r}: use host:port such as 127.0.0.1:9464"
+            )
         for name, value in (
             ("capture.drain_interval_ms", self.capture.drain_interval_ms),
             ("kafka.partitions", self.kafka.partitions),
