@@ -121,7 +121,7 @@ def _add_export(p: argparse.ArgumentParser) -> None:
         action="append",
         default=[],
         metavar="KIND[:ARG]",
-        help="jsonl:PATH (- for stdout); OTLP follows OTEL_EXPORTER_OTLP_* variables",
+        help="jsonl:PATH (- for stdout), prometheus:HOST:PORT (/metrics); OTLP follows OTEL_EXPORTER_OTLP_*",
     )
 
 
@@ -129,6 +129,9 @@ def _apply_flags(config: Config, args: argparse.Namespace) -> Config:
     export = config.export
     for spec in getattr(args, "export", []):
         kind, _, arg = spec.partition(":")
+        if kind == "prometheus" and arg:  # e.g. prometheus:127.0.0.1:9464
+            export = dataclasses.replace(export, prometheus=arg)
+            continue
         if kind != "jsonl" or not arg:
             raise ConfigError(f"--export {spec}: use jsonl:PATH (or jsonl:- for standard output)")
         export = dataclasses.replace(export, jsonl=arg)
