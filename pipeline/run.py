@@ -265,6 +265,8 @@ def run_pipeline(
             exporter.export(records)
         for exporter in exporters if durable else ():  # e.g. the records topic: acked before a commit
             flush = getattr(exporter, "flush", None)
+            if flush is None:  # a Kafka sink without flush(): its producer's, until it grows one
+                flush = getattr(getattr(getattr(exporter, "sender", None), "producer", None), "flush", None)
             if flush is not None:
                 flush()
 
