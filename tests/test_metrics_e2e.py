@@ -1,0 +1,171 @@
+"""RED metrics end to end with real parts: nginx + curl captured by `l7scope run` (eBPF), scraped from
+its `/metrics` by a real Prometheus server and read back through Prometheus' HTTP API, label by label;
+the same run pushes OTLP metrics to a real receiver."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import time
+import urllib.parse
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pipeline.red_metrics import DURATION_BUCKETS
+from tests.support.kafka_broker import free_port
+from tests.support.otlp_receiver import OtlpReceiver
+from tests.support.servers import NGINX_CONF, curl_keepalive_three, wait_for_port
+from tests.test_end_to_end import base_env, l7scope
+
+pytestmark = pytest.mark.kernel
+
+PROMETHEUS = shutil.which("prometheus") or "/usr/bin/prometheus"
+EXPECTED = {("GET", "200"), ("GET", "404"), ("POST", "201")}
+
+
+@contextmanager
+def renamed_nginx(work: Path, name: str) -> Iterator[int]:
+    """nginx run from a copy named `name`, so its series (service_name = process name) are only ours."""
+    port = free_port()
+    (work / "www").mkdir(parents=True, exist_ok=True)
+    binary = work / name
+    shutil.copy("/usr/sbin/nginx", binary)
+    conf = work / "nginx.conf"
+    conf.write_text(NGINX_CONF.format(dir=work, port=port))
+    proc = subprocess.Popen([str(binary), "-p", str(work), "-c", str(conf)], stderr=subprocess.DEVNULL)
+    try:
+        wait_for_port(port)
+        yield port
+    finally:
+        proc.kill()
+        proc.wait(timeout=10)
+
+
+@contextmanager
+def prometheus_server(work: Path, target: str) -> Iterator[str]:
+    """Debian's `prometheus` on a free loopback port scraping `target` every second; yields its URL."""
+    if not Path(PROMETHEUS).exists():
+        pytest.skip("prometheus is not installed (apt-get install -y prometheus)")
+    work.mkdir(parents=True, exist_ok=True)
+    config = work / "prometheus.yml"
+    config.write_text(
+        "global:\n  scrape_interval: 1s\n  scrape_timeout: 900ms\n"
+        f"scrape_configs:\n  - job_name: l7scope\n    static_configs:\n      - targets: ['{target}']\n"
+    )
+    port = free_port()
+    proc = subprocess.Popen(
+        [PROMETHEUS, f"--config.file={config}", f"--storage.tsdb.path={work / 'data'}",
+         f"--web.listen-address=127.0.0.1:{port}"],
+        stdout=subprocess.DEVNULL, stderr=(work / "prometheus.log").open("w"),
+    )  # fmt: skip
+    try:
+        wait_for_port(port, timeout=20)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def query(base: str, promql: str) -> list[dict[str, Any]]:
+    url = f"{base}/api/v1/query?query={urllib.parse.quote(promql)}"
+    with urllib.request.urlopen(url, timeout=5) as resp:
+        body = json.load(resp)
+    assert body["status"] == "success", body
+    return list(body["data"]["result"])
+
+
+def wait_for_series(base: str, promql: str, count: int, timeout_s: float = 30) -> list[dict[str, Any]]:
+    deadline = time.monotonic() + timeout_s
+    result: list[dict[str, Any]] = []
+    while time.monotonic() < deadline:
+        result = query(base, promql)
+        if len(result) >= count and all(float(r["value"][1]) >= 1 for r in result):
+            return result
+        time.sleep(0.5)
+    return result
+
+
+def test_prometheus_scrapes_red_metrics_of_real_http(tmp_path: Path, otlp_receiver: OtlpReceiver) -> None:
+    service = f"ngx{uuid.uuid4().hex[:8]}"  # other tests may run nginx meanwhile
+    metrics_port = free_port()
+    env = base_env(
+        L7SCOPE_EXPORT_PROMETHEUS=f"127.0.0.1:{metrics_port}",
+        OTEL_EXPORTER_OTLP_METRICS_ENDPOINT=f"http://127.0.0.1:{otlp_receiver.grpc_port}",
+        OTEL_EXPORTER_OTLP_METRICS_PROTOCOL="grpc",
+        OTEL_METRIC_EXPORT_INTERVAL="500",
+    )
+    with (
+        renamed_nginx(tmp_path / "nginx", service) as port,
+        l7scope("run", "--no-table", env=env),
+        prometheus_server(tmp_path / "prom", f"127.0.0.1:{metrics_port}") as prom,
+    ):
+        wait_for_port(metrics_port)
+        curl_keepalive_three(port)
+        server = wait_for_series(
+            prom, f'http_server_request_duration_seconds_count{{service_name="{service}"}}', 3
+        )
+        client_selector = f'{{service_name="curl", server_port="{port}"}}'
+        client = wait_for_series(prom, f"http_client_request_duration_seconds_count{client_selector}", 3)
+        buckets = query(prom, f'http_server_request_duration_seconds_bucket{{service_name="{service}"}}')
+        body = query(prom, f'http_server_response_body_size_bytes_count{{service_name="{service}"}}')
+        otlp_points = otlp_receiver.wait_for_metric("http.server.request.duration", timeout_s=10)
+
+    assert len(server) == 3, server
+    by_request = {
+        (s["metric"]["http_request_method"], s["metric"]["http_response_status_code"]): s for s in server
+    }
+    assert set(by_request) == EXPECTED
+    for (method, status), series in by_request.items():
+        labels = series["metric"]
+        assert labels["__name__"] == "http_server_request_duration_seconds_count"
+        assert labels["job"] == "l7scope" and labels["instance"] == f"127.0.0.1:{metrics_port}"
+        assert labels["service_name"] == service
+        assert labels["network_protocol_name"] == "http"
+        assert labels["network_protocol_version"] == "1.1"
+        assert labels["url_scheme"] == "http"
+        assert "error_type" not in labels  # a 404 is not a server error
+        assert "url_path" not in labels and "client_port" not in labels  # high cardinality stays out
+        assert float(series["value"][1]) == 1.0, (method, status, series)
+
+    assert len(client) == 3, client
+    for series in client:
+        labels = series["metric"]
+        assert labels["server_address"] == "127.0.0.1" and labels["server_port"] == str(port)
+        assert labels["network_protocol_version"] == "1.1"
+        status = labels["http_response_status_code"]
+        assert labels.get("error_type") == ("404" if status == "404" else None), labels
+        assert float(series["value"][1]) == 1.0
+    assert {
+        (s["metric"]["http_request_method"], s["metric"]["http_response_status_code"]) for s in client
+    } == EXPECTED
+
+    les = {float(b["metric"]["le"]) for b in buckets}
+    assert les == {*DURATION_BUCKETS, float("inf")}
+    inf = [b for b in buckets if b["metric"]["le"] == "+Inf"]
+    assert sorted(float(b["value"][1]) for b in inf) == [1.0, 1.0, 1.0]
+    assert len(body) == 3 and all(float(b["value"][1]) == 1.0 for b in body)
+
+    mine = [p for p in otlp_points if p["attributes"].get("http.request.method")]
+    assert {
+        (p["attributes"]["http.request.method"], str(p["attributes"]["http.response.status_code"]))
+        for p in mine
+    } >= EXPECTED
+    nginx_metrics = [
+        m for m in otlp_receiver.metrics() if m["name"] == "http.server.request.duration"
+        and m["resource"].get("service.name") == service
+    ]  # fmt: skip
+    assert nginx_metrics and all(
+        p["explicit_bounds"] == list(DURATION_BUCKETS) for p in nginx_metrics[-1]["points"]
+    )
+    assert sum(p["count"] for p in nginx_metrics[-1]["points"]) >= 3
