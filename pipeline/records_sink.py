@@ -144,9 +144,13 @@ class RecordsSink:
     def _dropped(self, reason: str) -> None:
         self.health.count("dropped_records", "kafka", reason=reason)
 
+    def flush(self, timeout_s: float = 10.0) -> None:
+        """Wait until every record handed over so far is acknowledged (before committing offsets)."""
+        self.sender.producer.flush(timeout=timeout_s)
+
     def close(self, timeout_s: float = 10.0) -> None:
         try:
-            self.sender.producer.flush(timeout=timeout_s)
+            self.flush(timeout_s)
         except KafkaError as e:
             log.warning("records topic flush on shutdown failed: %s", e)
         self.sender.producer.close(timeout=timeout_s)
