@@ -15,7 +15,7 @@ import logging
 import socket
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from opentelemetry import trace
 from opentelemetry.context import Context
@@ -177,6 +177,23 @@ HEALTH_COUNTERS: tuple[tuple[str, str, str, Callable[[Snapshot], Observed]], ...
     ("l7scope.capture.dropped", "{item}", "events lost in the kernel ring and batches dropped", dropped),
     ("l7scope.parse.errors", "{error}", "bytes no parser could read", by_protocol("parse_errors")),
     ("l7scope.gaps", "{gap}", "holes in a captured byte stream", by_protocol("gaps")),
+)
+
+
+class Instrument(NamedTuple):
+    name: str
+    kind: str  # "histogram", "counter" or "gauge"
+    unit: str
+
+
+# Every instrument RedMetrics creates: the Grafana dashboard test checks its queries against these.
+INSTRUMENTS: tuple[Instrument, ...] = (
+    *(Instrument(m, "histogram", "s") for m in DURATION_METRICS),
+    *(Instrument(n, "histogram", "By") for m in DURATION_METRICS for _, n in body_size_metrics(m)),
+    *(Instrument(name, "counter", unit) for name, unit, _, _ in HEALTH_COUNTERS),
+    Instrument("l7scope.capture.truncated", "counter", "{exchange}"),
+    Instrument("l7scope.exchanges.degraded", "counter", "{exchange}"),
+    Instrument("l7scope.consumer.lag", "gauge", "{message}"),
 )
 
 

@@ -16,6 +16,7 @@ from pipeline.prometheus import PrometheusEndpoint, parse_address
 from pipeline.red_metrics import (
     DURATION_BUCKETS,
     DURATION_METRICS,
+    INSTRUMENTS,
     SIZE_BUCKETS,
     RedMetrics,
     build_meter_provider,
@@ -319,3 +320,28 @@ def test_otlp_export_to_a_real_receiver(otlp_receiver: OtlpReceiver, protocol: s
     assert errors[-1]["points"][0]["attributes"] == {"protocol": "http", "reason": "bad request line"}
     assert errors[-1]["points"][0]["value"] == 2
     assert health.total("exported") >= 1 and health.total("export_failed") == 0
+
+
+def test_instruments_list_is_what_red_metrics_creates() -> None:
+    """INSTRUMENTS (the dashboard test's source) names exactly the instruments a full run emits."""
+    health = Health()
+    for name, label in (("parse_errors", "http"), ("gaps", "http"), ("capture_lost_events", "kernel")):
+        health.count(name, label)
+    rpc = {"rpc.system": "grpc"}
+    records = [
+        http(SERVER, 200, 0.01, 1, truncated=True), http(CLIENT, 200, 0.01, 2, degraded=True),
+        other("rpc.server.call.duration", rpc, ("rpc.system",)),
+        other("rpc.client.call.duration", rpc, ("rpc.system",)),
+        other("db.client.operation.duration", {"db.system.name": "mysql"}, ("db.system.name",)),
+    ]  # fmt: skip
+    reader = InMemoryMetricReader()
+    red = RedMetrics(build_meter_provider([reader]), health)
+    red.export(records)
+    red.set_consumer_lag("t", 0, 1)
+    data = reader.get_metrics_data()
+    assert data is not None
+    emitted = {(m.name, m.unit) for m in metrics_by_name(data).values()}
+    assert emitted == {(i.name, i.unit) for i in INSTRUMENTS}
+    kinds = {m.name: type(m.data).__name__ for m in metrics_by_name(data).values()}
+    expected_kind = {"histogram": "Histogram", "counter": "Sum", "gauge": "Gauge"}
+    assert all(kinds[i.name] == expected_kind[i.kind] for i in INSTRUMENTS)
