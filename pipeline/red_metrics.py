@@ -280,7 +280,7 @@ class RedMetrics:
             for key, name in sizes:
                 size = r.attributes.get(key)
                 if isinstance(size, int) and not isinstance(size, bool) and size >= 0:
-                    self._histogram(name, "By").record(size, attrs, context=ctx)
+                    self._histogram(name, "By").record(size, attrs)  # exemplars on durations only: cost
             if r.truncated:
                 self._truncated.add(1, {"protocol": r.protocol, "reason": "record"})
             if r.degraded:
