@@ -18,7 +18,7 @@ from typing import Any
 from kafka import KafkaConsumer, TopicPartition
 from kafka.admin import KafkaAdminClient, NewTopic
 from kafka.consumer.subscription_state import AsyncConsumerRebalanceListener
-from kafka.errors import TopicAlreadyExistsError
+from kafka.errors import KafkaError, TopicAlreadyExistsError
 from kafka.structs import OffsetAndMetadata
 
 from l7scope.config import KafkaConfig, kafka_client_settings
@@ -162,9 +162,19 @@ class KafkaSource:
                     log.warning("skipped %s partition %d offset %d: %s", tp.topic, tp.partition, m.offset, e)
         return out
 
-    def commit(self, needed: Mapping[int, int | None]) -> None:
-        """Commit each owned partition's position, held back to the earliest offset still `needed` there."""
-        self.consumer.commit(self._offsets(needed, self.assignment))
+    def commit(self, needed: Mapping[int, int | None]) -> bool:
+        """Commit each owned partition's position, held back to the earliest offset still `needed` there.
+
+        A failed commit (broker away, group rebalancing) is counted and retried at the next one: the
+        data stays uncommitted, so it is re-read rather than skipped.
+        """
+        try:
+            self.consumer.commit(self._offsets(needed, self.assignment))
+        except KafkaError as e:
+            self.health.count("commit_failed", "kafka", reason=type(e).__name__)
+            log.warning("offset commit failed (%s): retried at the next commit", e)
+            return False
+        return True
 
     def _offsets(self, needed: Mapping[int, int | None], partitions: set[int]) -> dict[TopicPartition, Any]:
         offsets: dict[TopicPartition, OffsetAndMetadata] = {}
