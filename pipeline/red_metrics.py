@@ -173,8 +173,26 @@ def by_protocol(counter: str) -> Callable[[Snapshot], Observed]:
     return pick
 
 
+def truncated(snapshot: Snapshot) -> Observed:
+    """Kernel events cut at the copy limit, and exchanges the parsers marked truncated."""
+    out: Observed = []
+    for (name, label, reason), value in snapshot.items():
+        if name == "capture_truncated":
+            out.append((value, _attrs(l7scope_stage=label or "kernel", reason=reason)))
+        elif name == "truncated_exchanges":
+            out.append((value, _attrs(protocol=label, reason=reason)))
+    return out
+
+
 HEALTH_COUNTERS: tuple[tuple[str, str, str, Callable[[Snapshot], Observed]], ...] = (
     ("l7scope.capture.dropped", "{item}", "events lost in the kernel ring and batches dropped", dropped),
+    ("l7scope.capture.truncated", "{item}", "payloads only partly captured", truncated),
+    (
+        "l7scope.exchanges.degraded",
+        "{exchange}",
+        "exchanges parsed without full state",
+        by_protocol("degraded_exchanges"),
+    ),
     ("l7scope.parse.errors", "{error}", "bytes no parser could read", by_protocol("parse_errors")),
     ("l7scope.gaps", "{gap}", "holes in a captured byte stream", by_protocol("gaps")),
 )
@@ -191,8 +209,6 @@ INSTRUMENTS: tuple[Instrument, ...] = (
     *(Instrument(m, "histogram", "s") for m in DURATION_METRICS),
     *(Instrument(n, "histogram", "By") for m in DURATION_METRICS for _, n in body_size_metrics(m)),
     *(Instrument(name, "counter", unit) for name, unit, _, _ in HEALTH_COUNTERS),
-    Instrument("l7scope.capture.truncated", "counter", "{exchange}"),
-    Instrument("l7scope.exchanges.degraded", "counter", "{exchange}"),
     Instrument("l7scope.consumer.lag", "gauge", "{message}"),
 )
 
@@ -216,12 +232,7 @@ class RedMetrics:
         self._services: dict[tuple[str, str], dict[str, AttrValue]] = {}  # (process, node) -> resource keys
         self._body_sizes: dict[str, tuple[tuple[str, str], ...]] = {}
         self._lag: dict[tuple[str, int], int] = {}
-        self._truncated = self._meter.create_counter(
-            "l7scope.capture.truncated", "{exchange}", "exchanges whose payload was only partly captured"
-        )
-        self._degraded = self._meter.create_counter(
-            "l7scope.exchanges.degraded", "{exchange}", "exchanges parsed without full state"
-        )
+        self._flags = Health()  # truncated/degraded records, observed beside the pipeline's own counters
         for name, unit, description, pick in HEALTH_COUNTERS:
             self._meter.create_observable_counter(name, [self._observe(pick)], unit, description)
         self._meter.create_observable_gauge(
@@ -235,12 +246,11 @@ class RedMetrics:
         key = (conn.process, conn.node)
         attrs = self._services.get(key)
         if attrs is None:
-            if len(self._services) < self.max_services:
-                name = self.service_names.get(conn.process) or conn.process or "unknown_service"
-            else:  # bounded: a host full of short-lived processes must not grow metric streams forever
-                name = OVERFLOW_SERVICE
+            if len(self._services) >= self.max_services:  # bounded: short-lived processes must not grow it
                 if self.health is not None:
                     self.health.count("metrics_services_overflow", "metrics")
+                return {"service.name": OVERFLOW_SERVICE, "host.name": conn.node or "unknown"}
+            name = self.service_names.get(conn.process) or conn.process or "unknown_service"
             attrs = self._services[key] = {"service.name": name, "host.name": conn.node or "unknown"}
         return attrs
 
@@ -254,7 +264,7 @@ class RedMetrics:
         self, pick: Callable[[Snapshot], Observed]
     ) -> Callable[[CallbackOptions], Iterable[Observation]]:
         def callback(options: CallbackOptions) -> Iterable[Observation]:
-            snapshot = self.health.snapshot() if self.health is not None else {}
+            snapshot = self._flags.snapshot() | (self.health.snapshot() if self.health is not None else {})
             return [Observation(v, a) for v, a in pick(snapshot)]
 
         return callback
@@ -282,9 +292,9 @@ class RedMetrics:
                 if isinstance(size, int) and not isinstance(size, bool) and size >= 0:
                     self._histogram(name, "By").record(size, attrs)  # exemplars on durations only: cost
             if r.truncated:
-                self._truncated.add(1, {"protocol": r.protocol, "reason": "record"})
+                self._flags.count("truncated_exchanges", r.protocol, reason="record")
             if r.degraded:
-                self._degraded.add(1, {"protocol": r.protocol, "reason": "record"})
+                self._flags.count("degraded_exchanges", r.protocol, reason="record")
 
     def close(self) -> None:
         """Readers flush (a last OTLP export) and stop (the Prometheus endpoint closes)."""

@@ -345,3 +345,26 @@ def test_instruments_list_is_what_red_metrics_creates() -> None:
     kinds = {m.name: type(m.data).__name__ for m in metrics_by_name(data).values()}
     expected_kind = {"histogram": "Histogram", "counter": "Sum", "gauge": "Gauge"}
     assert all(kinds[i.name] == expected_kind[i.kind] for i in INSTRUMENTS)
+
+
+def test_kernel_truncations_join_record_truncations() -> None:
+    health = Health()
+    health.count("capture_truncated", "kernel", 4)  # drain_forever's CaptureLosses feeds these
+    data, _ = collect([http(SERVER, 200, 0.01, 1, truncated=True)], health)
+    assert {frozenset(p.attributes.items()): p.value for p in points(data, "l7scope.capture.truncated")} == {
+        frozenset({("l7scope.stage", "kernel")}): 4,
+        frozenset({("protocol", "http"), ("reason", "record")}): 1,
+    }
+
+
+def test_services_are_bounded_and_overflow_is_counted() -> None:
+    health = Health()
+    conns = [
+        ConnInfo(f"n1/{i}/4/1", Endpoint("127.0.0.1", 8080), Endpoint("127.0.0.1", 51000), Role.SERVER,
+                 pid=i, process=f"p{i}", node="n1")
+        for i in range(3)
+    ]  # fmt: skip
+    data, _ = collect([http(c, 200, 0.01, i) for i, c in enumerate(conns)], health, max_services=2)
+    services = {p.attributes["service.name"]: p.count for p in points(data, "http.server.request.duration")}
+    assert services == {"p0": 1, "p1": 1, "l7scope.overflow": 1}
+    assert health.total("metrics_services_overflow") == 1
