@@ -368,3 +368,17 @@ def test_services_are_bounded_and_overflow_is_counted() -> None:
     services = {p.attributes["service.name"]: p.count for p in points(data, "http.server.request.duration")}
     assert services == {"p0": 1, "p1": 1, "l7scope.overflow": 1}
     assert health.total("metrics_services_overflow") == 1
+
+
+def test_cli_export_flag_and_config_validation() -> None:
+    import argparse
+
+    from l7scope.cli import _apply_flags
+    from l7scope.config import Config, ConfigError, load
+
+    args = argparse.Namespace(export=["prometheus:127.0.0.1:9464", "jsonl:-"])
+    export = _apply_flags(Config(), args).export
+    assert (export.prometheus, export.jsonl, export.otlp_metrics) == ("127.0.0.1:9464", "-", True)
+    assert load(None, {"L7SCOPE_EXPORT_PROMETHEUS": ":9464"}).export.prometheus == ":9464"
+    with pytest.raises(ConfigError, match=r"export\.prometheus"):
+        load(None, {"L7SCOPE_EXPORT_PROMETHEUS": "127.0.0.1"})
