@@ -2,8 +2,8 @@
 `Fragment`s and `ConnEvent`s.
 
 The ring is written with BPF_RB_NO_WAKEUP, so nothing is pushed to us: the caller drains it on a
-short timer with `poll()`. The ring callback only copies the record's bytes; decoding happens
-after the drain, in one loop.
+short timer with `poll()`. The ring is read through mmap (probes/ringbuf.py) and decoded in place in
+one loop; bcc's per-record callback is the fallback when the map cannot be mapped.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from probes.fragment import ConnEvent, Fragment, Io, Source
 from probes.kernel_headers import prepare_headers
 from probes.labels import ProcessLabels
 from probes.procinfo import ProcessNames
+from probes.ringbuf import RingReader
 from probes.tls import TlsProbes
 from protocols.base import ConnInfo, Endpoint, Role
 
@@ -45,13 +46,16 @@ EVENT_LAYOUT = (
     ("local_addr", "16s"), ("remote_addr", "16s"), ("comm", "16s"),
 )  # fmt: skip
 EVENT_HEADER = struct.Struct("<" + "".join(code for _, code in EVENT_LAYOUT) + "4x")
+# The fields a DATA event of a known connection needs (no bytes objects): ts, gen, position, length,
+# pid, tid, fd, data_len, kind, io, source.
+EVENT_FAST = struct.Struct("<QQQQ8xIIiIBBxB")
 KIND_DATA, KIND_OPEN, KIND_CLOSE, KIND_EXEC = 0, 1, 2, 3
 STAT_EVENTS, STAT_LOST_EVENTS, STAT_LOST_BYTES, STAT_TRUNCATED, STAT_TLS_CIPHER_BYTES = 0, 1, 2, 3, 4
 STAT_COUNT = 5
 AF_INET6 = 10
 _V4_MAPPED = b"\0" * 10 + b"\xff\xff"
 _IO = (Io.SEND, Io.RECV)
-_SOURCES = {s.value: s for s in Source}
+_SOURCES = tuple(Source)  # indexed by value (0..3)
 FILTER_TABLES = (b"l7_only_pids", b"l7_only_comms", b"l7_only_ports", b"l7_only_cgroups")  # enum l7_filter
 CGROUP2_MOUNTS = (Path("/sys/fs/cgroup/unified"), Path("/sys/fs/cgroup"))
 # Connections whose CLOSE we never saw are forgotten oldest-first past this many.
@@ -77,6 +81,7 @@ class CaptureOptions:
     only_cgroups: tuple[str, ...] = ()  # cgroup v2 ids, or paths (absolute, or under the cgroup2 mount)
     services: tuple[str, ...] = ()  # "process-or-container-name=service.name" overrides
     header_cache: Path = Path("/var/cache/l7scope/kernel-headers")
+    direct_ring: bool = True  # mmap the ring and walk it; False: bcc's per-record callback
 
     def __post_init__(self) -> None:
         if not 64 <= self.copy_chunk <= 32768:
@@ -144,10 +149,19 @@ class Capture:
         for port in options.exclude_ports:
             self.exclude_port(port)
         self.set_filters(options.only_pids, options.only_processes, options.only_ports, options.only_cgroups)
-        raw = self._raw
-        # Near-zero work per event: copy the record out of the ring, decode after the drain.
-        self._callback = lambda _ctx, data, size: raw.append(ctypes.string_at(data, size))
-        self._bpf[b"l7_events"].open_ring_buffer(self._callback)
+        self.ring_reader = "bcc"
+        self._ring: RingReader | None = None
+        if options.direct_ring:
+            try:
+                self._ring = RingReader(self._bpf[b"l7_events"].map_fd, options.ring_bytes)
+                self.ring_reader = "mmap"
+            except (OSError, ValueError):  # no mmap of ring maps (kernel < 5.8 has none anyway): bcc path
+                self._ring = None
+        if self._ring is None:
+            raw = self._raw
+            # Near-zero work per event: copy the record out of the ring, decode after the drain.
+            self._callback = lambda _ctx, data, size: raw.append(ctypes.string_at(data, size))
+            self._bpf[b"l7_events"].open_ring_buffer(self._callback)
         self.tls = TlsProbes(self._bpf, own_pid=os.getpid())
         if options.tls:
             self.tls.attach_startup()
@@ -182,8 +196,18 @@ class Capture:
 
     def poll(self) -> list[Fragment | ConnEvent]:
         """Drain what the ring holds now (never blocks) and return it in ring order."""
-        self._bpf.ring_buffer_consume()
         out: list[Fragment | ConnEvent] = []
+        ring = self._ring
+        if ring is not None:
+            offsets = ring.pending()
+            if offsets:
+                try:  # decoded in place, then the space goes back to the kernel
+                    out = self._decoder.decode_at(ring.buf, offsets)
+                finally:
+                    ring.release()
+                self.records_read += len(offsets)
+        else:
+            self._bpf.ring_buffer_consume()
         if self._raw:
             records = self._raw[:]
             self._raw.clear()
@@ -203,6 +227,9 @@ class Capture:
         return CaptureStats(*values)
 
     def close(self) -> None:
+        ring, self._ring = getattr(self, "_ring", None), None
+        if ring is not None:
+            ring.close()
         bpf, self._bpf = getattr(self, "_bpf", None), None
         if bpf is not None:
             bpf.cleanup()
@@ -239,12 +266,28 @@ class EventDecoder:
     def decode(self, records: list[bytes]) -> list[Fragment | ConnEvent]:
         out: list[Fragment | ConnEvent] = []
         for record in records:
-            self._decode(record, out)
+            self._decode(record, 0, out)
         return out
 
-    def _decode(self, record: bytes, out: list[Fragment | ConnEvent]) -> None:
+    def decode_at(self, buf: Any, offsets: list[int]) -> list[Fragment | ConnEvent]:
+        """Records that start at `offsets` of one buffer (the mmapped ring), in that order."""
+        out: list[Fragment | ConnEvent] = []
+        append, unpack, conns, hdr = out.append, EVENT_FAST.unpack_from, self._conns, EVENT_HEADER.size
+        # The hot path: a DATA event of a connection already known is one unpack, one slice, one object.
+        for off in offsets:
+            ts, gen, position, length, pid, tid, fd, data_len, kind, io, source = unpack(buf, off)
+            info = conns.get((pid, fd, gen)) if kind == KIND_DATA else None
+            if info is None:
+                self._decode(buf, off, out)
+            else:
+                start = off + hdr
+                append(Fragment(info.conn_id, _IO[io], position, length, buf[start : start + data_len], ts,
+                                tid, _SOURCES[source]))  # fmt: skip
+        return out
+
+    def _decode(self, buf: Any, off: int, out: list[Fragment | ConnEvent]) -> None:
         (ts, gen, position, length, _total, pid, tid, fd, data_len, kind, io, role, source,
-         family, lport, rport, _chunk, laddr, raddr, comm) = EVENT_HEADER.unpack_from(record)  # fmt: skip
+         family, lport, rport, _chunk, laddr, raddr, comm) = EVENT_HEADER.unpack_from(buf, off)  # fmt: skip
         if kind == KIND_EXEC:
             self._names.forget(pid)  # a new program image: a new name
             if self._labels is not None:
@@ -257,9 +300,9 @@ class EventDecoder:
             info = self._new_conn(key, role, family, lport, rport, laddr, raddr, comm)
             out.append(ConnEvent(info=info, ts_ns=ts))
         if kind == KIND_DATA:
-            start = EVENT_HEADER.size
+            start = off + EVENT_HEADER.size
             out.append(
-                Fragment(info.conn_id, _IO[io], position, length, record[start : start + data_len], ts, tid,
+                Fragment(info.conn_id, _IO[io], position, length, buf[start : start + data_len], ts, tid,
                          _SOURCES[source])
             )  # fmt: skip
         elif kind == KIND_CLOSE:
