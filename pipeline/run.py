@@ -118,15 +118,27 @@ def drain_forever(
     """The agent's drain loop: on a timer (the ring is written without wake-ups), never blocking."""
     batcher = Batcher()
     losses = CaptureLosses(capture, health)
+    events = busy = 0.0
     while not stop.is_set():
         started = time.monotonic()
-        batches = batcher.group(capture.poll())
+        drained = capture.poll()
+        events += len(drained)
+        batches = batcher.group(drained)
         if batches:
             sink(batches)
         losses.update(started)
+        busy += time.monotonic() - started
         stop.wait(max(0.0, interval_s - (time.monotonic() - started)))
-    sink(batcher.group(capture.poll()))
+    drained = capture.poll()
+    sink(batcher.group(drained))
     losses.update(float("inf"))
+    stats = getattr(capture, "stats", None)
+    kernel = stats() if stats is not None else None
+    log.info("drain stopped", extra={
+        "drained_events": int(events + len(drained)), "drain_busy_s": round(busy, 3),
+        "kernel_events": getattr(kernel, "events", -1),
+        "kernel_lost_events": getattr(kernel, "lost_events", -1),
+        "ring_reader": getattr(capture, "ring_reader", "")})  # fmt: skip
 
 
 class CaptureLosses:
@@ -168,12 +180,14 @@ def run_embedded(
     """
     health = health or Health()
     handoff: queue.Queue[list[Batch]] = queue.Queue(config.pipeline.queue_batches)
+    dropped_fragments = [0]  # for the stop summary (benchmarks); Health counts batches
 
     def enqueue(batches: list[Batch]) -> None:
         try:
             handoff.put_nowait(batches)
         except queue.Full:  # the pipeline fell behind: drop, count, keep draining
             health.count("dropped_batches", "embedded_queue", len(batches), reason="queue full")
+            dropped_fragments[0] += sum(len(b.fragments) for b in batches)
 
     agent = threading.Thread(
         target=drain_forever,
@@ -188,10 +202,11 @@ def run_embedded(
     agent.start()
     log.info("capturing: embedded pipeline, %d exporters", len(exporters))
     next_render = time.monotonic() + config.export.refresh_seconds
+    records = 0
     try:
         while agent.is_alive() or not handoff.empty():
             with contextlib.suppress(queue.Empty):
-                process(handoff.get(timeout=0.1), table, exporters)
+                records += process(handoff.get(timeout=0.1), table, exporters)
             if time.monotonic() >= next_render:
                 next_render += config.export.refresh_seconds
                 expired = table.expire()
@@ -206,6 +221,10 @@ def run_embedded(
         close_all(table, exporters)
         if live is not None:
             render(live, health, out)
+        log.info("pipeline stopped", extra={
+            "records": records, "queue_dropped_batches": health.total("dropped_batches"),
+            "queue_dropped_fragments": dropped_fragments[0],
+            "parse_errors": health.total("parse_errors"), "gaps": health.total("gaps")})  # fmt: skip
     return health
 
 
