@@ -247,6 +247,11 @@ def cmd_pipeline(config: Config, args: argparse.Namespace) -> int:
             StartAt.parse_time(args.from_time)
         except ValueError as e:
             raise ConfigError(f"--from-time: {e}: use e.g. 2025-01-31T12:00:00Z or 1738324800") from None
+    from l7scope.doctor import brokers_unreachable
+
+    problem = brokers_unreachable(config.kafka)  # fail in seconds, not after the client's long timeout
+    if problem is not None:
+        raise _Unreachable(f"cannot reach Kafka: {problem}: start the broker or set L7SCOPE_KAFKA_BOOTSTRAP")
     stop = _stop_event(args.duration)
     _kafka_errors(
         lambda: run_pipeline(

@@ -110,6 +110,11 @@ class Config:
         ):
             if value <= 0:
                 raise ConfigError(f"{name} = {value}: must be positive")
+        for hostport in self.kafka.bootstrap.split(","):
+            if not hostport.strip().rpartition(":")[2].isdigit():
+                raise ConfigError(
+                    f"kafka.bootstrap = {self.kafka.bootstrap!r}: use host:port[,host:port], e.g. kafka:9092"
+                )
         return self
 
 

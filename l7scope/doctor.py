@@ -225,21 +225,25 @@ def tcp_reachable(host: str, port: int, timeout: float) -> str | None:
         return e.strerror or type(e).__name__
 
 
-def check_kafka(kafka: KafkaConfig, timeout: float = 3.0) -> Check:
-    for hostport in kafka.bootstrap.split(","):
+def brokers_unreachable(kafka: KafkaConfig, timeout: float = 3.0) -> str | None:
+    """None when some bootstrap broker accepts a TCP connection, else why not (a fast check)."""
+    reason = "no bootstrap address"
+    for hostport in kafka.bootstrap.split(","):  # validated as host:port by the config
         host, _, port = hostport.strip().rpartition(":")
-        if not port.isdigit():
-            return Check(
-                "kafka", Status.FAIL, f"bootstrap {hostport!r} has no port", "use host:port, e.g. kafka:9092"
-            )
-        reason = tcp_reachable(host or "127.0.0.1", int(port), timeout)
-        if reason is None:
-            break
-    else:
+        found = tcp_reachable(host or "127.0.0.1", int(port), timeout)
+        if found is None:
+            return None
+        reason = found
+    return f"no broker answers at {kafka.bootstrap} ({reason})"
+
+
+def check_kafka(kafka: KafkaConfig, timeout: float = 3.0) -> Check:
+    problem = brokers_unreachable(kafka, timeout)
+    if problem is not None:
         return Check(
             "kafka",
             Status.UNREACHABLE,
-            f"no broker answers at {kafka.bootstrap} ({reason})",
+            problem,
             "start the broker or set L7SCOPE_KAFKA_BOOTSTRAP / [kafka] bootstrap",
         )
     from kafka import KafkaAdminClient

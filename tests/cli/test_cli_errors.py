@@ -51,7 +51,7 @@ def test_unreachable_kafka_is_one_line(
     monkeypatch.setenv("L7SCOPE_KAFKA_BOOTSTRAP", f"127.0.0.1:{free_port()}")
     assert cli.main(["pipeline", "--duration", "1"]) == 3  # unreachable dependency
     err = capsys.readouterr().err.strip().splitlines()
-    assert err[-1].startswith("l7scope: cannot reach Kafka at 127.0.0.1:"), err
+    assert err[-1].startswith("l7scope: cannot reach Kafka: no broker answers at 127.0.0.1:"), err
 
 
 @pytest.mark.parametrize(

@@ -129,12 +129,17 @@ def test_keepalive_bytes_exact_and_contiguous(python_exchange: Exchange) -> None
 
 
 def test_connection_event_precedes_its_fragments(python_exchange: Exchange) -> None:
+    # Only this test's processes: other traffic on the machine may have been announced in an earlier poll.
+    ours = {f"/{python_exchange.client_pid}/", f"/{python_exchange.server_pid}/"}
     seen: set[str] = set()
+    checked = 0
     for event in python_exchange.events:
         if isinstance(event, ConnEvent):
             seen.add(event.info.conn_id)
-        else:
+        elif any(p in event.conn_id for p in ours):
             assert event.conn_id in seen
+            checked += 1
+    assert checked >= 4
 
 
 def test_close_events_carry_final_counts(python_exchange: Exchange) -> None:
