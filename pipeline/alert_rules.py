@@ -1,15 +1,15 @@
 """Alert rules from YAML: validated into frozen dataclasses, every problem named by key with its fix.
 
-    evaluation_interval: 2s
-    resend_interval: 30s
-    rules:
-      - alert: CheckoutSlow
-        match: {service: "checkout*", protocol: http, role: server, name: "GET /cart*"}
-        latency: {percentile: 90, above_ms: 100}      # or error_ratio: {above: 0.05}
-        window: 5m                                     # or burn_rate: {slo: 0.999, windows: [...]}
-        for: 1m
-        labels: {severity: page}
-        annotations: {summary: "{service} p90 is {value_text}"}
+evaluation_interval: 2s
+resend_interval: 30s
+rules:
+  - alert: CheckoutSlow
+    match: {service: "checkout*", protocol: http, role: server, name: "GET /cart*"}
+    latency: {percentile: 90, above_ms: 100}      # or error_ratio: {above: 0.05}
+    window: 5m                                     # or burn_rate: {slo: 0.999, windows: [...]}
+    for: 1m
+    labels: {severity: page}
+    annotations: {summary: "{service} p90 is {value_text}"}
 """
 
 from __future__ import annotations

@@ -203,6 +203,16 @@ class KafkaSource:
         log.info("revoked %s partitions %s", self.topic, sorted(partitions))
         return offsets
 
+    def lags(self) -> dict[int, int]:
+        """Messages between this consumer's position and the log end, per owned partition it has read."""
+        lags: dict[int, int] = {}
+        for p in self.assignment:
+            end = self.consumer.highwater(TopicPartition(self.topic, p))  # known after a fetch
+            position = self._next.get(p)
+            if end is not None and position is not None:
+                lags[p] = max(0, end - position)
+        return lags
+
     def _assigned(self, partitions: set[int]) -> None:
         self.assignment |= partitions
         log.info("assigned %s partitions %s", self.topic, sorted(self.assignment))

@@ -87,14 +87,19 @@ def new_table(config: Config, health: Health) -> ConnTable:
     return ConnTable(default_protocols(), health, table_limits=limits)
 
 
+def notify_observers(exporters: list[Exporter], batches: list[Batch]) -> None:
+    """Connection-level observers (the service map) see every batch, parsed or not."""
+    for exporter in exporters:
+        observe = getattr(exporter, "observe", None)
+        if observe is not None and batches:
+            observe(batches)
+
+
 def process(batches: Iterable[Batch], table: ConnTable, exporters: list[Exporter]) -> int:
     """Batches -> records -> every exporter; returns the number of records."""
     records: list[L7Record] = []
     batches = list(batches)
-    for exporter in exporters:  # connection-level observers (the service map) see every batch
-        observe = getattr(exporter, "observe", None)
-        if observe is not None:
-            observe(batches)
+    notify_observers(exporters, batches)
     for batch in batches:
         records += table.apply(batch)
     for exporter in exporters:
@@ -284,8 +289,6 @@ def run_pipeline(
             exporter.export(records)
         for exporter in exporters if durable else ():  # e.g. the records topic: acked before a commit
             flush = getattr(exporter, "flush", None)
-            if flush is None:  # a Kafka sink without flush(): its producer's, until it grows one
-                flush = getattr(getattr(getattr(exporter, "sender", None), "producer", None), "flush", None)
             if flush is not None:
                 flush()
 
@@ -305,15 +308,13 @@ def run_pipeline(
     try:
         while not stop.is_set():
             messages = source.poll()
-            for exporter in exporters:  # connection-level observers (the service map) see every batch
-                observe = getattr(exporter, "observe", None)
-                if observe is not None and messages:
-                    observe([m.batch for m in messages])
+            notify_observers(exporters, [m.batch for m in messages])
             records = [r for m in messages for r in table.apply(m.batch, m.partition, m.offset)]
             now = time.monotonic()
             if now >= next_expire:
                 next_expire = now + config.export.refresh_seconds
                 records += table.expire()
+                report_lag(exporters, config.kafka.fragments_topic, source.lags())
             export(records, durable=now >= next_commit)
             if now >= next_commit:
                 next_commit = now + commit_interval_s
@@ -327,6 +328,14 @@ def run_pipeline(
             log.warning("final commit failed: %s", e)
         source.close()
     return health
+
+
+def report_lag(exporters: list[Exporter], topic: str, lags: Mapping[int, int]) -> None:
+    for exporter in exporters:
+        set_lag = getattr(exporter, "set_consumer_lag", None)
+        if set_lag is not None:
+            for partition, lag in lags.items():
+                set_lag(topic, partition, lag)
 
 
 def run_replay(

@@ -39,7 +39,11 @@ class Collect:
 
     def __init__(self) -> None:
         self.records: list[L7Record] = []
+        self.lags: dict[tuple[str, int], int] = {}  # consumer lag as the pipeline reports it
         self._lock = threading.Lock()
+
+    def set_consumer_lag(self, topic: str, partition: int, lag: int) -> None:
+        self.lags[(topic, partition)] = lag
 
     def export(self, records: list[L7Record]) -> None:
         with self._lock:

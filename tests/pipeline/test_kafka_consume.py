@@ -48,6 +48,9 @@ def test_records_from_published_http_bytes(kafka_bootstrap: str, kafka_topic: Ca
     with pipeline_thread(config, f"g-{uuid.uuid4().hex[:6]}") as (collect, health):
         assert wait_for(lambda: len(collect.records) >= len(log), 30), collect.paths()
         time.sleep(1.0)
+        # Lag is reported per partition read, and reaches 0 once everything is consumed.
+        assert wait_for(lambda: bool(collect.lags) and not any(collect.lags.values()), 10), collect.lags
+    assert {topic for topic, _ in collect.lags} == {config.kafka.fragments_topic}
     assert sorted(collect.paths()) == sorted(x.path for x in log)
     ids = [r.record_id for r in collect.records]
     assert len(set(ids)) == len(ids)
