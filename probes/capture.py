@@ -25,7 +25,7 @@ from probes.fragment import ConnEvent, Fragment, Io, Source
 from probes.kernel_headers import prepare_headers
 from probes.labels import ProcessLabels
 from probes.procinfo import ProcessNames
-from probes.ringbuf import RingReader
+from probes.ringbuf import BUSY, DISCARD, HEADER, LEN_MASK, RingReader
 from probes.tls import TlsProbes
 from protocols.base import ConnInfo, Endpoint, Role
 
@@ -46,9 +46,10 @@ EVENT_LAYOUT = (
     ("local_addr", "16s"), ("remote_addr", "16s"), ("comm", "16s"),
 )  # fmt: skip
 EVENT_HEADER = struct.Struct("<" + "".join(code for _, code in EVENT_LAYOUT) + "4x")
-# The fields a DATA event of a known connection needs (no bytes objects): ts, gen, position, length,
-# pid, tid, fd, data_len, kind, io, source.
-EVENT_FAST = struct.Struct("<QQQQ8xIIiIBBxB")
+# A ring record's length word (probes/ringbuf.py) and the fields a DATA event of a known connection
+# needs, in one unpack without bytes objects: ts, gen, position, length, pid, tid, fd, data_len, kind,
+# io, source.
+RING_FAST = struct.Struct("<I4xQQQQ8xIIiIBBxB")
 KIND_DATA, KIND_OPEN, KIND_CLOSE, KIND_EXEC = 0, 1, 2, 3
 STAT_EVENTS, STAT_LOST_EVENTS, STAT_LOST_BYTES, STAT_TRUNCATED, STAT_TLS_CIPHER_BYTES = 0, 1, 2, 3, 4
 STAT_COUNT = 5
@@ -199,13 +200,15 @@ class Capture:
         out: list[Fragment | ConnEvent] = []
         ring = self._ring
         if ring is not None:
-            offsets = ring.pending()
-            if offsets:
-                try:  # decoded in place, then the space goes back to the kernel
-                    out = self._decoder.decode_at(ring.buf, offsets)
-                finally:
-                    ring.release()
-                self.records_read += len(offsets)
+            produced = ring.producer()
+            try:  # decoded in place, then the space goes back to the kernel
+                out, position, records = self._decoder.decode_ring(ring.buf, ring.base, ring.mask,
+                                                                   ring.consumer, produced)  # fmt: skip
+            except Exception:
+                ring.release(produced)  # a record that cannot be decoded must not wedge the ring
+                raise
+            ring.release(position)
+            self.records_read += records
         else:
             self._bpf.ring_buffer_consume()
         if self._raw:
@@ -269,21 +272,37 @@ class EventDecoder:
             self._decode(record, 0, out)
         return out
 
-    def decode_at(self, buf: Any, offsets: list[int]) -> list[Fragment | ConnEvent]:
-        """Records that start at `offsets` of one buffer (the mmapped ring), in that order."""
+    def decode_ring(
+        self, buf: Any, base: int, mask: int, cons: int, prod: int
+    ) -> tuple[list[Fragment | ConnEvent], int, int]:
+        """Walk a mapped ring (as probes.ringbuf.walk does) and decode each record in place.
+
+        Returns the events, the position to release, and the number of records decoded.
+        """
         out: list[Fragment | ConnEvent] = []
-        append, unpack, conns, hdr = out.append, EVENT_FAST.unpack_from, self._conns, EVENT_HEADER.size
-        # The hot path: a DATA event of a connection already known is one unpack, one slice, one object.
-        for off in offsets:
-            ts, gen, position, length, pid, tid, fd, data_len, kind, io, source = unpack(buf, off)
-            info = conns.get((pid, fd, gen)) if kind == KIND_DATA else None
+        append, unpack, conns = out.append, RING_FAST.unpack_from, self._conns
+        busy, discard, len_mask, data_kind = BUSY, DISCARD, LEN_MASK, KIND_DATA
+        skip = HEADER + EVENT_HEADER.size
+        records = 0
+        # The hot path: one unpack per record; a DATA event of a known connection adds one slice and
+        # one Fragment, nothing else.
+        while cons < prod:
+            off = base + (cons & mask)
+            word, ts, gen, position, length, pid, tid, fd, data_len, kind, io, source = unpack(buf, off)
+            if word & busy:
+                break
+            cons += ((word & len_mask) + HEADER + 7) & ~7
+            if word & discard:
+                continue
+            records += 1
+            info = conns.get((pid, fd, gen)) if kind == data_kind else None
             if info is None:
-                self._decode(buf, off, out)
+                self._decode(buf, off + HEADER, out)
             else:
-                start = off + hdr
+                start = off + skip
                 append(Fragment(info.conn_id, _IO[io], position, length, buf[start : start + data_len], ts,
                                 tid, _SOURCES[source]))  # fmt: skip
-        return out
+        return out, cons, records
 
     def _decode(self, buf: Any, off: int, out: list[Fragment | ConnEvent]) -> None:
         (ts, gen, position, length, _total, pid, tid, fd, data_len, kind, io, role, source,

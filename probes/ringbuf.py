@@ -14,12 +14,12 @@ import platform
 import struct
 from typing import Any
 
-__all__ = ["BUSY", "DISCARD", "HEADER", "RingReader", "record_at", "walk"]
+__all__ = ["BUSY", "DISCARD", "HEADER", "LEN_MASK", "RingReader", "record_at", "walk"]
 
 BUSY = 1 << 31  # reserved, not committed yet: the walk stops here
 DISCARD = 1 << 30  # committed as discarded: skipped
 HEADER = 8
-_LEN_MASK = ~(BUSY | DISCARD) & 0xFFFFFFFF
+LEN_MASK = ~(BUSY | DISCARD) & 0xFFFFFFFF
 _U32 = struct.Struct("=I")
 _U64 = struct.Struct("=Q")
 # Plain loads/stores order like libbpf's acquire/release only on x86 (TSO); elsewhere use bcc.
@@ -39,7 +39,7 @@ def walk(buf: Any, base: int, mask: int, cons: int, prod: int, out: list[int]) -
         (word,) = unpack(buf, off)
         if word & BUSY:
             break
-        cons += ((word & _LEN_MASK) + HEADER + 7) & ~7
+        cons += ((word & LEN_MASK) + HEADER + 7) & ~7
         if not word & DISCARD:
             append(off + HEADER)
     return cons
@@ -48,11 +48,15 @@ def walk(buf: Any, base: int, mask: int, cons: int, prod: int, out: list[int]) -
 def record_at(buf: Any, offset: int) -> bytes:
     """The sample whose first byte is at `offset` (as `walk` reports it), by its header's length."""
     (word,) = _U32.unpack_from(buf, offset - HEADER)
-    return bytes(buf[offset : offset + (word & _LEN_MASK)])
+    return bytes(buf[offset : offset + (word & LEN_MASK)])
 
 
 class RingReader:
-    """One ring map, mmapped. `pending()` walks what is committed; `release()` hands it back."""
+    """One ring map, mmapped: `producer()` says how far the kernel wrote, `release(pos)` frees up to pos.
+
+    Records between `consumer` and `producer()` are read in place from `buf` (`walk`, or a decoder's
+    own fused loop such as probes.capture.EventDecoder.decode_ring).
+    """
 
     def __init__(self, map_fd: int, ring_bytes: int) -> None:
         if platform.machine() not in _TSO_MACHINES:
@@ -64,22 +68,23 @@ class RingReader:
         except BaseException:
             self._consumer.close()
             raise
-        self._base, self._mask = page, ring_bytes - 1
-        (self._cons,) = _U64.unpack_from(self._consumer, 0)
-        self._next = self._cons
+        self.base, self.mask = page, ring_bytes - 1
+        (self.consumer,) = _U64.unpack_from(self._consumer, 0)
+
+    def producer(self) -> int:
+        return _U64.unpack_from(self.buf, 0)[0]
 
     def pending(self) -> list[int]:
-        """Offsets in `self.buf` of the samples committed since the last `release()`."""
-        (prod,) = _U64.unpack_from(self.buf, 0)
+        """Offsets in `buf` of the samples committed now; pass `self.walked` to `release()` after use."""
         out: list[int] = []
-        self._next = walk(self.buf, self._base, self._mask, self._cons, prod, out)
+        self.walked = walk(self.buf, self.base, self.mask, self.consumer, self.producer(), out)
         return out
 
-    def release(self) -> None:
-        """Give the walked records back to the kernel (one aligned 8-byte store, as libbpf does)."""
-        if self._next != self._cons:
-            self._cons = self._next
-            _U64.pack_into(self._consumer, 0, self._cons)
+    def release(self, position: int) -> None:
+        """Give records up to `position` back to the kernel (one aligned 8-byte store, as libbpf does)."""
+        if position != self.consumer:
+            self.consumer = position
+            _U64.pack_into(self._consumer, 0, position)
 
     def close(self) -> None:
         self.buf.close()

@@ -92,7 +92,7 @@ def test_mmap_reader_matches_bcc_callback(pair: tuple[Capture, Capture], tmp_pat
         assert after.lost_events == stats.lost_events, "this test needs a ring that did not overflow"
         assert after.events - stats.events == cap.records_read - read  # every record written was read
     got = [on_port(events, port) for events in got]
-    assert direct._ring is not None and direct._ring._cons > RING  # the walk went around the end
+    assert direct._ring is not None and direct._ring.consumer > RING  # the walk went around the end
     frags = [fragment_keys(events) for events in got]
     moved = sum(f.length for f in got[0] if isinstance(f, Fragment))
     assert moved >= 2 * RUNS * (len(BIG) + 5 * len(SMALL))  # both sides of every response, at least

@@ -13,21 +13,22 @@ BASE = 64  # where the data area starts in the buffer, like the producer page be
 class SyntheticRing:
     """Writes records at ring positions; `buffer()` is the mapping the reader sees."""
 
-    def __init__(self, start: int = 0) -> None:
-        self.data = bytearray(RING)
+    def __init__(self, start: int = 0, size: int = RING) -> None:
+        self.data = bytearray(size)
         self.prod = start
 
     def put(self, sample: bytes, flags: int = 0) -> int:
         pos = self.prod
         raw = struct.pack("=II", len(sample) | flags, 0) + sample
         for i, b in enumerate(raw):
-            self.data[(pos + i) % RING] = b
+            self.data[(pos + i) % len(self.data)] = b
         self.prod += (len(raw) + 7) & ~7
         return pos
 
     def set_flags(self, pos: int, flags: int) -> None:
-        (word,) = struct.unpack_from("=I", self.data, pos % RING)
-        struct.pack_into("=I", self.data, pos % RING, (word & ~(BUSY | DISCARD)) | flags)
+        at = pos % len(self.data)
+        (word,) = struct.unpack_from("=I", self.data, at)
+        struct.pack_into("=I", self.data, at, (word & ~(BUSY | DISCARD)) | flags)
 
     def buffer(self) -> bytes:
         return bytes(BASE) + bytes(self.data) + bytes(self.data)  # the double mapping
@@ -88,3 +89,29 @@ def test_empty_ring_returns_the_same_position() -> None:
 
 def test_header_size() -> None:
     assert HEADER == 8
+
+
+def test_decoder_fused_walk_matches_walk_then_decode() -> None:
+    """EventDecoder.decode_ring (the agent's loop) over wrap, discard and busy records."""
+    from probes.capture import KIND_CLOSE, KIND_DATA, KIND_OPEN, EventDecoder
+    from tests.probes.test_capture_units import record
+
+    big = bytes(range(97))
+    size = 1024  # room for the four records; the second one crosses the end
+    ring = SyntheticRing(start=size * 5 + size - 160, size=size)
+    start = ring.prod
+    ring.put(record(KIND_OPEN))
+    ring.put(record(KIND_DATA, pos=0, length=97, data=big))  # crosses the end of the ring
+    ring.put(record(KIND_DATA, pos=97, length=1, data=b"x"), flags=DISCARD)
+    busy_at = ring.put(record(KIND_CLOSE, pos=97, length=0), flags=BUSY)
+    buf = ring.buffer()
+    fused = EventDecoder("n")
+    events, cons, records = fused.decode_ring(buf, BASE, size - 1, start, ring.prod)
+    assert cons == busy_at and records == 2
+    offsets: list[int] = []
+    walk(buf, BASE, size - 1, start, ring.prod, offsets)
+    assert events == EventDecoder("n").decode([record_at(buf, off) for off in offsets])
+    assert events[1].data == big  # type: ignore[union-attr]
+    ring.set_flags(busy_at, 0)
+    closed, cons, records = fused.decode_ring(ring.buffer(), BASE, size - 1, cons, ring.prod)
+    assert cons == ring.prod and records == 1 and closed[0].closed  # type: ignore[union-attr]
