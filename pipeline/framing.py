@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -198,11 +199,13 @@ class ConnParser:
 
     def _detect(self, final: bool) -> bool:
         heads = {io: bytes(self.streams[io].head()[:4096]) for io in Io}
-        for spec in self.protocols:
-            match = self._match(spec, heads)
-            if match is not None:
-                self._claim(spec, match)
-                return True
+        # Every protocol's check on a message start comes before any mid-stream (boundary) guess.
+        for claims in (_starts_with, _contains_boundary):
+            for spec in self.protocols:
+                match = self._match(spec, heads, claims)
+                if match is not None:
+                    self._claim(spec, match)
+                    return True
         if (
             final
             or all(self.bytes_seen[io] > self.limits.detect_bytes for io in Io)
@@ -214,18 +217,23 @@ class ConnParser:
                 stream.discard_all_but(0)
         return False
 
-    def _match(self, spec: AnySpec, heads: dict[Io, bytes]) -> Io | None:
+    def _match(self, spec: AnySpec, heads: dict[Io, bytes], claims: Claims) -> Io | None:
         """The capture direction carrying requests if `spec` claims these bytes, else None."""
-        candidates = [self.request_io] if self.request_io is not None else list(Io)
+        if self.request_io is None:
+            candidates = list(Io)
+        elif self.conn.role_inferred:  # a guess (e.g. a capture joined mid-connection): the content decides
+            candidates = [self.request_io, Io.RECV if self.request_io == Io.SEND else Io.SEND]
+        else:
+            candidates = [self.request_io]
         for req in candidates:
             resp = Io.RECV if req == Io.SEND else Io.SEND
-            if _claims(spec, heads[req], Direction.REQUEST) or _claims(spec, heads[resp], Direction.RESPONSE):
+            if claims(spec, heads[req], Direction.REQUEST) or claims(spec, heads[resp], Direction.RESPONSE):
                 return req
         return None
 
     def _claim(self, spec: AnySpec, req: Io) -> None:
         self.spec, self.state = spec, spec.new_state()
-        if self.request_io is None:  # role learned from the protocol: who sends requests is the client
+        if self.request_io != req:  # role learned from the protocol: who sends requests is the client
             self.request_io = req
             role = Role.CLIENT if req == Io.SEND else Role.SERVER
             self.conn = dataclasses.replace(self.conn, role=role, role_inferred=True)
@@ -236,11 +244,15 @@ class ConnParser:
             self._resync[io] = bool(head) and not spec.detect(head, direction)
 
 
-def _claims(spec: AnySpec, head: bytes, direction: Direction) -> bool:
-    """Does `head` start with, or (joined mid-stream) contain a boundary to, a message of `spec`?"""
-    if not head:
-        return False
-    if spec.detect(head, direction):
-        return True
-    offset = spec.find_boundary(memoryview(head), direction, 1)
+Claims = Callable[[AnySpec, bytes, Direction], bool]
+
+
+def _starts_with(spec: AnySpec, head: bytes, direction: Direction) -> bool:
+    """Does `head` start with a message of `spec` travelling in `direction`?"""
+    return bool(head) and spec.detect(head, direction)
+
+
+def _contains_boundary(spec: AnySpec, head: bytes, direction: Direction) -> bool:
+    """Joined mid-stream: is there a boundary in `head` after which a message of `spec` starts?"""
+    offset = spec.find_boundary(memoryview(head), direction, 1) if head else None
     return offset is not None and 0 < offset < len(head) and spec.detect(head[offset:], direction)

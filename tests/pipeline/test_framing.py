@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 from pipeline.conn_table import ConnTable
 from pipeline.health import Health
 from probes.fragment import Batch, ConnEvent, Fragment, Io
@@ -157,3 +159,19 @@ def test_a_hole_in_a_quiet_connection_is_given_up_on_a_timer() -> None:
     now[0] = 5.0
     recs = table.expire() + table.expire()
     assert [r.attributes["http.request.method"] for r in recs] == ["POST"]
+
+
+def test_a_guessed_role_is_corrected_by_the_content() -> None:
+    guess = dataclasses.replace(conn(Role.SERVER), role_inferred=True)  # wrong: this side sends requests
+    table, w = ConnTable(PROTOCOLS, Health()), Wire(guess)
+    recs = run(table, guess, w.frag(Io.SEND, REQ), w.frag(Io.RECV, RESP_200))
+    assert [(r.role, r.conn.role_inferred, r.attributes["http.response.status_code"]) for r in recs] == [
+        (Role.CLIENT, True, 200)
+    ]
+
+
+def test_a_known_role_is_not_second_guessed() -> None:
+    info, health = conn(Role.SERVER), Health()
+    table, w = ConnTable(PROTOCOLS, health), Wire(info)
+    assert run(table, info, w.frag(Io.SEND, REQ), w.frag(Io.RECV, RESP_200), close=True) == []
+    assert health.total("unclaimed_connections") == 1
