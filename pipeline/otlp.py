@@ -87,16 +87,25 @@ def key_values(attrs: Mapping[str, AttrValue]) -> list[common.KeyValue]:
     return [common.KeyValue(key=k, value=any_value(v)) for k, v in attrs.items()]
 
 
-def resource_attributes(conn: ConnInfo, service_name: str = "") -> dict[str, AttrValue]:
-    attrs: dict[str, AttrValue] = {"service.name": service_name or conn.process or "unknown_service"}
-    if conn.node:
-        attrs["host.name"] = conn.node
-    if conn.pid:
-        attrs["process.pid"] = conn.pid
-    if conn.process:
-        attrs["process.executable.name"] = conn.process
-    if conn.container_id:
-        attrs["container.id"] = conn.container_id
+def service_name(conn: ConnInfo, names: Mapping[str, str]) -> str:
+    """The capture's label (config mapping, pod labels), else a pipeline-side mapping, else the process."""
+    return conn.service or names.get(conn.process) or conn.process or "unknown_service"
+
+
+def resource_attributes(conn: ConnInfo, names: Mapping[str, str]) -> dict[str, AttrValue]:
+    attrs: dict[str, AttrValue] = {"service.name": service_name(conn, names)}
+    for key, value in (
+        ("host.name", conn.node),
+        ("process.pid", conn.pid),
+        ("process.executable.name", conn.process),
+        ("process.executable.path", conn.executable),
+        ("container.id", conn.container_id),
+        ("k8s.pod.name", conn.k8s_pod),
+        ("k8s.namespace.name", conn.k8s_namespace),
+        ("k8s.container.name", conn.k8s_container),
+    ):
+        if value:
+            attrs[key] = value
     return attrs
 
 
@@ -145,7 +154,7 @@ def build_trace_request(
     names = service_names or {}
     by_resource: dict[tuple[tuple[str, AttrValue], ...], list[trace.Span]] = {}
     for r in records:
-        key = tuple(resource_attributes(r.conn, names.get(r.conn.process, "")).items())
+        key = tuple(resource_attributes(r.conn, names).items())
         by_resource.setdefault(key, []).append(to_span(r))
     return tsvc.ExportTraceServiceRequest(
         resource_spans=[

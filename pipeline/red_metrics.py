@@ -47,7 +47,7 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
 
 from pipeline.health import Health
-from pipeline.otlp import OtlpEndpoint, span_ids
+from pipeline.otlp import OtlpEndpoint, service_name, span_ids
 from protocols.base import AttrValue, ConnInfo, L7Record
 
 log = logging.getLogger("l7scope.metrics")
@@ -243,14 +243,14 @@ class RedMetrics:
         )
 
     def _service(self, conn: ConnInfo) -> dict[str, AttrValue]:
-        key = (conn.process, conn.node)
+        key = (conn.service, conn.process, conn.node)
         attrs = self._services.get(key)
         if attrs is None:
             if len(self._services) >= self.max_services:  # bounded: short-lived processes must not grow it
                 if self.health is not None:
                     self.health.count("metrics_services_overflow", "metrics")
                 return {"service.name": OVERFLOW_SERVICE, "host.name": conn.node or "unknown"}
-            name = self.service_names.get(conn.process) or conn.process or "unknown_service"
+            name = service_name(conn, self.service_names)
             attrs = self._services[key] = {"service.name": name, "host.name": conn.node or "unknown"}
         return attrs
 
