@@ -366,34 +366,18 @@ class KafkaAlertNotifier:
     """The protobuf `Alert` on the alerts topic, keyed by service; bounded and counted like records."""
 
     def __init__(self, kafka: Any, health: Health, **producer_overrides: Any) -> None:
-        from pipeline.bounded_send import BoundedSender
-        from pipeline.kafka_source import ensure_topics
-        from pipeline.records_sink import kafka_producer, warm_metadata
+        from pipeline.bounded_send import KafkaSender
 
-        self.topic = kafka.alerts_topic
-        self.health = health
-        ensure_topics(kafka, self.topic)
-        producer = kafka_producer(kafka, "l7scope-alerts", **producer_overrides)
-        warm_metadata(producer, self.topic)
-        self.sender = BoundedSender(producer, kafka.max_buffer_mib << 20)
+        self.sender = KafkaSender(
+            kafka, kafka.alerts_topic, health, unit="alerts", client_id="l7scope-alerts", **producer_overrides
+        )
 
     def notify(self, alerts: list[Alert]) -> None:
         for a in alerts:
-            key = a.labels.get("service", "").encode()
-            if self.sender.send(self.topic, key, encode_alert(a), self._dropped):
-                self.health.count("alerts_sent", "kafka")
-
-    def _dropped(self, reason: str) -> None:
-        self.health.count("alerts_failed", "kafka", reason=reason)
+            self.sender.send(a.labels.get("service", "").encode(), encode_alert(a))
 
     def close(self) -> None:
-        from kafka.errors import KafkaError
-
-        try:
-            self.sender.producer.flush(timeout=10)
-        except KafkaError as e:
-            log.warning("alerts topic flush on shutdown failed: %s", e)
-        self.sender.producer.close(timeout=10)
+        self.sender.close()
 
 
 def encode_alert(a: Alert) -> bytes:

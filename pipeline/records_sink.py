@@ -6,21 +6,17 @@ schema is proto/records.proto (documented in docs/records.md); `decode_record` i
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 from google.protobuf.message import DecodeError
-from kafka import KafkaProducer
-from kafka.errors import KafkaError
 
-from l7scope.config import KafkaConfig, kafka_client_settings
-from pipeline.bounded_send import BoundedSender
+from l7scope.config import KafkaConfig
+from pipeline.bounded_send import KafkaSender
 from pipeline.health import Health
 from probes.codec import decode_conn, encode_conn
 from proto import records_pb2 as pb
 from protocols.base import AttrValue, L7Record, Role
 
-log = logging.getLogger("l7scope.records")
 
 SCHEMA_VERSION = 1
 UNKNOWN_SERVICE = "unknown"
@@ -97,60 +93,26 @@ def decode_record(value: bytes) -> L7Record:
     )
 
 
-def kafka_producer(kafka: KafkaConfig, client_id: str, **overrides: Any) -> KafkaProducer:
-    """A batched, compressed, acks=all idempotent producer that never blocks a caller for long."""
-    settings: dict[str, Any] = kafka_client_settings(kafka) | {
-        "acks": "all",
-        "enable_idempotence": True,
-        "compression_type": None if kafka.compression == "none" else kafka.compression,
-        "linger_ms": 20,
-        "batch_size": 256 << 10,
-        "max_block_ms": 100,  # metadata wait while the broker is away; then the message is dropped
-        "client_id": client_id,
-    }
-    return KafkaProducer(**(settings | overrides))
-
-
-def warm_metadata(producer: KafkaProducer, topic: str, timeout_s: float = 10.0) -> None:
-    """Fetch the topic's partitions once at start, so the first sends are not dropped for want of them."""
-    short = producer.config["max_block_ms"]
-    producer.config["max_block_ms"] = int(timeout_s * 1000)
-    try:
-        producer.partitions_for(topic)
-    except KafkaError as e:  # the broker may come later: sends drop (counted) until it does
-        log.warning("no metadata for %s yet: %s", topic, e)
-    finally:
-        producer.config["max_block_ms"] = short
-
-
 class RecordsSink:
     """Exporter: every record to `kafka.records_topic`; bounded memory, counted drops."""
 
     def __init__(self, kafka: KafkaConfig, health: Health, **producer_overrides: Any) -> None:
-        from pipeline.kafka_source import ensure_topics
-
-        self.topic = kafka.records_topic
-        self.health = health
-        ensure_topics(kafka, self.topic)
-        producer = kafka_producer(kafka, "l7scope-records", **producer_overrides)
-        warm_metadata(producer, self.topic)
-        self.sender = BoundedSender(producer, kafka.max_buffer_mib << 20)
+        self.sender = KafkaSender(
+            kafka,
+            kafka.records_topic,
+            health,
+            unit="records",
+            client_id="l7scope-records",
+            **producer_overrides,
+        )
 
     def export(self, records: list[L7Record]) -> None:
         for r in records:
-            if self.sender.send(self.topic, service_of(r).encode(), encode_record(r), self._dropped):
-                self.health.count("published_records", "kafka")
-
-    def _dropped(self, reason: str) -> None:
-        self.health.count("dropped_records", "kafka", reason=reason)
+            self.sender.send(service_of(r).encode(), encode_record(r))
 
     def flush(self, timeout_s: float = 10.0) -> None:
-        """Wait until every record handed over so far is acknowledged (before committing offsets)."""
-        self.sender.producer.flush(timeout=timeout_s)
+        """Wait until every record handed over so far is acknowledged (before offsets are committed)."""
+        self.sender.flush(timeout_s)
 
     def close(self, timeout_s: float = 10.0) -> None:
-        try:
-            self.flush(timeout_s)
-        except KafkaError as e:
-            log.warning("records topic flush on shutdown failed: %s", e)
-        self.sender.producer.close(timeout=timeout_s)
+        self.sender.close(timeout_s)
