@@ -17,7 +17,6 @@ from probes.codec import decode_conn, encode_conn
 from proto import records_pb2 as pb
 from protocols.base import AttrValue, L7Record, Role
 
-
 SCHEMA_VERSION = 1
 UNKNOWN_SERVICE = "unknown"
 
