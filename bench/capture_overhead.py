@@ -55,6 +55,18 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
+def thread_cpu(pid: int) -> dict[int, float]:
+    """CPU seconds per thread of a process (utime + stime of /proc/PID/task/TID/stat)."""
+    out: dict[int, float] = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:  # the thread ended
+            continue
+        out[int(task.name)] = (int(fields[11]) + int(fields[12])) / CLK_TCK
+    return out
+
+
 def load1() -> float:
     return float(Path("/proc/loadavg").read_text().split()[0])
 
@@ -155,12 +167,15 @@ def traced_round(port: int, args: argparse.Namespace, script: Path | None, mode:
     agent = Agent(mode, variant, env)
     try:
         time.sleep(1.0)
-        before, t0 = cpu_seconds(agent.proc.pid), time.monotonic()
+        threads, before, t0 = thread_cpu(agent.proc.pid), cpu_seconds(agent.proc.pid), time.monotonic()
         rps = wrk(port, args.seconds, args.connections, script)
         used, wall = cpu_seconds(agent.proc.pid) - before, time.monotonic() - t0
+        after = thread_cpu(agent.proc.pid)
+        per_thread = sorted((v - threads.get(t, 0.0) for t, v in after.items()), reverse=True)
     finally:
         agent.stop()
-    return Sample(rps, 100 * used / wall, used / (rps * args.seconds) * 10_000, agent.summary(), args.seconds)
+    counters = {**agent.summary(), "busiest_threads_pct": [round(100 * v / wall) for v in per_thread[:3]]}
+    return Sample(rps, 100 * used / wall, used / (rps * args.seconds) * 10_000, counters, args.seconds)
 
 
 def describe(s: Sample) -> str:
@@ -174,7 +189,8 @@ def describe(s: Sample) -> str:
             f"{per_s('drained_events')}  records {per_s('records')}  kernel lost "
             f"{c.get('kernel_lost_events', 'n/a')}  queue dropped {c.get('queue_dropped_fragments', 'n/a')} "
             f"frags  kafka dropped "
-            f"{c.get('kafka_dropped', 'n/a')}  reader {c.get('ring_reader', 'n/a')}")  # fmt: skip
+            f"{c.get('kafka_dropped', 'n/a')}  reader {c.get('ring_reader', 'n/a')}  threads % "
+            f"{c['busiest_threads_pct']}")  # fmt: skip
 
 
 def calibrate(port: int, args: argparse.Namespace, work: Path) -> tuple[Path, float]:
