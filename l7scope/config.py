@@ -61,6 +61,7 @@ class PipelineConfig:
     queue_batches: int = 4096  # the embedded in-process queue (l7scope run)
     idle_seconds: float = 300.0  # connections silent this long are flushed
     max_buffered_mib: int = 512  # unparsed bytes across all connections
+    nice: int = 0  # l7scope run: the parsing thread's nice value (0..19); higher yields the CPU to the apps
 
 
 @dataclass(frozen=True, slots=True)

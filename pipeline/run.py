@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import queue
 import sys
 import threading
@@ -215,6 +216,8 @@ def run_embedded(
     if live is not None:
         exporters.append(live)
     agent.start()
+    if config.pipeline.nice:  # this thread only (Linux: a tid); the drain thread keeps its priority
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), min(19, max(0, config.pipeline.nice)))
     log.info("capturing: embedded pipeline, %d exporters", len(exporters))
     next_render = time.monotonic() + config.export.refresh_seconds
     records = 0
