@@ -73,6 +73,7 @@ class KafkaSender:
         self._outstanding = 0
         self._cond = threading.Condition()
         self._closing = False
+        self._close_by = float("inf")  # close() still connects and sends until then
         self._thread = threading.Thread(target=self._run, name=f"kafka-{topic}", daemon=True)
         self._thread.start()
 
@@ -129,7 +130,7 @@ class KafkaSender:
         from pipeline.kafka_source import ensure_topics
 
         warned = False
-        while not self._closing:
+        while time.monotonic() < self._close_by:
             producer = None
             try:
                 ensure_topics(self.kafka, self.topic, timeout_s=2.0)
@@ -187,6 +188,7 @@ class KafkaSender:
         deadline = time.monotonic() + timeout_s
         with self._cond:
             self._closing = True
+            self._close_by = deadline - min(2.0, timeout_s / 4)  # leave time to flush what was sent
             self._cond.notify_all()
         self._thread.join(timeout=max(0.1, deadline - time.monotonic()))
         with self._cond:
