@@ -21,7 +21,7 @@ import pytest
 from pipeline.red_metrics import DURATION_BUCKETS
 from tests.support.kafka_broker import free_port
 from tests.support.otlp_receiver import OtlpReceiver
-from tests.support.servers import NGINX_CONF, curl_keepalive_three, wait_for_port
+from tests.support.servers import curl_keepalive_three, nginx, wait_for_port
 from tests.test_end_to_end import base_env, l7scope
 
 pytestmark = pytest.mark.kernel
@@ -33,19 +33,11 @@ EXPECTED = {("GET", "200"), ("GET", "404"), ("POST", "201")}
 @contextmanager
 def renamed_nginx(work: Path, name: str) -> Iterator[int]:
     """nginx run from a copy named `name`, so its series (service_name = process name) are only ours."""
-    port = free_port()
-    (work / "www").mkdir(parents=True, exist_ok=True)
+    work.mkdir(parents=True, exist_ok=True)
     binary = work / name
     shutil.copy("/usr/sbin/nginx", binary)
-    conf = work / "nginx.conf"
-    conf.write_text(NGINX_CONF.format(dir=work, port=port))
-    proc = subprocess.Popen([str(binary), "-p", str(work), "-c", str(conf)], stderr=subprocess.DEVNULL)
-    try:
-        wait_for_port(port)
+    with nginx(work, binary=str(binary)) as port:
         yield port
-    finally:
-        proc.kill()
-        proc.wait(timeout=10)
 
 
 @contextmanager

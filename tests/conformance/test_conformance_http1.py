@@ -19,39 +19,11 @@ from tests.conformance.oracle import (
     replay,
     tshark_http1_exchanges,
 )
-from tests.support.kafka_broker import free_port
-from tests.support.servers import wait_for_port
+from tests.support.servers import nginx as nginx_server
 
 pytestmark = needs_tools
 
-NGINX_CONF = """
-daemon off;
-master_process off;
-worker_processes 1;
-error_log {dir}/error.log warn;
-pid {dir}/nginx.pid;
-events {{ worker_connections 64; }}
-http {{
-    access_log off;
-    sendfile off;
-    gzip on;
-    gzip_min_length 0;
-    gzip_types text/plain;
-    client_body_temp_path {dir}/body;
-    proxy_temp_path {dir}/proxy;
-    fastcgi_temp_path {dir}/fastcgi;
-    uwsgi_temp_path {dir}/uwsgi;
-    scgi_temp_path {dir}/scgi;
-    default_type text/plain;
-    server {{
-        listen 127.0.0.1:{port};
-        root {dir}/www;
-        location = /ok {{ return 200 "hello\\n"; }}
-        location = /submit {{ return 201 "created\\n"; }}
-        location / {{ }}
-    }}
-}}
-"""
+GZIP = "gzip on; gzip_min_length 0; gzip_types text/plain; default_type text/plain;"
 
 
 @pytest.fixture(scope="module")
@@ -60,17 +32,8 @@ def nginx(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
     work = tmp_path_factory.mktemp("nginx")
     (work / "www").mkdir()
     (work / "www" / "text.txt").write_text("line of text\n" * 4000)
-    port = free_port()
-    (work / "nginx.conf").write_text(NGINX_CONF.format(dir=work, port=port))
-    proc = subprocess.Popen(
-        ["/usr/sbin/nginx", "-p", str(work), "-c", str(work / "nginx.conf")], stderr=subprocess.DEVNULL
-    )
-    try:
-        wait_for_port(port)
+    with nginx_server(work, http_extra=GZIP) as port:
         yield port
-    finally:
-        proc.kill()
-        proc.wait(timeout=10)
 
 
 def _curl(port: int, body: Path) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -12,10 +11,9 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-import pytest
-
 from probes.capture import Capture
 from probes.fragment import ConnEvent, Fragment, Io
+from tests.support.servers import start_nginx
 
 Event = Fragment | ConnEvent
 
@@ -106,48 +104,8 @@ def python_http_server(root: Path, host: str = "127.0.0.1") -> tuple[subprocess.
     return proc, port
 
 
-NGINX_CONF = """\
-daemon off;
-master_process off;
-worker_processes 1;
-pid {dir}/nginx.pid;
-error_log {dir}/error.log warn;
-events {{ worker_connections 64; }}
-http {{
-    access_log off;
-    sendfile {sendfile};
-    keepalive_timeout 30s;
-    client_body_temp_path {dir}/body;
-    proxy_temp_path {dir}/proxy;
-    fastcgi_temp_path {dir}/fastcgi;
-    uwsgi_temp_path {dir}/uwsgi;
-    scgi_temp_path {dir}/scgi;
-    server {{
-        listen 127.0.0.1:{port};
-        root {dir}/www;
-    }}
-}}
-"""
-
-
 def nginx_server(workdir: Path, sendfile: bool = False) -> tuple[subprocess.Popen[bytes], int]:
-    nginx = shutil.which("nginx") or "/usr/sbin/nginx"
-    if not os.access(nginx, os.X_OK):
-        pytest.fail("nginx is not installed (apt-get install nginx)")
-    port = free_port()
-    conf = workdir / "nginx.conf"
-    conf.write_text(NGINX_CONF.format(dir=workdir, port=port, sendfile="on" if sendfile else "off"))
-    proc = subprocess.Popen(
-        [nginx, "-p", str(workdir), "-c", str(conf), "-e", str(workdir / "error.log")],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        wait_listening("127.0.0.1", port)
-    except TimeoutError:
-        stop(proc)
-        raise
-    return proc, port
+    return start_nginx(workdir, sendfile=sendfile)
 
 
 def curl(*args: str) -> subprocess.CompletedProcess[bytes]:

@@ -8,6 +8,7 @@ import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from tests.support.kafka_broker import free_port
 
@@ -20,15 +21,16 @@ pid {dir}/nginx.pid;
 events {{ worker_connections 256; }}
 http {{
     access_log off;
-    sendfile off;
+    sendfile {sendfile};
     keepalive_requests 100000;
+    {http_extra}
     client_body_temp_path {dir}/body;
     proxy_temp_path {dir}/proxy;
     fastcgi_temp_path {dir}/fastcgi;
     uwsgi_temp_path {dir}/uwsgi;
     scgi_temp_path {dir}/scgi;
     server {{
-        listen 127.0.0.1:{port};
+        {listen}
         root {dir}/www;
         location = /ok {{ return 200 "hello\\n"; }}
         location = /submit {{ return 201 "created\\n"; }}
@@ -47,16 +49,46 @@ def wait_for_port(port: int, timeout: float = 10.0) -> None:
     raise TimeoutError(f"nothing listens on 127.0.0.1:{port} after {timeout} s")
 
 
-@contextlib.contextmanager
-def nginx(work_dir: Path, port: int | None = None) -> Iterator[int]:
-    """nginx in the foreground (one process), serving /ok, /submit and files under www/; yields the port."""
+def start_nginx(
+    work_dir: Path,
+    port: int | None = None,
+    *,
+    sendfile: bool = False,
+    tls: bool = False,
+    http_extra: str = "",
+    binary: str = "/usr/sbin/nginx",
+) -> tuple[subprocess.Popen[bytes], int]:
+    """nginx in the foreground (one process) serving /ok, /submit and www/; the caller stops it by PID."""
     port = port or free_port()
     (work_dir / "www").mkdir(parents=True, exist_ok=True)
+    listen = f"listen 127.0.0.1:{port};"
+    if tls:
+        cert, key = self_signed_cert(work_dir)
+        listen = (
+            f"listen 127.0.0.1:{port} ssl; ssl_certificate {cert}; ssl_certificate_key {key}; "
+            "ssl_protocols TLSv1.2 TLSv1.3;"
+        )
     conf = work_dir / "nginx.conf"
-    conf.write_text(NGINX_CONF.format(dir=work_dir, port=port))
-    proc = subprocess.Popen(["/usr/sbin/nginx", "-p", str(work_dir), "-c", str(conf)], stderr=subprocess.PIPE)
+    conf.write_text(
+        NGINX_CONF.format(
+            dir=work_dir, listen=listen, sendfile="on" if sendfile else "off", http_extra=http_extra
+        )
+    )
+    proc = subprocess.Popen([binary, "-p", str(work_dir), "-c", str(conf)], stderr=subprocess.DEVNULL)
     try:
         wait_for_port(port)
+    except TimeoutError:
+        proc.kill()
+        proc.wait(timeout=10)
+        raise
+    return proc, port
+
+
+@contextlib.contextmanager
+def nginx(work_dir: Path, port: int | None = None, **options: Any) -> Iterator[int]:
+    """`start_nginx` for a with-block (options as there); yields the port, kills nginx by PID after."""
+    proc, port = start_nginx(work_dir, port, **options)
+    try:
         yield port
     finally:
         proc.kill()
@@ -74,26 +106,10 @@ def self_signed_cert(work_dir: Path) -> tuple[Path, Path]:
     return cert, key
 
 
-@contextlib.contextmanager
-def nginx_https(work_dir: Path, port: int | None = None) -> Iterator[int]:
+def nginx_https(work_dir: Path, port: int | None = None) -> contextlib.AbstractContextManager[int]:
     """`nginx` with TLS (TLSv1.2 and 1.3, a self-signed certificate in work_dir); yields the port."""
-    port = port or free_port()
     work_dir.mkdir(parents=True, exist_ok=True)
-    cert, key = self_signed_cert(work_dir)
-    (work_dir / "www").mkdir(parents=True, exist_ok=True)
-    tls = (
-        f"listen 127.0.0.1:{port} ssl;\n        ssl_certificate {cert};\n        ssl_certificate_key {key};\n"
-        "        ssl_protocols TLSv1.2 TLSv1.3;"
-    )
-    conf = work_dir / "nginx.conf"
-    conf.write_text(NGINX_CONF.format(dir=work_dir, port=port).replace(f"listen 127.0.0.1:{port};", tls))
-    proc = subprocess.Popen(["/usr/sbin/nginx", "-p", str(work_dir), "-c", str(conf)], stderr=subprocess.PIPE)
-    try:
-        wait_for_port(port)
-        yield port
-    finally:
-        proc.kill()
-        proc.wait(timeout=10)
+    return nginx(work_dir, port, tls=True)
 
 
 def curl_keepalive_three(port: int, scheme: str = "http") -> None:
