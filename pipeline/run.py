@@ -8,6 +8,7 @@ same stages.
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
 import os
 import queue
@@ -127,6 +128,7 @@ def drain_forever(
     The ring is drained every `interval_s`; batches go to the sink every `publish_interval_s`, one
     per connection for all drains since the last (per-message costs in Kafka dominate otherwise).
     """
+    gc.freeze()  # the start-up heap (bcc, protobuf, exporters) stays: keep it out of every collection
     batcher = Batcher()
     losses = CaptureLosses(capture, health)
     events = busy = 0.0
@@ -195,15 +197,27 @@ def run_embedded(
     `extra_exporters` (e.g. `l7scope top`'s table) receive every record besides the configured ones.
     """
     health = health or Health()
-    handoff: queue.Queue[list[Batch]] = queue.Queue(config.pipeline.queue_batches)
+    # Bounded in batches (one connection's fragments each), not in drains, whose size varies.
+    handoff: queue.Queue[list[Batch]] = queue.Queue()
+    queued, bound, lock = [0], config.pipeline.queue_batches, threading.Lock()
     dropped_fragments = [0]  # for the stop summary (benchmarks); Health counts batches
 
     def enqueue(batches: list[Batch]) -> None:
-        try:
-            handoff.put_nowait(batches)
-        except queue.Full:  # the pipeline fell behind: drop, count, keep draining
+        with lock:
+            full = queued[0] + len(batches) > bound
+            if not full:
+                queued[0] += len(batches)
+        if full:  # the pipeline fell behind: drop, count, keep draining
             health.count("dropped_batches", "embedded_queue", len(batches), reason="queue full")
             dropped_fragments[0] += sum(len(b.fragments) for b in batches)
+        else:
+            handoff.put_nowait(batches)
+
+    def dequeue() -> list[Batch]:
+        batches = handoff.get(timeout=0.1)
+        with lock:
+            queued[0] -= len(batches)
+        return batches
 
     agent = threading.Thread(
         target=drain_forever,
@@ -224,7 +238,7 @@ def run_embedded(
     try:
         while agent.is_alive() or not handoff.empty():
             with contextlib.suppress(queue.Empty):
-                records += process(handoff.get(timeout=0.1), table, exporters)
+                records += process(dequeue(), table, exporters)
             if time.monotonic() >= next_render:
                 next_render += config.export.refresh_seconds
                 expired = table.expire()
