@@ -5,9 +5,6 @@ from __future__ import annotations
 
 import re
 import shutil
-import socket
-import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,7 +18,8 @@ from tests.conformance.oracle import (
     replay,
     tshark_mysql_exchanges,
 )
-from tests.support.kafka_broker import free_port
+from tests.support.servers import app_user
+from tests.support.servers import mariadb as mariadb_server
 
 pymysql = pytest.importorskip("pymysql")
 mysql_connector = pytest.importorskip("mysql.connector")
@@ -32,45 +30,12 @@ PASSWORD = "conf-Pw-81"
 
 @pytest.fixture(scope="module")
 def mariadb(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
-    data = tmp_path_factory.mktemp("mariadb")
-    subprocess.run(
-        ["mariadb-install-db", "--no-defaults", "--user=root", f"--datadir={data}",
-         "--auth-root-authentication-method=normal"],
-        check=True, capture_output=True, timeout=60,
-    )  # fmt: skip
-    port = free_port()
-    proc = subprocess.Popen(
-        ["mariadbd", "--no-defaults", "--user=root", f"--datadir={data}", f"--socket={data / 's'}",
-         f"--port={port}", "--bind-address=127.0.0.1", "--skip-log-bin", "--max-allowed-packet=64M"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    try:
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                break
-            except OSError:
-                assert proc.poll() is None and time.monotonic() < deadline, "mariadbd did not start"
-                time.sleep(0.05)
-        admin = pymysql.connect(unix_socket=str(data / "s"), user="root")
-        with admin.cursor() as c:
-            c.execute("CREATE DATABASE shop")
-            for host in ("%", "localhost"):
-                c.execute(f"CREATE USER 'app'@'{host}' IDENTIFIED BY '{PASSWORD}'")
-                c.execute(f"GRANT ALL ON *.* TO 'app'@'{host}'")
-            c.execute("CREATE TABLE shop.items (id INT PRIMARY KEY, name VARCHAR(64))")
-            c.execute("INSERT INTO shop.items VALUES (1, 'apple'), (2, 'pear'), (3, 'fig')")
-        admin.commit()
-        admin.close()
+    tables = [
+        "CREATE TABLE shop.items (id INT PRIMARY KEY, name VARCHAR(64))",
+        "INSERT INTO shop.items VALUES (1, 'apple'), (2, 'pear'), (3, 'fig')",
+    ]
+    with mariadb_server(tmp_path_factory.mktemp("mariadb"), [*app_user(PASSWORD), *tables]) as port:
         yield port
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=5)
 
 
 def _traffic(port: int) -> None:

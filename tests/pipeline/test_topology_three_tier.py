@@ -16,10 +16,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-import pymysql
 import pytest
 
-from tests.test_alerting_e2e import free_port, l7scope_run, stop
+from tests.support.servers import app_user, mariadb
+from tests.test_alerting_e2e import l7scope_run, stop
 from tests.test_end_to_end import base_env
 
 pytestmark = [
@@ -60,43 +60,6 @@ server.serve_forever()
 
 
 @contextmanager
-def mariadb(data: Path) -> Iterator[int]:
-    subprocess.run(
-        ["mariadb-install-db", "--no-defaults", "--user=root", f"--datadir={data}",
-         "--auth-root-authentication-method=normal"],
-        check=True, capture_output=True, timeout=60,
-    )  # fmt: skip
-    port = free_port()
-    proc = subprocess.Popen(
-        ["mariadbd", "--no-defaults", "--user=root", f"--datadir={data}", f"--socket={data / 's'}",
-         f"--port={port}", "--bind-address=127.0.0.1", "--skip-log-bin"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, text=True,
-    )  # fmt: skip
-    try:
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                admin = pymysql.connect(unix_socket=str(data / "s"), user="root")
-                break
-            except pymysql.err.OperationalError:
-                if time.monotonic() > deadline or proc.poll() is not None:
-                    pytest.fail("mariadbd did not start")
-                time.sleep(0.1)
-        with admin.cursor() as c:
-            c.execute("CREATE DATABASE shop")
-            for host in ("%", "localhost"):
-                c.execute(f"CREATE USER 'app'@'{host}' IDENTIFIED BY '{PASSWORD}'")
-                c.execute(f"GRANT ALL ON shop.* TO 'app'@'{host}'")
-            c.execute("CREATE TABLE shop.items (id INT PRIMARY KEY, name VARCHAR(64))")
-            c.execute("INSERT INTO shop.items VALUES (1, 'apple')")
-        admin.commit()
-        admin.close()
-        yield port
-    finally:
-        stop(proc)
-
-
-@contextmanager
 def app(work: Path, db_port: int) -> Iterator[tuple[int, int]]:
     (work / "app.py").write_text(APP)
     proc = subprocess.Popen(
@@ -111,9 +74,12 @@ def app(work: Path, db_port: int) -> Iterator[tuple[int, int]]:
 
 def test_three_tier_map(tmp_path: Path) -> None:
     records, map_out = tmp_path / "records.jsonl", tmp_path / "run-map.svg"
-    (tmp_path / "db").mkdir()
     env = base_env()
-    with mariadb(tmp_path / "db") as db_port:
+    tables = [
+        "CREATE TABLE shop.items (id INT PRIMARY KEY, name VARCHAR(64))",
+        "INSERT INTO shop.items VALUES (1, 'apple')",
+    ]
+    with mariadb(tmp_path / "db", [*app_user(PASSWORD, grant="shop.*"), *tables]) as db_port:
         with (
             l7scope_run(env, "--export", f"jsonl:{records}", "--map-out", str(map_out)) as log,
             app(tmp_path, db_port) as (port, pid),

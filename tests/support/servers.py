@@ -6,7 +6,7 @@ import contextlib
 import socket
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -138,3 +138,49 @@ def curl_keepalive_three(port: int, scheme: str = "http") -> None:
         check=True,
         timeout=20,
     )
+
+
+def app_user(password: str, database: str = "shop", grant: str = "*.*") -> list[str]:
+    """SQL making `database` and a user `app` with `password` (for both '%' and 'localhost')."""
+    statements = [f"CREATE DATABASE {database}"]
+    for host in ("%", "localhost"):  # 'localhost' beats '%' (anonymous users)
+        statements += [
+            f"CREATE USER 'app'@'{host}' IDENTIFIED BY '{password}'",
+            f"GRANT ALL ON {grant} TO 'app'@'{host}'",
+        ]
+    return statements
+
+
+@contextlib.contextmanager
+def mariadb(data: Path, setup: Sequence[str] = ()) -> Iterator[int]:
+    """MariaDB in `data` on a free 127.0.0.1 port, `setup` run as root over its socket; yields the port."""
+    import pymysql
+
+    data.mkdir(parents=True, exist_ok=True)
+    subprocess.run(
+        ["mariadb-install-db", "--no-defaults", "--user=root", f"--datadir={data}",
+         "--auth-root-authentication-method=normal"],
+        check=True, capture_output=True, timeout=60,
+    )  # fmt: skip
+    port, sock = free_port(), str(data / "s")
+    proc = subprocess.Popen(
+        ["mariadbd", "--no-defaults", "--user=root", f"--datadir={data}", f"--socket={sock}",
+         f"--port={port}", "--bind-address=127.0.0.1", "--skip-log-bin", "--max-allowed-packet=64M"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        wait_for_port(port, timeout=30)
+        admin = pymysql.connect(unix_socket=sock, user="root")
+        with admin.cursor() as c:
+            for statement in setup:
+                c.execute(statement)
+        admin.commit()
+        admin.close()
+        yield port
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()

@@ -11,7 +11,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import free_port, pcap_segments, records, replay, tshark_commands
+from conftest import pcap_segments, records, replay, tshark_commands
+
+from tests.support.servers import app_user
+from tests.support.servers import mariadb as mariadb_server
 
 pymysql = pytest.importorskip("pymysql")
 mysql_connector = pytest.importorskip("mysql.connector")
@@ -23,56 +26,14 @@ pytestmark = pytest.mark.skipif(
 )
 
 
-def _wait_port(port: int, proc: subprocess.Popen, timeout: float = 15.0) -> None:
-    import socket
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"server exited with {proc.returncode}")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                return
-        except OSError:
-            time.sleep(0.05)
-    raise TimeoutError(f"nothing listens on {port}")
-
-
 @pytest.fixture(scope="module")
 def mariadb(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
-    data = tmp_path_factory.mktemp("mariadb")
-    subprocess.run(
-        ["mariadb-install-db", "--no-defaults", "--user=root", f"--datadir={data}",
-         "--auth-root-authentication-method=normal"],
-        check=True, capture_output=True, timeout=60,
-    )
-    port = free_port()
-    sock = str(data / "s")
-    proc = subprocess.Popen(
-        ["mariadbd", "--no-defaults", "--user=root", f"--datadir={data}", f"--socket={sock}",
-         f"--port={port}", "--bind-address=127.0.0.1", "--skip-log-bin", "--max-allowed-packet=64M"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
-    try:
-        _wait_port(port, proc)
-        admin = pymysql.connect(unix_socket=sock, user="root")
-        with admin.cursor() as c:
-            c.execute("CREATE DATABASE shop")
-            for host in ("%", "localhost"):  # 'localhost' beats '%' (anonymous users)
-                c.execute(f"CREATE USER 'app'@'{host}' IDENTIFIED BY '{PASSWORD}'")
-                c.execute(f"GRANT ALL ON *.* TO 'app'@'{host}'")
-            c.execute("CREATE TABLE shop.items (id INT PRIMARY KEY, name VARCHAR(64), body LONGTEXT)")
-            c.execute("INSERT INTO shop.items VALUES (1, 'apple', 'a'), (2, 'pear', 'b'), (3, 'fig', 'c')")
-        admin.commit()
-        admin.close()
+    tables = [
+        "CREATE TABLE shop.items (id INT PRIMARY KEY, name VARCHAR(64), body LONGTEXT)",
+        "INSERT INTO shop.items VALUES (1, 'apple', 'a'), (2, 'pear', 'b'), (3, 'fig', 'c')",
+    ]
+    with mariadb_server(tmp_path_factory.mktemp("mariadb"), [*app_user(PASSWORD), *tables]) as port:
         yield port
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 class Capture:
