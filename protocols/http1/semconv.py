@@ -2,41 +2,18 @@
 
 from __future__ import annotations
 
-import re
-from functools import lru_cache
-
 from protocols.base import AttrValue, ConnInfo, L7Record, Role
+from protocols.http_semconv import low_cardinality_path, parse_traceparent, redact_query
 
 from .types import Exchange
 
 # Methods semconv knows (RFC 9110 + PATCH); others are reported as "_OTHER" with the original kept.
 _SEMCONV_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH"})
-_HEX = "0123456789abcdefABCDEF"
-_ZERO_TRACE, _ZERO_SPAN = "0" * 32, "0" * 16
 _SERVER_METRIC_KEYS = (
     "http.request.method", "http.response.status_code", "error.type",
     "network.protocol.name", "network.protocol.version", "url.scheme",
 )  # fmt: skip
 _CLIENT_METRIC_KEYS = (*_SERVER_METRIC_KEYS, "server.address", "server.port")
-
-
-def _id_like(segment: str) -> bool:
-    """Numbers, UUIDs, long hex and long mixed tokens: values, not names, in a path."""
-    if len(segment) < 8:  # the common short segment: only a number can be an id
-        return segment.isdigit()
-    if segment.isdigit():
-        return True
-    if not any(c.isdigit() for c in segment):
-        return False
-    if not segment.strip(_HEX + "-"):
-        return True
-    return len(segment) >= 16 and any(c.isalpha() for c in segment)
-
-
-@lru_cache(maxsize=4096)
-def low_cardinality_path(path: str) -> str:
-    """`/users/123/orders/9f86d081` -> `/users/{id}/orders/{id}`."""
-    return "/".join("{id}" if _id_like(segment) else segment for segment in path.split("/"))
 
 
 def split_target(target: str) -> tuple[str, str, str]:
@@ -60,33 +37,6 @@ def host_without_port(host: str) -> str:
     if host.startswith("["):  # IPv6 literal
         return host[1:].partition("]")[0]
     return host.rpartition(":")[0] if host.count(":") == 1 else host
-
-
-_TRACEPARENT_00 = re.compile(r"00-([0-9a-f]{32})-([0-9a-f]{16})-[0-9a-f]{2}")
-
-
-def parse_traceparent(value: str) -> tuple[str, str]:
-    """(trace_id, parent_span_id) of a valid W3C traceparent, else ("", "")."""
-    m = _TRACEPARENT_00.fullmatch(value.strip())
-    if m is not None:  # version 00, the one in use: one regex instead of the general checks below
-        trace_id, span_id = m.groups()
-        if trace_id == _ZERO_TRACE or span_id == _ZERO_SPAN:
-            return "", ""
-        return trace_id, span_id
-    parts = value.strip().split("-")
-    if len(parts) < 4 or len(parts[0]) != 2 or parts[0] == "ff":
-        return "", ""
-    version, trace_id, span_id, flags = parts[0], parts[1], parts[2], parts[3]
-    if version == "00" and len(parts) != 4:
-        return "", ""
-    if len(trace_id) != 32 or len(span_id) != 16 or len(flags) != 2:
-        return "", ""
-    hexdigits = "0123456789abcdef"
-    if (trace_id + span_id + flags + version).strip(hexdigits):
-        return "", ""
-    if trace_id == "0" * 32 or span_id == "0" * 16:
-        return "", ""
-    return trace_id, span_id
 
 
 # metric_attributes by (server side, error): the keys always present in attrs, in a fixed order.
@@ -134,7 +84,7 @@ def to_record(x: Exchange, conn: ConnInfo) -> L7Record:
     if path:
         attrs["url.path"] = path
     if query:
-        attrs["url.query"] = query
+        attrs["url.query"] = redact_query(query)
     if req.user_agent:
         attrs["user_agent.original"] = req.user_agent
     if resp.upgrade:

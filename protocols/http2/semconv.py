@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import re
-
 from protocols.base import AttrValue, ConnInfo, L7Record, Role
 from protocols.http2.types import H2Exchange, Headers, error_code_name
+from protocols.http_semconv import low_cardinality_path, parse_traceparent, redact_query
 
 GRPC_STATUS = (
     "OK", "CANCELLED", "UNKNOWN", "INVALID_ARGUMENT", "DEADLINE_EXCEEDED", "NOT_FOUND",
@@ -19,10 +18,6 @@ RESP_MSG_COUNT = "rpc.response.message.count"
 REQ_MSG_SIZE = "rpc.request.message.size"
 RESP_MSG_SIZE = "rpc.response.message.size"
 
-_TRACEPARENT = re.compile(r"([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-[0-9a-f]{2}")
-_ID_SEGMENT = re.compile(
-    r"\d+|[0-9a-fA-F]{12,}|[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
-)
 _GRPC_METRIC_KEYS = (
     "rpc.system", "rpc.service", "rpc.method", "rpc.grpc.status_code", "server.address", "server.port",
 )  # fmt: skip
@@ -37,23 +32,6 @@ def _first(headers: Headers) -> dict[str, str]:
         if name not in out:
             out[name] = value
     return out
-
-
-def low_cardinality_path(path: str) -> str:
-    """Replace id-like path segments (numbers, long hex, UUIDs) by "{id}"."""
-    if not any(c.isdigit() for c in path):
-        return path
-    return "/".join("{id}" if _ID_SEGMENT.fullmatch(seg) else seg for seg in path.split("/"))
-
-
-def trace_context(value: str | None) -> tuple[str, str]:
-    """(trace_id, parent_span_id) from a W3C traceparent, or empty strings."""
-    if not value:
-        return "", ""
-    m = _TRACEPARENT.fullmatch(value.strip())
-    if m is None or m.group(1) == "ff" or not int(m.group(2), 16) or not int(m.group(3), 16):
-        return "", ""
-    return m.group(2), m.group(3)
 
 
 def is_grpc(x: H2Exchange, req: dict[str, str], resp: dict[str, str]) -> bool:
@@ -87,7 +65,7 @@ def _stream_error(x: H2Exchange) -> str | None:
 def to_record(x: H2Exchange, conn: ConnInfo) -> L7Record:
     req = _first(x.request_headers)
     resp = _first(x.response_headers)
-    trace_id, parent = trace_context(req.get("traceparent"))
+    trace_id, parent = parse_traceparent(req.get("traceparent") or "")
     if is_grpc(x, req, resp):
         return _grpc(x, conn, req, resp, trace_id, parent)
     return _http(x, conn, req, resp, trace_id, parent)
@@ -162,7 +140,7 @@ def _http(
         path, sep, query = target.partition("?")
         attrs["url.path"] = path
         if sep:
-            attrs["url.query"] = query
+            attrs["url.query"] = redact_query(query)
     scheme = req.get(":scheme")
     if scheme:
         attrs["url.scheme"] = scheme

@@ -9,8 +9,9 @@ import pytest
 
 from protocols.base import NEED_DATA, ConnInfo, Direction, Endpoint, Invalid, Parsed, Role, Timed
 from protocols.http1 import SPEC, Passthrough, Request, Response
-from protocols.http1.semconv import low_cardinality_path, parse_traceparent, split_target
+from protocols.http1.semconv import split_target
 from protocols.http1.types import MAX_HEADERS, MAX_PENDING
+from protocols.http_semconv import low_cardinality_path, parse_traceparent, redact_query
 
 REQ, RESP = Direction.REQUEST, Direction.RESPONSE
 
@@ -449,3 +450,12 @@ def test_helpers() -> None:
     assert parse_traceparent("00-00000000000000000000000000000000-00f067aa0ba902b7-01") == ("", "")
     assert parse_traceparent("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7") == ("", "")
     assert parse_traceparent("garbage") == ("", "")
+
+
+def test_query_values_that_are_credentials_are_redacted() -> None:
+    q = "page=2&api_key=k1&access_token=t1&Signature=s1&q=shoes&password=p&flag&key=v"
+    assert redact_query(q) == (
+        "page=2&api_key=REDACTED&access_token=REDACTED&Signature=REDACTED&q=shoes&password=REDACTED&flag"
+        "&key=REDACTED"
+    )
+    assert redact_query("plain") == "plain"
