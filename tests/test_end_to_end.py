@@ -170,3 +170,44 @@ def test_embedded_run_writes_jsonl(tmp_path: Path) -> None:
     assert len(mine) == 6
     assert {r["process"] for r in mine if r["role"] == "server"} == {"nginx"}
     assert {r["process"] for r in mine if r["role"] == "client"} == {"curl"}
+
+
+SECRETS = ("tok-7f3a9e1b", "cookie-51c2d8", "apikey-88d1f0")
+
+
+def test_traceparent_joins_the_trace_and_no_secret_leaves(
+    tmp_path: Path, otlp_receiver: OtlpReceiver
+) -> None:
+    trace_id, parent = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
+    out = tmp_path / "records.jsonl"
+    env = base_env(
+        OTEL_EXPORTER_OTLP_ENDPOINT=f"http://127.0.0.1:{otlp_receiver.grpc_port}",
+        OTEL_EXPORTER_OTLP_PROTOCOL="grpc",
+        OTEL_METRIC_EXPORT_INTERVAL="500",
+    )
+    with (
+        nginx(tmp_path / "nginx") as port,
+        l7scope("run", "--export", f"jsonl:{out}", "--no-table", env=env) as proc,
+    ):
+        headers = [f"traceparent: 00-{trace_id}-{parent}-01", f"Authorization: Bearer {SECRETS[0]}",
+                   f"Cookie: session={SECRETS[1]}"]  # fmt: skip
+        url = f"http://127.0.0.1:{port}/ok?api_key={SECRETS[2]}&page=2"
+        subprocess.run(["curl", "-sS", "-o", "/dev/null", *(a for h in headers for a in ("-H", h)), url],
+                       check=True, timeout=20)  # fmt: skip
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            spans = [s for s in otlp_receiver.spans() if s["attributes"].get("server.port") == port]
+            if len(spans) >= 2 and otlp_receiver.metric_requests:
+                break
+            time.sleep(0.25)
+    assert proc.stderr is not None
+    log = proc.stderr.read()
+    assert sorted(s["kind"] for s in spans) == ["CLIENT", "SERVER"]
+    assert {(s["trace_id"], s["parent_span_id"]) for s in spans} == {(trace_id, parent)}
+    assert {s["attributes"]["url.query"] for s in spans} == {"api_key=REDACTED&page=2"}
+    everything = (
+        out.read_text() + repr(otlp_receiver.trace_requests) + repr(otlp_receiver.metric_requests) + log
+    )
+    assert "REDACTED" in everything
+    for secret in SECRETS:
+        assert secret not in everything
