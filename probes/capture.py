@@ -282,6 +282,7 @@ class EventDecoder:
         out: list[Fragment | ConnEvent] = []
         append, unpack, conns = out.append, RING_FAST.unpack_from, self._conns
         busy, discard, len_mask, data_kind = BUSY, DISCARD, LEN_MASK, KIND_DATA
+        fragment, ios, sources = Fragment, _IO, _SOURCES  # locals: no global lookups per record
         skip = HEADER + EVENT_HEADER.size
         records = 0
         # The hot path: one unpack per record; a DATA event of a known connection adds one slice and
@@ -300,8 +301,8 @@ class EventDecoder:
                 self._decode(buf, off + HEADER, out)
             else:
                 start = off + skip
-                append(Fragment(info.conn_id, _IO[io], position, length, buf[start : start + data_len], ts,
-                                tid, _SOURCES[source]))  # fmt: skip
+                append(fragment(info.conn_id, ios[io], position, length, buf[start : start + data_len], ts,
+                                tid, sources[source]))  # fmt: skip
         return out, cons, records
 
     def _decode(self, buf: Any, off: int, out: list[Fragment | ConnEvent]) -> None:
