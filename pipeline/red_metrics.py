@@ -48,6 +48,8 @@ from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
 
 from pipeline.health import Health
 from pipeline.otlp import OtlpEndpoint, service_name, span_ids
+from pipeline.service_graph import SERVICE_GRAPH_INSTRUMENTS, ServiceGraphMetrics
+from probes.fragment import Batch
 from protocols.base import AttrValue, ConnInfo, L7Record
 
 log = logging.getLogger("l7scope.metrics")
@@ -210,6 +212,7 @@ INSTRUMENTS: tuple[Instrument, ...] = (
     *(Instrument(n, "histogram", "By") for m in DURATION_METRICS for _, n in body_size_metrics(m)),
     *(Instrument(name, "counter", unit) for name, unit, _, _ in HEALTH_COUNTERS),
     Instrument("l7scope.consumer.lag", "gauge", "{message}"),
+    *(Instrument(name, kind, unit) for name, kind, unit, _ in SERVICE_GRAPH_INSTRUMENTS),
 )
 
 
@@ -225,9 +228,11 @@ class RedMetrics:
     service_names: Mapping[str, str] = field(default_factory=dict)  # process name -> service.name
     exemplars: bool = True
     max_services: int = 256
+    max_edges: int = 1024  # service graph edges; the rest share one overflow edge
 
     def __post_init__(self) -> None:
         self._meter = self.provider.get_meter(SCOPE, VERSION)
+        self._graph = ServiceGraphMetrics(self._meter, self.health, max_edges=self.max_edges)
         self._histograms: dict[tuple[str, str], Any] = {}
         self._services: dict[tuple[str, str], dict[str, AttrValue]] = {}  # (process, node) -> resource keys
         self._body_sizes: dict[str, tuple[tuple[str, str], ...]] = {}
@@ -295,6 +300,11 @@ class RedMetrics:
                 self._flags.count("truncated_exchanges", r.protocol, reason="record")
             if r.degraded:
                 self._flags.count("degraded_exchanges", r.protocol, reason="record")
+        self._graph.export(records)
+
+    def observe(self, batches: list[Batch]) -> None:
+        """Connections (parsed or not) for the service graph's bytes and connection counters."""
+        self._graph.observe(batches)
 
     def close(self) -> None:
         """Readers flush (a last OTLP export) and stop (the Prometheus endpoint closes)."""

@@ -112,6 +112,10 @@ class Topology:
         other = peer[0] if peer is not None else str(conn.remote)
         return (other, me, SERVER) if role == Role.SERVER else (me, other, CLIENT)
 
+    def peer_traced(self, conn: ConnInfo) -> bool:
+        """Whether the far end of this connection is a traced process on this node (it names the edge)."""
+        return (conn.node, str(conn.remote), str(conn.local)) in self._ends
+
     def _side(self, client: str, server: str, observer: str) -> Side | None:
         sides = self._sides.get((client, server))
         if sides is None:

@@ -23,6 +23,7 @@ from pipeline.red_metrics import (
     build_metrics,
     split_by_service,
 )
+from probes.fragment import Batch, Fragment, Io
 from protocols.base import ConnInfo, Endpoint, L7Record, Role
 from tests.support.otlp_receiver import OtlpReceiver
 
@@ -239,7 +240,10 @@ def test_split_by_service_moves_service_name_onto_resources() -> None:
         "http.server.request.duration", "http.server.request.body.size", "http.server.response.body.size",
     }  # fmt: skip
     assert "http.client.request.duration" in by_service["curl"]
-    assert set(by_service["l7scope"]) == {"l7scope.gaps"}  # the pipeline's own health, on its own Resource
+    # the pipeline's own health and the service graph (edges span services) stay on l7scope's Resource
+    assert set(by_service["l7scope"]) == {
+        "l7scope.gaps", "l7scope.service_graph.requests", "l7scope.service_graph.request.duration",
+    }  # fmt: skip
     nginx = next(rm for rm in split.resource_metrics if rm.resource.attributes["service.name"] == "nginx")
     assert nginx.resource.attributes["host.name"] == "n1"
 
@@ -330,13 +334,14 @@ def test_instruments_list_is_what_red_metrics_creates() -> None:
     rpc = {"rpc.system": "grpc"}
     records = [
         http(SERVER, 200, 0.01, 1, truncated=True), http(CLIENT, 200, 0.01, 2, degraded=True),
-        other("rpc.server.call.duration", rpc, ("rpc.system",)),
+        other("rpc.server.call.duration", rpc, ("rpc.system",), error="14"),  # a failed service graph request
         other("rpc.client.call.duration", rpc, ("rpc.system",)),
         other("db.client.operation.duration", {"db.system.name": "mysql"}, ("db.system.name",)),
     ]  # fmt: skip
     reader = InMemoryMetricReader()
     red = RedMetrics(build_meter_provider([reader]), health)
     red.export(records)
+    red.observe([Batch(SERVER, [Fragment(SERVER.conn_id, Io.RECV, 0, 10, b"", 1)])])  # service graph bytes
     red.set_consumer_lag("t", 0, 1)
     data = reader.get_metrics_data()
     assert data is not None

@@ -1,0 +1,140 @@
+"""Service graph metrics through the SDK: per-edge requests, failures, duration buckets, bytes and
+connections for a two-hop graph (client -> api -> db), counted once when both ends are traced."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+
+from pipeline.health import Health
+from pipeline.red_metrics import DURATION_BUCKETS, INSTRUMENTS, RedMetrics, build_meter_provider
+from pipeline.run import notify_observers
+from probes.fragment import Batch, Fragment, Io
+from protocols.base import ConnInfo, Endpoint, L7Record, Role
+
+CLIENT_EP, API_EP, API_OUT, DB_EP = (
+    Endpoint("127.0.0.1", 51000), Endpoint("127.0.0.1", 8080), Endpoint("127.0.0.1", 52000),
+    Endpoint("127.0.0.1", 3306),
+)  # fmt: skip
+CACHE_EP, API_CACHE = Endpoint("127.0.0.1", 6379), Endpoint("127.0.0.1", 53000)
+G = "l7scope.service_graph"
+
+
+def conn(cid: str, local: Endpoint, remote: Endpoint, role: Role, process: str) -> ConnInfo:
+    return ConnInfo(cid, local, remote, role, pid=len(process), process=process, node="n1")
+
+
+CURL_C = conn("n1/1/3/1", CLIENT_EP, API_EP, Role.CLIENT, "curl")
+API_S = conn("n1/2/4/1", API_EP, CLIENT_EP, Role.SERVER, "api")
+API_C = conn("n1/2/5/1", API_OUT, DB_EP, Role.CLIENT, "api")
+DB_S = conn("n1/3/9/1", DB_EP, API_OUT, Role.SERVER, "mariadbd")
+CACHE_C = conn("n1/2/6/1", API_CACHE, CACHE_EP, Role.CLIENT, "api")  # no parser, far end untraced
+
+
+def rec(c: ConnInfo, protocol: str, seconds: float, error: bool = False) -> L7Record:
+    return L7Record(
+        protocol=protocol, role=c.role, name="x", start_ns=1_000_000_000,
+        end_ns=1_000_000_000 + int(seconds * 1e9), conn=c, metric="http.server.request.duration",
+        error_type="500" if error else None,
+    )  # fmt: skip
+
+
+def batch(c: ConnInfo, sent: int, received: int) -> Batch:
+    frags = [Fragment(c.conn_id, Io.SEND, 0, sent, b"", 1), Fragment(c.conn_id, Io.RECV, 0, received, b"", 1)]
+    return Batch(c, frags)
+
+
+def collect(red: RedMetrics, reader: InMemoryMetricReader) -> dict[str, dict[tuple[Any, ...], Any]]:
+    data = reader.get_metrics_data()
+    assert data is not None
+    out: dict[str, dict[tuple[Any, ...], Any]] = {}
+    for rm in data.resource_metrics:
+        for sm in rm.scope_metrics:
+            for m in sm.metrics:
+                if m.name.startswith(G):
+                    for p in m.data.data_points:
+                        a = p.attributes
+                        out.setdefault(m.name, {})[(a["client"], a["server"], a.get("protocol"))] = p
+    return out
+
+
+def bucket(seconds: float) -> int:
+    return next((i for i, b in enumerate(DURATION_BUCKETS) if seconds <= b), len(DURATION_BUCKETS))
+
+
+def test_two_hop_graph_edges_counts_failures_buckets_bytes_connections() -> None:
+    reader = InMemoryMetricReader()
+    red = RedMetrics(build_meter_provider([reader], node="n1"), Health())
+    # Connections first (the pipeline observes batches before records): each half of each hop.
+    notify_observers(
+        [red],
+        [batch(CURL_C, 100, 900), batch(API_S, 900, 100), batch(API_C, 40, 400), batch(DB_S, 400, 40),
+         batch(CACHE_C, 30, 7)],
+    )  # fmt: skip
+    # client -> api: three requests seen from both ends, one failed; api -> db: two queries, both ends.
+    red.export([rec(CURL_C, "http", 0.012), rec(API_S, "http", 0.003)])
+    red.export([rec(CURL_C, "http", 0.25), rec(API_S, "http", 0.2, error=True)])
+    red.export([rec(CURL_C, "http", 9.0), rec(API_S, "http", 12.0)])
+    red.export([rec(API_C, "mysql", 0.002), rec(DB_S, "mysql", 0.001)])
+    red.export([rec(API_C, "mysql", 0.09, error=True), rec(DB_S, "mysql", 0.08, error=True)])
+    got = collect(red, reader)
+
+    web, db = ("curl", "api", "http"), ("api", "mariadbd", "mysql")
+    requests = {k: p.value for k, p in got[f"{G}.requests"].items()}
+    assert requests == {web: 3, db: 2}  # once per exchange, not once per traced end
+    assert {k: p.value for k, p in got[f"{G}.requests.failed"].items()} == {web: 1, db: 1}
+
+    durations = got[f"{G}.request.duration"]
+    assert set(durations) == {web, db}
+    for edge, seconds in ((web, (0.003, 0.2, 12.0)), (db, (0.001, 0.08))):  # the server's view
+        point = durations[edge]
+        assert tuple(point.explicit_bounds) == DURATION_BUCKETS
+        expected = [0] * (len(DURATION_BUCKETS) + 1)
+        for s in seconds:
+            expected[bucket(s)] += 1
+        assert list(point.bucket_counts) == expected
+        assert point.count == len(seconds) and abs(point.sum - sum(seconds)) < 1e-6
+    assert list(durations[web].bucket_counts)[-1] == 1  # 12 s is past the last bound
+
+    cache = ("api", "127.0.0.1:6379", None)  # bytes-only, named by address: no second naming
+    byte_counts = {k: p.value for k, p in got[f"{G}.bytes"].items()}
+    assert byte_counts == {("curl", "api", None): 1000, ("api", "mariadbd", None): 440, cache: 37}
+    conns = {k: p.value for k, p in got[f"{G}.connections"].items()}
+    assert conns == {("curl", "api", None): 1, ("api", "mariadbd", None): 1, cache: 1}
+    # a later batch on a known connection adds bytes, not connections
+    notify_observers([red], [batch(CACHE_C, 3, 0)])
+    got = collect(red, reader)
+    assert got[f"{G}.bytes"][cache].value == 40 and got[f"{G}.connections"][cache].value == 1
+    red.close()
+
+
+def test_client_end_counts_when_the_server_is_not_traced() -> None:
+    reader = InMemoryMetricReader()
+    red = RedMetrics(build_meter_provider([reader], node="n1"))
+    red.export([rec(API_C, "mysql", 0.004), rec(API_C, "mysql", 0.004, error=True)])
+    got = collect(red, reader)
+    edge = ("api", "127.0.0.1:3306", "mysql")
+    assert got[f"{G}.requests"][edge].value == 2 and got[f"{G}.requests.failed"][edge].value == 1
+    assert got[f"{G}.request.duration"][edge].count == 2
+    red.close()
+
+
+def test_edges_are_capped_and_overflow_is_counted() -> None:
+    reader, health = InMemoryMetricReader(), Health()
+    red = RedMetrics(build_meter_provider([reader], node="n1"), health, max_edges=1)
+    red.export([rec(API_S, "http", 0.01), rec(DB_S, "mysql", 0.01), rec(DB_S, "mysql", 0.01)])
+    requests = {k: p.value for k, p in collect(red, reader)[f"{G}.requests"].items()}
+    overflow = ("l7scope.overflow", "l7scope.overflow")
+    assert requests == {("127.0.0.1:51000", "api", "http"): 1, (*overflow, "mysql"): 2}
+    assert health.snapshot()[("service_graph_edges_overflow", "metrics", "")] == 2
+    red.close()
+
+
+def test_service_graph_instruments_are_listed() -> None:
+    listed = {(i.name, i.kind, i.unit) for i in INSTRUMENTS}
+    assert {
+        (f"{G}.requests", "counter", "{request}"), (f"{G}.requests.failed", "counter", "{request}"),
+        (f"{G}.request.duration", "histogram", "s"), (f"{G}.bytes", "counter", "By"),
+        (f"{G}.connections", "counter", "{connection}"),
+    } <= listed  # fmt: skip
