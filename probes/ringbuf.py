@@ -74,12 +74,6 @@ class RingReader:
     def producer(self) -> int:
         return _U64.unpack_from(self.buf, 0)[0]
 
-    def pending(self) -> list[int]:
-        """Offsets in `buf` of the samples committed now; pass `self.walked` to `release()` after use."""
-        out: list[int] = []
-        self.walked = walk(self.buf, self.base, self.mask, self.consumer, self.producer(), out)
-        return out
-
     def release(self, position: int) -> None:
         """Give records up to `position` back to the kernel (one aligned 8-byte store, as libbpf does)."""
         if position != self.consumer:
