@@ -67,8 +67,8 @@ MAX_TRACKED_CONNS = 262144
 class CaptureOptions:
     node: str = platform.node()
     copy_chunk: int = 4096  # payload bytes per ring event
-    max_chunks: int = 8  # events per syscall: bytes past copy_chunk * max_chunks are counted, not copied
-    max_iov: int = 16  # iovec entries walked per writev/readv/sendmsg/recvmsg (per message for *mmsg)
+    max_chunks: int = 32  # events per syscall: bytes past copy_chunk * max_chunks are counted, not copied
+    max_iov: int = 32  # iovec entries walked per writev/readv/sendmsg/recvmsg (per message for *mmsg)
     max_mmsg: int = 8  # messages walked per sendmmsg/recvmmsg; later ones are counted, not copied
     tls: bool = True  # uprobes on every libssl found (plaintext of OpenSSL connections)
     ring_bytes: int = 16 << 20  # must absorb one drain interval at peak rate

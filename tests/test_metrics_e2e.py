@@ -161,3 +161,95 @@ def test_prometheus_scrapes_red_metrics_of_real_http(tmp_path: Path, otlp_receiv
         p["explicit_bounds"] == list(DURATION_BUCKETS) for p in nginx_metrics[-1]["points"]
     )
     assert sum(p["count"] for p in nginx_metrics[-1]["points"]) >= 3
+
+
+def test_grpc_and_mysql_spans_and_metrics(tmp_path: Path, otlp_receiver: OtlpReceiver) -> None:
+    """Real grpcio and MariaDB traffic: spans at the OTLP receiver and series in Prometheus, key by key."""
+    import pymysql
+
+    from tests.support.grpc_echo import CALLS, SERVICE, echo_server
+    from tests.support.grpc_echo import calls as make_calls
+    from tests.support.servers import app_user, mariadb
+
+    password, literal = "Db-pw-90210", "literal-7q1"
+    metrics_port = free_port()
+    env = base_env(
+        L7SCOPE_EXPORT_PROMETHEUS=f"127.0.0.1:{metrics_port}",
+        OTEL_EXPORTER_OTLP_ENDPOINT=f"http://127.0.0.1:{otlp_receiver.grpc_port}",
+        OTEL_EXPORTER_OTLP_PROTOCOL="grpc",
+        OTEL_METRIC_EXPORT_INTERVAL="500",
+    )
+    tables = [
+        "CREATE TABLE shop.items (id INT PRIMARY KEY, name VARCHAR(64))",
+        "INSERT INTO shop.items VALUES (1, 'a')",
+    ]
+    with (
+        mariadb(tmp_path / "db", [*app_user(password), *tables]) as db_port,
+        echo_server() as grpc_port,
+        l7scope("run", "--no-table", env=env),
+        prometheus_server(tmp_path / "prom", f"127.0.0.1:{metrics_port}") as prom,
+    ):
+        make_calls(grpc_port)
+        db = pymysql.connect(host="127.0.0.1", port=db_port, user="app", password=password, database="shop")
+        with db.cursor() as c:
+            c.execute(f"SELECT name FROM items WHERE name = '{literal}'")
+            with pytest.raises(pymysql.err.ProgrammingError):
+                c.execute("SELEC broken")
+        db.close()
+        rpc = wait_for_series(
+            prom, f'rpc_server_call_duration_seconds_count{{rpc_service="{SERVICE}"}}', len(CALLS)
+        )
+        dbq = 'db_client_operation_duration_seconds_count{db_system_name="mysql", db_operation_name="SELECT"}'
+        db_series = wait_for_series(prom, dbq, 1)
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            spans = otlp_receiver.spans()
+            grpc_spans = [s for s in spans if s["attributes"].get("server.port") == grpc_port]
+            db_spans = [s for s in spans if s["attributes"].get("server.port") == db_port]
+            if len(grpc_spans) >= 2 * sum(CALLS.values()) and len(db_spans) >= 6:
+                break
+            time.sleep(0.25)
+
+    # gRPC spans: both sides of every call, method by method
+    for kind in ("SERVER", "CLIENT"):
+        mine = [s for s in grpc_spans if s["kind"] == kind]
+        assert sorted(s["attributes"]["rpc.method"] for s in mine) == sorted(
+            m for m, n in CALLS.items() for _ in range(n)
+        )
+        for s in mine:
+            a = s["attributes"]
+            assert (a["rpc.system"], a["rpc.service"], s["name"]) == (
+                "grpc",
+                SERVICE,
+                f"{SERVICE}/{a['rpc.method']}",
+            )
+            failed = a["rpc.method"] == "Fail"
+            assert a["rpc.grpc.status_code"] == (5 if failed else 0)
+            assert a.get("error.type") == ("NOT_FOUND" if failed else None)
+            assert s["status"] == ("ERROR" if failed else "UNSET")
+    # gRPC metrics: one series per method, labelled by semconv keys, counting the calls
+    by_method = {s["metric"]["rpc_method"]: s for s in rpc}
+    assert set(by_method) == set(CALLS)
+    for method, series in by_method.items():
+        labels = series["metric"]
+        assert labels["rpc_system"] == "grpc" and labels["rpc_grpc_status_code"] == (
+            "5" if method == "Fail" else "0"
+        )
+        assert labels.get("error_type") == ("NOT_FOUND" if method == "Fail" else None)
+        assert float(series["value"][1]) == CALLS[method]
+
+    # MySQL spans: the query with its literal replaced, the error code, never the password or literal
+    selects = [s for s in db_spans if s["attributes"].get("db.operation.name") == "SELECT"]
+    assert {s["kind"] for s in selects} == {"SERVER", "CLIENT"}
+    for s in selects:
+        a = s["attributes"]
+        assert (a["db.system.name"], a["db.namespace"], s["name"]) == ("mysql", "shop", "SELECT items")
+        assert a["db.query.text"] == "SELECT name FROM items WHERE name = ?"
+    errors = [s for s in db_spans if s["attributes"].get("error.type") == "1064"]
+    assert {s["kind"] for s in errors} == {"SERVER", "CLIENT"}
+    assert all(s["attributes"]["db.response.status_code"] == "1064" for s in errors)
+    everything = repr(otlp_receiver.trace_requests) + repr(otlp_receiver.metric_requests)
+    assert password not in everything and literal not in everything
+    # MySQL metrics
+    assert {s["metric"]["db_system_name"] for s in db_series} == {"mysql"}
+    assert sum(float(s["value"][1]) for s in db_series) >= 2  # the SELECT, seen from both sides

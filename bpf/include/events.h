@@ -12,15 +12,17 @@
 #define L7_CHUNK_SIZE 4096
 #endif
 
-/* Events (chunks) one syscall may emit; bytes past L7_CHUNK_SIZE * L7_MAX_CHUNKS are not copied. */
+/* Events (chunks) one syscall may emit; bytes past L7_CHUNK_SIZE * L7_MAX_CHUNKS are not copied. A
+ * chunk never spans two iovec entries, so gRPC's many small iovecs (frame header, payload, ...) need
+ * far more chunks than bytes would: 8 left gRPC writes half copied, 32 covers them. */
 #ifndef L7_MAX_CHUNKS
-#define L7_MAX_CHUNKS 8
+#define L7_MAX_CHUNKS 32
 #endif
 
 /* iovec entries read for writev/readv/sendmsg/recvmsg (per message for sendmmsg/recvmmsg); bytes in
  * later entries are not copied, but still counted by a copy-less event. */
 #ifndef L7_MAX_IOV
-#define L7_MAX_IOV 16
+#define L7_MAX_IOV 32
 #endif
 
 /* Messages walked per sendmmsg/recvmmsg; later messages' bytes are counted, not copied. The per-syscall
