@@ -61,7 +61,6 @@ def parse_traceparent(value: str) -> tuple[str, str]:
     return trace_id, span_id
 
 
-
 def redact_query(query: str) -> str:
     """`url.query` with the values of credential-like parameters replaced by REDACTED (keys kept)."""
     if "=" not in query:

@@ -40,8 +40,21 @@ NAME_CAP = 256  # user / database name bytes
 
 _SQL_COMMANDS = (COM_QUERY, COM_STMT_PREPARE)
 # Commands whose whole payload length is fixed: command byte (+ statement id / argument).
-_FIXED_LENGTH = {0x01: 1, 0x09: 1, 0x0A: 1, 0x0E: 1, 0x1F: 1, 0x08: (1, 2), 0x19: 5, 0x1A: 5, 0x1C: 9,
-                 0x0C: 5, 0x1B: 3, 0x0D: 1, 0x07: 2}
+_FIXED_LENGTH = {
+    0x01: 1,
+    0x09: 1,
+    0x0A: 1,
+    0x0E: 1,
+    0x1F: 1,
+    0x08: (1, 2),
+    0x19: 5,
+    0x1A: 5,
+    0x1C: 9,
+    0x0C: 5,
+    0x1B: 3,
+    0x0D: 1,
+    0x07: 2,
+}
 _PRINTABLE = frozenset(range(0x20, 0x7F)) | {0x09, 0x0A, 0x0D}
 _SQL_START = frozenset(b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ(/-# \t\r\n")
 _REQ_CANDIDATE = re.compile(rb"(?=[\s\S]{3}\x00[\x01-\x1f])")
@@ -204,8 +217,9 @@ def _parse_compressed(buf: memoryview) -> ParseResult:
     if len(inner) >= 5:
         first = inner[4]
         cap = SQL_CAP + 1 if first in _SQL_COMMANDS else ERR_CAP
-        frame = Packet(K_COMPRESSED, buf[3], clen, first, inner[4 : 4 + min(_plen(inner), cap)],
-                       inner_seq=inner[3])
+        frame = Packet(
+            K_COMPRESSED, buf[3], clen, first, inner[4 : 4 + min(_plen(inner), cap)], inner_seq=inner[3]
+        )
     else:
         frame = Packet(K_COMPRESSED, buf[3], clen, -1)
     return Parsed(frame, size)
@@ -272,8 +286,11 @@ def _command(payload: memoryview, length: int) -> Packet:
         start = 1
         if cmd == COM_QUERY and length >= 3 and payload[1] == 0 and payload[2] == 1:
             start = 3  # CLIENT_QUERY_ATTRIBUTES with zero attributes
-        data = b"\x03" + bytes(payload[start : start + SQL_CAP]) if cmd == COM_QUERY else bytes(
-            payload[: 1 + SQL_CAP])
+        data = (
+            b"\x03" + bytes(payload[start : start + SQL_CAP])
+            if cmd == COM_QUERY
+            else bytes(payload[: 1 + SQL_CAP])
+        )
     elif cmd == COM_INIT_DB:
         data = bytes(payload[: 1 + NAME_CAP])
     elif cmd == COM_CHANGE_USER:

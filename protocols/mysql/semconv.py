@@ -6,8 +6,16 @@ from protocols.base import AttrValue, ConnInfo, L7Record
 from protocols.mysql.types import Exchange
 
 METRIC = "db.client.operation.duration"
-_METRIC_KEYS = ("db.system.name", "db.namespace", "db.operation.name", "db.collection.name",
-                "db.response.status_code", "error.type", "server.address", "server.port")
+_METRIC_KEYS = (
+    "db.system.name",
+    "db.namespace",
+    "db.operation.name",
+    "db.collection.name",
+    "db.response.status_code",
+    "error.type",
+    "server.address",
+    "server.port",
+)
 
 
 def to_record(x: Exchange, conn: ConnInfo) -> L7Record:

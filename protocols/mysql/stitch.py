@@ -96,8 +96,15 @@ def _unsolicited(resps: deque[Timed[Packet]], state: State, out: list[Exchange])
         elif f.seq == -1:
             pass
         elif f.seq == 0 and f.first == 0xFF:  # e.g. "Too many connections" instead of a greeting
-            x = Exchange(-1, r.start_ns, r.end_ns, r.position, operation="LOGIN",
-                         server_version=state.server_version, truncated=r.truncated)
+            x = Exchange(
+                -1,
+                r.start_ns,
+                r.end_ns,
+                r.position,
+                operation="LOGIN",
+                server_version=state.server_version,
+                truncated=r.truncated,
+            )
             x.error_code, x.error_message = _err(f.data)
             out.append(x)
         else:
@@ -297,11 +304,23 @@ def _finish(reqs: deque[Timed[Packet]], n: int, p: Progress, state: State) -> Ex
     for _ in range(n):
         truncated = truncated or reqs.popleft().truncated
     state.progress = None
-    x = Exchange(cmd, req.start_ns, max(p.end_ns, req.end_ns), req.position, namespace=state.database,
-                 operation=OPERATIONS.get(cmd, "UNKNOWN"), user=state.user,
-                 server_version=state.server_version, error_code=p.error_code,
-                 error_message=p.error_message, returned_rows=p.rows, columns=p.columns,
-                 affected_rows=p.affected, truncated=truncated, degraded=p.degraded)
+    x = Exchange(
+        cmd,
+        req.start_ns,
+        max(p.end_ns, req.end_ns),
+        req.position,
+        namespace=state.database,
+        operation=OPERATIONS.get(cmd, "UNKNOWN"),
+        user=state.user,
+        server_version=state.server_version,
+        error_code=p.error_code,
+        error_message=p.error_message,
+        returned_rows=p.rows,
+        columns=p.columns,
+        affected_rows=p.affected,
+        truncated=truncated,
+        degraded=p.degraded,
+    )
     ok = p.error_code == 0
     if cmd == COM_QUERY:
         sql = f.data[1:].decode("utf-8", "replace")
@@ -362,9 +381,20 @@ def _login(reqs: deque[Timed[Packet]], resps: deque[Timed[Packet]], state: State
         return None
     reqs.popleft()
     state.progress = None
-    x = Exchange(-1, req.start_ns, max(p.end_ns, req.end_ns), req.position, operation="LOGIN", user=f.user,
-                 namespace=f.database, server_version=state.server_version, error_code=p.error_code,
-                 error_message=p.error_message, truncated=p.truncated or req.truncated, degraded=p.degraded)
+    x = Exchange(
+        -1,
+        req.start_ns,
+        max(p.end_ns, req.end_ns),
+        req.position,
+        operation="LOGIN",
+        user=f.user,
+        namespace=f.database,
+        server_version=state.server_version,
+        error_code=p.error_code,
+        error_message=p.error_message,
+        truncated=p.truncated or req.truncated,
+        degraded=p.degraded,
+    )
     if p.error_code == 0:
         state.user = f.user
         state.database = f.database or state.database

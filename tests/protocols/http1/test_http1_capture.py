@@ -16,7 +16,7 @@ import pytest
 from protocols.base import ConnInfo, Direction, Endpoint, Role
 from protocols.http1 import SPEC
 
-SERVER = r'''
+SERVER = r"""
 import sys
 from http.server import BaseHTTPRequestHandler, HTTPServer
 
@@ -59,7 +59,7 @@ class Handler(BaseHTTPRequestHandler):
 server = HTTPServer(("127.0.0.1", int(sys.argv[1])), Handler)
 print("ready", flush=True)
 server.serve_forever()
-'''
+"""
 
 # (method, path, status, response body size) in the order curl sends them, on one keep-alive connection.
 EXPECTED = [

@@ -57,8 +57,12 @@ class Loop:
                 assert isinstance(result, Parsed) and result.size > 0
                 start = self.pos[direction]
                 size = result.size
-                timed = Timed(result.frame, self._ts_at(direction, start),
-                              self._ts_at(direction, start + size - 1), start)
+                timed = Timed(
+                    result.frame,
+                    self._ts_at(direction, start),
+                    self._ts_at(direction, start + size - 1),
+                    start,
+                )
                 self.queues[direction].append(timed)
             del buf[:size]
             self.pos[direction] += size
@@ -120,9 +124,23 @@ def replay(segments: list[tuple[int, Direction, bytes]]) -> Loop:
 def tshark_commands(path: Path, server_port: int) -> tuple[list[int], list[int]]:
     """The independent oracle: (command bytes, error codes) that tshark dissects, in capture order."""
     out = subprocess.run(
-        ["tshark", "-r", str(path), "-d", f"tcp.port=={server_port},mysql", "-T", "fields",
-         "-e", "mysql.command", "-e", "mysql.error_code"],
-        capture_output=True, text=True, check=True, timeout=120,
+        [
+            "tshark",
+            "-r",
+            str(path),
+            "-d",
+            f"tcp.port=={server_port},mysql",
+            "-T",
+            "fields",
+            "-e",
+            "mysql.command",
+            "-e",
+            "mysql.error_code",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
     ).stdout
     commands: list[int] = []
     errors: list[int] = []

@@ -51,10 +51,16 @@ def test_commands_and_errors_match_tshark(name: str) -> None:
 def test_expected_details() -> None:
     _, _, recs = _ours(CORPUS / "mysql-error.pcap", 20130)
     assert [(r.name, r.error_type) for r in recs] == [
-        ("LOGIN", None), ("SELECT", None), ("SELECT", None), ("INIT_DB", "1049"), ("QUIT", None)]
+        ("LOGIN", None),
+        ("SELECT", None),
+        ("SELECT", None),
+        ("INIT_DB", "1049"),
+        ("QUIT", None),
+    ]
     _, _, recs = _ours(CORPUS / "mysql-login-error.pcap", 3306)
     assert [(r.name, r.error_type, r.attributes.get("db.namespace")) for r in recs] == [
-        ("LOGIN", "1040", "mydemo-dn1")]
+        ("LOGIN", "1040", "mydemo-dn1")
+    ]
     _, _, recs = _ours(CORPUS / "mysql-compressed-response.pcap", 30130)
     assert [(r.name, r.degraded) for r in recs] == [("SELECT az_controller_connection", True)]
     _, _, recs = _ours(CORPUS / "partial-packet-compressed.pcap", 30130)

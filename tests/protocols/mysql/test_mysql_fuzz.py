@@ -10,9 +10,16 @@ from test_mysql_packets import GREETING, handshake_response, query, result_set
 from protocols.mysql import SPEC
 from protocols.mysql.types import STMT_CAP
 
-VALID = [GREETING, handshake_response(), query(b"SELECT a FROM t WHERE b = 'x'"), result_set([b"r1", b"r2"]),
-         packet(1, b"\xff\x28\x04#42000err"), packet(0, b"\x16SELECT ?"), packet(0, b"\x19\x01\x00\x00\x00"),
-         packet(1, b"\x00\x01\x00\x00\x00\x01\x00\x00\x00\x00\x00\x00")]
+VALID = [
+    GREETING,
+    handshake_response(),
+    query(b"SELECT a FROM t WHERE b = 'x'"),
+    result_set([b"r1", b"r2"]),
+    packet(1, b"\xff\x28\x04#42000err"),
+    packet(0, b"\x16SELECT ?"),
+    packet(0, b"\x19\x01\x00\x00\x00"),
+    packet(1, b"\x00\x01\x00\x00\x00\x01\x00\x00\x00\x00\x00\x00"),
+]
 
 
 def _bounded(loop: Loop) -> None:
@@ -36,8 +43,14 @@ def test_random_bytes(chunks: list[tuple[bool, bytes]]) -> None:
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.lists(st.tuples(st.booleans(), st.sampled_from(VALID), st.integers(0, 400), st.integers(0, 7),
-                          st.integers(0, 400)), max_size=16))
+@given(
+    st.lists(
+        st.tuples(
+            st.booleans(), st.sampled_from(VALID), st.integers(0, 400), st.integers(0, 7), st.integers(0, 400)
+        ),
+        max_size=16,
+    )
+)
 def test_mutated_valid_streams(ops: list[tuple[bool, bytes, int, int, int]]) -> None:
     loop = Loop()
     for is_req, data, flip_at, bit, cut in ops:

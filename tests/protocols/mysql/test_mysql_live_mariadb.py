@@ -42,9 +42,22 @@ class Capture:
     def __init__(self, path: Path, port: int) -> None:
         self.path = path
         self.proc = subprocess.Popen(
-            ["tcpdump", "-i", "lo", "-U", "-s", "0", "-B", "32768", "--immediate-mode", "-w", str(path),
-             f"tcp port {port}"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+            [
+                "tcpdump",
+                "-i",
+                "lo",
+                "-U",
+                "-s",
+                "0",
+                "-B",
+                "32768",
+                "--immediate-mode",
+                "-w",
+                str(path),
+                f"tcp port {port}",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
         )
         assert self.proc.stderr is not None
         os.set_blocking(self.proc.stderr.fileno(), False)
@@ -103,8 +116,9 @@ def test_pymysql_text_protocol(mariadb: int, tmp_path: Path) -> None:
     assert loop.errors == []
     assert loop.state.server_version.startswith("5.5.5-") and "MariaDB" in loop.state.server_version
     recs = records(loop.exchanges)
-    ops = [(r.attributes.get("db.operation.name"), r.attributes.get("db.namespace"), r.error_type)
-           for r in recs]
+    ops = [
+        (r.attributes.get("db.operation.name"), r.attributes.get("db.namespace"), r.error_type) for r in recs
+    ]
     assert ops == [
         ("LOGIN", "shop", None),
         ("SET", "shop", None),  # PyMySQL's session set-up: SET NAMES, SET AUTOCOMMIT
@@ -146,8 +160,9 @@ def test_pymysql_text_protocol(mariadb: int, tmp_path: Path) -> None:
 def test_connector_prepared_statements(mariadb: int, tmp_path: Path) -> None:
     cap = Capture(tmp_path / "binary.pcap", mariadb)
     try:
-        conn = mysql_connector.connect(host="127.0.0.1", port=mariadb, user="app", password=PASSWORD,
-                                       database="shop", use_pure=True)
+        conn = mysql_connector.connect(
+            host="127.0.0.1", port=mariadb, user="app", password=PASSWORD, database="shop", use_pure=True
+        )
         cur = conn.cursor(prepared=True)
         cur.execute("SELECT id, name FROM items WHERE id > ?", (1,))
         assert len(cur.fetchall()) == 2
