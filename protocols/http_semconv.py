@@ -70,3 +70,8 @@ def redact_query(query: str) -> str:
         key, eq, _value = pair.partition("=")
         parts.append(f"{key}={REDACTED}" if eq and _SENSITIVE.match(key) else pair)
     return "&".join(parts)
+
+
+def status_error_type(status: int, server: bool) -> str | None:
+    """semconv error.type for an HTTP status: 5xx always, 4xx too when the traced side is the client."""
+    return str(status) if status >= 500 or (status >= 400 and not server) else None

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from protocols.base import AttrValue, ConnInfo, L7Record, Role
-from protocols.http_semconv import low_cardinality_path, parse_traceparent, redact_query
+from protocols.http_semconv import low_cardinality_path, parse_traceparent, redact_query, status_error_type
 
 from .types import Exchange
 
@@ -64,7 +64,7 @@ def to_record(x: Exchange, conn: ConnInfo) -> L7Record:
         target_host, path, query = split_target(req.target)
         name = f"{'HTTP' if method == '_OTHER' else method} {low_cardinality_path(path)}" if path else method
     server_host = host_without_port(req.host) if req.host else target_host
-    error_type = str(status) if status >= 500 or (status >= 400 and not server_role) else None
+    error_type = status_error_type(status, server_role)
     # One dict literal for the keys every exchange has: much cheaper than a dozen item assignments.
     attrs: dict[str, AttrValue] = {
         "http.request.method": method,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from protocols.base import AttrValue, ConnInfo, L7Record, Role
 from protocols.http2.types import H2Exchange, Headers, error_code_name
-from protocols.http_semconv import low_cardinality_path, parse_traceparent, redact_query
+from protocols.http_semconv import low_cardinality_path, parse_traceparent, redact_query, status_error_type
 
 GRPC_STATUS = (
     "OK", "CANCELLED", "UNKNOWN", "INVALID_ARGUMENT", "DEADLINE_EXCEEDED", "NOT_FOUND",
@@ -154,8 +154,7 @@ def _http(
     status = _small_int(resp.get(":status"))
     if status is not None:
         attrs["http.response.status_code"] = status
-        if status >= 500 or (client and status >= 400):
-            error = str(status)
+        error = status_error_type(status, server=not client)
     if error is None:
         error = _stream_error(x)  # reset or refused before (or while) the response completed
     name = "HTTP"  # semconv's name when the method is unknown
