@@ -19,7 +19,7 @@ from tests.support.kafka_broker import Broker, create_topic, start_broker  # noq
 from tests.support.otlp_receiver import OtlpReceiver  # noqa: E402
 
 KAFKA_ENV = "L7SCOPE_KAFKA_BOOTSTRAP"
-_KAFKA_FIXTURES = {"kafka_bootstrap", "kafka_broker", "kafka_topic"}
+_KAFKA_FIXTURES = {"kafka_bootstrap", "kafka_broker", "kafka_topic", "shared_broker"}
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -40,11 +40,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.kafka)
 
 
-@pytest.fixture(scope="session")
-def kafka_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker]:
-    """Our own broker child process, which a test may pause, kill or restart."""
-    if os.environ.get(KAFKA_ENV):
-        pytest.skip(f"{KAFKA_ENV} points at an external cluster, which tests cannot pause or restart")
+def _own_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker]:
     broker = start_broker(work_dir=tmp_path_factory.mktemp("kafka"))
     try:
         yield broker
@@ -53,12 +49,27 @@ def kafka_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker]:
 
 
 @pytest.fixture(scope="session")
+def shared_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker]:
+    """The session's broker behind `kafka_bootstrap`: never paused, stopped or restarted by a test."""
+    yield from _own_broker(tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def kafka_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker]:
+    """A broker of this test module's own, which its tests may pause, stop or restart: taking it away
+    must not leave the shared broker (and every later test) in a state nobody planned for."""
+    if os.environ.get(KAFKA_ENV):
+        pytest.skip(f"{KAFKA_ENV} points at an external cluster, which tests cannot pause or restart")
+    yield from _own_broker(tmp_path_factory)
+
+
+@pytest.fixture(scope="session")
 def kafka_bootstrap(request: pytest.FixtureRequest) -> str:
     """ "host:port" of a Kafka cluster: $L7SCOPE_KAFKA_BOOTSTRAP, else a broker started for this session."""
     external = os.environ.get(KAFKA_ENV)
     if external:
         return external
-    broker: Broker = request.getfixturevalue("kafka_broker")
+    broker: Broker = request.getfixturevalue("shared_broker")
     return broker.bootstrap
 
 

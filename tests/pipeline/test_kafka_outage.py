@@ -10,7 +10,7 @@ import dataclasses
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 from pipeline.health import Health
 from probes.codec import decode_batch
@@ -18,7 +18,7 @@ from probes.fragment import Batch
 from probes.publisher import KafkaPublisher
 from tests.pipeline.kafka_helpers import config_for, pipeline_thread, read_topic, wait_for
 from tests.support.http_traffic import Client, Exchange, HttpTarget, batches, paced
-from tests.support.kafka_broker import Broker
+from tests.support.kafka_broker import Broker, create_topic
 
 BOUND = 512 << 10
 
@@ -73,8 +73,9 @@ def rss_mib() -> float:
         return int(f.read().split()[1]) * 4096 / (1 << 20)
 
 
-def test_broker_down_30s_under_load(kafka_broker: Broker, kafka_topic: Callable[..., str]) -> None:
-    topic = kafka_topic(partitions=3)
+def test_broker_down_30s_under_load(kafka_broker: Broker) -> None:
+    topic = f"outage-{uuid.uuid4().hex[:8]}"
+    create_topic(kafka_broker.bootstrap, topic, 3)
     config = config_for(kafka_broker.bootstrap, topic)
     health = Health()
     publisher = KafkaPublisher(config.kafka, health, max_outstanding_bytes=BOUND)

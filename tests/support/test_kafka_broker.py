@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+import uuid
 from collections.abc import Callable
 
 import pytest
@@ -12,6 +13,7 @@ from kafka.admin import KafkaAdminClient
 from tests.support.kafka_broker import (
     Broker,
     consumer_settings,
+    create_topic,
     ensure_jars,
     kafka_reachable,
     server_properties,
@@ -86,8 +88,9 @@ def test_pause_makes_broker_unreachable_until_resumed(kafka_broker: Broker) -> N
 
 
 @pytest.mark.timeout(120)
-def test_restart_keeps_topics_and_messages(kafka_broker: Broker, kafka_topic: Callable[..., str]) -> None:
-    topic = kafka_topic(partitions=2)
+def test_restart_keeps_topics_and_messages(kafka_broker: Broker) -> None:
+    topic = f"restart-{uuid.uuid4().hex[:8]}"
+    create_topic(kafka_broker.bootstrap, topic, 2)
     _produce(kafka_broker.bootstrap, topic, [b"a", b"b", b"c"], partition=1)
     old_pid = kafka_broker.pid
     kafka_broker.restart()
