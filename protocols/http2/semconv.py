@@ -5,6 +5,7 @@ from __future__ import annotations
 from protocols.base import AttrValue, ConnInfo, L7Record, Role
 from protocols.http2.types import H2Exchange, Headers, error_code_name
 from protocols.http_semconv import low_cardinality_path, parse_traceparent, redact_query, status_error_type
+from protocols.network_semconv import add_peers
 
 GRPC_STATUS = (
     "OK", "CANCELLED", "UNKNOWN", "INVALID_ARGUMENT", "DEADLINE_EXCEEDED", "NOT_FOUND",
@@ -45,13 +46,6 @@ def _small_int(raw: str | None) -> int | None:
     if raw is None or not 0 < len(raw) <= 9 or not raw.isascii() or not raw.isdigit():
         return None
     return int(raw)
-
-
-def _endpoints(attrs: dict[str, AttrValue], conn: ConnInfo) -> None:
-    attrs["server.address"] = conn.server.ip
-    attrs["server.port"] = conn.server.port
-    attrs["client.address"] = conn.client.ip
-    attrs["client.port"] = conn.client.port
 
 
 def _stream_error(x: H2Exchange) -> str | None:
@@ -107,7 +101,7 @@ def _grpc(
         attrs[REQ_MSG_SIZE] = x.request_msg_bytes
     if x.response_msgs is not None:
         attrs[RESP_MSG_SIZE] = x.response_msg_bytes
-    _endpoints(attrs, conn)
+    add_peers(attrs, conn)
     client = conn.role == Role.CLIENT
     return L7Record(
         protocol="grpc",
@@ -160,7 +154,7 @@ def _http(
     name = "HTTP"  # semconv's name when the method is unknown
     if method:
         name = f"{method} {low_cardinality_path(path)}" if path else method
-    _endpoints(attrs, conn)
+    add_peers(attrs, conn)
     keys = _HTTP_METRIC_KEYS + (("server.address", "server.port") if client else ())
     return L7Record(
         protocol="http",

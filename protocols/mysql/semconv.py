@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from protocols.base import AttrValue, ConnInfo, L7Record
 from protocols.mysql.types import Exchange
+from protocols.network_semconv import add_peers
 
 METRIC = "db.client.operation.duration"
 _METRIC_KEYS = (
@@ -36,11 +37,7 @@ def to_record(x: Exchange, conn: ConnInfo) -> L7Record:
         attrs["error.type"] = error_type
     if x.returned_rows >= 0:
         attrs["db.response.returned_rows"] = x.returned_rows
-    server, client = conn.server, conn.client
-    attrs["server.address"] = server.ip
-    attrs["server.port"] = server.port
-    attrs["client.address"] = client.ip
-    attrs["client.port"] = client.port
+    add_peers(attrs, conn)
     name = f"{operation} {table}" if table else operation or "mysql"
     return L7Record(
         protocol="mysql",
