@@ -80,18 +80,37 @@ def decode_batch(value: bytes) -> Batch:
         raise BadBatch(f"not a FragmentBatch: {e}") from None
     if msg.schema_version != SCHEMA_VERSION:
         raise BadBatch(f"schema_version {msg.schema_version}, expected {SCHEMA_VERSION}")
-    if not msg.connection.conn_id:
-        raise BadBatch("batch without a connection id")
-    conn = decode_conn(msg.connection)
+    conn = _cached_conn(msg.connection)
+    cid = conn.conn_id
     try:
         fragments = [
-            Fragment(conn.conn_id, Io(f.io), f.position, f.length, f.data, f.ts_ns, f.tid, Source(f.source))
+            Fragment(cid, _IO[f.io], f.position, f.length, f.data, f.ts_ns, f.tid, _SOURCE[f.source])
             for f in msg.fragments
         ]
-    except ValueError as e:
-        raise BadBatch(f"bad fragment: {e}") from None
+    except KeyError as e:
+        raise BadBatch(f"bad fragment: unknown io or source {e}") from None
     closed = None
     if msg.HasField("closed"):
         c = msg.closed
         closed = ConnEvent(conn, c.ts_ns, closed=True, send_bytes=c.send_bytes, recv_bytes=c.recv_bytes)
     return Batch(conn, fragments, closed)
+
+
+# Dict lookups: Io(x) / Source(x) cost ~1 us each per fragment; an unknown value is still a KeyError.
+_IO = {int(v): v for v in Io}
+_SOURCE = {int(v): v for v in Source}
+_CONN_CACHE: dict[bytes, ConnInfo] = {}
+_CONN_CACHE_MAX = 16384
+
+
+def _cached_conn(m: pb.Connection) -> ConnInfo:
+    """Every batch repeats its connection: decode each distinct one once (ConnInfo is immutable)."""
+    key = m.SerializeToString()
+    conn = _CONN_CACHE.get(key)
+    if conn is None:
+        if not m.conn_id:
+            raise BadBatch("batch without a connection id")
+        if len(_CONN_CACHE) >= _CONN_CACHE_MAX:  # bounded: start over rather than track recency
+            _CONN_CACHE.clear()
+        conn = _CONN_CACHE[key] = decode_conn(m)
+    return conn
