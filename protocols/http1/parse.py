@@ -29,6 +29,9 @@ _MAX_START_LINE = 16 * 1024
 _MAX_CHUNK_LINE = 4096
 _FIRST_COPY = 4096
 _CRLF = b"\r\n"
+_REQUEST = Direction.REQUEST
+_NO_PENDING = (-1, "", False)
+_new = tuple.__new__  # builds the NamedTuple frames without their Python-level __new__
 
 # Never kept, even as trailers (request/response headers are picked by name, so they never are).
 _SENSITIVE = frozenset(
@@ -294,9 +297,15 @@ def _parse_request(
     target = line[sp1 + 1 : sp2]
     if target.translate(None, _VISIBLE):
         return Invalid("bad request target")
-    h = _headers(lines[1:])
+    h: dict[bytes, bytes] = {}
+    for field_line in lines[1:]:  # inlined _headers: one call less per message
+        name, colon, value = field_line.partition(b":")
+        if not colon:
+            return Invalid("malformed header line")
+        h[name.lower()] = value
+    get = h.get
     body_start = hend + 4
-    te = h.get(b"transfer-encoding")
+    te = get(b"transfer-encoding")
     chunked = False
     trailers: tuple[tuple[str, str], ...] = ()
     if te is not None:
@@ -308,33 +317,47 @@ def _parse_request(
         end, body, trailers = got
         chunked = True
     else:
-        cl = h.get(b"content-length")
+        cl = get(b"content-length")
         body = _content_length(cl) if cl is not None else 0
         end = body_start + body
         if end > len(buf):
             return NEED_DATA
-    connection = h.get(b"connection", b"").lower()
-    upgrade = h.get(b"upgrade", b"").strip(b" \t").lower() if b"upgrade" in connection else b""
+    connection = get(b"connection")
+    upgrade = b""
+    close = False
+    if connection is not None:
+        connection = connection.lower()
+        close = b"close" in connection
+        if b"upgrade" in connection:
+            upgrade = get(b"upgrade", b"").strip(b" \t").lower()
+    expect = get(b"expect")
     seq = state.next_seq
     state.next_seq = seq + 1
     state.pending.append((seq, method, bool(upgrade) or method == "CONNECT"))
-    get = h.get
-    frame = Request(  # positional: keyword construction costs ~10% of a small message's parse
-        method,
-        target.decode("utf-8", "replace"),
-        version,
-        seq,
-        _text(get(b"host")),
-        _text(get(b"user-agent")),
-        _text(get(b"traceparent")),
-        _text(get(b"content-type")),
-        body,
-        end,
-        chunked,
-        b"100-continue" in get(b"expect", b"").lower(),
-        upgrade.decode("latin-1"),
-        b"close" in connection,
-        trailers,
+    # _text inlined for the four kept fields: a function call per field is a large share of a small message.
+    host = get(b"host")
+    agent = get(b"user-agent")
+    traceparent = get(b"traceparent")
+    content_type = get(b"content-type")
+    frame = _new(  # tuple.__new__ with every field: the NamedTuple __new__ wrapper costs as much again
+        Request,
+        (
+            method,
+            target.decode("utf-8", "replace"),
+            version,
+            seq,
+            host.strip(b" \t").decode("utf-8", "replace") if host else "",
+            agent.strip(b" \t").decode("utf-8", "replace") if agent else "",
+            traceparent.strip(b" \t").decode("utf-8", "replace") if traceparent else "",
+            content_type.strip(b" \t").decode("utf-8", "replace") if content_type else "",
+            body,
+            end,
+            chunked,
+            expect is not None and b"100-continue" in expect.lower(),
+            upgrade.decode("latin-1"),
+            close,
+            trailers,
+        ),
     )
     return Parsed(frame, end)
 
@@ -350,19 +373,24 @@ def _parse_response(
     status = int(code)
     if status < 100:
         return Invalid("bad status code")
-    h = _headers(lines[1:])
+    h: dict[bytes, bytes] = {}
+    for field_line in lines[1:]:  # inlined _headers: one call less per message
+        name, colon, value = field_line.partition(b":")
+        if not colon:
+            return Invalid("malformed header line")
+        h[name.lower()] = value
+    get = h.get
     pending = state.pending
-    seq, method, _ = pending[0] if pending else (-1, "", False)
-    interim = status < 200 and status != 101
+    seq, method, _ = pending[0] if pending else _NO_PENDING
     body_start = hend + 4
     end = body_start
     body = 0
     chunked = close_delimited = False
     trailers: tuple[tuple[str, str], ...] = ()
     tunnel = status == 101 or (method == "CONNECT" and 200 <= status < 300)
-    if not (status < 200 or status in (204, 304) or method == "HEAD" or tunnel):
-        te = h.get(b"transfer-encoding")
-        cl = h.get(b"content-length")
+    if not (status < 200 or status == 204 or status == 304 or method == "HEAD" or tunnel):
+        te = get(b"transfer-encoding")
+        cl = get(b"content-length")
         if te is not None and _is_chunked(te):
             got = _chunked(buf, head, body_start)
             if got is None:
@@ -380,34 +408,33 @@ def _parse_response(
             close_delimited = True
         else:
             return NEED_DATA
-    if not interim and pending:
+    if pending and (status >= 200 or status == 101):  # a final response answers the oldest request
         pending.popleft()
     upgrade = ""
     if tunnel:
-        upgrade = "connect" if status != 101 else _text(h.get(b"upgrade")).lower() or "unknown"
+        upgrade = "connect" if status != 101 else _text(get(b"upgrade")).lower() or "unknown"
         state.request_tunnel = state.response_tunnel = True
-    frame = Response(
-        status,
-        line[13:].decode("utf-8", "replace"),
-        version,
-        seq,
-        method,
-        _text(h.get(b"content-type")),
-        body,
-        end,
-        chunked,
-        close_delimited,
-        upgrade,
-        b"close" in h.get(b"connection", b"").lower(),
-        trailers,
+    content_type = get(b"content-type")
+    connection = get(b"connection")
+    frame = _new(  # tuple.__new__ with every field: the NamedTuple __new__ wrapper costs as much again
+        Response,
+        (
+            status,
+            line[13:].decode("utf-8", "replace"),
+            version,
+            seq,
+            method,
+            content_type.strip(b" \t").decode("utf-8", "replace") if content_type else "",
+            body,
+            end,
+            chunked,
+            close_delimited,
+            upgrade,
+            connection is not None and b"close" in connection.lower(),
+            trailers,
+        ),
     )
     return Parsed(frame, end)
-
-
-def _tunnel_begins(head: bytes, state: Http1State) -> bool:
-    """Non-HTTP bytes after an unanswered Upgrade/CONNECT request: the switch happened."""
-    pending = state.pending
-    return bool(pending) and pending[-1][2] and check_request_line(head) == 0
 
 
 def parse_frame(buf: memoryview, direction: Direction, state: Http1State) -> ParseResult:
@@ -415,14 +442,17 @@ def parse_frame(buf: memoryview, direction: Direction, state: Http1State) -> Par
     n = len(buf)
     if n == 0:
         return NEED_DATA
-    request = direction is Direction.REQUEST
+    request = direction is _REQUEST
     if state.request_tunnel if request else state.response_tunnel:
         return Parsed(Passthrough(n), n)
     try:
-        head = bytes(buf[:_FIRST_COPY])  # most header blocks fit: do not copy pipelined followers
-        if request and _tunnel_begins(head, state):
-            state.request_tunnel = True
-            return Parsed(Passthrough(n), n)
+        head = bytes(buf) if n <= _FIRST_COPY else bytes(buf[:_FIRST_COPY])  # do not copy pipelined followers
+        if request:
+            pending = state.pending
+            if pending and pending[-1][2] and check_request_line(head) == 0:
+                # Non-HTTP bytes after an unanswered Upgrade/CONNECT request: the switch happened.
+                state.request_tunnel = True
+                return Parsed(Passthrough(n), n)
         hend = head.find(b"\r\n\r\n")
         if hend < 0 and n > _FIRST_COPY:
             head = bytes(buf[:MAX_HEADER_BYTES])

@@ -1,13 +1,15 @@
 """HTTP/1.x frames, the exchange and the per-connection state.
 
 Frames keep only the fields the pipeline uses: sensitive headers (Authorization, Cookie, ...) are
-never copied out of the buffer, so nothing downstream can leak them.
+never copied out of the buffer, so nothing downstream can leak them. Frames and the exchange are
+NamedTuples: immutable like frozen dataclasses, but built several times faster (one per message).
 """
 
 from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from protocols.base import Timed
 
@@ -18,8 +20,7 @@ MAX_INTERIM = 8  # 1xx responses remembered for the exchange in progress
 MAX_TRAILERS = 16  # trailer fields kept (the rest are parsed and dropped)
 
 
-@dataclass(frozen=True, slots=True)
-class Request:
+class Request(NamedTuple):
     method: str
     target: str  # request-target as sent (origin-form "/p?q", absolute-form, authority, "*")
     version: str  # "1.1" or "1.0"
@@ -37,8 +38,7 @@ class Request:
     trailers: tuple[tuple[str, str], ...] = ()
 
 
-@dataclass(frozen=True, slots=True)
-class Response:
+class Response(NamedTuple):
     status: int
     reason: str
     version: str
@@ -59,8 +59,7 @@ class Response:
         return 100 <= self.status < 200 and self.status != 101
 
 
-@dataclass(frozen=True, slots=True)
-class Passthrough:
+class Passthrough(NamedTuple):
     """Bytes after a protocol switch (101 or a CONNECT tunnel): not HTTP/1, stitch drops them."""
 
     size: int
@@ -69,8 +68,7 @@ class Passthrough:
 Http1Frame = Request | Response | Passthrough
 
 
-@dataclass(frozen=True, slots=True)
-class Exchange:
+class Exchange(NamedTuple):
     request: Timed[Request]
     response: Timed[Response]
     interim: tuple[int, ...] = ()  # statuses of 1xx responses that preceded the final one
