@@ -31,7 +31,11 @@ def _id_like(segment: str) -> bool:
 @lru_cache(maxsize=4096)
 def low_cardinality_path(path: str) -> str:
     """`/users/123/orders/9f86d081` -> `/users/{id}/orders/{id}`."""
-    return "/".join("{id}" if _id_like(segment) else segment for segment in path.split("/"))
+    # A list (not a generator) for join, and the short-segment test of _id_like inlined: paths rarely repeat.
+    return "/".join([
+        ("{id}" if seg.isdigit() else seg) if len(seg) < 8 else ("{id}" if _id_like(seg) else seg)
+        for seg in path.split("/")
+    ])  # fmt: skip
 
 
 _TRACEPARENT_00 = re.compile(r"00-([0-9a-f]{32})-([0-9a-f]{16})-[0-9a-f]{2}")
@@ -61,9 +65,19 @@ def parse_traceparent(value: str) -> tuple[str, str]:
     return trace_id, span_id
 
 
+def _may_be_sensitive(low: str) -> bool:
+    """Whether a lowercased ASCII query holds a part that every key _SENSITIVE matches contains."""
+    return (
+        "pass" in low or "secret" in low or "token" in low or "key" in low or "auth" in low
+        or "session" in low or "credential" in low or "sig" in low or "code" in low
+    )  # fmt: skip
+
+
 def redact_query(query: str) -> str:
     """`url.query` with the values of credential-like parameters replaced by REDACTED (keys kept)."""
     if "=" not in query:
+        return query
+    if query.isascii() and not _may_be_sensitive(query.lower()):  # non-ASCII keys may case-fold: full check
         return query
     parts = []
     for pair in query.split("&"):

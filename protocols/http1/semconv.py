@@ -19,8 +19,8 @@ _CLIENT_METRIC_KEYS = (*_SERVER_METRIC_KEYS, "server.address", "server.port")
 def split_target(target: str) -> tuple[str, str, str]:
     """(authority host from an absolute-form target or "", path, query) of a request-target."""
     host = ""
-    scheme_end = target.find("://")
-    if scheme_end > 0 and not target.startswith("/"):
+    scheme_end = -1 if target[:1] == "/" else target.find("://")  # origin-form, the common case: no scheme
+    if scheme_end > 0:
         rest = target[scheme_end + 3 :]
         slash = rest.find("/")
         authority, target = (rest, "/") if slash < 0 else (rest[:slash], rest[slash:])
@@ -63,7 +63,8 @@ def to_record(x: Exchange, conn: ConnInfo) -> L7Record:
     else:
         target_host, path, query = split_target(req.target)
         name = f"{'HTTP' if method == '_OTHER' else method} {low_cardinality_path(path)}" if path else method
-    server_host = host_without_port(req.host) if req.host else target_host
+    host = req.host
+    server_host = (host if ":" not in host else host_without_port(host)) if host else target_host
     error_type = status_error_type(status, server_role)
     # One dict literal for the keys every exchange has: much cheaper than a dozen item assignments.
     attrs: dict[str, AttrValue] = {

@@ -8,10 +8,7 @@ from protocols.base import Timed
 
 from .types import MAX_INTERIM, Exchange, Http1Frame, Http1State, Passthrough, Request, Response
 
-
-def _drop_passthrough(frames: deque[Timed[Http1Frame]]) -> None:
-    while frames and isinstance(frames[0].frame, Passthrough):
-        frames.popleft()
+_new = tuple.__new__  # builds the Exchange NamedTuple without its Python-level __new__
 
 
 def stitch(
@@ -20,24 +17,27 @@ def stitch(
     """Pops matched frames; a response names the request it answers by `seq` (-1: match by time)."""
     out: list[Exchange] = []
     while True:
-        _drop_passthrough(requests)
-        _drop_passthrough(responses)
+        while requests and type(requests[0].frame) is Passthrough:
+            requests.popleft()
+        while responses and type(responses[0].frame) is Passthrough:
+            responses.popleft()
         if not responses:
             break
         timed_resp = responses[0]
         resp = timed_resp.frame
-        if not isinstance(resp, Response):  # not ours: never let it block the queue
+        if type(resp) is not Response:  # not ours: never let it block the queue
             responses.popleft()
             continue
-        if resp.interim:  # 100 Continue / 103 Early Hints: the exchange goes on
+        status = resp.status
+        if 100 <= status < 200 and status != 101:  # 100 Continue / 103 Early Hints: the exchange goes on
             responses.popleft()
             if len(state.interim) < MAX_INTERIM:
-                state.interim.append(resp.status)
+                state.interim.append(status)
             continue
         if not requests:
             break
         req = requests[0].frame
-        if not isinstance(req, Request):
+        if type(req) is not Request:
             requests.popleft()
             continue
         known = resp.seq > state.answered  # else parsed before its request was, or a stale method entry
@@ -59,22 +59,17 @@ def stitch(
                 requests.popleft()
         timed_req = requests.popleft()
         responses.popleft()
-        out.append(
-            Exchange(
-                request=timed_req,  # type: ignore[arg-type]  # checked Request above
-                response=timed_resp,  # type: ignore[arg-type]
-                interim=tuple(state.interim),
-                degraded=not known,
-            )
-        )
-        state.interim.clear()
+        interim = state.interim
+        out.append(_new(Exchange, (timed_req, timed_resp, tuple(interim) if interim else (), not known)))
+        if interim:
+            interim.clear()
         _answered(state, timed_req.frame)
     return out
 
 
-def _answered(state: Http1State, request: Http1Frame) -> None:
+def _answered(state: Http1State, request: Request) -> None:
     """Methods queued for requests already answered would misframe the next responses: drop them."""
-    if isinstance(request, Request) and request.seq > state.answered:
+    if request.seq > state.answered:
         state.answered = request.seq
     pending = state.pending
     while pending and pending[0][0] <= state.answered:
