@@ -63,6 +63,7 @@ _SCAN_LIMIT = 4096  # candidate offsets examined per find_boundary call
 _NAMED_COMMANDS = (0x04, 0x11)  # FIELD_LIST, CHANGE_USER (CREATE_DB/DROP_DB: gone since MySQL 8.0)
 _NAMED_MAX = 4096  # a named command's packet: names and a wildcard, never large
 _OK_MAX = 256  # an OK packet longer than this is no sign of MySQL in bytes of unknown origin
+_new = tuple.__new__  # builds Packet NamedTuples without their Python-level __new__
 
 
 def _plen(b: bytes | memoryview, i: int = 0) -> int:
@@ -297,7 +298,7 @@ def _command(payload: memoryview, length: int) -> Packet:
         data = b"\x11"  # its payload carries auth data: keep none of it
     else:
         data = bytes(payload[:5])  # statement id for the COM_STMT_* commands
-    return Packet(K_COMMAND, 0, length, cmd, data)
+    return _new(Packet, (K_COMMAND, 0, length, cmd, data, "", "", 0, -1))
 
 
 def parse_frame(buf: memoryview, direction: Direction, state: State) -> ParseResult:
@@ -375,7 +376,9 @@ def _parse_plain(buf: memoryview, request: bool, state: State) -> ParseResult:
         return Parsed(_greeting(buf[4:size], seq, length), size)
     else:
         cap = ROW_CAP
-    return Parsed(Packet(K_PACKET, seq, length, first, bytes(buf[4 : 4 + min(length, cap)])), size)
+    # tuple.__new__ with every field: the NamedTuple __new__ wrapper costs as much again, once per packet.
+    data = bytes(buf[4 : 4 + (length if length < cap else cap)])
+    return Parsed(_new(Packet, (K_PACKET, seq, length, first, data, "", "", 0, -1)), size)
 
 
 def find_boundary(buf: memoryview, direction: Direction, start: int) -> int | None:

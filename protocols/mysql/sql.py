@@ -40,16 +40,18 @@ _USE = re.compile(r"^\s*USE\s+(`(?:[^`]|``)+`|[\w$]+)\s*;?\s*$", re.I)
 
 
 def _sub(m: re.Match[str]) -> str:
-    if m.group(1) is not None:
-        return m.group(1)
-    if m.group(2) is not None:
-        return " "
-    return "?"
+    group = m.lastindex  # 1: quoted identifier, 2: comment, None: a literal (its groups do not capture)
+    if group is None:
+        return "?"
+    return " " if group == 2 else m.group(1)
 
 
 def redact(sql: str) -> str:
     """The SQL with every string and numeric literal replaced by "?", comments removed."""
-    out = _TOKENS.sub(_sub, sql)
+    return _squeeze(_TOKENS.sub(_sub, sql))
+
+
+def _squeeze(out: str) -> str:
     return _SPACES.sub(" ", out).strip()
 
 
@@ -81,12 +83,13 @@ def use_target(sql: str) -> str:
 
 
 @lru_cache(maxsize=2048)
-def _describe(text: str) -> tuple[str, str]:
+def _describe(out: str) -> tuple[str, str, str]:
+    """(text, operation, table) of SQL whose literals are already replaced (so caching keeps none)."""
+    text = _squeeze(out)
     op = operation(text)
-    return op, table(text, op)
+    return text, op, table(text, op)
 
 
 def analyze(sql: str) -> tuple[str, str, str]:
     """(redacted text, operation, table); only redacted text is cached, so no literal outlives a call."""
-    text = redact(sql)
-    return (text, *_describe(text))
+    return _describe(_TOKENS.sub(_sub, sql))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 # Command bytes (first payload byte of a seq-0 packet on the REQUEST side).
 COM_SLEEP = 0x00
@@ -85,9 +86,11 @@ K_GREETING = 5  # RESPONSE, seq 0, protocol version 10
 K_COMPRESSED = 6  # a compressed-protocol packet; `first`/`data` describe its first inner packet
 
 
-@dataclass(frozen=True, slots=True)
-class Packet:
-    """One MySQL packet, reduced to what the state machine needs (bounded `data`)."""
+class Packet(NamedTuple):
+    """One MySQL packet, reduced to what the state machine needs (bounded `data`).
+
+    A NamedTuple: immutable like a frozen dataclass, but several times cheaper to build (one per packet).
+    """
 
     kind: int
     seq: int  # sequence id (the compressed sequence id for K_COMPRESSED)
