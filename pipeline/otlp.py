@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import queue
+import struct
 import threading
 import urllib.request
 from collections.abc import Mapping
@@ -18,7 +19,6 @@ from urllib.parse import unquote, urlparse
 
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2 as tsvc
 from opentelemetry.proto.common.v1 import common_pb2 as common
-from opentelemetry.proto.resource.v1 import resource_pb2 as resource
 from opentelemetry.proto.trace.v1 import trace_pb2 as trace
 
 from pipeline.health import Health
@@ -132,53 +132,145 @@ def span_attributes(record: L7Record) -> dict[str, AttrValue]:
 
 
 def to_span(record: L7Record) -> trace.Span:
-    trace_id, span_id, parent = span_ids(record)
-    status = trace.Status(code=trace.Status.STATUS_CODE_ERROR) if record.error else trace.Status()
-    return trace.Span(
-        trace_id=trace_id,
-        span_id=span_id,
-        parent_span_id=parent,
-        name=record.name,
-        kind=_KIND.get(record.role, trace.Span.SPAN_KIND_INTERNAL),
-        start_time_unix_nano=record.start_ns,
-        end_time_unix_nano=max(record.end_ns, record.start_ns),
-        attributes=key_values(span_attributes(record)),
-        status=status,
-    )
+    return trace.Span.FromString(encode_span(record))
 
 
 def build_trace_request(
     records: list[L7Record], service_names: Mapping[str, str] | None = None
 ) -> tsvc.ExportTraceServiceRequest:
     """One ResourceSpans per process (service); `service_names` maps process name -> service.name."""
-    names = service_names or {}
-    by_resource: dict[tuple[tuple[str, AttrValue], ...], list[trace.Span]] = {}
-    for r in records:
-        key = tuple(resource_attributes(r.conn, names).items())
-        by_resource.setdefault(key, []).append(to_span(r))
-    return tsvc.ExportTraceServiceRequest(
-        resource_spans=[
-            trace.ResourceSpans(
-                resource=resource.Resource(attributes=key_values(dict(key))),
-                scope_spans=[trace.ScopeSpans(scope=SCOPE, spans=spans)],
-            )
-            for key, spans in by_resource.items()
-        ]
+    return tsvc.ExportTraceServiceRequest.FromString(encode_trace_request(records, service_names or {}))
+
+
+# -- wire encoding --------------------------------------------------------------------------------
+# Spans are written as protobuf bytes directly: building message objects costs ~27 us per span,
+# this ~5 us. Field numbers are opentelemetry/proto/{collector/trace,trace,common,resource}/v1.
+
+_VARINTS = [bytes([i]) if i < 0x80 else bytes([(i & 0x7F) | 0x80, i >> 7]) for i in range(1 << 14)]
+
+
+def _varint(n: int) -> bytes:
+    if n < 16384:
+        return _VARINTS[n]
+    out = bytearray()
+    while n >= 0x80:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+def _field(tag: bytes, body: bytes) -> bytes:
+    """A length-delimited field: tag, length, body."""
+    n = len(body)
+    return tag + (_VARINTS[n] if n < 16384 else _varint(n)) + body
+
+
+_PACK_D = struct.Struct("<d").pack
+_PACK_Q = struct.Struct("<Q").pack
+
+
+def _any_value(v: AttrValue) -> bytes:
+    if isinstance(v, str):
+        return _field(b"\x0a", v.encode())
+    if isinstance(v, bool):
+        return b"\x10\x01" if v else b"\x10\x00"
+    if isinstance(v, int):
+        return b"\x18" + _varint(v & 0xFFFFFFFFFFFFFFFF)  # int64: negatives as two's complement
+    if isinstance(v, float):
+        return b"\x21" + _PACK_D(v)
+    return _field(b"\x0a", str(v).encode())
+
+
+_KEYS: dict[str, bytes] = {}
+
+
+def _key_value(key: str, value: AttrValue) -> bytes:
+    """KeyValue{key, value}: the key's bytes are cached (attribute keys are a small fixed set)."""
+    prefix = _KEYS.get(key)
+    if prefix is None:
+        prefix = _field(b"\x0a", key.encode())
+        if len(_KEYS) < 4096:
+            _KEYS[key] = prefix
+    return _field(b"\x4a", prefix + _field(b"\x12", _any_value(value)))  # 0x4a: tag 9 (Span.attributes)
+
+
+_KIND_BYTES = {role: b"\x30" + _varint(kind) for role, kind in _KIND.items()}
+_KIND_INTERNAL = b"\x30" + _varint(trace.Span.SPAN_KIND_INTERNAL)
+_STATUS_OK = _field(b"\x7a", b"")
+_STATUS_ERROR = _field(b"\x7a", b"\x18" + _varint(trace.Status.STATUS_CODE_ERROR))
+
+
+def encode_span(record: L7Record) -> bytes:
+    """One Span message body, the same fields `to_span` always produced."""
+    trace_id, span_id, parent = span_ids(record)
+    parts = [_field(b"\x0a", trace_id), _field(b"\x12", span_id)]
+    if parent:
+        parts.append(_field(b"\x22", parent))
+    parts.append(_field(b"\x2a", record.name.encode()))
+    parts.append(_KIND_BYTES.get(record.role, _KIND_INTERNAL))
+    start = record.start_ns
+    end = max(record.end_ns, start)
+    if start:
+        parts.append(b"\x39" + _PACK_Q(start))
+    if end:
+        parts.append(b"\x41" + _PACK_Q(end))
+    plain = record.error_type is None and not (
+        record.truncated or record.degraded or record.conn.role_inferred
     )
+    attrs = record.attributes if plain else span_attributes(record)  # the copy only when it differs
+    for key, value in attrs.items():
+        parts.append(_key_value(key, value))
+    parts.append(_STATUS_ERROR if record.error else _STATUS_OK)
+    return b"".join(parts)
+
+
+def _resource_key(conn: ConnInfo, names: Mapping[str, str]) -> tuple[object, ...]:
+    """What `resource_attributes` reads from a connection: records sharing it share a ResourceSpans."""
+    return (
+        conn.service, conn.process, conn.node, conn.pid, conn.executable, conn.container_id,
+        conn.k8s_pod, conn.k8s_namespace, conn.k8s_container, names.get(conn.process),
+    )  # fmt: skip
+
+
+_SCOPE_BYTES = _field(b"\x0a", SCOPE.SerializeToString())  # ScopeSpans.scope
+
+
+def encode_trace_request(records: list[L7Record], service_names: Mapping[str, str]) -> bytes:
+    """ExportTraceServiceRequest bytes: one ResourceSpans per distinct resource, in first-seen order."""
+    groups: dict[tuple[object, ...], tuple[ConnInfo, list[bytes]]] = {}
+    for r in records:
+        key = _resource_key(r.conn, service_names)
+        group = groups.get(key)
+        if group is None:
+            group = groups[key] = (r.conn, [])
+        group[1].append(_field(b"\x12", encode_span(r)))  # ScopeSpans.spans
+    out = []
+    for conn, spans in groups.values():
+        attrs = resource_attributes(conn, service_names)
+        res = b"".join(_field(b"\x0a", _field(b"\x0a", k.encode()) + _field(b"\x12", _any_value(v)))
+                       for k, v in attrs.items())  # fmt: skip
+        scope_spans = _field(b"\x12", _SCOPE_BYTES + b"".join(spans))  # ResourceSpans.scope_spans
+        out.append(_field(b"\x0a", _field(b"\x0a", res) + scope_spans))  # request.resource_spans
+    return b"".join(out)
 
 
 # -- sending --------------------------------------------------------------------------------------
 
 
-def send(endpoint: OtlpEndpoint, request: tsvc.ExportTraceServiceRequest, channel: object = None) -> None:
-    """One export call; raises on failure (the caller counts it)."""
-    if endpoint.protocol == "grpc":
-        from opentelemetry.proto.collector.trace.v1 import trace_service_pb2_grpc
+_EXPORT_METHOD = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
 
-        stub = trace_service_pb2_grpc.TraceServiceStub(channel)
-        stub.Export(request, timeout=endpoint.timeout_s, metadata=endpoint.headers)
+
+def send(
+    endpoint: OtlpEndpoint, request: tsvc.ExportTraceServiceRequest | bytes, channel: object = None
+) -> None:
+    """One export call with a request (or its encoded bytes); raises on failure (the caller counts it)."""
+    body = request if isinstance(request, bytes) else request.SerializeToString()
+    if endpoint.protocol == "grpc":
+        # Bytes in, bytes out: no serializer, the request is already encoded.
+        export = channel.unary_unary(_EXPORT_METHOD)  # type: ignore[attr-defined]
+        export(body, timeout=endpoint.timeout_s, metadata=endpoint.headers)
         return
-    body = request.SerializeToString()
     headers = {"Content-Type": "application/x-protobuf", **dict(endpoint.headers)}
     req = urllib.request.Request(endpoint.url, data=body, headers=headers, method="POST")
     with urllib.request.urlopen(req, timeout=endpoint.timeout_s) as resp:
@@ -219,13 +311,35 @@ class OtlpSpanExporter:
                 self.health.count("export_dropped", "otlp_spans", len(chunk), reason="queue full")
 
     def _run(self) -> None:
-        while (records := self._queue.get()) is not None:
-            try:
-                send(self.endpoint, build_trace_request(records, self.service_names), self._channel)
-                self.health.count("exported", "otlp_spans", len(records))
-            except Exception as e:  # a collector that is down must not stop the pipeline
-                self.health.count("export_failed", "otlp_spans", len(records), reason=type(e).__name__)
-                log.warning("OTLP span export to %s failed: %s", self.endpoint.url, e)
+        carry: list[L7Record] | None = None
+        stop = False
+        while not stop:
+            records = carry if carry is not None else self._queue.get()
+            carry = None
+            if records is None:
+                return
+            # Whatever else is queued rides in the same request, up to max_batch spans.
+            while len(records) < self.max_batch:
+                try:
+                    more = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if more is None:  # close(): send this last request, then stop
+                    stop = True
+                    break
+                if len(records) + len(more) > self.max_batch:
+                    carry = more
+                    break
+                records = records + more
+            self._send(records)
+
+    def _send(self, records: list[L7Record]) -> None:
+        try:
+            send(self.endpoint, encode_trace_request(records, self.service_names), self._channel)
+            self.health.count("exported", "otlp_spans", len(records))
+        except Exception as e:  # a collector that is down must not stop the pipeline
+            self.health.count("export_failed", "otlp_spans", len(records), reason=type(e).__name__)
+            log.warning("OTLP span export to %s failed: %s", self.endpoint.url, e)
 
     def close(self) -> None:
         """Send what is queued, then stop."""

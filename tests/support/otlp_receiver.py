@@ -308,3 +308,107 @@ class OtlpReceiver:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+# -- a receiver in its own process, for benchmarks -------------------------------------------------
+
+_TRACE_SERVICE = "opentelemetry.proto.collector.trace.v1.TraceService"
+_METRICS_SERVICE = "opentelemetry.proto.collector.metrics.v1.MetricsService"
+
+
+def _serve_raw(pipe: Any, stamp: bool) -> None:
+    """Child process: acknowledge every export; with `stamp`, decode spans for (arrival, end) times."""
+    lock = threading.Lock()
+    stats = {"trace_requests": 0, "trace_bytes": 0, "metric_requests": 0}
+    stamps: list[tuple[int, int]] = []
+
+    def traces(body: bytes, context: grpc.ServicerContext) -> bytes:
+        now = time.monotonic_ns()
+        ends = []
+        if stamp:
+            req = ExportTraceRequest.FromString(body)
+            ends = [
+                s.end_time_unix_nano for rs in req.resource_spans for ss in rs.scope_spans for s in ss.spans
+            ]
+        with lock:
+            stats["trace_requests"] += 1
+            stats["trace_bytes"] += len(body)
+            stamps.extend((now, end) for end in ends)
+        return b""  # an empty ExportTraceServiceResponse
+
+    def metrics(body: bytes, context: grpc.ServicerContext) -> bytes:
+        with lock:
+            stats["metric_requests"] += 1
+        return b""
+
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
+    handlers = [
+        grpc.method_handlers_generic_handler(service, {"Export": grpc.unary_unary_rpc_method_handler(fn)})
+        for service, fn in ((_TRACE_SERVICE, traces), (_METRICS_SERVICE, metrics))
+    ]  # no (de)serializers: bodies stay bytes
+    server.add_generic_rpc_handlers(handlers)
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    pipe.send(port)
+    while (command := pipe.recv()) != "stop":
+        with lock:
+            pipe.send(len(stamps) if command == "stamped" else dict(stats))
+    server.stop(grace=1).wait(5)
+    with lock:
+        pipe.send((dict(stats), stamps))
+
+
+class RawOtlpReceiver:
+    """OTLP/gRPC traces and metrics acknowledged by a separate process, without decoding by default.
+
+    For throughput benchmarks: the receiver's work must not land in the measured process (one GIL),
+    and decoding every request would compete for the CPU. `stamp=True` decodes spans and keeps
+    (arrival monotonic ns, span end ns) pairs, for latency.
+    """
+
+    def __init__(self, stamp: bool = False) -> None:
+        import multiprocessing as mp
+
+        ctx = mp.get_context("spawn")
+        self._pipe, child = ctx.Pipe()
+        self._proc = ctx.Process(target=_serve_raw, args=(child, stamp), daemon=True)
+        self.grpc_port = 0
+
+    @property
+    def grpc_endpoint(self) -> str:
+        return f"127.0.0.1:{self.grpc_port}"
+
+    def start(self, timeout_s: float = 30.0) -> RawOtlpReceiver:
+        self._proc.start()
+        if not self._pipe.poll(timeout_s):
+            self._proc.kill()
+            raise TimeoutError("raw OTLP receiver did not start")
+        self.grpc_port = int(self._pipe.recv())
+        return self
+
+    def stats(self) -> dict[str, int]:
+        """Requests (and bytes) received so far."""
+        self._pipe.send("stats")
+        return dict(self._pipe.recv())
+
+    def stamped(self) -> int:
+        """Spans decoded so far (stamp=True)."""
+        self._pipe.send("stamped")
+        return int(self._pipe.recv())
+
+    def stop(self) -> tuple[dict[str, int], list[tuple[int, int]]]:
+        """Stops the process; returns the final stats and the (arrival ns, end ns) pairs."""
+        self._pipe.send("stop")
+        result = self._pipe.recv() if self._pipe.poll(15) else ({}, [])
+        self._proc.join(5)
+        if self._proc.is_alive():
+            self._proc.kill()
+            self._proc.join(5)
+        return result
+
+    def __enter__(self) -> RawOtlpReceiver:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        if self._proc.is_alive():
+            self.stop()

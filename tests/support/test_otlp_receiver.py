@@ -103,3 +103,17 @@ def test_http_rejects_garbage_and_unknown_paths(otlp_receiver: OtlpReceiver) -> 
     assert post(f"{otlp_receiver.http_endpoint}/v1/nope", b"") == 404
     assert post(otlp_receiver.http_traces_url, b"") == 200  # an empty export is valid protobuf
     assert otlp_receiver.spans() == []
+
+
+def test_raw_receiver_acknowledges_sdk_spans_and_stamps_them_in_another_process() -> None:
+    from tests.support.otlp_receiver import RawOtlpReceiver
+
+    receiver = RawOtlpReceiver(stamp=True).start()
+    try:
+        _emit_span(GrpcSpanExporter(endpoint=receiver.grpc_endpoint, insecure=True))
+        assert receiver.stamped() == 2
+        assert receiver.stats()["trace_requests"] == 2  # SimpleSpanProcessor: one request per span
+    finally:
+        stats, stamps = receiver.stop()
+    assert stats["trace_bytes"] > 0
+    assert len(stamps) == 2 and all(arrival > 0 and end > 0 for arrival, end in stamps)
