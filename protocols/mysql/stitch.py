@@ -258,7 +258,7 @@ def _command(reqs: deque[Timed[Packet]], resps: deque[Timed[Packet]], state: Sta
     req = reqs[0]
     f = req.frame
     cmd = f.first
-    n = _request_span(reqs)
+    n = _request_span(reqs) if f.length == MAX_PAYLOAD else 1  # continuations: commands over 16 MiB only
     if n == 0:
         return None
     last = reqs[n - 1]
@@ -287,7 +287,11 @@ def _command(reqs: deque[Timed[Packet]], resps: deque[Timed[Packet]], state: Sta
         p.frames += 1
         p.expect_seq = (rf.seq + 1) & 0xFF
         p.end_ns = r.end_ns
-        p.truncated = p.truncated or r.truncated
+        if r.truncated:
+            p.truncated = True
+        if p.phase == P_ROWS and rf.first < 0xFE and rf.kind == K_PACKET:  # a row: _feed's commonest case
+            p.rows += 1
+            continue
         _feed(p, rf, cmd, state)
         if p.phase == P_DONE:
             break
