@@ -25,6 +25,7 @@ class CaptureConfig:
     copy_chunk: int = 4096  # payload bytes copied per event; larger writes span several events
     ring_mib: int = 16  # ring buffer size (a power of two)
     drain_interval_ms: int = 10  # the ring is drained on this timer, not on wake-ups
+    max_cpu: float = 0.25  # share of a core for the agent process; past it the kernel sheds, counted (0: off)
     exclude_pids: tuple[int, ...] = ()  # besides the agent itself
     exclude_ports: tuple[int, ...] = ()  # besides the Kafka brokers' ports
     header_cache: str = "/var/cache/l7scope/headers"  # BTF-generated kernel headers
@@ -97,6 +98,8 @@ class Config:
                 f"kafka.compression = {self.kafka.compression!r}: use lz4, zstd, gzip, snappy or none"
             )
         _validate_kafka_security(self.kafka)
+        if self.capture.max_cpu < 0:
+            raise ConfigError(f"capture.max_cpu = {self.capture.max_cpu}: use a share of a core, e.g. 0.25")
         if self.export.records_topic not in ("on", "off", "auto"):
             raise ConfigError(f"export.records_topic = {self.export.records_topic!r}: use on, off or auto")
         port = self.export.prometheus.rpartition(":")[2]

@@ -20,6 +20,7 @@ from typing import IO, Protocol
 
 from l7scope.config import Config
 from pipeline.conn_table import ConnTable, TableLimits
+from pipeline.cpu_budget import CpuBudget
 from pipeline.framing import AnySpec
 from pipeline.health import Health
 from pipeline.jsonl import JsonlExporter
@@ -122,12 +123,15 @@ def drain_forever(
     interval_s: float,
     health: Health | None = None,
     publish_interval_s: float = 0.1,
+    budget: CpuBudget | None = None,
 ) -> None:
     """The agent's drain loop: on a timer (the ring is written without wake-ups), never blocking.
 
     The ring is drained every `interval_s`; batches go to the sink every `publish_interval_s`, one
     per connection for all drains since the last (per-message costs in Kafka dominate otherwise).
+    Over its CPU `budget` the loop pauses instead, and the kernel sheds (and counts) what overflows.
     """
+    budget = budget or CpuBudget(0.0)
     gc.freeze()  # the start-up heap (bcc, protobuf, exporters) stays: keep it out of every collection
     batcher = Batcher()
     losses = CaptureLosses(capture, health)
@@ -145,7 +149,7 @@ def drain_forever(
                 sink(batches)
         losses.update(started)
         busy += time.monotonic() - started
-        stop.wait(max(0.0, interval_s - (time.monotonic() - started)))
+        stop.wait(max(interval_s - (time.monotonic() - started), budget.overdraft_s()))
     drained = capture.poll()
     batcher.add(drained)
     sink(batcher.take())
@@ -155,7 +159,7 @@ def drain_forever(
     log.info("drain stopped", extra={
         "drained_events": int(events + len(drained)), "drain_busy_s": round(busy, 3),
         "kernel_events": getattr(kernel, "events", -1),
-        "kernel_lost_events": getattr(kernel, "lost_events", -1),
+        "kernel_lost_events": getattr(kernel, "lost_events", -1), "cpu_paused_s": round(budget.paused_s, 3),
         "ring_reader": getattr(capture, "ring_reader", "")})  # fmt: skip
 
 
@@ -219,9 +223,11 @@ def run_embedded(
             queued[0] -= len(batches)
         return batches
 
+    budget = CpuBudget(config.capture.max_cpu)  # capture and parsing share it: one process, one limit
     agent = threading.Thread(
         target=drain_forever,
         args=(capture, enqueue, stop, config.capture.drain_interval_ms / 1000, health),
+        kwargs={"budget": budget},
         daemon=True,
     )
     table, exporters = new_table(config, health), build_exporters(config, env, health)
@@ -239,6 +245,7 @@ def run_embedded(
         while agent.is_alive() or not handoff.empty():
             with contextlib.suppress(queue.Empty):
                 records += process(dequeue(), table, exporters)
+                stop.wait(budget.overdraft_s())  # once stopping, the backlog is parsed at full speed
             if time.monotonic() >= next_render:
                 next_render += config.export.refresh_seconds
                 expired = table.expire()
@@ -279,7 +286,8 @@ def run_agent(
     publisher = KafkaPublisher(config.kafka, health)  # connects and creates the topic in the background
     log.info("capturing: publishing to %s at %s", config.kafka.fragments_topic, config.kafka.bootstrap)
     try:
-        drain_forever(capture, publisher.publish, stop, config.capture.drain_interval_ms / 1000, health)
+        drain_forever(capture, publisher.publish, stop, config.capture.drain_interval_ms / 1000, health,
+                      budget=CpuBudget(config.capture.max_cpu))  # fmt: skip
     finally:
         capture.close()
         publisher.close()

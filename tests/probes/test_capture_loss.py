@@ -6,13 +6,15 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from probes.capture import Capture, CaptureOptions
-from probes.fragment import ConnEvent, Fragment
+from probes.fragment import Batch, ConnEvent, Fragment
 from tests.probes.capture_helpers import free_port, stop
 
 pytestmark = pytest.mark.kernel
@@ -23,8 +25,14 @@ PEERS = Path(__file__).with_name("pingpong_peers.py")
 Event = Fragment | ConnEvent
 
 
-def pingpong(cap: Capture, seconds: float, drain_every: float | None) -> tuple[list[Event], int]:
-    """Run the pair, only its pids traced; returns every event drained and the round trips made."""
+def pingpong(
+    cap: Capture, seconds: float, drain_every: float | None, poll: Callable[[], list[Event]] | None = None
+) -> tuple[list[Event], int]:
+    """Run the pair, only its pids traced; returns every event drained and the round trips made.
+
+    `poll` replaces `cap.poll` when another thread drains the ring (it must return []).
+    """
+    poll = poll or cap.poll
     port = free_port()
     server = subprocess.Popen([sys.executable, str(PEERS), "server", str(port)], stdout=subprocess.PIPE)
     events: list[Fragment | ConnEvent] = []
@@ -33,16 +41,16 @@ def pingpong(cap: Capture, seconds: float, drain_every: float | None) -> tuple[l
         client = subprocess.Popen([sys.executable, str(PEERS), "client", str(port), str(seconds)],
                                   stdout=subprocess.PIPE)  # fmt: skip
         cap.set_filters(pids=(server.pid, client.pid))  # before its connect: the client imports first
-        cap.poll()
+        poll()
         while client.poll() is None:
             time.sleep(drain_every or 0.05)
             if drain_every:
-                events += cap.poll()
+                events += poll()
         out, _ = client.communicate(timeout=30)
         server.wait(timeout=10)
         time.sleep(0.05)
         for _ in range(20):
-            events += cap.poll()
+            events += poll()
     finally:
         stop(server)
         cap.set_filters()
@@ -89,8 +97,6 @@ def test_normal_ring_drained_on_a_timer_loses_nothing(capture: Capture) -> None:
 
 
 def test_losses_reach_health_from_the_drain_loop(small_ring: Capture) -> None:
-    import threading
-
     from pipeline.health import Health
     from pipeline.run import drain_forever
 
@@ -103,3 +109,32 @@ def test_losses_reach_health_from_the_drain_loop(small_ring: Capture) -> None:
     assert health.total("capture_lost_events") == stats.lost_events
     assert health.total("capture_lost_bytes") == stats.lost_bytes
     assert health.total("capture_truncated") == stats.truncated
+
+
+def test_a_drain_over_its_cpu_budget_pauses_and_the_kernel_counts_what_it_sheds(small_ring: Capture) -> None:
+    from pipeline.cpu_budget import CpuBudget
+    from pipeline.run import drain_forever
+
+    small_ring.poll()
+    before = small_ring.stats()
+    delivered: list[Event] = []
+    budget, stop_drain = CpuBudget(0.02), threading.Event()
+
+    def sink(batches: list[Batch]) -> None:
+        for b in batches:
+            delivered.extend(b.fragments)
+
+    drain = threading.Thread(target=drain_forever, args=(small_ring, sink, stop_drain, 0.001),
+                             kwargs={"budget": budget})  # fmt: skip
+    cpu0, wall0 = time.process_time(), time.monotonic()
+    drain.start()
+    try:
+        _, round_trips = pingpong(small_ring, seconds=1.5, drain_every=None, poll=list)
+    finally:
+        stop_drain.set()
+        drain.join(timeout=10)
+    used, wall = time.process_time() - cpu0, time.monotonic() - wall0
+    lost_bytes = small_ring.stats().lost_bytes - before.lost_bytes
+    assert budget.paused_s > 0.5 and lost_bytes > 0
+    assert traced_bytes(delivered) + lost_bytes == 64 * round_trips * 4  # shed, never silently
+    assert used < 0.1 * wall + 0.1, f"{used:.2f} CPU s in {wall:.2f} s: the budget did not hold"
