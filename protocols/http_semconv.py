@@ -43,7 +43,9 @@ _TRACEPARENT_00 = re.compile(r"00-([0-9a-f]{32})-([0-9a-f]{16})-[0-9a-f]{2}")
 
 def parse_traceparent(value: str) -> tuple[str, str]:
     """(trace_id, parent_span_id) of a valid W3C traceparent, else ("", "")."""
-    m = _TRACEPARENT_00.fullmatch(value.strip())
+    m = _TRACEPARENT_00.fullmatch(value)  # parsers strip values already: strip() only when this fails
+    if m is None:
+        m = _TRACEPARENT_00.fullmatch(value.strip())
     if m is not None:  # version 00, the one in use: one regex instead of the general checks below
         trace_id, span_id = m.groups()
         if trace_id == _ZERO_TRACE or span_id == _ZERO_SPAN:

@@ -48,9 +48,23 @@ _METRIC_KEYS = {
 }  # fmt: skip
 
 
+_HOSTS: dict[str, str] = {}  # Host header -> host without port: few distinct values per agent
+_HOSTS_CAP = 1024
+
+
+def _server_host(host: str) -> str:
+    got = _HOSTS.get(host)
+    if got is None:
+        got = host_without_port(host)
+        if len(_HOSTS) < _HOSTS_CAP:
+            _HOSTS[host] = got
+    return got
+
+
 def to_record(x: Exchange, conn: ConnInfo) -> L7Record:
-    req = x.request.frame
-    resp = x.response.frame
+    timed_req, timed_resp = x.request, x.response
+    req = timed_req.frame
+    resp = timed_resp.frame
     server_role = conn.role == Role.SERVER
     local, remote = conn.local, conn.remote
     server, client = (local, remote) if server_role else (remote, local)
@@ -61,11 +75,16 @@ def to_record(x: Exchange, conn: ConnInfo) -> L7Record:
         target_host, path, query = host_without_port(req.target), "", ""
         name = "CONNECT"
     else:
-        target_host, path, query = split_target(req.target)
+        target = req.target
+        if target[:1] == "/" and "#" not in target:  # origin-form without a fragment: split_target inlined
+            target_host = ""
+            path, _, query = target.partition("?")
+        else:
+            target_host, path, query = split_target(target)
         name = f"{'HTTP' if method == '_OTHER' else method} {low_cardinality_path(path)}" if path else method
     host = req.host
-    server_host = (host if ":" not in host else host_without_port(host)) if host else target_host
-    error_type = status_error_type(status, server_role)
+    server_host = (host if ":" not in host else _server_host(host)) if host else target_host
+    error_type = None if status < 400 else status_error_type(status, server_role)
     # One dict literal for the keys every exchange has: much cheaper than a dozen item assignments.
     attrs: dict[str, AttrValue] = {
         "http.request.method": method,
@@ -97,14 +116,14 @@ def to_record(x: Exchange, conn: ConnInfo) -> L7Record:
         "http",
         conn.role,
         name,
-        x.request.start_ns,
-        x.response.end_ns,
+        timed_req.start_ns,
+        timed_resp.end_ns,
         conn,
         "http.server.request.duration" if server_role else "http.client.request.duration",
         error_type,
         attrs,
         _METRIC_KEYS[(server_role, error_type is not None)],
-        x.truncated,
+        timed_req.truncated or timed_resp.truncated,
         x.degraded,
         "",
         trace_id,
