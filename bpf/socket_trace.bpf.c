@@ -1,9 +1,12 @@
 /* l7scope socket capture (bcc): plaintext of TCP socket syscalls, with connection lifecycle.
  *
- * enter:  remember the call's arguments per thread (pid_tgid).
- * sock:sock_{send,recv}_length: fire inside the call with the struct sock * -> only socket I/O
- *         (TCP over IPv4/IPv6) is kept; every other read/write is dropped at exit.
- * exit:   ret > 0 -> copy the payload in chunks into the ring, each chunk with its byte position.
+ * sock:sock_{send,recv}_length: fire inside every socket send/receive with the struct sock * and the
+ *         byte count. For TCP over IPv4/IPv6 the syscall and its buffer are read from the thread's
+ *         saved user registers, and ret > 0 -> the payload is copied in chunks into the ring, each
+ *         chunk with its byte position. No program runs on the hot syscalls' entry or exit, so non-socket
+ *         I/O and failed (EAGAIN) reads cost nothing beyond the tracepoint.
+ * sendfile, sendmmsg, recvmmsg (several sock calls per syscall): enter remembers the arguments, the sock
+ *         tracepoints record the sock and sum bytes, exit emits.
  * sock:inet_sock_set_state: role (connect vs accept) and end of connection.
  * ssl_trace.bpf.c (appended by the loader): OpenSSL plaintext; its connections' ciphertext is counted only.
  * filters: the agent's pids and ports are excluded; optional allow-lists of pids, process names,
@@ -112,6 +115,9 @@ struct l7_scratch {
 };
 
 BPF_RINGBUF_OUTPUT(l7_events, L7_RING_BYTES / 4096);
+/* ktime of this CPU's last failed ring write: DATA calls in the next L7_SHED_NS are shed uncopied. */
+BPF_PERCPU_ARRAY(l7_ring_full, __u64, 1);
+#define L7_SHED_NS 1000000
 /* LRU: entries whose end we never see (a thread killed mid-call, a missed close) age out. */
 BPF_TABLE("lru_hash", __u64, struct l7_call, l7_calls, 16384);
 BPF_TABLE("lru_hash", __u64, struct l7_conn, l7_conns, 131072);
@@ -165,14 +171,117 @@ static __always_inline int l7_enter(__s32 fd, __u64 buf, __u32 vlen, __u8 buf_ki
 	return 0;
 }
 
-/* Inside the call: record the sock if this is a TCP socket moving bytes the expected way. */
-static __always_inline int l7_on_sock(__u64 sk, __u16 family, __u16 protocol, __s32 flags, __s32 ret, __u8 io)
+/* The syscall this thread is in, from its saved user registers (syscall number and first arguments). */
+struct l7_sys {
+	__u64 nr;
+	__u64 arg0;
+	__u64 arg1;
+	__u64 arg2;
+};
+
+#if defined(bpf_target_x86) /* set by bcc's helpers.h from the build arch */
+#define L7_NR_READ 0
+#define L7_NR_WRITE 1
+#define L7_NR_READV 19
+#define L7_NR_WRITEV 20
+#define L7_NR_SENDTO 44
+#define L7_NR_RECVFROM 45
+#define L7_NR_SENDMSG 46
+#define L7_NR_RECVMSG 47
+static __always_inline void l7_read_sys(struct l7_sys *sys, struct pt_regs *regs)
+{
+	bpf_probe_read_kernel(&sys->nr, sizeof(sys->nr), &regs->orig_ax);
+	bpf_probe_read_kernel(&sys->arg0, sizeof(sys->arg0), &regs->di);
+	bpf_probe_read_kernel(&sys->arg1, sizeof(sys->arg1), &regs->si);
+	bpf_probe_read_kernel(&sys->arg2, sizeof(sys->arg2), &regs->dx);
+}
+#elif defined(bpf_target_arm64)
+#define L7_NR_READ 63
+#define L7_NR_WRITE 64
+#define L7_NR_READV 65
+#define L7_NR_WRITEV 66
+#define L7_NR_SENDTO 206
+#define L7_NR_RECVFROM 207
+#define L7_NR_SENDMSG 211
+#define L7_NR_RECVMSG 212
+static __always_inline void l7_read_sys(struct l7_sys *sys, struct pt_regs *regs)
+{
+	__s32 nr = -1;
+	bpf_probe_read_kernel(&nr, sizeof(nr), &regs->syscallno);
+	sys->nr = (__u64)nr;
+	bpf_probe_read_kernel(&sys->arg0, sizeof(sys->arg0), &regs->orig_x0);
+	bpf_probe_read_kernel(&sys->arg1, sizeof(sys->arg1), &regs->regs[1]);
+	bpf_probe_read_kernel(&sys->arg2, sizeof(sys->arg2), &regs->regs[2]);
+}
+#else
+#error "l7scope capture: syscall numbers are defined for x86_64 and arm64 only"
+#endif
+
+/* Which hot socket syscall this is and where its buffer is; 0 for every other context. */
+static __always_inline int l7_hot_call(struct l7_call *call)
+{
+	struct l7_sys sys = {};
+	l7_read_sys(&sys, (struct pt_regs *)bpf_task_pt_regs(bpf_get_current_task_btf()));
+	call->fd = (__s32)sys.arg0;
+	call->buf = sys.arg1;
+	call->source = L7_SOURCE_SYSCALL;
+	switch (sys.nr) {
+	case L7_NR_READ:
+	case L7_NR_RECVFROM:
+		call->io = L7_IO_RECV;
+		call->buf_kind = L7_BUF_PLAIN;
+		return 1;
+	case L7_NR_WRITE:
+	case L7_NR_SENDTO:
+		call->io = L7_IO_SEND;
+		call->buf_kind = L7_BUF_PLAIN;
+		return 1;
+	case L7_NR_READV:
+		call->io = L7_IO_RECV;
+		call->buf_kind = L7_BUF_IOV;
+		call->vlen = (__u32)sys.arg2;
+		return 1;
+	case L7_NR_WRITEV:
+		call->io = L7_IO_SEND;
+		call->buf_kind = L7_BUF_IOV;
+		call->vlen = (__u32)sys.arg2;
+		return 1;
+	case L7_NR_RECVMSG:
+		call->io = L7_IO_RECV;
+		call->buf_kind = L7_BUF_MSG;
+		return 1;
+	case L7_NR_SENDMSG:
+		call->io = L7_IO_SEND;
+		call->buf_kind = L7_BUF_MSG;
+		return 1;
+	}
+	return 0;
+}
+
+static __always_inline void l7_on_io(void *ctx, struct l7_call *call, __u64 sk, long len);
+
+/* Inside a socket call on a TCP socket. read, write, readv, writev, sendto, recvfrom, sendmsg, recvmsg (one sock call per
+ * syscall) are captured right here, their arguments taken from the saved user registers: no
+ * per-syscall enter/exit programs, so untraced I/O and failed calls cost almost nothing. sendfile and
+ * sendmmsg/recvmmsg (several sock calls per syscall) only record the sock and sum bytes for their
+ * exit program. */
+static __always_inline int l7_on_sock(void *ctx, __u64 sk, __u16 family, __u16 protocol, __s32 flags, __s32 ret,
+				      __u8 io)
 {
 	if (protocol != L7_IPPROTO_TCP || (family != L7_AF_INET && family != L7_AF_INET6))
 		return 0;
 	if (io == L7_IO_RECV && (flags & L7_MSG_PEEK))
 		return 0; /* peeked bytes will be read again */
 	__u64 id = bpf_get_current_pid_tgid();
+	__u32 tgid = id >> 32;
+	if (l7_excluded_pids.lookup(&tgid))
+		return 0;
+	struct l7_call hot = {};
+	if (l7_hot_call(&hot)) {
+		if (hot.io == io)
+			l7_on_io(ctx, &hot, sk, ret);
+		return 0;
+	}
 	struct l7_call *call = l7_calls.lookup(&id);
 	if (call && call->io == io) {
 		call->sk = sk;
@@ -184,12 +293,12 @@ static __always_inline int l7_on_sock(__u64 sk, __u16 family, __u16 protocol, __
 
 TRACEPOINT_PROBE(sock, sock_send_length)
 {
-	return l7_on_sock((__u64)args->sk, args->family, args->protocol, args->flags, args->ret, L7_IO_SEND);
+	return l7_on_sock(args, (__u64)args->sk, args->family, args->protocol, args->flags, args->ret, L7_IO_SEND);
 }
 
 TRACEPOINT_PROBE(sock, sock_recv_length)
 {
-	return l7_on_sock((__u64)args->sk, args->family, args->protocol, args->flags, args->ret, L7_IO_RECV);
+	return l7_on_sock(args, (__u64)args->sk, args->family, args->protocol, args->flags, args->ret, L7_IO_RECV);
 }
 
 /* Read family, ports and addresses from the sock (offsets come from this kernel's BTF). */
@@ -277,6 +386,10 @@ static __always_inline void l7_output(struct l7_scratch *s, __u64 pos, __u64 cop
 	} else {
 		l7_count(L7_STAT_LOST_EVENTS, 1);
 		l7_count(L7_STAT_LOST_BYTES, length);
+		__u32 zero = 0;
+		__u64 *full = l7_ring_full.lookup(&zero);
+		if (full)
+			*full = bpf_ktime_get_ns();
 	}
 }
 
@@ -290,6 +403,14 @@ static __always_inline void l7_emit_data(struct l7_call *call, struct l7_conn *c
 	struct l7_scratch *s = l7_scratch_buf.lookup(&zero);
 	if (!s)
 		return;
+	/* The ring was full a moment ago (the agent is paused over its CPU budget, or behind): shed the
+	 * call before any copy, so overload costs the traced process little. Counted like a failed write. */
+	__u64 *full = l7_ring_full.lookup(&zero);
+	if (full && bpf_ktime_get_ns() - *full < L7_SHED_NS) {
+		l7_count(L7_STAT_LOST_EVENTS, 1);
+		l7_count(L7_STAT_LOST_BYTES, ret);
+		return;
+	}
 	l7_fill_header(&s->hdr, c, L7_KIND_DATA);
 	s->hdr.io = call->io;
 	s->hdr.source = call->source;
@@ -426,23 +547,19 @@ static __always_inline int l7_allowed(struct l7_conn *c)
 	return 1;
 }
 
-static __always_inline int l7_exit(void *ctx, long ret)
+/* A socket call on sk moved len bytes (len <= 0: it failed). Names the socket of an SSL call in
+ * flight, binds the connection to its first process, and emits the payload. */
+static __always_inline void l7_on_io(void *ctx, struct l7_call *call, __u64 sk, long len)
 {
 	__u64 id = bpf_get_current_pid_tgid();
-	struct l7_call *call = l7_calls.lookup(&id);
-	if (!call)
-		return 0;
-	__u64 sk = call->sk;
 	/* Inside an SSL call: this socket carries that SSL object's ciphertext. */
-	struct l7_tls_call *tls = sk ? l7_tls_calls.lookup(&id) : 0;
+	struct l7_tls_call *tls = l7_tls_calls.lookup(&id);
 	if (tls) {
 		tls->sk = sk;
 		l7_ssl_socks.update(&tls->ssl, &sk);
 	}
-	if (sk == 0 || ret <= 0) {
-		l7_calls.delete(&id);
-		return 0;
-	}
+	if (len <= 0)
+		return;
 	struct l7_conn *c = l7_conns.lookup(&sk);
 	if (!c) {
 		/* Opened before we were loaded (or its handshake was missed): role unknown. */
@@ -450,10 +567,8 @@ static __always_inline int l7_exit(void *ctx, long ret)
 		fresh.generation = bpf_ktime_get_ns();
 		l7_conns.update(&sk, &fresh);
 		c = l7_conns.lookup(&sk);
-		if (!c) {
-			l7_calls.delete(&id);
-			return 0;
-		}
+		if (!c)
+			return;
 	}
 	if (!c->bound) {
 		c->bound = 1;
@@ -468,15 +583,8 @@ static __always_inline int l7_exit(void *ctx, long ret)
 		if (!c->excluded)
 			l7_emit_lifecycle(ctx, c, L7_KIND_OPEN);
 	}
-	if (c->excluded) {
-		l7_calls.delete(&id);
-		return 0;
-	}
-	__u64 len = call->buf_kind == L7_BUF_MMSG ? call->bytes : (__u64)ret;
-	if (len == 0) {
-		l7_calls.delete(&id);
-		return 0;
-	}
+	if (c->excluded)
+		return;
 	if (tls)
 		l7_mark_tls(ctx, c);
 	if (c->tls) {
@@ -486,12 +594,22 @@ static __always_inline int l7_exit(void *ctx, long ret)
 		else
 			__sync_fetch_and_add(&c->recv_bytes, len);
 		l7_count(L7_STAT_TLS_CIPHER_BYTES, len);
-		l7_calls.delete(&id);
-		return 0;
+		return;
 	}
 	__u64 pos = call->io == L7_IO_SEND ? __sync_fetch_and_add(&c->send_bytes, len)
 					   : __sync_fetch_and_add(&c->recv_bytes, len);
 	l7_emit_data(call, c, len, pos);
+}
+
+/* sendfile, sendmmsg, recvmmsg: at exit, with the sock and byte count their sock calls recorded. */
+static __always_inline int l7_exit(void *ctx, long ret)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+	struct l7_call *call = l7_calls.lookup(&id);
+	if (!call)
+		return 0;
+	if (call->sk)
+		l7_on_io(ctx, call, call->sk, call->buf_kind == L7_BUF_MMSG ? (ret > 0 ? (long)call->bytes : 0) : ret);
 	l7_calls.delete(&id);
 	return 0;
 }
@@ -562,54 +680,6 @@ TRACEPOINT_PROBE(syscalls, sys_enter_close)
 		l7_fd_socks.delete(&key);
 	return 0;
 }
-
-TRACEPOINT_PROBE(syscalls, sys_enter_write)
-{
-	return l7_enter(args->fd, (__u64)args->buf, 0, L7_BUF_PLAIN, L7_IO_SEND, L7_SOURCE_SYSCALL);
-}
-TRACEPOINT_PROBE(syscalls, sys_exit_write) { return l7_exit(args, args->ret); }
-
-TRACEPOINT_PROBE(syscalls, sys_enter_read)
-{
-	return l7_enter(args->fd, (__u64)args->buf, 0, L7_BUF_PLAIN, L7_IO_RECV, L7_SOURCE_SYSCALL);
-}
-TRACEPOINT_PROBE(syscalls, sys_exit_read) { return l7_exit(args, args->ret); }
-
-TRACEPOINT_PROBE(syscalls, sys_enter_sendto)
-{
-	return l7_enter(args->fd, (__u64)args->buff, 0, L7_BUF_PLAIN, L7_IO_SEND, L7_SOURCE_SYSCALL);
-}
-TRACEPOINT_PROBE(syscalls, sys_exit_sendto) { return l7_exit(args, args->ret); }
-
-TRACEPOINT_PROBE(syscalls, sys_enter_recvfrom)
-{
-	return l7_enter(args->fd, (__u64)args->ubuf, 0, L7_BUF_PLAIN, L7_IO_RECV, L7_SOURCE_SYSCALL);
-}
-TRACEPOINT_PROBE(syscalls, sys_exit_recvfrom) { return l7_exit(args, args->ret); }
-
-TRACEPOINT_PROBE(syscalls, sys_enter_writev)
-{
-	return l7_enter(args->fd, (__u64)args->vec, args->vlen, L7_BUF_IOV, L7_IO_SEND, L7_SOURCE_SYSCALL);
-}
-TRACEPOINT_PROBE(syscalls, sys_exit_writev) { return l7_exit(args, args->ret); }
-
-TRACEPOINT_PROBE(syscalls, sys_enter_readv)
-{
-	return l7_enter(args->fd, (__u64)args->vec, args->vlen, L7_BUF_IOV, L7_IO_RECV, L7_SOURCE_SYSCALL);
-}
-TRACEPOINT_PROBE(syscalls, sys_exit_readv) { return l7_exit(args, args->ret); }
-
-TRACEPOINT_PROBE(syscalls, sys_enter_sendmsg)
-{
-	return l7_enter(args->fd, (__u64)args->msg, 0, L7_BUF_MSG, L7_IO_SEND, L7_SOURCE_SYSCALL);
-}
-TRACEPOINT_PROBE(syscalls, sys_exit_sendmsg) { return l7_exit(args, args->ret); }
-
-TRACEPOINT_PROBE(syscalls, sys_enter_recvmsg)
-{
-	return l7_enter(args->fd, (__u64)args->msg, 0, L7_BUF_MSG, L7_IO_RECV, L7_SOURCE_SYSCALL);
-}
-TRACEPOINT_PROBE(syscalls, sys_exit_recvmsg) { return l7_exit(args, args->ret); }
 
 /* sendfile moves file bytes in the kernel: sizes only, so byte positions stay right. */
 TRACEPOINT_PROBE(syscalls, sys_enter_sendfile64)

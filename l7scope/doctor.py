@@ -23,7 +23,7 @@ from l7scope.config import Config, KafkaConfig, kafka_client_settings
 
 TRACEFS_PATHS = (Path("/sys/kernel/tracing"), Path("/sys/kernel/debug/tracing"))
 BTF_PATH = Path("/sys/kernel/btf/vmlinux")
-MIN_KERNEL = (5, 8)  # BPF ring buffer
+MIN_KERNEL = (5, 15)  # BPF ring buffer (5.8), bpf_task_pt_regs in tracepoint programs (5.15)
 # Capabilities (linux/capability.h numbers) that loading and attaching the tracer uses.
 CAPS = {"CAP_SYS_ADMIN": 21, "CAP_SYS_RESOURCE": 24, "CAP_PERFMON": 38, "CAP_BPF": 39}
 LIBSSL_CANDIDATES = (
@@ -103,12 +103,12 @@ def parse_release(release: str) -> tuple[int, int]:
 def check_kernel(release: str | None = None) -> Check:
     release = release or platform.release()
     if parse_release(release) >= MIN_KERNEL:
-        return Check("kernel", Status.OK, f"{release} (>= 5.8)")
+        return Check("kernel", Status.OK, f"{release} (>= 5.15)")
     return Check(
         "kernel",
         Status.FAIL,
-        f"{release} is older than 5.8 (no BPF ring buffer)",
-        "upgrade to a kernel >= 5.8 (Debian 12, Ubuntu 22.04 and later ship one)",
+        f"{release} is older than 5.15 (capture reads syscall arguments with bpf_task_pt_regs)",
+        "upgrade to a kernel >= 5.15 (Debian 12, Ubuntu 22.04 and later ship one)",
     )
 
 

@@ -87,9 +87,9 @@ def test_connection_older_than_the_agent(tmp_path: Path) -> None:
     assert srv.role == Role.SERVER and cli.role == Role.CLIENT
     assert srv.role_inferred and cli.role_inferred
     assert srv.local == Endpoint("127.0.0.1", port) and cli.local == srv.remote
-    # Positions count from the agent's first sight of the connection. The server's read that was
-    # already blocked when the tracer loaded is missed (its buffer address was passed before).
-    assert stream(fragments(events, srv.conn_id, Io.RECV)) == b"PING again\n"
+    # Positions count from the agent's first sight of the connection. Even the server's read that was
+    # already blocked when the tracer loaded is captured: its buffer is read from the saved registers.
+    assert stream(fragments(events, srv.conn_id, Io.RECV)) == b"PING after\nPING again\n"
     assert stream(fragments(events, srv.conn_id, Io.SEND)) == b"PONG after\nPONG again\n"
     assert stream(fragments(events, cli.conn_id, Io.SEND)) == b"PING after\nPING again\n"
     assert stream(fragments(events, cli.conn_id, Io.RECV)) == b"PONG after\nPONG again\n"
