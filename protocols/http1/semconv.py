@@ -122,7 +122,7 @@ def to_record(x: Exchange, conn: ConnInfo) -> L7Record:
         "http.server.request.duration" if server_role else "http.client.request.duration",
         error_type,
         attrs,
-        _METRIC_KEYS[(server_role, error_type is not None)],
+        _METRIC_KEYS[server_role, error_type is not None],
         timed_req.truncated or timed_resp.truncated,
         x.degraded,
         "",

@@ -63,17 +63,14 @@ def stitch(
         out.append(_new(Exchange, (timed_req, timed_resp, tuple(interim) if interim else (), not known)))
         if interim:
             interim.clear()
-        _answered(state, timed_req.frame)
+        # Methods queued for requests already answered would misframe the next responses: drop them.
+        seq = timed_req.frame.seq  # not req's: after a gap the loop above may have skipped to a later one
+        if seq > state.answered:
+            state.answered = seq
+        pending = state.pending
+        while pending and pending[0][0] <= state.answered:
+            pending.popleft()
     return out
-
-
-def _answered(state: Http1State, request: Request) -> None:
-    """Methods queued for requests already answered would misframe the next responses: drop them."""
-    if request.seq > state.answered:
-        state.answered = request.seq
-    pending = state.pending
-    while pending and pending[0][0] <= state.answered:
-        pending.popleft()
 
 
 def _sent_before(request: Timed[Http1Frame], response: Timed[Http1Frame]) -> bool:
