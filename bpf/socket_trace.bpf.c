@@ -276,6 +276,8 @@ static __always_inline int l7_on_sock(void *ctx, __u64 sk, __u16 family, __u16 p
 	__u32 tgid = id >> 32;
 	if (l7_excluded_pids.lookup(&tgid))
 		return 0;
+	if (ret <= 0 && !l7_tls_calls.lookup(&id))
+		return 0; /* EAGAIN and errors: nothing to copy, no SSL call to name the socket for */
 	struct l7_call hot = {};
 	if (l7_hot_call(&hot)) {
 		if (hot.io == io)

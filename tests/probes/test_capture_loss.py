@@ -23,14 +23,16 @@ PEERS = Path(__file__).with_name("pingpong_peers.py")
 
 
 Event = Fragment | ConnEvent
+CLOSED = (free_port(),)  # an allow-list of one port nobody uses: nothing is traced until pids are set
 
 
 def pingpong(
     cap: Capture, seconds: float, drain_every: float | None, poll: Callable[[], list[Event]] | None = None
 ) -> tuple[list[Event], int]:
-    """Run the pair, only its pids traced; returns every event drained and the round trips made.
+    """Run the pair, only its pids traced; returns the pair's events drained and the round trips made.
 
-    `poll` replaces `cap.poll` when another thread drains the ring (it must return []).
+    `poll` replaces `cap.poll` when another thread drains the ring (it must return []). Afterwards the
+    capture is closed again (`CLOSED`) if it was, so other processes' connections stay out of it.
     """
     poll = poll or cap.poll
     port = free_port()
@@ -53,8 +55,9 @@ def pingpong(
             events += poll()
     finally:
         stop(server)
-        cap.set_filters()
-    return events, int(out)
+        cap.set_filters(ports=CLOSED if cap.options.only_ports == CLOSED else ())
+    pair = {str(server.pid), str(client.pid)}
+    return [e for e in events if isinstance(e, Fragment) and e.conn_id.split("/")[1] in pair], int(out)
 
 
 def traced_bytes(events: list[Fragment | ConnEvent]) -> int:
@@ -66,7 +69,11 @@ def small_ring(tmp_path_factory: pytest.TempPathFactory):
     if os.geteuid() != 0:
         pytest.skip("needs root")
     cache = Path(os.environ.get("L7SCOPE_HEADER_CACHE", tmp_path_factory.getbasetemp() / "kernel-headers"))
-    with Capture(CaptureOptions(node="loss", header_cache=cache, ring_bytes=64 << 10, tls=False)) as cap:
+    # Closed from the start (a port nobody uses): other processes' connections are never included, so
+    # the loss counters hold the ping-pong's losses only, even on a busy machine.
+    options = CaptureOptions(node="loss", header_cache=cache, ring_bytes=64 << 10, tls=False,
+                             only_ports=CLOSED)  # fmt: skip
+    with Capture(options) as cap:
         yield cap
 
 
