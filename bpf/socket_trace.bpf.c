@@ -190,11 +190,16 @@ struct l7_sys {
 #define L7_NR_RECVMSG 47
 static __always_inline void l7_read_sys(struct l7_sys *sys, struct pt_regs *regs)
 {
-	bpf_probe_read_kernel(&sys->nr, sizeof(sys->nr), &regs->orig_ax);
-	bpf_probe_read_kernel(&sys->arg0, sizeof(sys->arg0), &regs->di);
-	bpf_probe_read_kernel(&sys->arg1, sizeof(sys->arg1), &regs->si);
-	bpf_probe_read_kernel(&sys->arg2, sizeof(sys->arg2), &regs->dx);
+	/* dx, si, di, orig_ax are adjacent in x86_64's pt_regs: one read instead of four. */
+	__u64 r[4] = {};
+	bpf_probe_read_kernel(r, sizeof(r), &regs->dx);
+	sys->arg2 = r[0];
+	sys->arg1 = r[1];
+	sys->arg0 = r[2];
+	sys->nr = r[3];
 }
+_Static_assert(__builtin_offsetof(struct pt_regs, orig_ax) == __builtin_offsetof(struct pt_regs, dx) + 24,
+	       "x86_64 pt_regs: dx, si, di, orig_ax adjacent");
 #elif defined(bpf_target_arm64)
 #define L7_NR_READ 63
 #define L7_NR_WRITE 64
@@ -273,9 +278,6 @@ static __always_inline int l7_on_sock(void *ctx, __u64 sk, __u16 family, __u16 p
 	if (io == L7_IO_RECV && (flags & L7_MSG_PEEK))
 		return 0; /* peeked bytes will be read again */
 	__u64 id = bpf_get_current_pid_tgid();
-	__u32 tgid = id >> 32;
-	if (l7_excluded_pids.lookup(&tgid))
-		return 0;
 	if (ret <= 0 && !l7_tls_calls.lookup(&id))
 		return 0; /* EAGAIN and errors: nothing to copy, no SSL call to name the socket for */
 	struct l7_call hot = {};
@@ -577,8 +579,9 @@ static __always_inline void l7_on_io(void *ctx, struct l7_call *call, __u64 sk, 
 		c->pid = id >> 32;
 		c->fd = call->fd;
 		l7_read_tuple(c, sk);
-		if (l7_excluded_ports.lookup(&c->local_port) || l7_excluded_ports.lookup(&c->remote_port) ||
-		    !l7_allowed(c))
+		/* Excluded pids (the agent itself) are checked here, once per connection, not per call. */
+		if (l7_excluded_pids.lookup(&c->pid) || l7_excluded_ports.lookup(&c->local_port) ||
+		    l7_excluded_ports.lookup(&c->remote_port) || !l7_allowed(c))
 			c->excluded = 1;
 		struct l7_fd_key key = {.tgid = c->pid, .fd = c->fd};
 		l7_fd_socks.update(&key, &sk);
