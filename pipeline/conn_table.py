@@ -59,7 +59,8 @@ class ConnTable:
             self._conns.move_to_end(conn_id)
         self._last_seen[conn_id] = self.clock()
         # Threads writing one socket on several CPUs can reorder a batch; sorting keeps a stream's start.
-        for fragment in sorted(batch.fragments, key=_stream_order):
+        fragments = batch.fragments
+        for fragment in sorted(fragments, key=_stream_order) if len(fragments) > 1 else fragments:
             parser.add(fragment)
         records = parser.process()
         if partition >= 0:
@@ -130,7 +131,8 @@ class ConnTable:
 
 def _unfinished(parser: ConnParser) -> bool:
     """Bytes not yet parsed, or frames waiting for their other half: not all turned into records."""
-    return parser.buffered() > 0 or any(parser.queues.values())
+    requests, responses = parser._pair
+    return bool(parser.buffered() or requests or responses)
 
 
 def _stream_order(fragment: Fragment) -> tuple[int, int]:

@@ -29,6 +29,22 @@ class Limits:
     resync_keep: int = 64  # bytes kept when no boundary is found (a boundary may straddle)
 
 
+_RECORD_FIELDS = (
+    "protocol", "role", "name", "start_ns", "end_ns", "conn", "metric", "error_type", "attributes",
+    "metric_attributes", "truncated", "degraded", "record_id", "trace_id", "parent_span_id",
+)  # fmt: skip
+_POSITIONAL = tuple(f.name for f in dataclasses.fields(L7Record)) == _RECORD_FIELDS
+
+
+def with_record_id(r: L7Record, record_id: str) -> L7Record:
+    """dataclasses.replace(r, record_id=...), several times cheaper; replace itself if L7Record changed."""
+    if not _POSITIONAL:
+        return dataclasses.replace(r, record_id=record_id)
+    return L7Record(r.protocol, r.role, r.name, r.start_ns, r.end_ns, r.conn, r.metric, r.error_type,
+                    r.attributes, r.metric_attributes, r.truncated, r.degraded, record_id, r.trace_id,
+                    r.parent_span_id)  # fmt: skip
+
+
 def request_io(role: Role) -> Io | None:
     """Which capture direction carries requests, from the traced process's role."""
     return {Role.SERVER: Io.RECV, Role.CLIENT: Io.SEND}.get(role)
@@ -44,15 +60,17 @@ class ConnParser:
         self.protocols = protocols
         self.limits = limits
         self.health = health
-        self.streams = {io: DataStream(fill_limit=limits.fill_limit) for io in Io}
+        # Lists indexed by Io (an IntEnum): a dict keyed by an enum hashes it in Python on every lookup.
+        self.streams = [DataStream(fill_limit=limits.fill_limit) for _ in Io]
         self.spec: AnySpec | None = None
         self.state: Any = None
         self.request_io = request_io(conn.role)
         self.unclaimed = False  # no protocol recognised: bytes are counted, not kept
         self.queues: dict[Direction, deque[Timed[Any]]] = {d: deque() for d in Direction}
-        self._resync = dict.fromkeys(Io, False)
-        self._stuck = dict.fromkeys(Io, 0)
-        self.bytes_seen = dict.fromkeys(Io, 0)
+        self._pair = (self.queues[Direction.REQUEST], self.queues[Direction.RESPONSE])
+        self._resync = [False for _ in Io]
+        self._stuck = [0 for _ in Io]
+        self.bytes_seen = [0 for _ in Io]
 
     # -- input -----------------------------------------------------------------------------------
 
@@ -62,10 +80,11 @@ class ConnParser:
             self.streams[fragment.io].add(fragment.position, fragment.length, fragment.data, fragment.ts_ns)
 
     def buffered(self) -> int:
-        return sum(len(s) for s in self.streams.values())
+        a, b = self.streams
+        return len(a) + len(b)
 
     def waiting_on_hole(self) -> bool:
-        return any(s.blocked for s in self.streams.values())
+        return any(s.blocked for s in self.streams)
 
     # -- the loop --------------------------------------------------------------------------------
 
@@ -84,15 +103,18 @@ class ConnParser:
             for io, direction in ((self.request_io, Direction.REQUEST), (response_io, Direction.RESPONSE)):
                 if not self.streams[io].blocked:
                     self.spec.on_eof(self.state, direction)
-        self._parse(self.request_io, Direction.REQUEST, final)
-        self._parse(response_io, Direction.RESPONSE, final)
-        requests, responses = self.queues[Direction.REQUEST], self.queues[Direction.RESPONSE]
+        for io, direction in ((self.request_io, Direction.REQUEST), (response_io, Direction.RESPONSE)):
+            stream = self.streams[io]
+            if final or stream.gap_crossed or len(stream) or stream.blocked:  # else nothing to parse
+                self._parse(io, direction, final)
+        requests, responses = self._pair
         exchanges = self.spec.stitch(requests, responses, self.state)
-        for queue in (requests, responses):
-            while len(queue) > self.limits.max_queued_frames:
+        limit = self.limits.max_queued_frames
+        for queue in self._pair:
+            while len(queue) > limit:
                 queue.popleft()
                 self.health.count("unmatched_frames", self.spec.name)
-        records = [self._finish(x) for x in exchanges]
+        records = [self._finish(x) for x in exchanges] if exchanges else []
         if final:
             for queue in (requests, responses):
                 self.health.count("unmatched_frames", self.spec.name, len(queue))
@@ -104,10 +126,11 @@ class ConnParser:
         record = self.spec.to_record(exchange, self.conn)
         position = self.spec.exchange_position(exchange) if self.spec.exchange_position else record.start_ns
         self.health.count("exchanges", record.protocol)
-        return dataclasses.replace(record, record_id=f"{self.conn.conn_id}/{position}")
+        return with_record_id(record, f"{self.conn.conn_id}/{position}")
 
     def _parse(self, io: Io, direction: Direction, final: bool) -> None:
-        spec, stream, queue = self.spec, self.streams[io], self.queues[direction]
+        spec, stream = self.spec, self.streams[io]
+        queue = self._pair[0 if direction is Direction.REQUEST else 1]
         assert spec is not None
         while True:
             if stream.gap_crossed:
@@ -143,9 +166,8 @@ class ConnParser:
         start = stream.position
         size = min(max(parsed.size, 1), len(stream))
         end = start + size
-        timed = Timed(
-            parsed.frame, stream.ts_at(start), stream.ts_at(end - 1), start, stream.filled_between(start, end)
-        )
+        filled = stream.filled_between(start, end) if stream.has_filled else False
+        timed = Timed(parsed.frame, stream.ts_at(start), stream.ts_at(end - 1), start, filled)
         stream.consume(size)
         return timed
 
@@ -213,7 +235,7 @@ class ConnParser:
         ):
             self.unclaimed = True
             self.health.count("unclaimed_connections", "unknown")
-            for stream in self.streams.values():
+            for stream in self.streams:
                 stream.discard_all_but(0)
         return False
 

@@ -13,7 +13,7 @@ import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from kafka import KafkaConsumer, TopicPartition
 from kafka.admin import KafkaAdminClient, NewTopic
@@ -66,8 +66,7 @@ class StartAt:
         return StartAt("time", int(seconds * 1000))
 
 
-@dataclass(frozen=True, slots=True)
-class Message:
+class Message(NamedTuple):  # one per Kafka message: a tuple is built ~3x faster than a frozen dataclass
     partition: int
     offset: int
     batch: Batch
@@ -151,12 +150,14 @@ class KafkaSource:
     def poll(self, timeout_ms: int = 200) -> list[Message]:
         """Decoded batches with where they came from; garbage is counted, logged and skipped."""
         out: list[Message] = []
+        append = out.append
         for tp, messages in self.consumer.poll(timeout_ms=timeout_ms).items():
             if messages:
                 self._next[tp.partition] = messages[-1].offset + 1
+            partition = tp.partition
             for m in messages:
                 try:
-                    out.append(Message(tp.partition, m.offset, decode_batch(m.value)))
+                    append(Message(partition, m.offset, decode_batch(m.value)))
                 except BadBatch as e:
                     self.health.count("bad_messages", "kafka", reason=str(e).split(":")[0])
                     log.warning("skipped %s partition %d offset %d: %s", tp.topic, tp.partition, m.offset, e)

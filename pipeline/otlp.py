@@ -182,17 +182,19 @@ def _any_value(v: AttrValue) -> bytes:
     return _field(b"\x0a", str(v).encode())
 
 
-_KEYS: dict[str, bytes] = {}
+_KEY_VALUES: dict[tuple[str, AttrValue, type], bytes] = {}
 
 
 def _key_value(key: str, value: AttrValue) -> bytes:
-    """KeyValue{key, value}: the key's bytes are cached (attribute keys are a small fixed set)."""
-    prefix = _KEYS.get(key)
-    if prefix is None:
-        prefix = _field(b"\x0a", key.encode())
-        if len(_KEYS) < 4096:
-            _KEYS[key] = prefix
-    return _field(b"\x4a", prefix + _field(b"\x12", _any_value(value)))  # 0x4a: tag 9 (Span.attributes)
+    """A Span.attributes entry (tag 9): most values repeat (method, status, peer), so they are cached."""
+    cache_key = (key, value, type(value))  # the type keeps True, 1 and 1.0 apart
+    encoded = _KEY_VALUES.get(cache_key)
+    if encoded is None:
+        encoded = _field(b"\x4a", _field(b"\x0a", key.encode()) + _field(b"\x12", _any_value(value)))
+        if len(_KEY_VALUES) >= 16384:  # bounded: start over rather than track recency
+            _KEY_VALUES.clear()
+        _KEY_VALUES[cache_key] = encoded
+    return encoded
 
 
 _KIND_BYTES = {role: b"\x30" + _varint(kind) for role, kind in _KIND.items()}
@@ -219,8 +221,7 @@ def encode_span(record: L7Record) -> bytes:
         record.truncated or record.degraded or record.conn.role_inferred
     )
     attrs = record.attributes if plain else span_attributes(record)  # the copy only when it differs
-    for key, value in attrs.items():
-        parts.append(_key_value(key, value))
+    parts += [_key_value(key, value) for key, value in attrs.items()]
     parts.append(_STATUS_ERROR if record.error else _STATUS_OK)
     return b"".join(parts)
 

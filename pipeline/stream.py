@@ -69,7 +69,13 @@ class DataStream:
         if not self._started:  # a stream joined mid-way starts where its first fragment does
             self._started = True
             self._base = position
-        if position + length <= self.end:
+        end = self._base + len(self._buf)
+        if position == end and length == len(data) > 0 and not self._pending and self._lost_until is None:
+            self._buf += data  # fast path: exactly the next bytes, all copied, nothing held back
+            self._ends.append(end + length)
+            self._ts.append(ts_ns)
+            return
+        if position + length <= end:
             self.stats.duplicate_bytes += length
             return
         if position > self.end or self._lost_until is not None:
@@ -176,6 +182,10 @@ class DataStream:
         if i < len(self._ts):
             return self._ts[i]
         return self._ts[-1] if self._ts else 0
+
+    @property
+    def has_filled(self) -> bool:
+        return bool(self._filled)
 
     def filled_between(self, start: int, end: int) -> bool:
         return any(s < end and start < e for s, e in self._filled)
