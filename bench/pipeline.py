@@ -1,19 +1,25 @@
 # ruff: noqa: E402  (the repo root goes on sys.path before the project imports)
 """Kafka pipeline bench: one consumer process against a bare kafka-python consumer, latency, span export.
 
-Starts its own Kafka broker (tests/support/kafka_broker.py) and OTLP receiver, publishes FragmentBatch
+Starts its own Kafka broker (tests/support/kafka_broker.py) and OTLP receivers, publishes FragmentBatch
 messages built from real HTTP/1.1 exchanges (a local http.server, keep-alive connections; bytes
 replayed on fresh connection ids), then, in the same run:
 
 1. bare: a kafka-python consumer reading every message of the topic (value touched, nothing decoded);
 2. ours: `run_pipeline` (decode, conn table, HTTP parse, records) with no span export;
-3. ours + spans, direct: the same with every exchange exported over OTLP/gRPC (pipeline/otlp.py);
+3. ours + spans, direct: every exchange exported over OTLP/gRPC by pipeline/otlp.py, timed until the
+   receiver acknowledged the last span;
 4. ours + spans, naive SDK: the same with one `tracer.start_span` per exchange -> BatchSpanProcessor
-   -> OTLPSpanExporter (gRPC) instead;
-5. latency: a publisher process at a fixed exchange rate; request completed (response fragment
-   stamped at publish) -> span received by the OTLP receiver, p50/p99.
+   -> OTLPSpanExporter (gRPC) instead. 3 and 4 share one ack-only receiver in its own process (it
+   does not decode: the measured process must not pay for the collector), with RED metrics through
+   the SDK off in both, then on in both;
+5. latency: a publisher process acting as the agent: keep-alive connections, one message per busy
+   connection every 100 ms carrying the requests and responses completed on it (pre-encoded real
+   bytes, responses stamped with their completion time spread over the tick); request completed ->
+   span received by a stamping receiver in its own process, p50/p99.
 
-    .venv/bin/python bench/pipeline.py [--exchanges 20000] [--rate 5000] [--seconds 10]
+    .venv/bin/python bench/pipeline.py [--exchanges 20000] [--rate 5000] [--seconds 10] [--rounds 1]
+        [--connections 500] [--profile FILE]
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ import tempfile
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -36,12 +43,14 @@ from kafka import KafkaConsumer, TopicPartition
 from l7scope.config import Config, KafkaConfig
 from pipeline.health import Health
 from pipeline.run import run_pipeline
-from probes.fragment import Batch
+from probes.codec import SCHEMA_VERSION, encode_conn
+from probes.fragment import Batch, Io
 from probes.publisher import KafkaPublisher
+from proto import fragments_pb2 as pb
 from protocols.base import L7Record
 from tests.support.http_traffic import Client, Exchange, HttpTarget, batches, paced
 from tests.support.kafka_broker import create_topic, start_broker
-from tests.support.otlp_receiver import OtlpReceiver
+from tests.support.otlp_receiver import RawOtlpReceiver
 
 PARTITIONS = 4
 
@@ -128,10 +137,24 @@ class NaiveSdkSpans:
         from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
         from opentelemetry.sdk.resources import Resource
         from opentelemetry.sdk.trace import TracerProvider
-        from opentelemetry.sdk.trace.export import BatchSpanProcessor
+        from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 
+        inner = OTLPSpanExporter(endpoint=endpoint, insecure=True)
+        self.acked = 0
+        naive = self
+
+        class Acked(SpanExporter):  # type: ignore[misc]  # counts spans the receiver acknowledged
+            def export(self, spans: Any) -> Any:
+                result = inner.export(spans)
+                if result == SpanExportResult.SUCCESS:
+                    naive.acked += len(spans)
+                return result
+
+            def shutdown(self) -> None:
+                inner.shutdown()
+
+        exporter = Acked()
         self.provider = TracerProvider(resource=Resource.create({"service.name": "bench"}))
-        exporter = OTLPSpanExporter(endpoint=endpoint, insecure=True)
         self.provider.add_span_processor(
             BatchSpanProcessor(exporter, max_queue_size=queue, max_export_batch_size=512)
         )
@@ -147,33 +170,50 @@ class NaiveSdkSpans:
         self.provider.shutdown()
 
 
-def span_count(receiver: OtlpReceiver) -> int:
-    with receiver._cond:
-        reqs = list(receiver.trace_requests)
-    return sum(len(ss.spans) for req in reqs for rs in req.resource_spans for ss in rs.scope_spans)
+def profiled(path: str) -> Callable[..., Any]:
+    """run_pipeline under cProfile (its own thread only), stats dumped to `path`."""
+
+    def run(*args: Any, **kwargs: Any) -> Any:
+        import cProfile
+
+        prof = cProfile.Profile()
+        prof.enable()
+        try:
+            return run_pipeline(*args, **kwargs)
+        finally:
+            prof.disable()
+            prof.dump_stats(path)
+
+    return run
 
 
 def ours(
-    cfg: Config, expected: int, env: dict[str, str], extra: list[Any], receiver: OtlpReceiver | None
+    cfg: Config,
+    expected: int,
+    env: dict[str, str],
+    extra: list[Any],
+    acked: Callable[[Health], int] | None,
+    profile: str = "",
 ) -> float:
+    """Exchanges/s from the first record to the last record (or, with `acked`, the last span acked)."""
     counter, stop = Counter(), threading.Event()
     health = Health()
     t = threading.Thread(
-        target=run_pipeline, args=(cfg, env, stop),
+        target=profiled(profile) if profile else run_pipeline, args=(cfg, env, stop),
         kwargs={"group": f"b-{uuid.uuid4().hex[:6]}", "health": health, "extra_exporters": [counter, *extra]},
     )  # fmt: skip
     t.start()
     deadline = time.monotonic() + 600
     while counter.n < expected and time.monotonic() < deadline:
-        time.sleep(0.05)
+        time.sleep(0.01)
     end = counter.last
-    if receiver is not None:
+    if acked is not None:
         for e in extra:  # the naive exporter's queue drains on flush
             flush = getattr(getattr(e, "provider", None), "force_flush", None)
             if flush:
                 flush()
-        while span_count(receiver) < expected and time.monotonic() < deadline:
-            time.sleep(0.02)
+        while acked(health) < expected and time.monotonic() < deadline:
+            time.sleep(0.01)
         end = time.perf_counter()
     stop.set()
     t.join()
@@ -183,45 +223,82 @@ def ours(
     return expected / (end - counter.first)
 
 
-def paced_publisher(bootstrap: str, topic: str, rate: float, seconds: float, conn: Any) -> None:
+def spans_acked(health: Health) -> int:
+    """Spans pipeline/otlp.py sent and the receiver acknowledged."""
+    counts = health.snapshot().items()
+    return sum(v for (name, label, _), v in counts if name == "exported" and label == "otlp_spans")
+
+
+TICK_S = 0.1  # the agent publishes one batch per connection every 100 ms
+
+
+def fragment_field(io: Io, position: int, data: bytes, ts_ns: int) -> bytes:
+    """One `FragmentBatch.fragments` entry (field 3), encoded."""
+    body = pb.Fragment(io=int(io), position=position, length=len(data), data=data, ts_ns=ts_ns, tid=1)
+    raw = body.SerializeToString()
+    return b"\x1a" + _varint(len(raw)) + raw
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while n >= 0x80:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+def paced_publisher(bootstrap: str, topic: str, rate: float, seconds: float, conns: int, pipe: Any) -> None:
+    """Agent-like load: `conns` keep-alive connections; every 100 ms one message per busy connection
+    carrying the requests and responses that completed on it since the last tick (real HTTP bytes).
+    A response's timestamp is when it completed, spread over the tick, so latency includes batching.
+    """
     exchanges = pool(20, 10)
     cfg = config(bootstrap, topic)
     health = Health()
     pub = KafkaPublisher(cfg.kafka, health, max_outstanding_bytes=256 << 20)
     pub.connected.wait(30)
-    per_tick = 50  # exchanges per drain-like tick
-    sent = 0
-    for i in paced(rate / per_tick, seconds):
-        out: list[Batch] = []
+    template = exchanges[0].conn
+    heads, keys, pos = [], [], []
+    for k in range(conns):  # the FragmentBatch head (version, connection) is the same every tick
+        conn = dataclasses.replace(template, conn_id=f"{template.conn_id}/lat{k}")
+        head = pb.FragmentBatch(schema_version=SCHEMA_VERSION, connection=encode_conn(conn))
+        heads.append(head.SerializeToString())
+        keys.append(conn.conn_id.encode())
+        pos.append([0, 0])
+    per_tick = rate * TICK_S
+    sent = late = 0
+    start = time.monotonic_ns()
+    for i in paced(1 / TICK_S, seconds):
+        tick_end = start + int((i + 1) * TICK_S * 1e9)
+        n = int((i + 1) * per_tick) - int(i * per_tick)
+        parts: dict[int, list[bytes]] = {}
+        for j in range(n):
+            x = exchanges[(sent + j) % len(exchanges)]
+            k = (sent + j) % conns
+            done = tick_end - int(TICK_S * 1e9) + int((j + 0.5) * TICK_S * 1e9 / n)
+            p = pos[k]
+            parts.setdefault(k, []).append(fragment_field(Io.SEND, p[0], x.request, done - 200_000))
+            parts[k].append(fragment_field(Io.RECV, p[1], x.response, done))
+            p[0] += len(x.request)
+            p[1] += len(x.response)
         now = time.monotonic_ns()
-        for j in range(per_tick):
-            x = exchanges[(i * per_tick + j) % len(exchanges)]
-            out += renamed(x, f"{x.conn.conn_id}/lat{i}-{j}", resp_ts=now)
-        pub.publish(out)
-        sent += per_tick
+        if now < tick_end:  # the agent publishes what completed up to now
+            time.sleep((tick_end - now) / 1e9)
+        else:
+            late += 1
+        for k, frags in parts.items():
+            pub.send(keys[k], heads[k] + b"".join(frags), len(frags))
+        sent += n
+    paced_s = (time.monotonic_ns() - start) / 1e9
     pub.close(timeout_s=60)
-    conn.send((sent, health.total("dropped_batches")))
+    pipe.send((sent, health.total("dropped_batches"), late, paced_s))
 
 
-def latency(bootstrap: str, rate: float, seconds: float) -> None:
+def latency(bootstrap: str, rate: float, seconds: float, conns: int) -> None:
     topic = f"bench-lat-{uuid.uuid4().hex[:6]}"
     create_topic(bootstrap, topic, PARTITIONS)
-    receiver = OtlpReceiver()  # stamped before start(): the servers capture the sink when they start
-    arrivals: list[tuple[int, int]] = []  # (arrival monotonic ns, span end ns)
-    original = receiver._add_traces
-
-    def stamp(req: Any, transport: str) -> None:
-        now = time.monotonic_ns()
-        arrivals.extend(
-            (now, s.end_time_unix_nano)
-            for rs in req.resource_spans
-            for ss in rs.scope_spans
-            for s in ss.spans
-        )
-        original(req, transport)
-
-    receiver._add_traces = stamp  # type: ignore[method-assign]
-    receiver.start()
+    receiver = RawOtlpReceiver(stamp=True).start()  # its own process: decoding is not ours to pay
     cfg = config(bootstrap, topic)
     env = {
         "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://{receiver.grpc_endpoint}",
@@ -235,28 +312,26 @@ def latency(bootstrap: str, rate: float, seconds: float) -> None:
     time.sleep(3)  # joined the group
     parent, child = mp.get_context("spawn").Pipe()
     proc = mp.get_context("spawn").Process(
-        target=paced_publisher, args=(bootstrap, topic, rate, seconds, child)
+        target=paced_publisher, args=(bootstrap, topic, rate, seconds, conns, child)
     )
-    started = time.monotonic()
     proc.start()
-    sent, dropped = parent.recv()
+    sent, dropped, late, paced_s = parent.recv()
     proc.join()
-    took = time.monotonic() - started
     deadline = time.monotonic() + 30
-    while len(arrivals) < sent - 2 * dropped and time.monotonic() < deadline:
+    while receiver.stamped() < sent and time.monotonic() < deadline:
         time.sleep(0.1)
     stop.set()
     t.join()
-    receiver.stop()
+    _, arrivals = receiver.stop()
     lat = sorted((a - e) / 1e6 for a, e in arrivals)
     if not lat:
         print("latency: no spans arrived")
         return
     p = lambda q: lat[min(len(lat) - 1, int(q * len(lat)))]  # noqa: E731
     print(
-        f"latency at {rate:.0f} exchanges/s offered for {seconds:.0f}s (publisher took {took:.1f}s): "
-        f"{sent} sent, {dropped} batches dropped, {len(lat)} spans; "
-        f"p50 {p(0.5):.0f} ms, p99 {p(0.99):.0f} ms, "
+        f"latency at {rate:.0f} exchanges/s offered for {seconds:.0f}s over {conns} connections, 100 ms "
+        f"agent ticks (publisher paced {paced_s:.1f}s, {late} late ticks): {sent} sent, "
+        f"{dropped} batches dropped, {len(lat)} spans; p50 {p(0.5):.0f} ms, p99 {p(0.99):.0f} ms, "
         f"max {lat[-1]:.0f} ms"
     )
 
@@ -266,6 +341,9 @@ def main() -> None:
     ap.add_argument("--exchanges", type=int, default=20000)
     ap.add_argument("--rate", type=float, default=5000)
     ap.add_argument("--seconds", type=float, default=10)
+    ap.add_argument("--connections", type=int, default=500, help="latency: keep-alive connections")
+    ap.add_argument("--profile", default="", help="also cProfile the no-export consumer into this file")
+    ap.add_argument("--rounds", type=int, default=1, help="span phases repeated (noisy machine)")
     args = ap.parse_args()
     broker = start_broker(work_dir=Path(tempfile.mkdtemp(prefix="bench-kafka-")))
     try:
@@ -280,23 +358,36 @@ def main() -> None:
         bare_rate = bare(bootstrap, topic, msgs)
         print(f"bare kafka-python consumer: {bare_rate:,.0f} messages/s")
         ex = ours(cfg, n, {}, [], None)
+        if args.profile:  # after the timed run: cProfile slows it down
+            ours(cfg, n, {}, [], None, profile=args.profile)
+            print(f"profile of the no-export consumer: {args.profile}")
         print(
             f"ours, no span export: {2 * ex:,.0f} fragments/s, {ex:,.0f} exchanges/s "
             f"(ratio to bare {2 * ex / bare_rate:.2f})"
         )
-        receiver = OtlpReceiver().start()
-        env = {
-            "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://{receiver.grpc_endpoint}",
-            "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc",
-        }
-        direct = ours(cfg, n, env, [], receiver)
-        print(f"ours + OTLP spans, direct protobuf: {direct:,.0f} exchanges/s")
-        receiver.stop()
-        receiver = OtlpReceiver().start()
-        naive = ours(cfg, n, {}, [NaiveSdkSpans(receiver.grpc_endpoint, queue=n + 1)], receiver)
-        receiver.stop()
-        print(f"ours + OTLP spans, naive SDK: {naive:,.0f} exchanges/s; direct/naive {direct / naive:.2f}x")
-        latency(bootstrap, args.rate, args.seconds)
+        # Direct and naive spans: the same ack-only receiver in its own process; RED metrics through
+        # the OpenTelemetry SDK either off in both or on in both. Only the span path differs.
+        for rnd in range(args.rounds):
+            for metrics in (False, True):
+                receiver = RawOtlpReceiver().start()
+                env = {
+                    "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://{receiver.grpc_endpoint}",
+                    "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc",
+                }
+                with_metrics = dataclasses.replace(cfg.export, otlp_metrics=metrics)
+                direct_cfg = dataclasses.replace(cfg, export=with_metrics)
+                direct = ours(direct_cfg, n, env, [], spans_acked)
+                naive_cfg = dataclasses.replace(cfg, export=dataclasses.replace(with_metrics, otlp=False))
+                naive_spans = NaiveSdkSpans(receiver.grpc_endpoint, queue=n + 1)
+                naive = ours(naive_cfg, n, env, [naive_spans], lambda h, x=naive_spans: x.acked)
+                stats, _ = receiver.stop()
+                print(
+                    f"[{rnd}] RED metrics {'on ' if metrics else 'off'}: ours + OTLP spans, direct "
+                    f"{direct:,.0f} exchanges/s, naive SDK {naive:,.0f} exchanges/s; direct/naive "
+                    f"{direct / naive:.2f}x (receiver: {stats.get('trace_requests')} trace requests, "
+                    f"{stats.get('metric_requests')} metric requests)"
+                )
+        latency(bootstrap, args.rate, args.seconds, args.connections)
     finally:
         broker.stop()
 
