@@ -44,3 +44,21 @@ def test_redact_query_still_redacts() -> None:
 def test_low_cardinality_path_unchanged(segments: list[str]) -> None:
     path = "/".join(segments)
     assert low_cardinality_path.__wrapped__(path) == plain_path(path)
+
+
+def test_frames_built_by_tuple_new_have_every_field() -> None:
+    """parse/stitch build NamedTuples positionally with tuple.__new__: a new field must be added there too."""
+    from collections import deque
+
+    from protocols.base import Direction, Parsed, Timed
+    from protocols.http1 import SPEC
+
+    state = SPEC.new_state()
+    req = SPEC.parse_frame(memoryview(b"GET /a HTTP/1.1\r\nHost: h\r\n\r\n"), Direction.REQUEST, state)
+    answer = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"
+    resp = SPEC.parse_frame(memoryview(answer), Direction.RESPONSE, state)
+    assert isinstance(req, Parsed) and isinstance(resp, Parsed)
+    [x] = SPEC.stitch(deque([Timed(req.frame, 1, 2)]), deque([Timed(resp.frame, 3, 4)]), state)
+    for value in (req.frame, resp.frame, x):
+        assert len(value) == len(type(value)._fields)
+    assert (req.frame.method, req.frame.host, resp.frame.status, x.degraded) == ("GET", "h", 200, False)

@@ -36,3 +36,19 @@ def test_analyze_matches_plain_definition(pieces: list[str]) -> None:
     sql = "".join(pieces)
     assert analyze(sql) == plain_analyze(sql)
     assert redact(sql) == plain_analyze(sql)[0]
+
+
+def test_packets_built_by_tuple_new_have_every_field() -> None:
+    """parse_frame builds Packet positionally with tuple.__new__: a new field must be added there too."""
+    from protocols.base import Direction, Parsed
+    from protocols.mysql import SPEC
+
+    state = SPEC.new_state()
+    query = b"\x03SELECT 1"
+    cmd = SPEC.parse_frame(memoryview(bytes([len(query), 0, 0, 0]) + query), Direction.REQUEST, state)
+    ok_packet = b"\x07\x00\x00\x01\x00\x00\x00\x02\x00\x00\x00"
+    ok = SPEC.parse_frame(memoryview(ok_packet), Direction.RESPONSE, state)
+    assert isinstance(cmd, Parsed) and isinstance(ok, Parsed)
+    for packet in (cmd.frame, ok.frame):
+        assert len(packet) == len(type(packet)._fields)
+    assert (cmd.frame.first, cmd.frame.data, ok.frame.first, ok.frame.inner_seq) == (3, query, 0, -1)
