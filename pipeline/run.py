@@ -338,6 +338,7 @@ def run_pipeline(
         start = StartAt("earliest" if from_beginning else "latest")
     source = KafkaSource(config.kafka, health, group=group, start=start, on_revoked=on_revoked)
     log.info("consuming %s as group %s", config.kafka.fragments_topic, group or config.kafka.group)
+    gc.freeze()  # the start-up heap stays: full collections of it paused the loop 100-300 ms (p99 latency)
     next_commit = time.monotonic() + commit_interval_s
     next_expire = time.monotonic() + config.export.refresh_seconds
     try:
