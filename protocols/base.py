@@ -42,7 +42,7 @@ class NeedData:
 NEED_DATA = NeedData()
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # one per frame or exchange: a frozen dataclass costs ~3x to build
 class Parsed(Generic[F]):
     frame: F
     size: int  # bytes of the buffer the frame used, > 0
@@ -56,7 +56,7 @@ class Invalid:
 ParseResult = Parsed[F] | NeedData | Invalid
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # one per frame or exchange: a frozen dataclass costs ~3x to build
 class Timed(Generic[F]):
     """A frame stamped by the framing loop with capture times of its first and last bytes."""
 
@@ -104,7 +104,7 @@ class ConnInfo:
         return self.local if self.role == Role.SERVER else self.remote
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # one per frame or exchange: a frozen dataclass costs ~3x to build
 class L7Record:
     """One exchange, as every exporter sees it: nothing downstream branches on the protocol."""
 
