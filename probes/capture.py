@@ -195,15 +195,16 @@ class Capture:
                 self._bpf[table][key] = ctypes.c_uint8(1)
             on[ctypes.c_int(index)] = ctypes.c_uint8(1 if wanted else 0)
 
-    def poll(self) -> list[Fragment | ConnEvent]:
-        """Drain what the ring holds now (never blocks) and return it in ring order."""
+    def poll(self, limit: int = 1 << 62) -> list[Fragment | ConnEvent]:
+        """Drain what the ring holds now, up to `limit` records (never blocks), in ring order."""
         out: list[Fragment | ConnEvent] = []
         ring = self._ring
         if ring is not None:
             produced = ring.producer()
             try:  # decoded in place, then the space goes back to the kernel
-                out, position, records = self._decoder.decode_ring(ring.buf, ring.base, ring.mask,
-                                                                   ring.consumer, produced)  # fmt: skip
+                out, position, records = self._decoder.decode_ring(
+                    ring.buf, ring.base, ring.mask, ring.consumer, produced, limit
+                )
             except Exception:
                 ring.release(produced)  # a record that cannot be decoded must not wedge the ring
                 raise
@@ -273,7 +274,7 @@ class EventDecoder:
         return out
 
     def decode_ring(
-        self, buf: Any, base: int, mask: int, cons: int, prod: int
+        self, buf: Any, base: int, mask: int, cons: int, prod: int, limit: int = 1 << 62
     ) -> tuple[list[Fragment | ConnEvent], int, int]:
         """Walk a mapped ring (as probes.ringbuf.walk does) and decode each record in place.
 
@@ -287,7 +288,7 @@ class EventDecoder:
         records = 0
         # The hot path: one unpack per record; a DATA event of a known connection adds one slice and
         # one Fragment, nothing else.
-        while cons < prod:
+        while cons < prod and records < limit:
             off = base + (cons & mask)
             word, ts, gen, position, length, pid, tid, fd, data_len, kind, io, source = unpack(buf, off)
             if word & busy:
