@@ -3,6 +3,7 @@ counters equal exactly what did not arrive; a normal ring drained on the agent's
 
 from __future__ import annotations
 
+import gc
 import os
 import subprocess
 import sys
@@ -38,6 +39,7 @@ def pingpong(
     port = free_port()
     server = subprocess.Popen([sys.executable, str(PEERS), "server", str(port)], stdout=subprocess.PIPE)
     events: list[Fragment | ConnEvent] = []
+    gc.disable()  # the events kept here grow to ~10^5 objects: full collections would stall the drain
     try:
         assert server.stdout is not None and server.stdout.readline() == b"ready\n"
         client = subprocess.Popen([sys.executable, str(PEERS), "client", str(port), str(seconds)],
@@ -54,6 +56,7 @@ def pingpong(
         for _ in range(20):
             events += poll()
     finally:
+        gc.enable()
         stop(server)
         cap.set_filters(ports=CLOSED if cap.options.only_ports == CLOSED else ())
     pair = {str(server.pid), str(client.pid)}
