@@ -45,7 +45,8 @@ enum l7_filter {
 	L7_FILTER_COMMS = 1,
 	L7_FILTER_PORTS = 2,
 	L7_FILTER_CGROUPS = 3,
-	L7_FILTER_MAX = 4,
+	L7_FILTER_READY = 4, /* set once user space wrote the lists: until then no connection is bound */
+	L7_FILTER_MAX = 5,
 };
 
 struct l7_call {
@@ -222,45 +223,23 @@ static __always_inline void l7_read_sys(struct l7_sys *sys, struct pt_regs *regs
 #error "l7scope capture: syscall numbers are defined for x86_64 and arm64 only"
 #endif
 
-/* Which hot socket syscall this is and where its buffer is; 0 for every other context. */
-static __always_inline int l7_hot_call(struct l7_call *call)
+/* How a hot socket syscall passes its buffer; L7_BUF_NONE for every other syscall (and no syscall). */
+static __always_inline __u8 l7_hot_buf(__u64 nr)
 {
-	struct l7_sys sys = {};
-	l7_read_sys(&sys, (struct pt_regs *)bpf_task_pt_regs(bpf_get_current_task_btf()));
-	call->fd = (__s32)sys.arg0;
-	call->buf = sys.arg1;
-	call->source = L7_SOURCE_SYSCALL;
-	switch (sys.nr) {
+	switch (nr) {
 	case L7_NR_READ:
-	case L7_NR_RECVFROM:
-		call->io = L7_IO_RECV;
-		call->buf_kind = L7_BUF_PLAIN;
-		return 1;
 	case L7_NR_WRITE:
+	case L7_NR_RECVFROM:
 	case L7_NR_SENDTO:
-		call->io = L7_IO_SEND;
-		call->buf_kind = L7_BUF_PLAIN;
-		return 1;
+		return L7_BUF_PLAIN;
 	case L7_NR_READV:
-		call->io = L7_IO_RECV;
-		call->buf_kind = L7_BUF_IOV;
-		call->vlen = (__u32)sys.arg2;
-		return 1;
 	case L7_NR_WRITEV:
-		call->io = L7_IO_SEND;
-		call->buf_kind = L7_BUF_IOV;
-		call->vlen = (__u32)sys.arg2;
-		return 1;
+		return L7_BUF_IOV;
 	case L7_NR_RECVMSG:
-		call->io = L7_IO_RECV;
-		call->buf_kind = L7_BUF_MSG;
-		return 1;
 	case L7_NR_SENDMSG:
-		call->io = L7_IO_SEND;
-		call->buf_kind = L7_BUF_MSG;
-		return 1;
+		return L7_BUF_MSG;
 	}
-	return 0;
+	return L7_BUF_NONE;
 }
 
 static __always_inline void l7_on_io(void *ctx, struct l7_call *call, __u64 sk, long len);
@@ -280,10 +259,13 @@ static __always_inline int l7_on_sock(void *ctx, __u64 sk, __u16 family, __u16 p
 	__u64 id = bpf_get_current_pid_tgid();
 	if (ret <= 0 && !l7_tls_calls.lookup(&id))
 		return 0; /* EAGAIN and errors: nothing to copy, no SSL call to name the socket for */
-	struct l7_call hot = {};
-	if (l7_hot_call(&hot)) {
-		if (hot.io == io)
-			l7_on_io(ctx, &hot, sk, ret);
+	struct l7_sys sys = {};
+	l7_read_sys(&sys, (struct pt_regs *)bpf_task_pt_regs(bpf_get_current_task_btf()));
+	__u8 buf_kind = l7_hot_buf(sys.nr);
+	if (buf_kind != L7_BUF_NONE) {
+		struct l7_call hot = {.buf = sys.arg1, .fd = (__s32)sys.arg0, .vlen = (__u32)sys.arg2,
+				      .buf_kind = buf_kind, .io = io, .source = L7_SOURCE_SYSCALL};
+		l7_on_io(ctx, &hot, sk, ret);
 		return 0;
 	}
 	struct l7_call *call = l7_calls.lookup(&id);
@@ -575,6 +557,11 @@ static __always_inline void l7_on_io(void *ctx, struct l7_call *call, __u64 sk, 
 			return;
 	}
 	if (!c->bound) {
+		/* Programs attach before the agent writes its exclusions and allow-lists: bind nothing yet. */
+		__u32 ready = L7_FILTER_READY;
+		__u8 *on = l7_filter_on.lookup(&ready);
+		if (!on || !*on)
+			return;
 		c->bound = 1;
 		c->pid = id >> 32;
 		c->fd = call->fd;

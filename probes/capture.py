@@ -58,6 +58,7 @@ _V4_MAPPED = b"\0" * 10 + b"\xff\xff"
 _IO = (Io.SEND, Io.RECV)
 _SOURCES = tuple(Source)  # indexed by value (0..3)
 FILTER_TABLES = (b"l7_only_pids", b"l7_only_comms", b"l7_only_ports", b"l7_only_cgroups")  # enum l7_filter
+FILTER_READY = len(FILTER_TABLES)  # enum l7_filter: L7_FILTER_READY
 CGROUP2_MOUNTS = (Path("/sys/fs/cgroup/unified"), Path("/sys/fs/cgroup"))
 # Connections whose CLOSE we never saw are forgotten oldest-first past this many.
 MAX_TRACKED_CONNS = 262144
@@ -150,6 +151,7 @@ class Capture:
         for port in options.exclude_ports:
             self.exclude_port(port)
         self.set_filters(options.only_pids, options.only_processes, options.only_ports, options.only_cgroups)
+        self._bpf[b"l7_filter_on"][ctypes.c_int(FILTER_READY)] = ctypes.c_uint8(1)  # bind from now on
         self.ring_reader = "bcc"
         self._ring: RingReader | None = None
         if options.direct_ring:
@@ -180,20 +182,31 @@ class Capture:
         ports: tuple[int, ...] = (),
         cgroups: tuple[str, ...] = (),
     ) -> None:
-        """Replace the allow-lists; connections already bound keep the decision made for them."""
+        """Replace the allow-lists; connections already bound keep the decision made for them.
+
+        New lists are switched on before old ones are switched off, so no connection that binds
+        meanwhile sees every list off (which would let it in for good).
+        """
         keys = (
             [ctypes.c_uint32(p) for p in pids],
             [comm_key(self._bpf[b"l7_only_comms"].Key, name) for name in processes],
             [ctypes.c_uint16(p) for p in ports],
             [ctypes.c_uint64(cgroup_id(c)) for c in cgroups],
         )
-        on = self._bpf[b"l7_filter_on"]
-        for index, (table, wanted) in enumerate(zip(FILTER_TABLES, keys, strict=True)):
-            on[ctypes.c_int(index)] = ctypes.c_uint8(0)
-            self._bpf[table].clear()
+        on, one = self._bpf[b"l7_filter_on"], ctypes.c_uint8(1)
+        lists = list(zip(range(len(FILTER_TABLES)), FILTER_TABLES, keys, strict=True))
+        for index, table, wanted in lists:
             for key in wanted:
-                self._bpf[table][key] = ctypes.c_uint8(1)
-            on[ctypes.c_int(index)] = ctypes.c_uint8(1 if wanted else 0)
+                self._bpf[table][key] = one
+            if wanted:
+                on[ctypes.c_int(index)] = one
+        for index, table, wanted in lists:
+            wanted_bytes = {bytes(k) for k in wanted}
+            for key in list(self._bpf[table].keys()):
+                if bytes(key) not in wanted_bytes:
+                    del self._bpf[table][key]
+            if not wanted:
+                on[ctypes.c_int(index)] = ctypes.c_uint8(0)
 
     def poll(self, limit: int = 1 << 62) -> list[Fragment | ConnEvent]:
         """Drain what the ring holds now, up to `limit` records (never blocks), in ring order."""

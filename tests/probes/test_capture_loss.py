@@ -9,7 +9,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -67,17 +67,26 @@ def traced_bytes(events: list[Fragment | ConnEvent]) -> int:
     return sum(e.length for e in events if isinstance(e, Fragment))
 
 
-@pytest.fixture(scope="module")
-def small_ring(tmp_path_factory: pytest.TempPathFactory):
+def closed_capture(tmp_path_factory: pytest.TempPathFactory, ring_bytes: int) -> Iterator[Capture]:
+    """Closed from the start (a port nobody uses): other processes' connections are never included, so
+    the counters hold the ping-pong's events only, even on a busy machine."""
     if os.geteuid() != 0:
         pytest.skip("needs root")
     cache = Path(os.environ.get("L7SCOPE_HEADER_CACHE", tmp_path_factory.getbasetemp() / "kernel-headers"))
-    # Closed from the start (a port nobody uses): other processes' connections are never included, so
-    # the loss counters hold the ping-pong's losses only, even on a busy machine.
-    options = CaptureOptions(node="loss", header_cache=cache, ring_bytes=64 << 10, tls=False,
+    options = CaptureOptions(node="loss", header_cache=cache, ring_bytes=ring_bytes, tls=False,
                              only_ports=CLOSED)  # fmt: skip
     with Capture(options) as cap:
         yield cap
+
+
+@pytest.fixture(scope="module")
+def small_ring(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Capture]:
+    yield from closed_capture(tmp_path_factory, 64 << 10)
+
+
+@pytest.fixture(scope="module")
+def normal_ring(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Capture]:
+    yield from closed_capture(tmp_path_factory, CaptureOptions().ring_bytes)
 
 
 def test_small_ring_drops_are_counted_exactly(small_ring: Capture) -> None:
@@ -95,7 +104,8 @@ def test_small_ring_drops_are_counted_exactly(small_ring: Capture) -> None:
     print(f"\n{round_trips} round trips, {lost_events} events lost ({lost_bytes} bytes)")
 
 
-def test_normal_ring_drained_on_a_timer_loses_nothing(capture: Capture) -> None:
+def test_normal_ring_drained_on_a_timer_loses_nothing(normal_ring: Capture) -> None:
+    capture = normal_ring
     capture.poll()
     before, read_before = capture.stats(), capture.records_read
     events, round_trips = pingpong(capture, seconds=1.0, drain_every=0.01)
