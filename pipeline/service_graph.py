@@ -66,15 +66,20 @@ class ServiceGraphMetrics:
     def export(self, records: list[L7Record]) -> None:
         for r in records:
             self.topology.learn(r.conn)
+        groups: dict[tuple[str, str, str], list[L7Record]] = {}
         for r in records:
             edge = self._edge(r.conn)
-            if edge is None:
-                continue
-            attrs: dict[str, Any] = {"client": edge[0], "server": edge[1], "protocol": r.protocol}
-            self._requests.add(1, attrs)
-            if r.error:
-                self._failed.add(1, attrs)
-            self._duration.record(r.duration_s, attrs)
+            if edge is not None:
+                groups.setdefault((*edge, r.protocol), []).append(r)
+        # One counter add per edge and protocol per batch: each SDK call costs microseconds.
+        for (client, server, protocol), group in groups.items():
+            attrs: dict[str, Any] = {"client": client, "server": server, "protocol": protocol}
+            self._requests.add(len(group), attrs)
+            failed = sum(1 for r in group if r.error)
+            if failed:
+                self._failed.add(failed, attrs)
+            for r in group:  # a histogram takes one value per call
+                self._duration.record(r.duration_s, attrs)
 
     def observe(self, batches: Iterable[Batch]) -> None:
         batches = list(batches)
