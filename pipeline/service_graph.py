@@ -85,17 +85,22 @@ class ServiceGraphMetrics:
         batches = list(batches)
         for batch in batches:  # every end first, so halves seen in one round join
             self.topology.learn(batch.conn)
+        totals: dict[tuple[str, str], list[int]] = {}  # edge -> [new connections, bytes]
         for batch in batches:
             edge = self._edge(batch.conn)
             if edge is None:
                 continue
-            attrs = {"client": edge[0], "server": edge[1]}
+            total = totals.setdefault(edge, [0, 0])
             if batch.conn.conn_id not in self._seen_conns:
                 self._seen_conns[batch.conn.conn_id] = None
                 while len(self._seen_conns) > self.max_conns:
                     self._seen_conns.popitem(last=False)
-                self._connections.add(1, attrs)
-            sent = sum(f.length for f in batch.fragments if f.io == Io.SEND)
-            received = sum(f.length for f in batch.fragments if f.io == Io.RECV)
-            if sent + received:
-                self._bytes.add(sent + received, attrs)
+                total[0] += 1
+            total[1] += sum(f.length for f in batch.fragments if f.io in (Io.SEND, Io.RECV))
+        # One add per edge per call, as in `export`.
+        for (client, server), (connections, size) in totals.items():
+            attrs = {"client": client, "server": server}
+            if connections:
+                self._connections.add(connections, attrs)
+            if size:
+                self._bytes.add(size, attrs)
