@@ -138,3 +138,28 @@ def test_service_graph_instruments_are_listed() -> None:
         (f"{G}.request.duration", "histogram", "s"), (f"{G}.bytes", "counter", "By"),
         (f"{G}.connections", "counter", "{connection}"),
     } <= listed  # fmt: skip
+
+
+def test_one_call_with_many_items_per_edge_counts_each_item() -> None:
+    """Counters are added once per edge per call: the sums must equal one add per item."""
+    reader = InMemoryMetricReader()
+    red = RedMetrics(build_meter_provider([reader], node="n1"))
+    notify_observers(
+        [red], [batch(API_C, 10, 1), batch(CACHE_C, 5, 5), batch(API_C, 20, 2), batch(CACHE_C, 0, 0)]
+    )
+    red.export(
+        [rec(API_C, "mysql", 0.001), rec(CACHE_C, "redis", 0.02, error=True),
+         rec(API_C, "mysql", 0.3, error=True), rec(API_C, "mysql", 0.004), rec(API_C, "http", 0.004)]
+    )  # fmt: skip
+    got = collect(red, reader)
+    db, cache = ("api", "127.0.0.1:3306"), ("api", "127.0.0.1:6379")
+    assert {k: p.value for k, p in got[f"{G}.requests"].items()} == {
+        (*db, "mysql"): 3, (*cache, "redis"): 1, (*db, "http"): 1,
+    }  # fmt: skip
+    failed = {k: p.value for k, p in got[f"{G}.requests.failed"].items()}
+    assert failed == {(*db, "mysql"): 1, (*cache, "redis"): 1}
+    mysql = got[f"{G}.request.duration"][(*db, "mysql")]
+    assert mysql.count == 3 and abs(mysql.sum - 0.305) < 1e-9 and mysql.max == 0.3
+    assert {k: p.value for k, p in got[f"{G}.bytes"].items()} == {(*db, None): 33, (*cache, None): 10}
+    assert {k: p.value for k, p in got[f"{G}.connections"].items()} == {(*db, None): 1, (*cache, None): 1}
+    red.close()
