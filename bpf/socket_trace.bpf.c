@@ -110,14 +110,17 @@ struct l7_comm_key {
 
 /* Per-CPU staging area: header + payload, output with one variable-size ring write. */
 struct l7_scratch {
+	__u64 full_ts; /* ktime of this CPU's last failed ring write */
+	__u64 full_streak; /* failed ring writes in a row, each within L7_SHED_NS of the one before */
 	struct l7_walk walk;
 	struct l7_event hdr;
 	__u8 data[L7_CHUNK_SIZE];
 };
 
 BPF_RINGBUF_OUTPUT(l7_events, L7_RING_BYTES / 4096);
-/* ktime of this CPU's last failed ring write: DATA calls in the next L7_SHED_NS are shed uncopied. */
-BPF_PERCPU_ARRAY(l7_ring_full, __u64, 1);
+/* After L7_SHED_AFTER ring writes in a row failed on a CPU (the ring is full: the agent is paused over
+ * its CPU budget, or behind), its DATA calls are shed uncopied for L7_SHED_NS, then one write probes. */
+#define L7_SHED_AFTER 4
 #define L7_SHED_NS 1000000
 /* LRU: entries whose end we never see (a thread killed mid-call, a missed close) age out. */
 BPF_TABLE("lru_hash", __u64, struct l7_call, l7_calls, 16384);
@@ -369,13 +372,13 @@ static __always_inline void l7_output(struct l7_scratch *s, __u64 pos, __u64 cop
 	__u64 size = sizeof(struct l7_event) + (copied > L7_CHUNK_SIZE ? L7_CHUNK_SIZE : copied);
 	if (l7_events.ringbuf_output(&s->hdr, size, BPF_RB_NO_WAKEUP) == 0) {
 		l7_count(L7_STAT_EVENTS, 1);
+		s->full_streak = 0;
 	} else {
 		l7_count(L7_STAT_LOST_EVENTS, 1);
 		l7_count(L7_STAT_LOST_BYTES, length);
-		__u32 zero = 0;
-		__u64 *full = l7_ring_full.lookup(&zero);
-		if (full)
-			*full = bpf_ktime_get_ns();
+		__u64 now = bpf_ktime_get_ns();
+		s->full_streak = now - s->full_ts < L7_SHED_NS ? s->full_streak + 1 : 1;
+		s->full_ts = now;
 	}
 }
 
@@ -389,10 +392,10 @@ static __always_inline void l7_emit_data(struct l7_call *call, struct l7_conn *c
 	struct l7_scratch *s = l7_scratch_buf.lookup(&zero);
 	if (!s)
 		return;
-	/* The ring was full a moment ago (the agent is paused over its CPU budget, or behind): shed the
-	 * call before any copy, so overload costs the traced process little. Counted like a failed write. */
-	__u64 *full = l7_ring_full.lookup(&zero);
-	if (full && bpf_ktime_get_ns() - *full < L7_SHED_NS) {
+	/* The ring is full: shed the call before any copy, so overload costs the traced process little.
+	 * Counted like a failed write. A lone failed write (seen now and then with room to spare) does not
+	 * shed. */
+	if (s->full_streak >= L7_SHED_AFTER && bpf_ktime_get_ns() - s->full_ts < L7_SHED_NS) {
 		l7_count(L7_STAT_LOST_EVENTS, 1);
 		l7_count(L7_STAT_LOST_BYTES, ret);
 		return;
