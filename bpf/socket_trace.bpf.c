@@ -377,7 +377,8 @@ static __always_inline void l7_output(struct l7_scratch *s, __u64 pos, __u64 cop
 		l7_count(L7_STAT_LOST_EVENTS, 1);
 		l7_count(L7_STAT_LOST_BYTES, length);
 		__u64 now = bpf_ktime_get_ns();
-		s->full_streak = now - s->full_ts < L7_SHED_NS ? s->full_streak + 1 : 1;
+		/* The probe after a shed window continues the streak: a ring that stays full keeps shedding. */
+		s->full_streak = now - s->full_ts < 2 * L7_SHED_NS ? s->full_streak + 1 : 1;
 		s->full_ts = now;
 	}
 }
