@@ -247,11 +247,11 @@ static __always_inline __u8 l7_hot_buf(__u64 nr)
 
 static __always_inline void l7_on_io(void *ctx, struct l7_call *call, __u64 sk, long len);
 
-/* Inside a socket call on a TCP socket. read, write, readv, writev, sendto, recvfrom, sendmsg, recvmsg (one sock call per
- * syscall) are captured right here, their arguments taken from the saved user registers: no
- * per-syscall enter/exit programs, so untraced I/O and failed calls cost almost nothing. sendfile and
- * sendmmsg/recvmmsg (several sock calls per syscall) only record the sock and sum bytes for their
- * exit program. */
+/* Inside a socket call on a TCP socket. read, write, readv, writev, sendto, recvfrom, sendmsg and
+ * recvmsg (one sock call per syscall) are captured right here, their arguments taken from the saved
+ * user registers: no per-syscall enter/exit programs, so untraced I/O and failed calls cost almost
+ * nothing. sendfile and sendmmsg/recvmmsg (several sock calls per syscall) only record the sock and
+ * sum bytes for their exit program. */
 static __always_inline int l7_on_sock(void *ctx, __u64 sk, __u16 family, __u16 protocol, __s32 flags, __s32 ret,
 				      __u8 io)
 {
