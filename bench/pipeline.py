@@ -42,6 +42,7 @@ from kafka import KafkaConsumer, TopicPartition
 
 from l7scope.config import Config, KafkaConfig
 from pipeline.health import Health
+from pipeline.otlp import varint
 from pipeline.run import run_pipeline
 from probes.codec import SCHEMA_VERSION, encode_conn
 from probes.fragment import Batch, Io
@@ -236,16 +237,7 @@ def fragment_field(io: Io, position: int, data: bytes, ts_ns: int) -> bytes:
     """One `FragmentBatch.fragments` entry (field 3), encoded."""
     body = pb.Fragment(io=int(io), position=position, length=len(data), data=data, ts_ns=ts_ns, tid=1)
     raw = body.SerializeToString()
-    return b"\x1a" + _varint(len(raw)) + raw
-
-
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while n >= 0x80:
-        out.append((n & 0x7F) | 0x80)
-        n >>= 7
-    out.append(n)
-    return bytes(out)
+    return b"\x1a" + varint(len(raw)) + raw
 
 
 def paced_publisher(bootstrap: str, topic: str, rate: float, seconds: float, conns: int, pipe: Any) -> None:

@@ -149,7 +149,7 @@ def build_trace_request(
 _VARINTS = [bytes([i]) if i < 0x80 else bytes([(i & 0x7F) | 0x80, i >> 7]) for i in range(1 << 14)]
 
 
-def _varint(n: int) -> bytes:
+def varint(n: int) -> bytes:
     if n < 16384:
         return _VARINTS[n]
     out = bytearray()
@@ -163,7 +163,7 @@ def _varint(n: int) -> bytes:
 def _field(tag: bytes, body: bytes) -> bytes:
     """A length-delimited field: tag, length, body."""
     n = len(body)
-    return tag + (_VARINTS[n] if n < 16384 else _varint(n)) + body
+    return tag + (_VARINTS[n] if n < 16384 else varint(n)) + body
 
 
 _PACK_D = struct.Struct("<d").pack
@@ -176,7 +176,7 @@ def _any_value(v: AttrValue) -> bytes:
     if isinstance(v, bool):
         return b"\x10\x01" if v else b"\x10\x00"
     if isinstance(v, int):
-        return b"\x18" + _varint(v & 0xFFFFFFFFFFFFFFFF)  # int64: negatives as two's complement
+        return b"\x18" + varint(v & 0xFFFFFFFFFFFFFFFF)  # int64: negatives as two's complement
     if isinstance(v, float):
         return b"\x21" + _PACK_D(v)
     return _field(b"\x0a", str(v).encode())
@@ -197,10 +197,10 @@ def _key_value(key: str, value: AttrValue) -> bytes:
     return encoded
 
 
-_KIND_BYTES = {role: b"\x30" + _varint(kind) for role, kind in _KIND.items()}
-_KIND_INTERNAL = b"\x30" + _varint(trace.Span.SPAN_KIND_INTERNAL)
+_KIND_BYTES = {role: b"\x30" + varint(kind) for role, kind in _KIND.items()}
+_KIND_INTERNAL = b"\x30" + varint(trace.Span.SPAN_KIND_INTERNAL)
 _STATUS_OK = _field(b"\x7a", b"")
-_STATUS_ERROR = _field(b"\x7a", b"\x18" + _varint(trace.Status.STATUS_CODE_ERROR))
+_STATUS_ERROR = _field(b"\x7a", b"\x18" + varint(trace.Status.STATUS_CODE_ERROR))
 
 
 def encode_span(record: L7Record) -> bytes:
