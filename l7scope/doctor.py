@@ -20,10 +20,11 @@ from typing import IO
 from urllib.parse import urlsplit
 
 from l7scope.config import Config, KafkaConfig, kafka_client_settings
+from probes.kernel_headers import kernel_version
 
 TRACEFS_PATHS = (Path("/sys/kernel/tracing"), Path("/sys/kernel/debug/tracing"))
 BTF_PATH = Path("/sys/kernel/btf/vmlinux")
-MIN_KERNEL = (5, 15)  # BPF ring buffer (5.8), bpf_task_pt_regs in tracepoint programs (5.15)
+MIN_KERNEL = (5, 8)  # BPF ring buffer
 # Capabilities (linux/capability.h numbers) that loading and attaching the tracer uses.
 CAPS = {"CAP_SYS_ADMIN": 21, "CAP_SYS_RESOURCE": 24, "CAP_PERFMON": 38, "CAP_BPF": 39}
 LIBSSL_CANDIDATES = (
@@ -75,7 +76,7 @@ def missing_caps(caps: int, release: str) -> list[str]:
     """Loading needs CAP_BPF + CAP_PERFMON (or CAP_SYS_ADMIN); kernels < 5.11 charge maps to memlock."""
     has = {name for name, bit in CAPS.items() if caps >> bit & 1}
     missing = [] if "CAP_SYS_ADMIN" in has else [c for c in ("CAP_BPF", "CAP_PERFMON") if c not in has]
-    if parse_release(release) < (5, 11) and "CAP_SYS_RESOURCE" not in has:
+    if kernel_version(release) < (5, 11) and "CAP_SYS_RESOURCE" not in has:
         missing.append("CAP_SYS_RESOURCE")
     return missing
 
@@ -93,22 +94,15 @@ def check_privileges(release: str | None = None) -> Check:
     )
 
 
-def parse_release(release: str) -> tuple[int, int]:
-    head = release.split("-")[0].split(".")
-    nums = [int("".join(c for c in p if c.isdigit()) or 0) for p in head[:2]]
-    padded = [*nums, 0, 0]
-    return padded[0], padded[1]
-
-
 def check_kernel(release: str | None = None) -> Check:
     release = release or platform.release()
-    if parse_release(release) >= MIN_KERNEL:
-        return Check("kernel", Status.OK, f"{release} (>= 5.15)")
+    if kernel_version(release) >= MIN_KERNEL:
+        return Check("kernel", Status.OK, f"{release} (>= 5.8)")
     return Check(
         "kernel",
         Status.FAIL,
-        f"{release} is older than 5.15 (capture reads syscall arguments with bpf_task_pt_regs)",
-        "upgrade to a kernel >= 5.15 (Debian 12, Ubuntu 22.04 and later ship one)",
+        f"{release} is older than 5.8 (no BPF ring buffer)",
+        "upgrade to a kernel >= 5.8 (Debian 12, Ubuntu 22.04 and later ship one)",
     )
 
 
