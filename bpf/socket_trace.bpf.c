@@ -13,7 +13,6 @@
  *          ports and cgroup ids are checked once per connection, when a process first uses it.
  *
  * Built with -DL7_CHUNK_SIZE, -DL7_MAX_CHUNKS, -DL7_MAX_IOV, -DL7_MAX_MMSG, -DL7_RING_BYTES (events.h).
- * -DL7_SYSCALL_PROBES (kernels 5.8-5.14, no bpf_task_pt_regs): the hot syscalls get enter/exit programs too.
  */
 #include "events.h"
 
@@ -176,7 +175,6 @@ static __always_inline int l7_enter(__s32 fd, __u64 buf, __u32 vlen, __u8 buf_ki
 	return 0;
 }
 
-#ifndef L7_SYSCALL_PROBES /* kernels >= 5.15: the hot syscalls are captured in the sock tracepoints */
 /* The syscall this thread is in, from its saved user registers (syscall number and first arguments). */
 struct l7_sys {
 	__u64 nr;
@@ -246,7 +244,6 @@ static __always_inline __u8 l7_hot_buf(__u64 nr)
 	}
 	return L7_BUF_NONE;
 }
-#endif
 
 static __always_inline void l7_on_io(void *ctx, struct l7_call *call, __u64 sk, long len);
 
@@ -265,7 +262,6 @@ static __always_inline int l7_on_sock(void *ctx, __u64 sk, __u16 family, __u16 p
 	__u64 id = bpf_get_current_pid_tgid();
 	if (ret <= 0 && !l7_tls_calls.lookup(&id))
 		return 0; /* EAGAIN and errors: nothing to copy, no SSL call to name the socket for */
-#ifndef L7_SYSCALL_PROBES
 	struct l7_sys sys = {};
 	l7_read_sys(&sys, (struct pt_regs *)bpf_task_pt_regs(bpf_get_current_task_btf()));
 	__u8 buf_kind = l7_hot_buf(sys.nr);
@@ -275,7 +271,6 @@ static __always_inline int l7_on_sock(void *ctx, __u64 sk, __u16 family, __u16 p
 		l7_on_io(ctx, &hot, sk, ret);
 		return 0;
 	}
-#endif
 	struct l7_call *call = l7_calls.lookup(&id);
 	if (call && call->io == io) {
 		call->sk = sk;
@@ -602,8 +597,7 @@ static __always_inline void l7_on_io(void *ctx, struct l7_call *call, __u64 sk, 
 	l7_emit_data(call, c, len, pos);
 }
 
-/* sendfile, sendmmsg, recvmmsg (with L7_SYSCALL_PROBES, every hot syscall): at exit, with the sock and
- * byte count their sock calls recorded. */
+/* sendfile, sendmmsg, recvmmsg: at exit, with the sock and byte count their sock calls recorded. */
 static __always_inline int l7_exit(void *ctx, long ret)
 {
 	__u64 id = bpf_get_current_pid_tgid();
@@ -682,58 +676,6 @@ TRACEPOINT_PROBE(syscalls, sys_enter_close)
 		l7_fd_socks.delete(&key);
 	return 0;
 }
-
-#ifdef L7_SYSCALL_PROBES
-/* Kernels 5.8-5.14 (no bpf_task_pt_regs): the hot syscalls remember their arguments at entry and are
- * emitted at exit, like sendfile and sendmmsg/recvmmsg below. Costs two more programs per call. */
-TRACEPOINT_PROBE(syscalls, sys_enter_write)
-{
-	return l7_enter(args->fd, (__u64)args->buf, 0, L7_BUF_PLAIN, L7_IO_SEND, L7_SOURCE_SYSCALL);
-}
-TRACEPOINT_PROBE(syscalls, sys_exit_write) { return l7_exit(args, args->ret); }
-
-TRACEPOINT_PROBE(syscalls, sys_enter_read)
-{
-	return l7_enter(args->fd, (__u64)args->buf, 0, L7_BUF_PLAIN, L7_IO_RECV, L7_SOURCE_SYSCALL);
-}
-TRACEPOINT_PROBE(syscalls, sys_exit_read) { return l7_exit(args, args->ret); }
-
-TRACEPOINT_PROBE(syscalls, sys_enter_sendto)
-{
-	return l7_enter(args->fd, (__u64)args->buff, 0, L7_BUF_PLAIN, L7_IO_SEND, L7_SOURCE_SYSCALL);
-}
-TRACEPOINT_PROBE(syscalls, sys_exit_sendto) { return l7_exit(args, args->ret); }
-
-TRACEPOINT_PROBE(syscalls, sys_enter_recvfrom)
-{
-	return l7_enter(args->fd, (__u64)args->ubuf, 0, L7_BUF_PLAIN, L7_IO_RECV, L7_SOURCE_SYSCALL);
-}
-TRACEPOINT_PROBE(syscalls, sys_exit_recvfrom) { return l7_exit(args, args->ret); }
-
-TRACEPOINT_PROBE(syscalls, sys_enter_writev)
-{
-	return l7_enter(args->fd, (__u64)args->vec, args->vlen, L7_BUF_IOV, L7_IO_SEND, L7_SOURCE_SYSCALL);
-}
-TRACEPOINT_PROBE(syscalls, sys_exit_writev) { return l7_exit(args, args->ret); }
-
-TRACEPOINT_PROBE(syscalls, sys_enter_readv)
-{
-	return l7_enter(args->fd, (__u64)args->vec, args->vlen, L7_BUF_IOV, L7_IO_RECV, L7_SOURCE_SYSCALL);
-}
-TRACEPOINT_PROBE(syscalls, sys_exit_readv) { return l7_exit(args, args->ret); }
-
-TRACEPOINT_PROBE(syscalls, sys_enter_sendmsg)
-{
-	return l7_enter(args->fd, (__u64)args->msg, 0, L7_BUF_MSG, L7_IO_SEND, L7_SOURCE_SYSCALL);
-}
-TRACEPOINT_PROBE(syscalls, sys_exit_sendmsg) { return l7_exit(args, args->ret); }
-
-TRACEPOINT_PROBE(syscalls, sys_enter_recvmsg)
-{
-	return l7_enter(args->fd, (__u64)args->msg, 0, L7_BUF_MSG, L7_IO_RECV, L7_SOURCE_SYSCALL);
-}
-TRACEPOINT_PROBE(syscalls, sys_exit_recvmsg) { return l7_exit(args, args->ret); }
-#endif
 
 /* sendfile moves file bytes in the kernel: sizes only, so byte positions stay right. */
 TRACEPOINT_PROBE(syscalls, sys_enter_sendfile64)

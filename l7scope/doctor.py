@@ -20,11 +20,10 @@ from typing import IO
 from urllib.parse import urlsplit
 
 from l7scope.config import Config, KafkaConfig, kafka_client_settings
-from probes.kernel_headers import kernel_version
 
 TRACEFS_PATHS = (Path("/sys/kernel/tracing"), Path("/sys/kernel/debug/tracing"))
 BTF_PATH = Path("/sys/kernel/btf/vmlinux")
-MIN_KERNEL = (5, 8)  # BPF ring buffer
+MIN_KERNEL = (5, 15)  # BPF ring buffer (5.8), bpf_task_pt_regs in tracepoint programs (5.15)
 # Capabilities (linux/capability.h numbers) that loading and attaching the tracer uses.
 CAPS = {"CAP_SYS_ADMIN": 21, "CAP_SYS_RESOURCE": 24, "CAP_PERFMON": 38, "CAP_BPF": 39}
 LIBSSL_CANDIDATES = (
@@ -76,7 +75,7 @@ def missing_caps(caps: int, release: str) -> list[str]:
     """Loading needs CAP_BPF + CAP_PERFMON (or CAP_SYS_ADMIN); kernels < 5.11 charge maps to memlock."""
     has = {name for name, bit in CAPS.items() if caps >> bit & 1}
     missing = [] if "CAP_SYS_ADMIN" in has else [c for c in ("CAP_BPF", "CAP_PERFMON") if c not in has]
-    if kernel_version(release) < (5, 11) and "CAP_SYS_RESOURCE" not in has:
+    if parse_release(release) < (5, 11) and "CAP_SYS_RESOURCE" not in has:
         missing.append("CAP_SYS_RESOURCE")
     return missing
 
@@ -94,15 +93,22 @@ def check_privileges(release: str | None = None) -> Check:
     )
 
 
+def parse_release(release: str) -> tuple[int, int]:
+    head = release.split("-")[0].split(".")
+    nums = [int("".join(c for c in p if c.isdigit()) or 0) for p in head[:2]]
+    padded = [*nums, 0, 0]
+    return padded[0], padded[1]
+
+
 def check_kernel(release: str | None = None) -> Check:
     release = release or platform.release()
-    if kernel_version(release) >= MIN_KERNEL:
-        return Check("kernel", Status.OK, f"{release} (>= 5.8)")
+    if parse_release(release) >= MIN_KERNEL:
+        return Check("kernel", Status.OK, f"{release} (>= 5.15)")
     return Check(
         "kernel",
         Status.FAIL,
-        f"{release} is older than 5.8 (no BPF ring buffer)",
-        "upgrade to a kernel >= 5.8 (Debian 12, Ubuntu 22.04 and later ship one)",
+        f"{release} is older than 5.15 (capture reads syscall arguments with bpf_task_pt_regs)",
+        "upgrade to a kernel >= 5.15 (Debian 12, Ubuntu 22.04 and later ship one)",
     )
 
 
@@ -128,7 +134,7 @@ def check_tracefs(paths: Sequence[Path]) -> Check:
     for path in paths:
         try:
             if (path / "events").is_dir() and os.listdir(path / "events"):
-                return Check("tracefs", Status.OK, f"mounted at {path}")
+                return check_tracepoints(path / "events")
         except PermissionError:
             denied.append(str(path))
     if denied:
@@ -143,6 +149,23 @@ def check_tracefs(paths: Sequence[Path]) -> Check:
         Status.FAIL,
         f"not mounted at {' or '.join(str(p) for p in paths)}",
         f"mount -t tracefs nodev {paths[0]} (l7scope mounts it itself when run as root)",
+    )
+
+
+# The capture runs in these: the sock:sock_*_length tracepoints are recent (Linux 6.3 and later).
+TRACEPOINTS = ("sock/sock_send_length", "sock/sock_recv_length", "sock/inet_sock_set_state",
+               "syscalls/sys_enter_close")  # fmt: skip
+
+
+def check_tracepoints(events: Path) -> Check:
+    missing = [t for t in TRACEPOINTS if not (events / t).is_dir()]
+    if not missing:
+        return Check("tracefs", Status.OK, f"mounted at {events.parent}, with the sock: tracepoints")
+    return Check(
+        "tracefs",
+        Status.FAIL,
+        f"this kernel has no tracepoint {', '.join(missing)}",
+        "use a kernel with the sock:sock_send_length/sock_recv_length tracepoints (Linux 6.3 and later)",
     )
 
 

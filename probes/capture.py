@@ -22,7 +22,7 @@ from typing import Any
 from probes.errors import CaptureUnavailable
 from probes.existing import ExistingConnections
 from probes.fragment import ConnEvent, Fragment, Io, Source
-from probes.kernel_headers import kernel_version, prepare_headers
+from probes.kernel_headers import prepare_headers
 from probes.labels import ProcessLabels
 from probes.procinfo import ProcessNames
 from probes.ringbuf import BUSY, DISCARD, HEADER, LEN_MASK, RingReader
@@ -84,9 +84,6 @@ class CaptureOptions:
     services: tuple[str, ...] = ()  # "process-or-container-name=service.name" overrides
     header_cache: Path = Path("/var/cache/l7scope/kernel-headers")
     direct_ring: bool = True  # mmap the ring and walk it; False: bcc's per-record callback
-    # Hot syscalls through their own enter/exit programs instead of the sock tracepoints: needed before
-    # 5.15 (no bpf_task_pt_regs), slower. None: decided by the running kernel's version.
-    syscall_probes: bool | None = None
 
     def __post_init__(self) -> None:
         if not 64 <= self.copy_chunk <= 32768:
@@ -109,13 +106,7 @@ class CaptureOptions:
             f"-DL7_MAX_CHUNKS={self.max_chunks}",
             f"-DL7_MAX_IOV={self.max_iov}",
             f"-DL7_RING_BYTES={self.ring_bytes}",
-            *(["-DL7_SYSCALL_PROBES"] if self.uses_syscall_probes() else []),
         ]
-
-    def uses_syscall_probes(self) -> bool:
-        if self.syscall_probes is not None:
-            return self.syscall_probes
-        return kernel_version(platform.release()) < (5, 15)
 
 
 @dataclass(frozen=True, slots=True)

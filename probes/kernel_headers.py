@@ -169,9 +169,3 @@ def version_code(release: str) -> int:
     parts = [int("".join(ch for ch in p if ch.isdigit()) or 0) for p in release.split("-")[0].split(".")[:3]]
     major, minor, patch = [*parts, 0, 0, 0][:3]
     return (major << 16) + (minor << 8) + min(patch, 255)
-
-
-def kernel_version(release: str) -> tuple[int, int]:
-    """(major, minor) of a release string such as '5.10.0-28-amd64'."""
-    code = version_code(release)
-    return code >> 16, (code >> 8) & 0xFF

@@ -74,6 +74,20 @@ def test_without_tracefs_names_the_mount_command(tmp_path: Path) -> None:
     assert "tracefs" in out.getvalue() and "fix: mount -t tracefs" in out.getvalue()
 
 
+def test_this_kernel_has_the_sock_tracepoints() -> None:
+    check = doctor.check_tracefs(doctor.TRACEFS_PATHS)
+    assert check.status is doctor.Status.OK, check
+
+
+def test_a_kernel_without_the_sock_tracepoints_is_named(tmp_path: Path) -> None:
+    # Simulated: a tracefs whose events lack sock:sock_send_length (kernels before 6.3).
+    for name in ("sock/inet_sock_set_state", "sock/sock_recv_length", "syscalls/sys_enter_close"):
+        (tmp_path / "tracing" / "events" / name).mkdir(parents=True)
+    check = doctor.check_tracefs((tmp_path / "tracing",))
+    assert check.status is doctor.Status.FAIL
+    assert "sock/sock_send_length" in check.detail and "6.3" in check.fix
+
+
 def test_without_btf_or_headers(tmp_path: Path) -> None:
     paths = doctor.DoctorPaths(
         btf=tmp_path / "no-btf", build_tree=tmp_path / "no-build", header_cache=tmp_path
@@ -84,7 +98,8 @@ def test_without_btf_or_headers(tmp_path: Path) -> None:
 
 def test_old_kernel_fails() -> None:
     assert doctor.check_kernel("5.4.0-150-generic").status is doctor.Status.FAIL
-    assert doctor.check_kernel("5.8.0").status is doctor.Status.OK
+    assert doctor.check_kernel("5.10.0-28-amd64").status is doctor.Status.FAIL
+    assert doctor.check_kernel("5.15.0").status is doctor.Status.OK
     assert doctor.check_kernel("6.18.44-fc-v669").status is doctor.Status.OK
 
 

@@ -12,7 +12,7 @@ import pytest
 from probes.capture import Capture, CaptureOptions
 
 
-def _loaded(tmp_path_factory: pytest.TempPathFactory, **options: int | bool) -> Capture:
+def _loaded(tmp_path_factory: pytest.TempPathFactory, **options: int) -> Capture:
     if os.geteuid() != 0:
         pytest.skip("kernel capture tests need root")
     cache = Path(os.environ.get("L7SCOPE_HEADER_CACHE", tmp_path_factory.getbasetemp() / "kernel-headers"))
@@ -37,19 +37,6 @@ def capture(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Capture]:
     print(
         f"\ncapture ready in {time.monotonic() - started:.2f} s (bcc compile+load {cap.load_seconds:.2f} s)"
     )
-    try:
-        yield cap
-    finally:
-        cap.close()
-
-
-@pytest.fixture(scope="module", params=[False, True], ids=["sock-tracepoints", "syscall-probes"])
-def capture_both_paths(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Capture]:
-    """The tracer both ways: hot syscalls captured in the sock tracepoints (kernels >= 5.15), and through
-    their own enter/exit programs, as kernels 5.8-5.14 (no bpf_task_pt_regs) load it."""
-    cap = _loaded(tmp_path_factory, syscall_probes=request.param)
     try:
         yield cap
     finally:

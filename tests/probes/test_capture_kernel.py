@@ -71,12 +71,6 @@ def both_closed(client_pid: int, server_pid: int):
 
 
 @pytest.fixture(scope="module")
-def capture(capture_both_paths: Capture) -> Capture:
-    """Every test here runs against both capture paths (see conftest)."""
-    return capture_both_paths
-
-
-@pytest.fixture(scope="module")
 def python_exchange(capture: Capture, tmp_path_factory: pytest.TempPathFactory) -> Exchange:
     root = tmp_path_factory.mktemp("www")
     (root / "hello.txt").write_bytes(BODY)
