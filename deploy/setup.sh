@@ -45,6 +45,8 @@ command -v bpftool >/dev/null || fail "bpftool is missing: install the bpftool (
 if [ ! -d /sys/kernel/tracing/events ] && ! mount -t tracefs nodev /sys/kernel/tracing 2>/dev/null; then
   [ -d /sys/kernel/debug/tracing/events ] || fail "tracefs is not mounted and cannot be: mount -t tracefs nodev /sys/kernel/tracing"
 fi
+[ -d /sys/kernel/tracing/events/sock/sock_send_length ] || [ -d /sys/kernel/debug/tracing/events/sock/sock_send_length ] \
+  || fail "kernel $(uname -r) has no sock:sock_send_length tracepoint, which capture runs in: use Linux 6.3 or later"
 if [ ! -r /sys/kernel/btf/vmlinux ] && [ ! -d "/lib/modules/$(uname -r)/build" ]; then
   fail "this kernel has neither BTF (/sys/kernel/btf/vmlinux) nor headers (/lib/modules/$(uname -r)/build): install linux-headers-$(uname -r)"
 fi
