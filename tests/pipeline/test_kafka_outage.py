@@ -95,12 +95,14 @@ def test_broker_down_30s_under_load(kafka_broker: Broker) -> None:
         load.stop.set()
         load.thread.join(timeout=10)
         publisher.close(timeout_s=30)
-        after_up = {c for t, c in load.sent if t > up_at + 1}
-        done = lambda: after_up <= {r.conn.conn_id for r in collect.records}  # noqa: E731
-        assert wait_for(done, 60), "records did not resume after the broker returned"
         on_topic = read_topic(kafka_broker.bootstrap, topic)
         complete = _complete_exchanges(on_topic)
-        assert wait_for(lambda: complete <= {r.conn.conn_id for r in collect.records}, 30)
+        # Sent after the broker returned and on the topic. Not all of them: while the backlog drains the
+        # buffer can still be at its bound, and those batches are dropped (counted below), not parsed.
+        resumed = {c for t, c in load.sent if t > up_at + 1} & complete
+        assert resumed, "nothing sent after the broker returned reached the topic"
+        done = lambda: complete <= {r.conn.conn_id for r in collect.records}  # noqa: E731
+        assert wait_for(done, 60), "records did not resume: exchanges on the topic were not parsed"
     attempted = 2 * len(load.sent)
     delivered, dropped = health.total("delivered_batches"), health.total("dropped_batches")
     worst = max(load.publish_s)
