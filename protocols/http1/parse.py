@@ -300,13 +300,7 @@ def _parse_request(
     target = line[sp1 + 1 : sp2]
     if not _all_visible(target):
         return Invalid("bad request target")
-    h: dict[bytes, bytes] = {}
-    for field_line in lines[1:]:  # inlined _headers: one call less per message
-        name, colon, value = field_line.partition(b":")
-        if not colon:
-            return Invalid("malformed header line")
-        h[name.lower()] = value
-    get = h.get
+    get = _headers(lines[1:]).get
     body_start = hend + 4
     te = get(b"transfer-encoding")
     chunked = False
@@ -376,13 +370,7 @@ def _parse_response(
     status = int(code)
     if status < 100:
         return Invalid("bad status code")
-    h: dict[bytes, bytes] = {}
-    for field_line in lines[1:]:  # inlined _headers: one call less per message
-        name, colon, value = field_line.partition(b":")
-        if not colon:
-            return Invalid("malformed header line")
-        h[name.lower()] = value
-    get = h.get
+    get = _headers(lines[1:]).get
     pending = state.pending
     seq, method, _ = pending[0] if pending else _NO_PENDING
     body_start = hend + 4
