@@ -7,7 +7,6 @@ import shutil
 import signal
 import subprocess
 import time
-from concurrent import futures
 from pathlib import Path
 
 import dpkt
@@ -17,58 +16,31 @@ from h2_traffic import REQ, RESP, drive
 
 from protocols.base import ConnInfo, Endpoint, Role
 from protocols.http2 import SPEC
+from tests.support.grpc_echo import SERVICE, echo_server
 
 pytestmark = pytest.mark.skipif(
     shutil.which("tcpdump") is None or os.geteuid() != 0, reason="needs tcpdump and root"
 )
 
 
-def _handlers() -> grpc.GenericRpcHandler:
-    def unary(req: bytes, ctx) -> bytes:
-        return b"pong:" + req
-
-    def server_stream(req: bytes, ctx):
-        for i in range(3):
-            yield b"s%d" % i
-
-    def client_stream(it, ctx) -> bytes:
-        return b"%d" % sum(1 for _ in it)
-
-    def bidi(it, ctx):
-        for m in it:
-            yield m.upper()
-
-    def fail(req: bytes, ctx) -> bytes:
-        ctx.abort(grpc.StatusCode.NOT_FOUND, "no such thing")
-
-    return grpc.method_handlers_generic_handler(
-        "demo.Echo",
-        {
-            "Unary": grpc.unary_unary_rpc_method_handler(unary),
-            "ServerStream": grpc.unary_stream_rpc_method_handler(server_stream),
-            "ClientStream": grpc.stream_unary_rpc_method_handler(client_stream),
-            "Bidi": grpc.stream_stream_rpc_method_handler(bidi),
-            "Fail": grpc.unary_unary_rpc_method_handler(fail),
-        },
-    )
-
-
 def _calls(port: int) -> None:
     with grpc.insecure_channel(f"127.0.0.1:{port}") as ch:
-        assert ch.unary_unary("/demo.Echo/Unary")(b"ping", timeout=10) == b"pong:ping"
-        assert list(ch.unary_stream("/demo.Echo/ServerStream")(b"x", timeout=10)) == [b"s0", b"s1", b"s2"]
-        assert ch.stream_unary("/demo.Echo/ClientStream")(iter([b"a", b"bb", b"c", b"d"]), timeout=10) == b"4"
-        assert list(ch.stream_stream("/demo.Echo/Bidi")(iter([b"x", b"y"]), timeout=10)) == [b"X", b"Y"]
+        assert ch.unary_unary(f"/{SERVICE}/Unary")(b"ping", timeout=10) == b"pong:ping"
+        assert list(ch.unary_stream(f"/{SERVICE}/ServerStream")(b"x", timeout=10)) == [b"s0", b"s1", b"s2"]
+        four = iter([b"a", b"bb", b"c", b"d"])
+        assert ch.stream_unary(f"/{SERVICE}/ClientStream")(four, timeout=10) == b"4"
+        assert list(ch.stream_stream(f"/{SERVICE}/Bidi")(iter([b"x", b"y"]), timeout=10)) == [b"X", b"Y"]
         with pytest.raises(grpc.RpcError) as err:
-            ch.unary_unary("/demo.Echo/Fail")(b"q", timeout=10)
+            ch.unary_unary(f"/{SERVICE}/Fail")(b"q", timeout=10)
         assert err.value.code() == grpc.StatusCode.NOT_FOUND
 
 
 def _capture(tmp_path: Path) -> tuple[Path, int]:
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
-    server.add_generic_rpc_handlers((_handlers(),))
-    port = server.add_insecure_port("127.0.0.1:0")
-    server.start()
+    with echo_server() as port:
+        return _record(tmp_path, port)
+
+
+def _record(tmp_path: Path, port: int) -> tuple[Path, int]:
     pcap = tmp_path / "grpc.pcap"
     # --immediate-mode: without it packets still in the kernel ring are lost on SIGINT.
     dump = subprocess.Popen(
@@ -97,7 +69,6 @@ def _capture(tmp_path: Path) -> tuple[Path, int]:
     finally:
         dump.send_signal(signal.SIGINT)
         dump.wait(timeout=10)
-        server.stop(grace=None).wait(5)
     return pcap, port
 
 
@@ -140,14 +111,14 @@ def test_grpcio_calls_captured_on_loopback(tmp_path: Path) -> None:
         for r in recs
     ]  # fmt: skip
     assert got == [
-        ("grpc", "demo.Echo/Unary", 0, None, 1, 1, False),
-        ("grpc", "demo.Echo/ServerStream", 0, None, 1, 3, False),
-        ("grpc", "demo.Echo/ClientStream", 0, None, 4, 1, False),
-        ("grpc", "demo.Echo/Bidi", 0, None, 2, 2, False),
-        ("grpc", "demo.Echo/Fail", 5, "NOT_FOUND", 1, 0, False),
+        ("grpc", f"{SERVICE}/Unary", 0, None, 1, 1, False),
+        ("grpc", f"{SERVICE}/ServerStream", 0, None, 1, 3, False),
+        ("grpc", f"{SERVICE}/ClientStream", 0, None, 4, 1, False),
+        ("grpc", f"{SERVICE}/Bidi", 0, None, 2, 2, False),
+        ("grpc", f"{SERVICE}/Fail", 5, "NOT_FOUND", 1, 0, False),
     ]
     sizes = [
         (r.attributes["rpc.request.message.size"], r.attributes["rpc.response.message.size"]) for r in recs
     ]
     assert sizes == [(4, 9), (1, 6), (5, 1), (2, 2), (1, 0)]
-    assert all(r.attributes["rpc.service"] == "demo.Echo" and r.start_ns < r.end_ns for r in recs)
+    assert all(r.attributes["rpc.service"] == SERVICE and r.start_ns < r.end_ns for r in recs)
