@@ -21,7 +21,7 @@ import pytest
 from pipeline.red_metrics import DURATION_BUCKETS
 from tests.support.kafka_broker import free_port
 from tests.support.otlp_receiver import OtlpReceiver
-from tests.support.servers import curl_keepalive_three, nginx, wait_for_port
+from tests.support.servers import curl_keepalive_three, nginx, terminate, wait_for_port
 from tests.test_end_to_end import base_env, l7scope
 
 pytestmark = pytest.mark.kernel
@@ -61,12 +61,7 @@ def prometheus_server(work: Path, target: str) -> Iterator[str]:
         wait_for_port(port, timeout=20)
         yield f"http://127.0.0.1:{port}"
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        terminate(proc)
 
 
 def query(base: str, promql: str) -> list[dict[str, Any]]:

@@ -151,6 +151,16 @@ def app_user(password: str, database: str = "shop", grant: str = "*.*") -> list[
     return statements
 
 
+def terminate(proc: subprocess.Popen[Any], timeout_s: float = 10.0) -> None:
+    """SIGTERM, then SIGKILL if it has not exited within `timeout_s`."""
+    proc.terminate()
+    try:
+        proc.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
 @contextlib.contextmanager
 def mariadb(data: Path, setup: Sequence[str] = ()) -> Iterator[int]:
     """MariaDB in `data` on a free 127.0.0.1 port, `setup` run as root over its socket; yields the port."""
@@ -178,9 +188,4 @@ def mariadb(data: Path, setup: Sequence[str] = ()) -> Iterator[int]:
         admin.close()
         yield port
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        terminate(proc, timeout_s=20)
