@@ -10,8 +10,11 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
-from probes.capture import Capture
+import pytest
+
+from probes.capture import Capture, CaptureOptions
 from probes.fragment import ConnEvent, Fragment, Io
 from tests.support.servers import start_nginx
 
@@ -34,6 +37,14 @@ def wait_listening(host: str, port: int, timeout: float = 10.0) -> None:
                 return
         time.sleep(0.02)
     raise TimeoutError(f"nothing listening on {host}:{port}")
+
+
+def load_capture(tmp_path_factory: pytest.TempPathFactory, **options: Any) -> Capture:
+    """A tracer loaded into this kernel (skipped without root); headers cached for the session."""
+    if os.geteuid() != 0:
+        pytest.skip("kernel capture tests need root")
+    cache = Path(os.environ.get("L7SCOPE_HEADER_CACHE", tmp_path_factory.getbasetemp() / "kernel-headers"))
+    return Capture(CaptureOptions(**{"node": "test", "header_cache": cache, **options}))
 
 
 def stop(proc: subprocess.Popen[bytes]) -> None:

@@ -2,27 +2,19 @@
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
-from probes.capture import Capture, CaptureOptions
-
-
-def _loaded(tmp_path_factory: pytest.TempPathFactory, **options: int) -> Capture:
-    if os.geteuid() != 0:
-        pytest.skip("kernel capture tests need root")
-    cache = Path(os.environ.get("L7SCOPE_HEADER_CACHE", tmp_path_factory.getbasetemp() / "kernel-headers"))
-    return Capture(CaptureOptions(node="test", header_cache=cache, **options))
+from probes.capture import Capture
+from tests.probes.capture_helpers import load_capture
 
 
 @pytest.fixture(scope="module")
 def small_budget(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Capture]:
     """A tracer with a deliberately small per-syscall copy budget, for tests of what lies past it."""
-    cap = _loaded(tmp_path_factory, max_chunks=8, max_iov=16)
+    cap = load_capture(tmp_path_factory, max_chunks=8, max_iov=16)
     cap.poll()
     try:
         yield cap
@@ -33,7 +25,7 @@ def small_budget(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Capture]:
 @pytest.fixture(scope="module")
 def capture(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Capture]:
     started = time.monotonic()
-    cap = _loaded(tmp_path_factory)
+    cap = load_capture(tmp_path_factory)
     print(
         f"\ncapture ready in {time.monotonic() - started:.2f} s (bcc compile+load {cap.load_seconds:.2f} s)"
     )

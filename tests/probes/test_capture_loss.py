@@ -4,7 +4,6 @@ counters equal exactly what did not arrive; a normal ring drained on the agent's
 from __future__ import annotations
 
 import gc
-import os
 import subprocess
 import sys
 import threading
@@ -16,7 +15,7 @@ import pytest
 
 from probes.capture import Capture, CaptureOptions
 from probes.fragment import Batch, ConnEvent, Fragment
-from tests.probes.capture_helpers import free_port, stop
+from tests.probes.capture_helpers import free_port, load_capture, stop
 
 pytestmark = pytest.mark.kernel
 
@@ -70,12 +69,9 @@ def traced_bytes(events: list[Fragment | ConnEvent]) -> int:
 def closed_capture(tmp_path_factory: pytest.TempPathFactory, ring_bytes: int) -> Iterator[Capture]:
     """Closed from the start (a port nobody uses): other processes' connections are never included, so
     the counters hold the ping-pong's events only, even on a busy machine."""
-    if os.geteuid() != 0:
-        pytest.skip("needs root")
-    cache = Path(os.environ.get("L7SCOPE_HEADER_CACHE", tmp_path_factory.getbasetemp() / "kernel-headers"))
-    options = CaptureOptions(node="loss", header_cache=cache, ring_bytes=ring_bytes, tls=False,
-                             only_ports=CLOSED)  # fmt: skip
-    with Capture(options) as cap:
+    with load_capture(
+        tmp_path_factory, node="loss", ring_bytes=ring_bytes, tls=False, only_ports=CLOSED
+    ) as cap:
         yield cap
 
 
