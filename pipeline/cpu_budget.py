@@ -34,7 +34,7 @@ class CpuBudget:
         self._lock = threading.Lock()
         self._credit = burst_s
         self._wall, self._used = clock(), cpu()
-        self.paused_s = 0.0  # wall seconds spent paused, for the stop summary and metrics
+        self.paused_s = 0.0  # pauses handed out, summed over threads (two pausing at once count twice)
 
     def overdraft_s(self) -> float:
         """Seconds to pause now to get back within budget (0.0 when within it or unlimited)."""
