@@ -117,6 +117,21 @@ def seed_group_offsets(kafka: KafkaConfig, group: str, time_ms: int) -> bool:
         consumer.close(autocommit=False)
 
 
+def finish_interrupted_rejoins(consumer: KafkaConsumer) -> None:
+    """Work around a kafka-python 3.0.12 hang: a member can be left half-way through a rebalance.
+
+    When a leader rejoins because the topic's metadata changed (partitions added, or the partitions
+    first seen after the group's first assignment) and `poll()`'s timeout ends before the join
+    completes, the join goes on in the background and the leader's own assignment clears the reason
+    to rejoin. No later `poll()` then finishes the join: the member owns nothing, sends no heartbeat
+    and is dropped from the group. Asking to rejoin for as long as a started rebalance has not
+    completed (`rejoining`) lets the next `poll()` finish it.
+    """
+    coordinator = consumer._coordinator
+    need_rejoin = coordinator.need_rejoin
+    coordinator.need_rejoin = lambda: need_rejoin() or coordinator.rejoining
+
+
 class KafkaSource:
     def __init__(
         self,
@@ -145,6 +160,7 @@ class KafkaSource:
             seed_group_offsets(kafka, settings["group_id"], start.time_ms)
         self._next: dict[int, int] = {}  # partition -> offset after the last message returned
         self.consumer = KafkaConsumer(**(settings | consumer_overrides))
+        finish_interrupted_rejoins(self.consumer)
         self.consumer.subscribe([self.topic], listener=_Listener(self))
 
     def poll(self, timeout_ms: int = 200) -> list[Message]:

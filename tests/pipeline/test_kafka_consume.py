@@ -9,11 +9,12 @@ from collections.abc import Callable
 
 import pytest
 from kafka import KafkaProducer
+from kafka.admin import KafkaAdminClient, NewPartitions
 
 from l7scope.config import Config
 from pipeline.conn_table import ConnTable
 from pipeline.health import Health
-from pipeline.kafka_source import StartAt
+from pipeline.kafka_source import KafkaSource, StartAt
 from pipeline.run import default_protocols
 from probes.codec import encode_batch
 from probes.publisher import KafkaPublisher
@@ -130,3 +131,26 @@ def test_low_water_holds_back_unfinished_connections() -> None:
     assert table.flush_partitions({4}) == [] and len(table) == 1
     table.flush_partitions({5})
     assert len(table) == 0 and table.low_water(5) is None
+
+
+def test_a_rebalance_cut_short_by_the_poll_timeout_still_completes(
+    kafka_bootstrap: str, kafka_topic: Callable[..., str]
+) -> None:
+    """Partitions added under a lone member: it rejoins to take them. A poll whose timeout ends while
+    that rejoin is in flight must not leave it unfinished (kafka-python 3.0.12 did: the member then
+    owned nothing, sent no heartbeats and was dropped from the group)."""
+    topic = kafka_topic(partitions=2)
+    config = config_for(kafka_bootstrap, topic)
+    source = KafkaSource(config.kafka, Health(), group=f"g-{uuid.uuid4().hex[:6]}", metadata_max_age_ms=300)
+    try:
+        assert wait_for(lambda: source.poll(200) is not None and source.assignment == {0, 1}, 30)
+        admin = KafkaAdminClient(bootstrap_servers=kafka_bootstrap)
+        admin.create_partitions({topic: NewPartitions(total_count=4)})
+        admin.close()
+        deadline = time.monotonic() + 3.0
+        while time.monotonic() < deadline:  # every rebalance step is interrupted by a zero timeout
+            source.poll(0)
+            time.sleep(0.02)
+        assert wait_for(lambda: source.poll(200) is not None and source.assignment == {0, 1, 2, 3}, 30)
+    finally:
+        source.close()
