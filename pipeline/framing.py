@@ -71,6 +71,7 @@ class ConnParser:
         self._resync = [False for _ in Io]
         self._stuck = [0 for _ in Io]
         self.bytes_seen = [0 for _ in Io]
+        self._before_gap: list[Any] = []  # exchanges stitched just before a gap dropped queued frames
 
     # -- input -----------------------------------------------------------------------------------
 
@@ -109,6 +110,9 @@ class ConnParser:
                 self._parse(io, direction, final)
         requests, responses = self._pair
         exchanges = self.spec.stitch(requests, responses, self.state)
+        if self._before_gap:
+            exchanges = self._before_gap + exchanges
+            self._before_gap = []
         limit = self.limits.max_queued_frames
         for queue in self._pair:
             while len(queue) > limit:
@@ -207,15 +211,30 @@ class ConnParser:
         """Frames the lost bytes answered can no longer be matched: drop them, then resync."""
         assert self.spec is not None
         self.health.count("gaps", self.spec.name)
+        # Frames queued before the gap may complete exchanges (a batch can hold a whole connection).
+        self._before_gap += self.spec.stitch(*self._pair, self.state)
         self.spec.on_gap(self.state, direction)
         if self.spec.ordered:
             requests, responses = self.queues[Direction.REQUEST], self.queues[Direction.RESPONSE]
             stale = responses if direction == Direction.REQUEST else requests
-            keep = 0 if direction == Direction.REQUEST else 1  # the newest request awaits its response
+            keep = 0 if direction == Direction.REQUEST else 1 + self._sent_after(self.streams[io], requests)
             while len(stale) > keep:
                 stale.popleft()
                 self.health.count("unmatched_frames", self.spec.name)
         self._resync[io] = True
+
+    @staticmethod
+    def _sent_after(stream: DataStream, requests: deque[Timed[Any]]) -> int:
+        """Queued requests sent after the lost bytes began: they await later responses, so keep them."""
+        since = stream.gap_ts
+        if not since or not requests:
+            return 0
+        n = 0
+        for timed in reversed(requests):
+            if timed.start_ns <= since:
+                break
+            n += 1
+        return min(n, len(requests) - 1)
 
     # -- detection -------------------------------------------------------------------------------
 

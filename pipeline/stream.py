@@ -46,6 +46,8 @@ class DataStream:
         self._pending_bytes = 0
         self._lost_until: int | None = None  # bytes up to here were counted but not copied
         self.gap_crossed = False  # set when a gap was skipped; the framing loop clears it
+        self.gap_ts = 0  # capture time of the last piece before the latest gap (0: unknown)
+        self._lost_ts = 0  # capture time of the piece whose tail was not copied
 
     # -- positions -------------------------------------------------------------------------------
 
@@ -108,6 +110,7 @@ class DataStream:
                 self.stats.filled_bytes += missing
             else:  # parse what came before; cross_gap() jumps over the rest
                 self._lost_until = end
+                self._lost_ts = ts_ns
         self._ends.append(self.end)
         self._ts.append(ts_ns)
 
@@ -126,6 +129,7 @@ class DataStream:
         """Bytes up to `new_end` are lost: drop what is buffered and restart there."""
         self.stats.gaps += 1
         self.stats.gap_bytes += new_end - self.end
+        self.gap_ts = self._lost_ts if self._lost_until is not None else (self._ts[-1] if self._ts else 0)
         self._buf.clear()
         self._off = 0
         self._base = new_end

@@ -254,6 +254,11 @@ def _request_span(reqs: deque[Timed[Packet]]) -> int:
     return n
 
 
+def _answered_later(reqs: deque[Timed[Packet]], n: int, response_start_ns: int) -> bool:
+    """A later command was sent before this response began (commands wait for their answer)."""
+    return n < len(reqs) and reqs[n].frame.kind == K_COMMAND and reqs[n].start_ns <= response_start_ns
+
+
 def _command(reqs: deque[Timed[Packet]], resps: deque[Timed[Packet]], state: State) -> Exchange | None:
     req = reqs[0]
     f = req.frame
@@ -278,6 +283,10 @@ def _command(reqs: deque[Timed[Packet]], resps: deque[Timed[Packet]], state: Sta
             if r.end_ns < req.start_ns or rf.kind != K_PACKET or rf.seq != p.expect_seq:
                 resps.popleft()  # answers an earlier, lost command
                 continue
+            if state.desynced and _answered_later(reqs, n, r.start_ns):
+                p.truncated = p.degraded = True  # our answer was lost in a gap: this one is the next's
+                p.end_ns, p.phase = reqs[n].start_ns, P_DONE
+                break
         elif rf.seq != p.expect_seq and not (p.phase == P_AUTH and rf.seq > p.expect_seq):
             if not _optional_tail(p, state):
                 p.degraded = True  # the response broke off: packets were lost
@@ -306,7 +315,7 @@ def _finish(reqs: deque[Timed[Packet]], n: int, p: Progress, state: State) -> Ex
     cmd = f.first
     truncated = p.truncated
     for _ in range(n):
-        truncated = truncated or reqs.popleft().truncated
+        truncated = reqs.popleft().truncated or truncated  # pop first: `or` would skip it once truncated
     state.progress = None
     x = Exchange(
         cmd,
