@@ -151,7 +151,7 @@ class ConnParser:
                     result = spec.parse_frame(buf, direction, self.state)
             if self._resync[io]:
                 self._resynced(io, stream, result)
-                if self._resync[io]:
+                if self._resync[io] and not self._wait(io, stream, final):  # no boundary: past a gap, or wait
                     return
                 continue
             if isinstance(result, Parsed):

@@ -58,8 +58,11 @@ _FIXED_LENGTH = {
 _PRINTABLE = frozenset(range(0x20, 0x7F)) | {0x09, 0x0A, 0x0D}
 _SQL_START = frozenset(b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ(/-# \t\r\n")
 _REQ_CANDIDATE = re.compile(rb"(?=[\s\S]{3}\x00[\x01-\x1f])")
-_RESP_CANDIDATE = re.compile(rb"(?=[\s\S]{3}[\x00\x01])")
-_SCAN_LIMIT = 4096  # candidate offsets examined per find_boundary call
+# A packet of length 0 never starts a response: skips zero-filled (uncopied) bytes in one regex step.
+_RESP_CANDIDATE = re.compile(rb"(?=(?!\x00\x00\x00)[\s\S]{3}[\x00\x01])")
+# Candidates examined per call: the framing loop drops what a failed scan covered, so it must cover
+# a large result set's rows (about two candidates per row); 64k bounds the worst case near 0.1 s.
+_SCAN_LIMIT = 1 << 16
 _NAMED_COMMANDS = (0x04, 0x11)  # FIELD_LIST, CHANGE_USER (CREATE_DB/DROP_DB: gone since MySQL 8.0)
 _NAMED_MAX = 4096  # a named command's packet: names and a wildcard, never large
 _OK_MAX = 256  # an OK packet longer than this is no sign of MySQL in bytes of unknown origin

@@ -40,8 +40,8 @@ def mariadb(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
         yield port
 
 
-def _server_fragments(segments: list[tuple[int, Direction, bytes]]) -> list[Fragment]:
-    """The server's view: each run of same-direction segments is one syscall; big sends copied in part."""
+def _runs(segments: list[tuple[int, Direction, bytes]]) -> list[tuple[int, Direction, bytearray]]:
+    """Consecutive same-direction segments joined, stamped with the last one's time."""
     runs: list[tuple[int, Direction, bytearray]] = []
     for ts, direction, data in segments:
         if runs and runs[-1][1] is direction:
@@ -49,9 +49,14 @@ def _server_fragments(segments: list[tuple[int, Direction, bytes]]) -> list[Frag
             runs[-1] = (ts, direction, runs[-1][2])
         else:
             runs.append((ts, direction, bytearray(data)))
+    return runs
+
+
+def _server_fragments(segments: list[tuple[int, Direction, bytes]]) -> list[Fragment]:
+    """The server's view: each run of same-direction segments is one syscall; big sends copied in part."""
     positions = {Io.RECV: 0, Io.SEND: 0}
     out = []
-    for ts, direction, data in runs:
+    for ts, direction, data in _runs(segments):
         io = Io.RECV if direction is Direction.REQUEST else Io.SEND
         out.append(Fragment("c/1", io, positions[io], len(data), bytes(data[:COPY]), ts))
         positions[io] += len(data)
@@ -96,6 +101,66 @@ def test_exchanges_around_a_gap_in_one_batch(mariadb: int, tmp_path: Path) -> No
     assert len({r.record_id for r in recs}) == len(recs)
     assert health.total("parse_errors") == 0 and health.total("unmatched_frames") == 0
     assert health.total("gaps") == 1
+
+
+def _client_fragments(segments: list[tuple[int, Direction, bytes]]) -> list[Fragment]:
+    """The client's view: large reads alternate with small ones, as a buffered reader does.
+
+    Reads of 1.6 MB (a gap past the fill limit) and 0.8 MB (zero-filled) copy 4 KiB; 64 KiB reads all.
+    """
+    sizes = (1_600_000, 65536, 800_000, 65536)
+    positions = {Io.RECV: 0, Io.SEND: 0}
+    out, k = [], 0
+    for ts, direction, data in _runs(segments):
+        io = Io.SEND if direction is Direction.REQUEST else Io.RECV
+        off = 0
+        while off < len(data):
+            n = len(data) - off if io is Io.SEND else min(sizes[k % 4], len(data) - off)
+            k += io is Io.RECV
+            out.append(Fragment("c/2", io, positions[io] + off, n, data[off : off + min(n, COPY)], ts))
+            off += n
+        positions[io] += len(data)
+    return out
+
+
+def test_many_gaps_in_a_large_result_read_by_the_client(mariadb: int, tmp_path: Path) -> None:
+    """Gaps between partly copied reads, zero-filled stretches between them: resync must get past all."""
+    cap = Capture(tmp_path / "reads.pcap", mariadb)
+    try:
+        conn = pymysql.connect(host="127.0.0.1", port=mariadb, user="app", password=PASSWORD)
+        with conn.cursor() as c:
+            c.execute("SELECT 1")
+            c.execute("SELECT seq, REPEAT('r', 500) FROM mysql.seq_1_to_20000")
+            assert len(c.fetchall()) == 20000
+            c.execute("SELECT 2")
+            assert c.fetchone() == (2,)
+        conn.close()
+    finally:
+        cap.stop()
+    (segments,) = pcap_segments(cap.path, mariadb).values()
+    fragments = _client_fragments(segments)
+    assert sum(f.length - len(f.data) > Limits().fill_limit for f in fragments) >= 3
+    health = Health()
+    info = ConnInfo("c/2", Endpoint("127.0.0.1", 40000), Endpoint("127.0.0.1", mariadb), Role.CLIENT)
+    parser = ConnParser(info, (SPEC,), Limits(), health)
+    for fragment in fragments:
+        parser.add(fragment)
+    recs = parser.process(final=True)
+    got = [(r.name, r.attributes.get("db.query.text")) for r in recs]
+    assert got == [
+        ("LOGIN", None),
+        ("SET", "SET NAMES utf8mb4"),
+        ("SET", "SET AUTOCOMMIT = ?"),
+        ("SELECT", "SELECT ?"),
+        ("SELECT mysql.seq_1_to_20000", "SELECT seq, REPEAT(?, ?) FROM mysql.seq_1_to_20000"),
+        ("SELECT", "SELECT ?"),
+        ("QUIT", None),
+    ]
+    # The big result ends degraded; "SELECT 2" may be flagged too (the gap came after the big one was
+    # given up at the zero-filled bytes, so the flag falls on the next exchange): not asserted.
+    assert [r.degraded for r in recs[:5]] == [False] * 4 + [True] and not recs[6].degraded
+    assert recs[5].attributes["db.response.returned_rows"] == 1
+    assert health.total("parse_errors") == 0 and health.total("unmatched_frames") == 0
 
 
 def _timed(frame: Packet, ts: int, position: int, truncated: bool = False) -> Timed[Packet]:
