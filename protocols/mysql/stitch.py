@@ -33,6 +33,7 @@ from protocols.mysql.types import (
     P_COLDEFS,
     P_DONE,
     P_FIRST,
+    P_INFILE,
     P_PREP_COLS,
     P_PREP_COLS_EOF,
     P_PREP_PARAMS,
@@ -202,7 +203,9 @@ def _feed(p: Progress, f: Packet, cmd: int, state: State) -> None:
             p.phase, p.left = P_COLDEFS, n
         elif cmd == COM_FIELD_LIST:
             p.phase = P_ROWS
-        else:  # LOCAL INFILE request, COM_STATISTICS text, or something unmodelled: a one-packet answer
+        elif first == 0xFB and cmd == COM_QUERY:  # LOCAL INFILE request: the outcome follows the file
+            p.phase = P_INFILE
+        else:  # COM_STATISTICS text, or something unmodelled: a one-packet answer
             p.degraded = p.degraded or first == 0xFB
             p.phase = P_DONE
     elif ph == P_AFTER_DEFS:
@@ -225,6 +228,12 @@ def _feed(p: Progress, f: Packet, cmd: int, state: State) -> None:
                 _section_end(p, state, P_PREP_COLS_EOF)
         else:
             p.phase = P_DONE
+    elif ph == P_INFILE:
+        if first == 0xFF:
+            p.error_code, p.error_message = _err(f.data)
+            p.phase = P_DONE
+        else:
+            _ok(p, f)
     elif ph == P_AUTH:
         if first == 0x00:
             p.phase = P_DONE
@@ -287,7 +296,9 @@ def _command(reqs: deque[Timed[Packet]], resps: deque[Timed[Packet]], state: Sta
                 p.truncated = p.degraded = True  # our answer was lost in a gap: this one is the next's
                 p.end_ns, p.phase = reqs[n].start_ns, P_DONE
                 break
-        elif rf.seq != p.expect_seq and not (p.phase == P_AUTH and rf.seq > p.expect_seq):
+        elif rf.seq != p.expect_seq and not (
+            p.phase == P_INFILE or (p.phase == P_AUTH and rf.seq > p.expect_seq)
+        ):  # the client's packets (file, auth data) advanced the sequence
             if not _optional_tail(p, state):
                 p.degraded = True  # the response broke off: packets were lost
             p.phase = P_DONE

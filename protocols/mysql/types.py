@@ -169,6 +169,7 @@ P_PREP_COLS = 6
 P_PREP_COLS_EOF = 7
 P_AUTH = 8  # login / COM_CHANGE_USER: auth switch packets until OK / ERR
 P_DONE = 9
+P_INFILE = 10  # LOAD DATA LOCAL: the client sends the file; then one OK / ERR
 
 
 @dataclass(slots=True)

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import packet, pcap_segments
+from conftest import packet, pcap_segments, replay
 from test_mysql_live_mariadb import Capture
 
 from pipeline.framing import ConnParser, Limits
@@ -36,7 +36,9 @@ COPY = 4096  # bytes the socket tracer copies of one large send
 
 @pytest.fixture(scope="module")
 def mariadb(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
-    with mariadb_server(tmp_path_factory.mktemp("mariadb"), app_user(PASSWORD)) as port:
+    with mariadb_server(
+        tmp_path_factory.mktemp("mariadb"), [*app_user(PASSWORD), "SET GLOBAL local_infile = 1"]
+    ) as port:
         yield port
 
 
@@ -190,3 +192,40 @@ def test_a_truncated_answer_pops_its_command() -> None:
         (13, "SELECT ?", False),
     ]
     assert not reqs and not resps
+
+
+def test_load_data_local_infile_ends_with_the_servers_verdict(mariadb: int, tmp_path: Path) -> None:
+    """LOAD DATA LOCAL: 0xFB asks for the file, the client sends it, then the server's OK ends the command."""
+    data = tmp_path / "rows.tsv"
+    data.write_text("".join(f"{i}\tname{i}\n" for i in range(300)))
+    cap = Capture(tmp_path / "infile.pcap", mariadb)
+    try:
+        conn = pymysql.connect(
+            host="127.0.0.1", port=mariadb, user="app", password=PASSWORD, database="shop", local_infile=True
+        )
+        with conn.cursor() as c:
+            c.execute("CREATE TABLE loaded (id INT PRIMARY KEY, name VARCHAR(32))")
+            assert c.execute(f"LOAD DATA LOCAL INFILE '{data}' INTO TABLE loaded") == 300
+            c.execute("SELECT COUNT(*) FROM loaded")
+            assert c.fetchone() == (300,)
+        conn.ping()
+        conn.close()
+    finally:
+        cap.stop()
+    (segments,) = pcap_segments(cap.path, mariadb).values()
+    loop = replay(segments)
+    assert loop.errors == []
+    ops = [(x.operation, x.degraded, x.error_code) for x in loop.exchanges]
+    assert ops[-5:] == [
+        ("CREATE", False, 0),
+        ("LOAD", False, 0),
+        ("SELECT", False, 0),
+        ("PING", False, 0),
+        ("QUIT", False, 0),
+    ]
+    load = loop.exchanges[-4]
+    assert load.affected_rows == 300
+    file_sent = max(
+        ts for ts, direction, chunk in segments if direction is Direction.REQUEST and b"name299" in chunk
+    )
+    assert load.end_ns > file_sent  # the OK after the file, not the 0xFB request before it
