@@ -175,7 +175,7 @@ def parse_frame(buf: memoryview, direction: Direction, state: H2State) -> ParseR
         if PREFACE.startswith(head):
             if len(head) < 24:
                 return NEED_DATA
-            state.started[0] = True
+            state.started[0] = state.opened = True
             state.max_frame[0] = state.max_frame[1] = DEFAULT_MAX_FRAME  # both sides start at the default
             return Parsed(_PREFACE_FRAME, 24)
     if n < 9:
@@ -354,8 +354,16 @@ def _lose_block(state: H2State, d: int) -> None:
 def _settings(payload: memoryview, flags: int, state: H2State, d: int) -> None:
     """The sender's settings govern what the other direction may send (its HPACK table, frame size)."""
     if flags & FLAG_ACK:
+        if not state.governed[d]:
+            # The sender has the peer's SETTINGS, which this side has not parsed yet (each direction is
+            # parsed in turn): its frames may be as large as the peer allowed, unknown until then.
+            state.max_frame[d] = MAX_FRAME_LEN
         return
     other = 1 - d
+    first = state.opened and not state.governed[other]
+    state.governed[other] = True
+    if first:  # the value the sender's peer really uses from now on (default unless raised here)
+        state.max_frame[other] = DEFAULT_MAX_FRAME
     for off in range(0, len(payload) - 5, 6):
         ident, value = _SETTING.unpack_from(payload, off)
         if ident == _SETTINGS_HEADER_TABLE_SIZE:

@@ -84,7 +84,8 @@ def _apply(timed: Timed[H2Frame], d: int, state: H2State, out: list[H2Exchange])
                 acc.req_ended = True
             else:
                 acc.resp_ended = True
-            if acc.req_ended and acc.resp_ended:
+            # A truncated stream's request END_STREAM may lie in bytes never copied: the response decides.
+            if acc.resp_ended and (acc.req_ended or acc.truncated):
                 _emit(state, acc, None, False, out)
     elif kind == RST_STREAM:
         acc = state.streams.get(f.stream_id)

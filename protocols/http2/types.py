@@ -125,6 +125,9 @@ class H2State:
     cursors: tuple[dict[int, Cursor], dict[int, Cursor]] = field(default_factory=lambda: ({}, {}))
     started: list[bool] = field(default_factory=lambda: [False, False])
     max_frame: list[int] = field(default_factory=lambda: [MAX_FRAME_LEN, MAX_FRAME_LEN])
+    # Per direction: the SETTINGS that govern its frames (sent the other way) were parsed.
+    governed: list[bool] = field(default_factory=lambda: [False, False])
+    opened: bool = False  # the client preface was seen: the connection's settings history is known
     streams: dict[int, StreamAcc] = field(default_factory=dict)
     done: dict[int, None] = field(default_factory=dict)  # recently emitted stream ids (late RST etc.)
     goaway_last: int | None = None

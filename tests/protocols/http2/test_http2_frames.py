@@ -201,3 +201,24 @@ def test_detect_is_strict() -> None:
         assert not detect(data, RESP), data
     rnd = random.Random(3)
     assert not any(detect(rnd.randbytes(200), d) for _ in range(300) for d in (REQ, RESP))
+
+
+def test_large_frames_after_the_senders_settings_ack_before_the_peers_settings_are_parsed() -> None:
+    """Each direction is parsed in turn: a client's ACK vouches for the server SETTINGS not yet parsed."""
+    state = started()
+    one(SettingsFrame(0).serialize(), REQ, state)
+    big = DataFrame(1, b"x" * 100_000).serialize()
+    assert parse_frame(memoryview(big), REQ, state) == Invalid("frame too large")  # no ACK yet: default
+    one(SettingsFrame(0, flags=["ACK"]).serialize(), REQ, state)
+    assert one(big, REQ, state).data_len == 100_000
+    # The server's SETTINGS, parsed later, give the exact limit again.
+    one(SettingsFrame(0, settings={5: 131072}).serialize(), RESP, state)
+    assert state.max_frame[0] == 131072
+    too_big = DataFrame(1, b"x" * 140_000).serialize()
+    assert parse_frame(memoryview(too_big), REQ, state) == Invalid("frame too large")
+    # Without MAX_FRAME_SIZE the default holds; a later ACK does not widen what is now known.
+    state = started()
+    one(SettingsFrame(0, flags=["ACK"]).serialize(), REQ, state)
+    one(SettingsFrame(0).serialize(), RESP, state)
+    one(SettingsFrame(0, flags=["ACK"]).serialize(), REQ, state)
+    assert state.max_frame[0] == 16384
