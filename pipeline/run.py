@@ -269,7 +269,8 @@ def run_embedded(
         log.info("pipeline stopped", extra={
             "records": records, "queue_dropped_batches": health.total("dropped_batches"),
             "queue_dropped_fragments": dropped_fragments[0],
-            "parse_errors": health.total("parse_errors"), "gaps": health.total("gaps")})  # fmt: skip
+            "parse_errors": health.total("parse_errors"), "gaps": health.total("gaps"),
+            "unmatched_frames": health.total("unmatched_frames")})  # fmt: skip
     return health
 
 
@@ -369,6 +370,9 @@ def run_pipeline(
         except Exception as e:  # the group may be mid-rebalance: the next owner re-reads, never skips
             log.warning("final commit failed: %s", e)
         source.close()
+        log.info("pipeline stopped", extra={
+            "exchanges": health.total("exchanges"), "parse_errors": health.total("parse_errors"),
+            "gaps": health.total("gaps"), "unmatched_frames": health.total("unmatched_frames")})  # fmt: skip
     return health
 
 
