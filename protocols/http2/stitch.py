@@ -74,6 +74,10 @@ def _apply(timed: Timed[H2Frame], d: int, state: H2State, out: list[H2Exchange])
         acc.truncated |= timed.truncated
         if kind == DATA:
             _data(acc, f, d)
+            # A client stops reading once content-length bytes came: the END_STREAM may never be read.
+            if d == 1 and acc.req_ended and 0 <= acc.resp_length <= acc.resp_body and not f.end_stream:
+                _emit(state, acc, None, False, out)
+                return
         elif f.headers is not None or not f.complete:
             if f.promised_id and kind != HEADERS:
                 _promise(state, f, timed)
@@ -128,6 +132,9 @@ def _block(acc: StreamAcc, f: H2Frame, d: int) -> None:
         if status is not None and status.startswith("1"):
             return  # an informational response: the final one follows
         acc.response_headers = headers
+        length = _get(headers, "content-length")
+        if length is not None and length.isdigit() and len(length) <= 18:
+            acc.resp_length = int(length)
     else:
         acc.trailers = headers
     acc.resp_blocks += 1

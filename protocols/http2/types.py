@@ -98,6 +98,7 @@ class StreamAcc:
     resp_ended: bool = False
     req_body: int = 0
     resp_body: int = 0
+    resp_length: int = -1  # the response's content-length, -1 when absent
     req_msgs: int | None = 0
     resp_msgs: int | None = 0
     req_msg_bytes: int = 0

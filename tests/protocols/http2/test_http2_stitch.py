@@ -179,6 +179,7 @@ def test_server_push_is_its_own_exchange() -> None:
     get = [(":method", "GET"), (":scheme", "https"), (":path", "/"), (":authority", "h")]
     c.client.send_headers(sid, get, end_stream=True)
     c.flush()
+    c.flush()
     push = [(":method", "GET"), (":scheme", "https"), (":path", "/app.css"), (":authority", "h")]
     c.server.push_stream(sid, 2, push)
     c.server.send_headers(sid, [(":status", "200")], end_stream=True)
@@ -218,3 +219,39 @@ def test_open_streams_are_bounded() -> None:
     _, out, state = records([(REQ, PREFACE + frames)])
     assert len(state.streams) == MAX_STREAMS and state.evicted == 50 and out.exchanges == []
     assert min(state.streams) == 2 * 50 + 1  # the oldest went first
+
+
+def test_client_that_stops_reading_at_content_length_still_gets_its_exchange() -> None:
+    """curl --http2 closed once content-length bytes came; nginx's empty END_STREAM DATA went unread."""
+    c = Conversation()
+    sid = c.client.get_next_available_stream_id()
+    c.client.send_headers(sid, [(":method", "POST"), (":scheme", "https"), (":path", "/echo/up"),
+                                (":authority", "127.0.0.1")])  # fmt: skip
+    c.client.send_data(sid, b"u" * 3000, end_stream=True)
+    c.flush()
+    c.server.send_headers(sid, [(":status", "200"), ("content-length", "5000")])
+    c.server.send_data(sid, b"d" * 3000)
+    c.server.send_data(sid, b"d" * 2000)
+    c.flush()
+    c.server.send_data(sid, b"", end_stream=True)  # sent, but the client had closed without reading it
+    (rec,), _, state = records(c.chunks[:], conn=CLIENT_CONN)
+    assert (rec.name, rec.attributes["http.response.status_code"], rec.error_type) == (
+        "POST /echo/up",
+        200,
+        None,
+    )
+    assert (rec.attributes["http.request.body.size"], rec.attributes["http.response.body.size"]) == (
+        3000,
+        5000,
+    )
+    assert state.streams == {}
+    # Bytes that run short of content-length do not complete it.
+    c = Conversation()
+    sid = c.client.get_next_available_stream_id()
+    get = [(":method", "GET"), (":scheme", "http"), (":path", "/a"), (":authority", "x")]
+    c.client.send_headers(sid, get, end_stream=True)
+    c.flush()
+    c.server.send_headers(sid, [(":status", "200"), ("content-length", "5000")])
+    c.server.send_data(sid, b"d" * 4999)
+    c.flush()
+    assert records(c.chunks, conn=CLIENT_CONN)[0] == []
