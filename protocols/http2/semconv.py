@@ -48,6 +48,35 @@ def _small_int(raw: str | None) -> int | None:
     return int(raw)
 
 
+_TIMEOUT_UNIT_NS = {
+    "H": 3_600_000_000_000,
+    "M": 60_000_000_000,
+    "S": 1_000_000_000,
+    "m": 1_000_000,
+    "u": 1_000,
+    "n": 1,
+}
+_CANCEL = 0x8
+_DEADLINE_EXCEEDED = 4
+
+
+def grpc_timeout_ns(raw: str | None) -> int | None:
+    """The `grpc-timeout` request header (1-8 digits and a unit, gRPC over HTTP/2 spec) in ns."""
+    if not raw or not 2 <= len(raw) <= 9:
+        return None
+    unit = _TIMEOUT_UNIT_NS.get(raw[-1])
+    digits = raw[:-1]
+    if unit is None or not digits.isascii() or not digits.isdigit():
+        return None
+    return int(digits) * unit
+
+
+def _deadline_passed(x: H2Exchange, req: dict[str, str]) -> bool:
+    """A stream cancelled once its deadline was up: the client's own DEADLINE_EXCEEDED, not a cancel."""
+    timeout = grpc_timeout_ns(req.get("grpc-timeout")) if x.rst_code == _CANCEL else None
+    return timeout is not None and x.end_ns - x.start_ns >= timeout
+
+
 def _stream_error(x: H2Exchange) -> str | None:
     if x.refused:
         return error_code_name(x.rst_code) if x.rst_code else "REFUSED_STREAM"
@@ -81,6 +110,8 @@ def _grpc(
     trailers = _first(x.trailers)
     raw_status = trailers.get("grpc-status", resp.get("grpc-status"))  # trailers-only: in the headers
     status = _small_int(raw_status)
+    if status is None and _deadline_passed(x, req):
+        status = _DEADLINE_EXCEEDED  # no status crosses the wire; both ends report this one
     error: str | None = None
     if status is not None:
         attrs["rpc.grpc.status_code"] = status

@@ -1,4 +1,5 @@
-"""gRPC messages larger than the per-syscall copy budget: every call still gives one record per end."""
+"""gRPC messages larger than the per-syscall copy budget, and a call past its deadline: one record per
+call per end, with the status the client saw."""
 
 from __future__ import annotations
 
@@ -21,12 +22,14 @@ pytestmark = pytest.mark.kernel
 ROOT = Path(__file__).resolve().parents[2]
 # Server and client in one child process: this test's own process is excluded from capture.
 PEERS = """
+import time
 from concurrent import futures
 import grpc
 big = [("grpc.max_receive_message_length", 8 << 20), ("grpc.max_send_message_length", 8 << 20)]
 h = grpc.method_handlers_generic_handler("qa.v1.Big", {
     "Unary": grpc.unary_unary_rpc_method_handler(lambda req, ctx: req[:10]),
     "Stream": grpc.unary_stream_rpc_method_handler(lambda req, ctx: (b"m%d" % i for i in range(int(req)))),
+    "Slow": grpc.unary_unary_rpc_method_handler(lambda req, ctx: time.sleep(0.4) or req),
 })
 server = grpc.server(futures.ThreadPoolExecutor(max_workers=2), options=big)
 server.add_generic_rpc_handlers((h,))
@@ -36,10 +39,18 @@ with grpc.insecure_channel(f"127.0.0.1:{port}", options=big) as ch:
     assert ch.unary_unary("/qa.v1.Big/Unary")(b"L" * 1_000_000, timeout=10) == b"L" * 10
     assert len(list(ch.unary_stream("/qa.v1.Big/Stream")(b"3000", timeout=10))) == 3000
     assert ch.unary_unary("/qa.v1.Big/Unary")(b"small", timeout=10) == b"small"
+    try:
+        ch.unary_unary("/qa.v1.Big/Slow")(b"late", timeout=0.1)
+    except grpc.RpcError as e:
+        assert e.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    else:
+        raise AssertionError("no deadline")
 server.stop(None).wait(5)
 print(port, flush=True)
 """
-CALLS = ["qa.v1.Big/Stream", "qa.v1.Big/Unary", "qa.v1.Big/Unary"]
+CALLS = [("qa.v1.Big/Slow", 4, "DEADLINE_EXCEEDED")] + [
+    (name, 0, None) for name in ("qa.v1.Big/Stream", "qa.v1.Big/Unary", "qa.v1.Big/Unary")
+]
 
 
 def test_large_grpc_messages_give_a_record_per_call(drained: Capture) -> None:
@@ -61,7 +72,7 @@ def test_large_grpc_messages_give_a_record_per_call(drained: Capture) -> None:
         )
         records = table.apply(Batch(info, sorted(frags, key=lambda f: f.ts_ns), closed))
         got = sorted((r.name, r.attributes.get("rpc.grpc.status_code"), r.error_type) for r in records)
-        assert got == [(name, 0, None) for name in CALLS], (info.role, got)
+        assert got == CALLS, (info.role, got)
         # Frames larger than the default 16 KiB are legal once the peer's SETTINGS allow them.
         errors = {k: n for k, n in health.snapshot().items() if k[0] == "parse_errors"}
         assert not any(reason == "frame too large" for _, _, reason in errors), (info.role, errors)

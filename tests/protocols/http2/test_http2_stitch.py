@@ -255,3 +255,25 @@ def test_client_that_stops_reading_at_content_length_still_gets_its_exchange() -
     c.server.send_data(sid, b"d" * 4999)
     c.flush()
     assert records(c.chunks, conn=CLIENT_CONN)[0] == []
+
+
+def test_grpc_timeout_parsing() -> None:
+    from protocols.http2.semconv import grpc_timeout_ns
+
+    assert [grpc_timeout_ns(v) for v in ("99m", "100000u", "1S", "2H", "5n")] == [
+        99_000_000, 100_000_000, 1_000_000_000, 7_200_000_000_000, 5,
+    ]  # fmt: skip
+    assert [grpc_timeout_ns(v) for v in (None, "", "m", "123456789m", "12x", "-1m", "1.5S")] == [None] * 7
+
+
+def test_cancel_after_the_deadline_is_deadline_exceeded_and_before_it_a_cancel() -> None:
+    for timeout, want in (("1u", ("DEADLINE_EXCEEDED", 4)), ("1S", ("CANCEL", None))):
+        c = Conversation()
+        sid = c.client.get_next_available_stream_id()
+        c.client.send_headers(sid, grpc_request_headers("/demo.S/Slow", (("grpc-timeout", timeout),)))
+        c.client.send_data(sid, grpc_msg(b"q"), end_stream=True)
+        c.flush()
+        c.client.reset_stream(sid, error_code=8)  # chunks are 1 us apart in drive(): past "1u", within "1S"
+        c.flush()
+        (rec,), _, _ = records(c.chunks)
+        assert (rec.error_type, rec.attributes.get("rpc.grpc.status_code")) == want
