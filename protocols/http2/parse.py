@@ -122,8 +122,8 @@ def find_boundary(buf: memoryview, direction: Direction, start: int) -> int | No
         if i + 9 > n:
             break
         length = _plausible_at(buf, i, direction, n)
-        if length is None:
-            continue
+        if length is None or (length == 0 and buf[i + 3] == DATA and not buf[i + 4]):
+            continue  # an empty DATA frame without flags says nothing: it is what zero-filled bytes read as
         nxt = i + 9 + length
         # Prefer a chain of two headers; at the end of the buffer one plausible header must do.
         if nxt + 9 <= n and _plausible_at(buf, nxt, direction, n) is None:

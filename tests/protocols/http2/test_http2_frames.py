@@ -222,3 +222,18 @@ def test_large_frames_after_the_senders_settings_ack_before_the_peers_settings_a
     one(SettingsFrame(0).serialize(), RESP, state)
     one(SettingsFrame(0, flags=["ACK"]).serialize(), REQ, state)
     assert state.max_frame[0] == 16384
+
+
+def test_resync_skips_the_zero_filled_bytes_a_capture_did_not_copy() -> None:
+    """Bytes past the capture's copy budget are zero-filled: 8 zeros and the next byte read as an empty
+    DATA frame, which resync took for a boundary and then misparsed the real frames after it."""
+    frames = (
+        DataFrame(3, b"payload").serialize()
+        + HeadersFrame(3, b"\x88", flags=["END_STREAM", "END_HEADERS"]).serialize()
+    )
+    for zeros in (8, 64, 4096):
+        buf = memoryview(bytes(zeros) + frames)
+        assert find_boundary(buf, RESP, 1) == zeros, zeros
+    # A zero run that ends in a stream id: 8 zeros then 0x03 was "DATA, length 0, stream 3".
+    buf = memoryview(bytes(64) + b"\x03" + bytes(7) + frames)
+    assert find_boundary(buf, RESP, 1) == 72
