@@ -3,7 +3,7 @@
 from protocols.base import ProtocolSpec
 from protocols.http2.parse import detect, find_boundary, parse_frame
 from protocols.http2.semconv import to_record
-from protocols.http2.stitch import on_gap, stitch
+from protocols.http2.stitch import on_eof, on_gap, stitch
 from protocols.http2.types import H2Exchange, H2Frame, H2State
 
 SPEC: ProtocolSpec[H2Frame, H2State, H2Exchange] = ProtocolSpec(
@@ -17,6 +17,7 @@ SPEC: ProtocolSpec[H2Frame, H2State, H2Exchange] = ProtocolSpec(
     on_gap=on_gap,
     ordered=False,  # streams are matched by id, not by order
     exchange_position=lambda x: x.stream_id,
+    on_eof=on_eof,
 )
 
 __all__ = ["SPEC", "H2Exchange", "H2Frame", "H2State"]

@@ -32,7 +32,20 @@ def stitch(
         _apply(requests.popleft(), 0, state, out)
     while responses:
         _apply(responses.popleft(), 1, state, out)
+    if state.eof[0] and state.eof[1] and state.streams:
+        _flush_truncated(state, out)
     return out
+
+
+def on_eof(state: H2State, direction: Direction) -> None:
+    state.eof[0 if direction is Direction.REQUEST else 1] = True
+
+
+def _flush_truncated(state: H2State, out: list[H2Exchange]) -> None:
+    """The connection ended: a stream whose END_STREAM lay in uncopied bytes is over, outcome unknown."""
+    for acc in [a for a in state.streams.values() if a.truncated and a.req_blocks]:
+        acc.degraded = True
+        _emit(state, acc, None, False, out)
 
 
 def on_gap(state: H2State, direction: Direction) -> None:

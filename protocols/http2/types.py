@@ -129,6 +129,7 @@ class H2State:
     # Per direction: the SETTINGS that govern its frames (sent the other way) were parsed.
     governed: list[bool] = field(default_factory=lambda: [False, False])
     opened: bool = False  # the client preface was seen: the connection's settings history is known
+    eof: list[bool] = field(default_factory=lambda: [False, False])  # per direction: its stream ended
     streams: dict[int, StreamAcc] = field(default_factory=dict)
     done: dict[int, None] = field(default_factory=dict)  # recently emitted stream ids (late RST etc.)
     goaway_last: int | None = None

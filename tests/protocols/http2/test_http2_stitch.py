@@ -277,3 +277,40 @@ def test_cancel_after_the_deadline_is_deadline_exceeded_and_before_it_a_cancel()
         c.flush()
         (rec,), _, _ = records(c.chunks)
         assert (rec.error_type, rec.attributes.get("rpc.grpc.status_code")) == want
+
+
+def test_stream_whose_end_was_not_copied_is_flushed_degraded_when_the_connection_closes() -> None:
+    """A 1 MB gRPC reply written in one call: the capture copied its start, only counted the rest, and
+    the trailers (END_STREAM) were in the uncopied part. The call still gets a record at close."""
+    from pipeline.conn_table import ConnTable
+    from pipeline.health import Health
+    from probes.fragment import Batch, ConnEvent, Fragment, Io
+    from protocols.registry import PROTOCOLS
+
+    c = Conversation()
+    c.server.update_settings({5: 1 << 20})
+    c.client.update_settings({5: 1 << 20})
+    c.flush()
+    sid = c.client.get_next_available_stream_id()
+    c.client.send_headers(sid, grpc_request_headers("/demo.S/Big"))
+    c.client.send_data(sid, grpc_msg(b"q"), end_stream=True)
+    c.flush()
+    c.server.increment_flow_control_window(1 << 21)
+    c.server.send_headers(sid, [(":status", "200"), ("content-type", "application/grpc")])
+    c.server.send_data(sid, grpc_msg(b"r" * 60_000))
+    c.server.send_headers(sid, [("grpc-status", "0")], end_stream=True)
+    c.flush()
+    frags, pos, ts = [], {Io.RECV: 0, Io.SEND: 0}, 1000
+    for direction, data in c.chunks:
+        io = Io.RECV if direction == REQ else Io.SEND
+        copied = data if len(data) < 4096 else data[:4096]  # the capture's copy budget
+        frags.append(Fragment(CONN.conn_id, io, pos[io], len(data), copied, ts))
+        pos[io] += len(data)
+        ts += 1000
+    health = Health()
+    table = ConnTable(PROTOCOLS, health)
+    assert table.apply(Batch(CONN, frags)) == []  # the trailers were not seen: the stream is open
+    closed = ConnEvent(CONN, ts, True, pos[Io.SEND], pos[Io.RECV])
+    (rec,) = table.apply(Batch(CONN, [], closed))
+    assert (rec.name, rec.truncated, rec.degraded, rec.error_type) == ("demo.S/Big", True, True, None)
+    assert "rpc.grpc.status_code" not in rec.attributes  # unknown, not guessed
