@@ -161,10 +161,24 @@ class ConnParser:
                 if not self._wait(io, stream, final):
                     return
             elif isinstance(result, Invalid):
-                self.health.count("parse_errors", spec.name, reason=result.reason)
                 with stream.head() as buf:
                     offset = spec.find_boundary(buf, direction, 1)
+                self._rejected(io, direction, result, offset)
                 self._skip(io, offset)
+
+    def _rejected(self, io: Io, direction: Direction, invalid: Invalid, boundary: int | None) -> None:
+        """Bytes the parser rejected: a parse error, or a gap when they hold zeros standing in for bytes
+        the capture did not copy (its copy limit), which is lost traffic, not malformed traffic."""
+        spec, stream = self.spec, self.streams[io]
+        assert spec is not None
+        start = stream.position
+        end = start + (boundary if boundary and boundary > 0 else len(stream))
+        if not (stream.has_filled and stream.filled_between(start, end)):
+            self.health.count("parse_errors", spec.name, reason=invalid.reason)
+        elif spec.ordered:  # frames paired by order: drop those the lost bytes answered (no mispairing)
+            self._on_gap(io, direction)
+        else:  # paired by stream id (HTTP/2): forgetting the HPACK table would unname every later call
+            self.health.count("gaps", spec.name)
 
     def _stamp(self, stream: DataStream, parsed: Parsed[Any]) -> Timed[Any]:
         start = stream.position

@@ -175,3 +175,31 @@ def test_a_known_role_is_not_second_guessed() -> None:
     table, w = ConnTable(PROTOCOLS, health), Wire(info)
     assert run(table, info, w.frag(Io.SEND, REQ), w.frag(Io.RECV, RESP_200), close=True) == []
     assert health.total("unclaimed_connections") == 1
+
+
+def test_zeros_standing_in_for_uncopied_bytes_are_a_gap_not_a_parse_error() -> None:
+    info, health = conn(), Health()
+    table, w = ConnTable(PROTOCOLS, health), Wire(info)
+    # One write of two pipelined responses of which the capture copied 20 bytes: the rest is zeros.
+    both = RESP_200 + RESP_404
+    recs = run(table, info, w.frag(Io.RECV, REQ), w.frag(Io.RECV, REQ), w.frag(Io.SEND, both[:20], len(both)))
+    recs += run(table, info, w.frag(Io.RECV, POST), w.frag(Io.SEND, RESP_500))
+    recs += run(table, info, close=True)
+    # The GETs' answers were lost: they are not paired with the POST's response.
+    got = [(r.attributes["http.request.method"], r.attributes["http.response.status_code"]) for r in recs]
+    assert got == [("POST", 500)]
+    assert health.total("parse_errors") == 0
+    assert health.total("gaps") == 1
+    assert health.total("unmatched_frames") == 2
+
+
+def test_malformed_bytes_next_to_zero_fill_are_still_a_parse_error() -> None:
+    info, health = conn(), Health()
+    table, w = ConnTable(PROTOCOLS, health), Wire(info)
+    big = b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n"
+    bad = b"HTTP/1.1 2xx Broken\r\n\r\n"
+    run(table, info, w.frag(Io.RECV, REQ), w.frag(Io.SEND, big + b"x" * 10, len(big) + 1000))
+    recs = run(table, info, w.frag(Io.RECV, REQ), w.frag(Io.SEND, bad), w.frag(Io.RECV, POST),
+               w.frag(Io.SEND, RESP_500))  # fmt: skip
+    assert health.total("parse_errors") == 1
+    assert [r.attributes["http.response.status_code"] for r in recs][-1:] == [500]
