@@ -13,7 +13,7 @@ from typing import Any
 
 from pipeline.health import Health
 from pipeline.stream import DataStream
-from probes.fragment import Fragment, Io
+from probes.fragment import Fragment, Io, Source
 from protocols.base import ConnInfo, Direction, Invalid, L7Record, NeedData, Parsed, ProtocolSpec, Role, Timed
 
 AnySpec = ProtocolSpec[Any, Any, Any]
@@ -77,6 +77,8 @@ class ConnParser:
 
     def add(self, fragment: Fragment) -> None:
         self.bytes_seen[fragment.io] += fragment.length
+        if fragment.source is Source.TLS and not self.conn.tls:  # e.g. url.scheme "https"
+            self.conn = dataclasses.replace(self.conn, tls=True)
         if not self.unclaimed:
             self.streams[fragment.io].add(fragment.position, fragment.length, fragment.data, fragment.ts_ns)
 

@@ -94,6 +94,7 @@ class ConnInfo:
     k8s_pod: str = ""
     k8s_namespace: str = ""
     k8s_container: str = ""
+    tls: bool = False  # plaintext seen through the TLS library (uprobes): encrypted on the wire
 
     @property
     def client(self) -> Endpoint:

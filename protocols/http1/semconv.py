@@ -88,7 +88,7 @@ def to_record(x: Exchange, conn: ConnInfo) -> L7Record:
     # One dict literal for the keys every exchange has: much cheaper than a dozen item assignments.
     attrs: dict[str, AttrValue] = {
         "http.request.method": method,
-        "url.scheme": "http",
+        "url.scheme": "https" if conn.tls else "http",
         "http.response.status_code": status,
         "network.protocol.name": "http",
         "network.protocol.version": req.version,

@@ -6,7 +6,7 @@ import dataclasses
 
 from pipeline.conn_table import ConnTable
 from pipeline.health import Health
-from probes.fragment import Batch, ConnEvent, Fragment, Io
+from probes.fragment import Batch, ConnEvent, Fragment, Io, Source
 from protocols.base import ConnInfo, Endpoint, Role
 from protocols.registry import PROTOCOLS
 
@@ -203,3 +203,17 @@ def test_malformed_bytes_next_to_zero_fill_are_still_a_parse_error() -> None:
                w.frag(Io.SEND, RESP_500))  # fmt: skip
     assert health.total("parse_errors") == 1
     assert [r.attributes["http.response.status_code"] for r in recs][-1:] == [500]
+
+
+def test_plaintext_from_the_tls_library_is_https() -> None:
+    info = conn()
+    table, w = ConnTable(PROTOCOLS, Health()), Wire(info)
+    tls = [
+        dataclasses.replace(f, source=Source.TLS) for f in (w.frag(Io.RECV, REQ), w.frag(Io.SEND, RESP_200))
+    ]
+    (rec,) = run(table, info, *tls)
+    assert rec.attributes["url.scheme"] == "https" and rec.conn.tls
+    (plain,) = run(
+        ConnTable(PROTOCOLS, Health()), info, Wire(info).frag(Io.RECV, REQ), w.frag(Io.SEND, RESP_404)
+    )
+    assert plain.attributes["url.scheme"] == "http"

@@ -155,6 +155,7 @@ def test_l7scope_run_https_yields_http_records(tmp_path: Path) -> None:
         for r in mine
     ])  # fmt: skip
     assert found == {"server": EXPECTED, "client": EXPECTED}
+    assert {r["attributes"]["url.scheme"] for r in mine} == {"https"}
 
 
 def test_libssl_at_a_new_path_found_after_exec(drained: Capture, tmp_path: Path) -> None:
