@@ -59,7 +59,8 @@ def test_span_fields_status_and_flags() -> None:
 
 
 def test_ids_are_deterministic_and_a_traceparent_is_joined() -> None:
-    a, b = build_trace_request([record()], offset_ns=OFFSET), build_trace_request([record()], offset_ns=OFFSET)
+    a = build_trace_request([record()], offset_ns=OFFSET)
+    b = build_trace_request([record()], offset_ns=OFFSET)
     assert a.SerializeToString() == b.SerializeToString()
     joined = record(trace_id="4bf92f3577b34da6a3ce929d0e0e4736", parent_span_id="00f067aa0ba902b7")
     span = build_trace_request([joined]).resource_spans[0].scope_spans[0].spans[0]
