@@ -55,8 +55,10 @@ from protocols.base import AttrValue, ConnInfo, L7Record
 log = logging.getLogger("l7scope.metrics")
 
 SCOPE, VERSION = "l7scope", "0.1.0"
-# The semantic conventions' advice for HTTP, RPC and database duration histograms (seconds).
+# The semantic conventions' advice for HTTP and RPC duration histograms (seconds).
 DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0)
+# Their advice for db.client.operation.duration: database calls are faster, so it starts at 1 ms.
+DB_DURATION_BUCKETS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0)
 DURATION_METRICS = (
     "http.server.request.duration",
     "http.client.request.duration",
@@ -91,12 +93,22 @@ CUMULATIVE: Temporality = {
 }  # fmt: skip
 
 
+def duration_buckets(metric: str) -> tuple[float, ...]:
+    """The conventions' bucket advice for a duration histogram (database operations have their own)."""
+    return DB_DURATION_BUCKETS if metric.startswith("db.") else DURATION_BUCKETS
+
+
 def views() -> list[View]:
-    """Every `*.duration` histogram in seconds gets the conventions' buckets; `*.body.size` in bytes, ours."""
+    """Each duration histogram in seconds gets its conventions' buckets; `*.body.size` in bytes, ours."""
+    # One View per name: an instrument two Views match would be exported twice.
+    durations = [i.name for i in INSTRUMENTS if i.kind == "histogram" and i.unit == "s"]
     return [
-        View(
-            instrument_type=Histogram, instrument_name="*.duration", instrument_unit="s",
-            aggregation=ExplicitBucketHistogramAggregation(DURATION_BUCKETS),
+        *(
+            View(
+                instrument_type=Histogram, instrument_name=name, instrument_unit="s",
+                aggregation=ExplicitBucketHistogramAggregation(duration_buckets(name)),
+            )
+            for name in durations
         ),
         View(
             instrument_type=Histogram, instrument_name="*.body.size", instrument_unit="By",
