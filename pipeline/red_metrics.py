@@ -48,7 +48,7 @@ from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
 
 from pipeline.health import Health
 from pipeline.otlp import OtlpEndpoint, service_name, span_ids
-from pipeline.service_graph import SERVICE_GRAPH_INSTRUMENTS, ServiceGraphMetrics
+from pipeline.service_graph import GRACE_S, SERVICE_GRAPH_INSTRUMENTS, ServiceGraphMetrics
 from probes.fragment import Batch
 from protocols.base import AttrValue, ConnInfo, L7Record
 
@@ -241,10 +241,13 @@ class RedMetrics:
     exemplars: bool = True
     max_services: int = 256
     max_edges: int = 1024  # service graph edges; the rest share one overflow edge
+    graph_grace_s: float = GRACE_S  # how long a connection end waits for its far end (service graph)
 
     def __post_init__(self) -> None:
         self._meter = self.provider.get_meter(SCOPE, VERSION)
-        self._graph = ServiceGraphMetrics(self._meter, self.health, max_edges=self.max_edges)
+        self._graph = ServiceGraphMetrics(
+            self._meter, self.health, max_edges=self.max_edges, grace_s=self.graph_grace_s
+        )
         self._histograms: dict[tuple[str, str], Any] = {}
         self._services: dict[tuple[str, str], dict[str, AttrValue]] = {}  # (process, node) -> resource keys
         self._body_sizes: dict[str, tuple[tuple[str, str], ...]] = {}
@@ -320,6 +323,7 @@ class RedMetrics:
 
     def close(self) -> None:
         """Readers flush (a last OTLP export) and stop (the Prometheus endpoint closes)."""
+        self._graph.flush()  # ends still waiting for their far end are counted before the last export
         self.provider.shutdown(timeout_millis=10_000)
 
 

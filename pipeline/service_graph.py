@@ -4,23 +4,31 @@ Edges are named by `pipeline.topology.Topology` (joined connection halves name b
 exchange traced from both ends is counted once: the server's end counts it, and a client's end only
 when the far end is not traced on this node (so no server-side record will come). Bytes and
 connections follow the same rule per connection. Edges are capped: the rest share one overflow edge.
+
+The two ends of one connection reach the pipeline in separate batches (`l7scope run` processes one
+connection at a time), so an end whose far end could be on this node but is not known yet waits up to
+`grace_s` for it before it is counted under the far end's address.
 """
 
 from __future__ import annotations
 
-from collections import OrderedDict
-from collections.abc import Iterable
+import time
+from collections import OrderedDict, deque
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from opentelemetry.metrics import Meter
 
 from pipeline.health import Health
-from pipeline.topology import SERVER, Topology
+from pipeline.topology import SERVER, EndKey, Topology
 from probes.fragment import Batch, Io
 from protocols.base import ConnInfo, L7Record
 
 PREFIX = "l7scope.service_graph"
 OVERFLOW_EDGE = "l7scope.overflow"  # client and server of every edge past `max_edges`
+GRACE_S = 5.0  # how long an end waits for its far end's first batch before it is named by address
+MAX_WAITING = 100_000  # ends' records and byte counts held at once; past it the oldest are counted
+Waiting = L7Record | tuple[ConnInfo, int]  # a record, or (connection, bytes) from a batch
 # (name, kind, unit, description): red_metrics.INSTRUMENTS lists these for the dashboard test.
 SERVICE_GRAPH_INSTRUMENTS: tuple[tuple[str, str, str, str], ...] = (
     (f"{PREFIX}.requests", "counter", "{request}", "requests per edge client -> server"),
@@ -35,11 +43,21 @@ class ServiceGraphMetrics:
     """Records and batches -> per-edge counters and a duration histogram on the caller's Meter."""
 
     def __init__(
-        self, meter: Meter, health: Health | None = None, max_edges: int = 1024, max_conns: int = 200_000
+        self,
+        meter: Meter,
+        health: Health | None = None,
+        max_edges: int = 1024,
+        max_conns: int = 200_000,
+        grace_s: float = GRACE_S,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.health = health
         self.max_edges = max_edges
         self.max_conns = max_conns
+        self.grace_s, self.clock = grace_s, clock
+        self._waiting: dict[EndKey, list[Waiting]] = {}  # keyed by the far end's key once it is learnt
+        self._since: deque[tuple[float, EndKey]] = deque()  # when each key started waiting
+        self._held = 0
         self.topology = Topology(max_conns=max_conns)  # naming only: its own counters stay unused
         self._edges: set[tuple[str, str]] = set()
         self._seen_conns: OrderedDict[str, None] = OrderedDict()
@@ -63,9 +81,77 @@ class ServiceGraphMetrics:
             self._edges.add((client, server))
         return client, server
 
+    # -- waiting for the far end ----------------------------------------------------------------------
+
+    def _must_wait(self, conn: ConnInfo) -> bool:
+        """The far end may be a traced process on this node whose first batch has not come yet."""
+        return self.grace_s > 0 and not self.topology.peer_traced(conn) and self.topology.maybe_local(conn)
+
+    def _hold(self, conn: ConnInfo, item: Waiting, now: float) -> None:
+        key = self.topology.peer_key(conn)
+        held = self._waiting.get(key)
+        if held is None:
+            held = self._waiting[key] = []
+            self._since.append((now, key))
+        held.append(item)
+        self._held += 1
+
+    def _release(self, learnt: Iterable[ConnInfo], now: float) -> list[Waiting]:
+        """What waited for an end learnt now, what waited past `grace_s`, and the oldest past the bound."""
+        out: list[Waiting] = []
+        for conn in learnt:
+            out += self._waiting.pop(self.topology.end_key(conn), ())
+        while self._since:
+            if self._since[0][0] > now - self.grace_s and self._held - len(out) <= MAX_WAITING:
+                break
+            out += self._waiting.pop(self._since.popleft()[1], ())
+        self._held -= len(out)
+        return out
+
+    def _split(self, conns: list[ConnInfo], new: list[Waiting]) -> list[Waiting]:
+        """What is released now, plus the items of `new` that need not wait; the rest of `new` is held."""
+        now = self.clock()
+        ready = self._release(conns, now)
+        for item, conn in zip(new, conns, strict=True):
+            if self._must_wait(conn):
+                self._hold(conn, item, now)
+            else:
+                ready.append(item)
+        return ready
+
+    def flush(self) -> None:
+        """Counts everything still waiting (at close: no far end will come any more)."""
+        items = [item for held in self._waiting.values() for item in held]
+        self._waiting.clear()
+        self._since.clear()
+        self._held = 0
+        self._count(items)
+
+    # -- inputs -----------------------------------------------------------------------------------
+
     def export(self, records: list[L7Record]) -> None:
         for r in records:
             self.topology.learn(r.conn)
+        self._count(self._split([r.conn for r in records], list(records)))
+
+    def observe(self, batches: Iterable[Batch]) -> None:
+        batches = list(batches)
+        for batch in batches:  # every end first, so halves seen in one round join
+            self.topology.learn(batch.conn)
+        sizes: list[Waiting] = [
+            (b.conn, sum(f.length for f in b.fragments if f.io in (Io.SEND, Io.RECV))) for b in batches
+        ]
+        self._count(self._split([b.conn for b in batches], sizes))
+
+    def _count(self, items: list[Waiting]) -> None:
+        records = [item for item in items if isinstance(item, L7Record)]
+        if records:
+            self._count_records(records)
+        sizes = [item for item in items if not isinstance(item, L7Record)]
+        if sizes:
+            self._count_bytes(sizes)
+
+    def _count_records(self, records: list[L7Record]) -> None:
         groups: dict[tuple[str, str, str], list[L7Record]] = {}
         for r in records:
             edge = self._edge(r.conn)
@@ -81,23 +167,20 @@ class ServiceGraphMetrics:
             for r in group:  # a histogram takes one value per call
                 self._duration.record(r.duration_s, attrs)
 
-    def observe(self, batches: Iterable[Batch]) -> None:
-        batches = list(batches)
-        for batch in batches:  # every end first, so halves seen in one round join
-            self.topology.learn(batch.conn)
+    def _count_bytes(self, sizes: list[tuple[ConnInfo, int]]) -> None:
         totals: dict[tuple[str, str], list[int]] = {}  # edge -> [new connections, bytes]
-        for batch in batches:
-            edge = self._edge(batch.conn)
+        for conn, size in sizes:
+            edge = self._edge(conn)
             if edge is None:
                 continue
             total = totals.setdefault(edge, [0, 0])
-            if batch.conn.conn_id not in self._seen_conns:
-                self._seen_conns[batch.conn.conn_id] = None
+            if conn.conn_id not in self._seen_conns:
+                self._seen_conns[conn.conn_id] = None
                 while len(self._seen_conns) > self.max_conns:
                     self._seen_conns.popitem(last=False)
                 total[0] += 1
-            total[1] += sum(f.length for f in batch.fragments if f.io in (Io.SEND, Io.RECV))
-        # One add per edge per call, as in `export`.
+            total[1] += size
+        # One add per edge per call, as in `_count_records`.
         for (client, server), (connections, size) in totals.items():
             attrs = {"client": client, "server": server}
             if connections:

@@ -18,6 +18,8 @@ from probes.fragment import Batch, Io
 from protocols.base import ConnInfo, Endpoint, L7Record, Role
 
 CLIENT, SERVER = "client", "server"
+EndKey = tuple[str, str, str]  # (node, local "ip:port", remote "ip:port"): one end of a connection
+LOOPBACK = ("127.", "::1", "::ffff:127.")
 
 
 @dataclass(slots=True)
@@ -72,6 +74,16 @@ def _size(n: int) -> str:
     return f"{n} B"
 
 
+def _add(a: Side, b: Side) -> Side:
+    """One end's view of an edge recorded under two names (before and after the far end was learnt)."""
+    latencies = deque(a.latencies_ms, maxlen=a.latencies_ms.maxlen)
+    latencies.extend(b.latencies_ms)
+    return Side(
+        a.requests + b.requests, a.errors + b.errors, latencies, a.request_bytes + b.request_bytes,
+        a.response_bytes + b.response_bytes, a.connections + b.connections,
+    )  # fmt: skip
+
+
 def _percentile(values: Iterable[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else 0.0
@@ -85,18 +97,37 @@ class Topology:
         self.max_edges = max_edges
         self.max_conns = max_conns
         self.dropped_edges = 0  # edges past max_edges are not tracked (counted here)
-        self._ends: OrderedDict[tuple[str, str, str], tuple[str, Role]] = OrderedDict()
+        self._ends: OrderedDict[EndKey, tuple[str, Role]] = OrderedDict()
+        self._local_ips: set[tuple[str, str]] = set()  # (node, ip) of every end learnt: bounded below
         self._seen_conns: OrderedDict[str, None] = OrderedDict()
         self._sides: dict[tuple[str, str], dict[str, Side]] = {}
         self._protocols: dict[tuple[str, str], Counter[str]] = {}
+        self._nodes: dict[tuple[str, str], str] = {}  # the node an edge was first seen on, for its names
         self._first_ns = 0
         self._last_ns = 0
 
     # -- naming -----------------------------------------------------------------------------------
 
+    @staticmethod
+    def end_key(conn: ConnInfo) -> EndKey:
+        return (conn.node, str(conn.local), str(conn.remote))
+
+    @staticmethod
+    def peer_key(conn: ConnInfo) -> EndKey:
+        """The key the far end of this connection has once it is learnt."""
+        return (conn.node, str(conn.remote), str(conn.local))
+
+    def maybe_local(self, conn: ConnInfo) -> bool:
+        """Whether the far end's address is one of this node's, so it may be traced here too."""
+        ip = conn.remote.ip
+        return ip.startswith(LOOPBACK) or (conn.node, ip) in self._local_ips
+
     def learn(self, conn: ConnInfo) -> None:
         """Remember which process holds this end of a connection (LRU-bounded)."""
         key = (conn.node, str(conn.local), str(conn.remote))
+        if len(self._local_ips) >= 65536:  # bounded: node addresses are few, churn starts it over
+            self._local_ips.clear()
+        self._local_ips.add((conn.node, conn.local.ip))
         self._ends[key] = (conn.process or f"pid {conn.pid}", conn.role)
         self._ends.move_to_end(key)
         while len(self._ends) > self.max_conns:
@@ -116,7 +147,7 @@ class Topology:
         """Whether the far end of this connection is a traced process on this node (it names the edge)."""
         return (conn.node, str(conn.remote), str(conn.local)) in self._ends
 
-    def _side(self, client: str, server: str, observer: str) -> Side | None:
+    def _side(self, client: str, server: str, observer: str, node: str) -> Side | None:
         sides = self._sides.get((client, server))
         if sides is None:
             if len(self._sides) >= self.max_edges:
@@ -124,6 +155,7 @@ class Topology:
                 return None
             sides = self._sides[(client, server)] = {}
             self._protocols[(client, server)] = Counter()
+            self._nodes[(client, server)] = node
         side = sides.get(observer)
         if side is None:
             side = sides[observer] = Side()
@@ -138,7 +170,7 @@ class Topology:
             self.learn(batch.conn)
         for batch in batches:
             client, server, observer = self.edge_of(batch.conn)
-            side = self._side(client, server, observer)
+            side = self._side(client, server, observer, batch.conn.node)
             if side is None:
                 continue
             if batch.conn.conn_id not in self._seen_conns:
@@ -157,7 +189,7 @@ class Topology:
             self.learn(r.conn)
         for r in records:
             client, server, observer = self.edge_of(r.conn)
-            side = self._side(client, server, observer)
+            side = self._side(client, server, observer, r.conn.node)
             if side is None:
                 continue
             side.requests += 1
@@ -184,10 +216,23 @@ class Topology:
 
     # -- output -----------------------------------------------------------------------------------
 
+    def _merged(self) -> dict[tuple[str, str], tuple[dict[str, Side], Counter[str]]]:
+        """Edges by their final names: an "ip:port" named before its end was learnt joins that process."""
+        aliases = {(node, local): process for (node, local, _), (process, _) in self._ends.items()}
+        merged: dict[tuple[str, str], tuple[dict[str, Side], Counter[str]]] = {}
+        for (client, server), sides in self._sides.items():
+            node = self._nodes[(client, server)]
+            key = (aliases.get((node, client), client), aliases.get((node, server), server))
+            into, protocols = merged.setdefault(key, ({}, Counter()))
+            protocols.update(self._protocols[(client, server)])
+            for observer, side in sides.items():
+                into[observer] = _add(into[observer], side) if observer in into else side
+        return merged
+
     def snapshot(self) -> ServiceMap:
         window_s = max(1.0, (self._last_ns - self._first_ns) / 1e9) if self._first_ns else 1.0
         edges: list[Edge] = []
-        for (client, server), sides in sorted(self._sides.items()):
+        for (client, server), (sides, protocols) in sorted(self._merged().items()):
             seen = list(sides.values())
             # Both ends saw the same exchanges: report the better-observed end, never the sum.
             counted = max(seen, key=lambda s: (s.requests, s.errors))
@@ -197,7 +242,7 @@ class Topology:
                 Edge(
                     client=client,
                     server=server,
-                    protocols=tuple(sorted(self._protocols[(client, server)])),
+                    protocols=tuple(sorted(protocols)),
                     requests=counted.requests,
                     errors=counted.errors,
                     rate_per_s=round(counted.requests / window_s, 3),

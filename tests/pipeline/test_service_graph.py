@@ -65,7 +65,7 @@ def bucket(seconds: float) -> int:
 
 def test_two_hop_graph_edges_counts_failures_buckets_bytes_connections() -> None:
     reader = InMemoryMetricReader()
-    red = RedMetrics(build_meter_provider([reader], node="n1"), Health())
+    red = RedMetrics(build_meter_provider([reader], node="n1"), Health(), graph_grace_s=0)
     # Connections first (the pipeline observes batches before records): each half of each hop.
     notify_observers(
         [red],
@@ -111,7 +111,7 @@ def test_two_hop_graph_edges_counts_failures_buckets_bytes_connections() -> None
 
 def test_client_end_counts_when_the_server_is_not_traced() -> None:
     reader = InMemoryMetricReader()
-    red = RedMetrics(build_meter_provider([reader], node="n1"))
+    red = RedMetrics(build_meter_provider([reader], node="n1"), graph_grace_s=0)
     red.export([rec(API_C, "mysql", 0.004), rec(API_C, "mysql", 0.004, error=True)])
     got = collect(red, reader)
     edge = ("api", "127.0.0.1:3306", "mysql")
@@ -122,7 +122,7 @@ def test_client_end_counts_when_the_server_is_not_traced() -> None:
 
 def test_edges_are_capped_and_overflow_is_counted() -> None:
     reader, health = InMemoryMetricReader(), Health()
-    red = RedMetrics(build_meter_provider([reader], node="n1"), health, max_edges=1)
+    red = RedMetrics(build_meter_provider([reader], node="n1"), health, max_edges=1, graph_grace_s=0)
     red.export([rec(API_S, "http", 0.01), rec(DB_S, "mysql", 0.01), rec(DB_S, "mysql", 0.01)])
     requests = {k: p.value for k, p in collect(red, reader)[f"{G}.requests"].items()}
     overflow = ("l7scope.overflow", "l7scope.overflow")
@@ -143,7 +143,7 @@ def test_service_graph_instruments_are_listed() -> None:
 def test_one_call_with_many_items_per_edge_counts_each_item() -> None:
     """Counters are added once per edge per call: the sums must equal one add per item."""
     reader = InMemoryMetricReader()
-    red = RedMetrics(build_meter_provider([reader], node="n1"))
+    red = RedMetrics(build_meter_provider([reader], node="n1"), graph_grace_s=0)
     notify_observers(
         [red], [batch(API_C, 10, 1), batch(CACHE_C, 5, 5), batch(API_C, 20, 2), batch(CACHE_C, 0, 0)]
     )
@@ -163,3 +163,87 @@ def test_one_call_with_many_items_per_edge_counts_each_item() -> None:
     assert {k: p.value for k, p in got[f"{G}.bytes"].items()} == {(*db, None): 33, (*cache, None): 10}
     assert {k: p.value for k, p in got[f"{G}.connections"].items()} == {(*db, None): 1, (*cache, None): 1}
     red.close()
+
+
+def _mirror(c: ConnInfo, process: str) -> ConnInfo:
+    """The server's end of a connection the client logged: same bytes, endpoints swapped."""
+    return ConnInfo(c.conn_id.replace("loadgen", "api"), c.remote, c.local, Role.SERVER, pid=7,
+                    process=process, node=c.node)  # fmt: skip
+
+
+def _server_batch(b: Batch, conn: ConnInfo) -> Batch:
+    io = {Io.SEND: Io.RECV, Io.RECV: Io.SEND}
+    frags = [Fragment(conn.conn_id, io[f.io], f.position, f.length, f.data, f.ts_ns, 2, f.source)
+             for f in b.fragments]  # fmt: skip
+    return Batch(conn, frags, None)
+
+
+def test_a_client_end_processed_before_its_server_end_is_counted_once_under_both_names() -> None:
+    """`l7scope run` parses one connection at a time: the client's exchanges reached the graph before
+    the server's end was known, and were counted twice (curl -> 127.0.0.1:PORT and curl -> nginx)."""
+    from l7scope.config import Config
+    from pipeline.run import new_table, process
+    from pipeline.topology import Topology
+    from tests.support.http_traffic import Client, HttpTarget, batches
+
+    with HttpTarget() as target:
+        client = Client(target.port, run="sg", per_conn=2, node="n1")
+        for _ in range(3):
+            client.connection()
+    reader = InMemoryMetricReader()
+    red = RedMetrics(build_meter_provider([reader], node="n1"))
+    topology = Topology()
+    health = Health()
+    table = new_table(Config(), health)
+    by_conn: dict[str, list[Batch]] = {}
+    for x in client.log:
+        by_conn.setdefault(x.conn.conn_id, []).extend(batches(x))
+    for conn_batches in by_conn.values():  # the client's connection, then the server's, as run drains them
+        server = _mirror(conn_batches[0].conn, "api")
+        for b in conn_batches:
+            process((b,), table, [red, topology])
+        for b in conn_batches:
+            process((_server_batch(b, server),), table, [red, topology])
+    got = collect(red, reader)
+    assert {k: p.value for k, p in got[f"{G}.requests"].items()} == {("loadgen", "api", "http"): 6}
+    assert set(got[f"{G}.connections"]) == {("loadgen", "api", None)}
+    assert got[f"{G}.connections"][("loadgen", "api", None)].value == 3
+    edges = {(e.client, e.server): e.requests for e in topology.snapshot().edges}
+    assert edges == {("loadgen", "api"): 6}
+    red.close()
+
+
+def test_an_end_whose_far_end_never_comes_is_counted_by_address_after_the_grace() -> None:
+    from opentelemetry.sdk.metrics import MeterProvider
+
+    from pipeline.service_graph import ServiceGraphMetrics
+
+    now = [100.0]
+    reader = InMemoryMetricReader()
+    provider = MeterProvider(metric_readers=[reader])
+    graph = ServiceGraphMetrics(provider.get_meter("t"), grace_s=5.0, clock=lambda: now[0])
+    far = ConnInfo("n1/2/5/9", API_OUT, Endpoint("10.9.9.9", 443), Role.CLIENT, process="api", node="n1")
+    graph.export([rec(API_C, "mysql", 0.002), rec(far, "http", 0.01)])
+
+    def requests() -> dict[tuple[Any, ...], int]:
+        data = reader.get_metrics_data()
+        ms = [
+            m for rm in (data.resource_metrics if data else []) for sm in rm.scope_metrics for m in sm.metrics
+        ]
+        return {
+            (p.attributes["client"], p.attributes["server"]): p.value
+            for m in ms if m.name == f"{G}.requests" for p in m.data.data_points
+        }  # fmt: skip
+
+    # Another host's address cannot be traced here: counted at once. Loopback waits for its far end.
+    assert requests() == {("api", "10.9.9.9:443"): 1}
+    now[0] += 4.9
+    graph.export([])
+    assert ("api", "127.0.0.1:3306") not in requests()
+    now[0] += 0.2
+    graph.export([])
+    assert requests() == {("api", "10.9.9.9:443"): 1, ("api", "127.0.0.1:3306"): 1}
+    graph.export([rec(API_C, "mysql", 0.002)])
+    graph.flush()  # at close nothing waits any more
+    assert requests()[("api", "127.0.0.1:3306")] == 2
+    provider.shutdown()
