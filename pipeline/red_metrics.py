@@ -81,6 +81,20 @@ SIZE_BUCKETS = (
     16777216.0,
 )
 BODY_SIZES = ("request.body.size", "response.body.size")
+# HELP text (Prometheus) and description (OTLP): promtool flags a metric without one.
+_WHAT = {"http": "HTTP", "rpc": "RPC", "db": "database"}
+
+
+def description(metric: str) -> str:
+    """`http.server.request.duration` -> 'Duration of HTTP server requests.', and the like."""
+    namespace, side, *_ = metric.split(".")
+    what = f"{_WHAT.get(namespace, namespace)} {side}"
+    if metric.endswith(".body.size"):
+        return f"Size of {what} {metric.split('.')[-3]} bodies."
+    unit = {"http": "requests", "rpc": "calls", "db": "operations"}.get(namespace, "exchanges")
+    return f"Duration of {what} {unit}."
+
+
 RESOURCE_KEYS = ("service.name", "host.name")  # carried on points, moved onto Resources for OTLP
 OVERFLOW_SERVICE = "l7scope.overflow"  # services past `max_services` share this name
 
@@ -277,7 +291,8 @@ class RedMetrics:
     def _histogram(self, name: str, unit: str) -> Any:
         hist = self._histograms.get((name, unit))
         if hist is None:
-            hist = self._histograms[(name, unit)] = self._meter.create_histogram(name, unit)
+            hist = self._meter.create_histogram(name, unit, description(name))
+            self._histograms[(name, unit)] = hist
         return hist
 
     def _observe(

@@ -393,3 +393,41 @@ def test_cli_export_flag_and_config_validation() -> None:
     assert load(None, {"L7SCOPE_EXPORT_PROMETHEUS": ":9464"}).export.prometheus == ":9464"
     with pytest.raises(ConfigError, match=r"export\.prometheus"):
         load(None, {"L7SCOPE_EXPORT_PROMETHEUS": "127.0.0.1"})
+
+
+def test_prometheus_exposition_passes_promtool_with_help_escaped_labels_and_unique_series() -> None:
+    """promtool (Prometheus' own linter) flagged every RED histogram: 'no help text'."""
+    import shutil
+    import subprocess
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    promtool = shutil.which("promtool")
+    assert promtool is not None, "promtool (package prometheus) is part of the test environment"
+    endpoint = PrometheusEndpoint("127.0.0.1:0")
+    red = RedMetrics(build_meter_provider([endpoint.reader]), Health())
+    odd = 'shop "main"\\\nx'  # a quote, a backslash and a newline in a label value
+    db = {"db.system.name": "mysql", "db.namespace": odd, "db.operation.name": "SELECT"}
+    rpc = {"rpc.system": "grpc", "rpc.method": "Get"}
+    red.export(
+        [http(SERVER, 200, 0.003), http(CLIENT, 404, 0.01, 1),
+         other("rpc.server.call.duration", rpc, tuple(rpc)),
+         other("db.client.operation.duration", db, tuple(db))]
+    )  # fmt: skip
+    with urllib.request.urlopen(f"http://127.0.0.1:{endpoint.port}/metrics", timeout=5) as resp:
+        text = resp.read().decode()
+    red.close()
+    lint = subprocess.run(
+        [promtool, "check", "metrics"], input=text, capture_output=True, text=True, timeout=30
+    )
+    assert lint.returncode == 0 and not (lint.stdout + lint.stderr).strip(), lint.stdout + lint.stderr
+    families = {f.name: f for f in text_string_to_metric_families(text)}
+    for name in ("http_server_request_duration_seconds", "db_client_operation_duration_seconds",
+                 "http_client_response_body_size_bytes", "rpc_server_call_duration_seconds"):  # fmt: skip
+        assert families[name].type == "histogram" and families[name].documentation, name
+    (count,) = [
+        s for s in families["db_client_operation_duration_seconds"].samples if s.name.endswith("_count")
+    ]
+    assert count.labels["db_namespace"] == odd and count.value == 1
+    series = [(s.name, tuple(sorted(s.labels.items()))) for f in families.values() for s in f.samples]
+    assert len(series) == len(set(series))
