@@ -13,21 +13,19 @@ connection at a time), so an end whose far end could be on this node but is not 
 from __future__ import annotations
 
 import time
-from collections import OrderedDict, deque
+from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from typing import Any
 
 from opentelemetry.metrics import Meter
 
 from pipeline.health import Health
-from pipeline.topology import SERVER, EndKey, Topology
+from pipeline.topology import GRACE_S, SERVER, FarEndWait, Topology
 from probes.fragment import Batch, Io
 from protocols.base import ConnInfo, L7Record
 
 PREFIX = "l7scope.service_graph"
 OVERFLOW_EDGE = "l7scope.overflow"  # client and server of every edge past `max_edges`
-GRACE_S = 5.0  # how long an end waits for its far end's first batch before it is named by address
-MAX_WAITING = 100_000  # ends' records and byte counts held at once; past it the oldest are counted
 Waiting = L7Record | tuple[ConnInfo, int]  # a record, or (connection, bytes) from a batch
 # (name, kind, unit, description): red_metrics.INSTRUMENTS lists these for the dashboard test.
 SERVICE_GRAPH_INSTRUMENTS: tuple[tuple[str, str, str, str], ...] = (
@@ -54,11 +52,8 @@ class ServiceGraphMetrics:
         self.health = health
         self.max_edges = max_edges
         self.max_conns = max_conns
-        self.grace_s, self.clock = grace_s, clock
-        self._waiting: dict[EndKey, list[Waiting]] = {}  # keyed by the far end's key once it is learnt
-        self._since: deque[tuple[float, EndKey]] = deque()  # when each key started waiting
-        self._held = 0
         self.topology = Topology(max_conns=max_conns)  # naming only: its own counters stay unused
+        self._wait: FarEndWait[Waiting] = FarEndWait(self.topology, grace_s, clock)
         self._edges: set[tuple[str, str]] = set()
         self._seen_conns: OrderedDict[str, None] = OrderedDict()
         requests, failed, duration, size, conns = SERVICE_GRAPH_INSTRUMENTS
@@ -81,58 +76,16 @@ class ServiceGraphMetrics:
             self._edges.add((client, server))
         return client, server
 
-    # -- waiting for the far end ----------------------------------------------------------------------
-
-    def _must_wait(self, conn: ConnInfo) -> bool:
-        """The far end may be a traced process on this node whose first batch has not come yet."""
-        return self.grace_s > 0 and not self.topology.peer_traced(conn) and self.topology.maybe_local(conn)
-
-    def _hold(self, conn: ConnInfo, item: Waiting, now: float) -> None:
-        key = self.topology.peer_key(conn)
-        held = self._waiting.get(key)
-        if held is None:
-            held = self._waiting[key] = []
-            self._since.append((now, key))
-        held.append(item)
-        self._held += 1
-
-    def _release(self, learnt: Iterable[ConnInfo], now: float) -> list[Waiting]:
-        """What waited for an end learnt now, what waited past `grace_s`, and the oldest past the bound."""
-        out: list[Waiting] = []
-        for conn in learnt:
-            out += self._waiting.pop(self.topology.end_key(conn), ())
-        while self._since:
-            if self._since[0][0] > now - self.grace_s and self._held - len(out) <= MAX_WAITING:
-                break
-            out += self._waiting.pop(self._since.popleft()[1], ())
-        self._held -= len(out)
-        return out
-
-    def _split(self, conns: list[ConnInfo], new: list[Waiting]) -> list[Waiting]:
-        """What is released now, plus the items of `new` that need not wait; the rest of `new` is held."""
-        now = self.clock()
-        ready = self._release(conns, now)
-        for item, conn in zip(new, conns, strict=True):
-            if self._must_wait(conn):
-                self._hold(conn, item, now)
-            else:
-                ready.append(item)
-        return ready
-
     def flush(self) -> None:
         """Counts everything still waiting (at close: no far end will come any more)."""
-        items = [item for held in self._waiting.values() for item in held]
-        self._waiting.clear()
-        self._since.clear()
-        self._held = 0
-        self._count(items)
+        self._count(self._wait.flush())
 
     # -- inputs -----------------------------------------------------------------------------------
 
     def export(self, records: list[L7Record]) -> None:
         for r in records:
             self.topology.learn(r.conn)
-        self._count(self._split([r.conn for r in records], list(records)))
+        self._count(self._wait.split([r.conn for r in records], list(records)))
 
     def observe(self, batches: Iterable[Batch]) -> None:
         batches = list(batches)
@@ -141,7 +94,7 @@ class ServiceGraphMetrics:
         sizes: list[Waiting] = [
             (b.conn, sum(f.length for f in b.fragments if f.io in (Io.SEND, Io.RECV))) for b in batches
         ]
-        self._count(self._split([b.conn for b in batches], sizes))
+        self._count(self._wait.split([b.conn for b in batches], sizes))
 
     def _count(self, items: list[Waiting]) -> None:
         records = [item for item in items if isinstance(item, L7Record)]

@@ -1,6 +1,7 @@
 """The service map: edges client service -> server service, from records and from raw connections.
 
-A service is the traced process's name; the far end is "ip:port" unless the same connection was
+A service is the traced process's name; the far end is "ip:port" (an untraced server) or "ip" (an
+untraced client, whose port is ephemeral) unless the same connection was
 also traced from that end on this node, in which case both halves (joined by their endpoints) name
 both services. An exchange seen from both ends is counted once: each edge keeps what its client
 side and its server side saw, and the map reports the better-observed side.
@@ -9,10 +10,12 @@ side and its server side saw, and the map reports the better-observed side.
 from __future__ import annotations
 
 import json
+import time
 from collections import Counter, OrderedDict, deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Generic, TypeVar
 
 from probes.fragment import Batch, Io
 from protocols.base import ConnInfo, Endpoint, L7Record, Role
@@ -20,6 +23,9 @@ from protocols.base import ConnInfo, Endpoint, L7Record, Role
 CLIENT, SERVER = "client", "server"
 EndKey = tuple[str, str, str]  # (node, local "ip:port", remote "ip:port"): one end of a connection
 LOOPBACK = ("127.", "::1", "::ffff:127.")
+GRACE_S = 5.0  # how long an end waits for its far end's first batch before it is named by address
+MAX_WAITING = 100_000  # items held at once; past it the oldest are released
+T = TypeVar("T")
 
 
 @dataclass(slots=True)
@@ -92,7 +98,14 @@ def _percentile(values: Iterable[float], q: float) -> float:
 class Topology:
     """Exporter (records) and batch observer (connections) building the service map; bounded."""
 
-    def __init__(self, out_path: str = "", max_edges: int = 10_000, max_conns: int = 200_000) -> None:
+    def __init__(
+        self,
+        out_path: str = "",
+        max_edges: int = 10_000,
+        max_conns: int = 200_000,
+        grace_s: float = GRACE_S,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.out_path = out_path
         self.max_edges = max_edges
         self.max_conns = max_conns
@@ -105,6 +118,7 @@ class Topology:
         self._nodes: dict[tuple[str, str], str] = {}  # the node an edge was first seen on, for its names
         self._first_ns = 0
         self._last_ns = 0
+        self._wait: FarEndWait[L7Record | Batch] = FarEndWait(self, grace_s, clock)
 
     # -- naming -----------------------------------------------------------------------------------
 
@@ -140,7 +154,9 @@ class Topology:
         role = conn.role
         if role == Role.UNKNOWN and peer is not None and peer[1] != Role.UNKNOWN:
             role = Role.CLIENT if peer[1] == Role.SERVER else Role.SERVER  # the other end knew
-        other = peer[0] if peer is not None else str(conn.remote)
+        # An untraced client by its address alone: its port is ephemeral, one edge per connection.
+        untraced = conn.remote.ip if role == Role.SERVER else str(conn.remote)
+        other = peer[0] if peer is not None else untraced
         return (other, me, SERVER) if role == Role.SERVER else (me, other, CLIENT)
 
     def peer_traced(self, conn: ConnInfo) -> bool:
@@ -168,37 +184,48 @@ class Topology:
         batches = list(batches)
         for batch in batches:  # learn every end first, so halves in one round join
             self.learn(batch.conn)
-        for batch in batches:
-            client, server, observer = self.edge_of(batch.conn)
-            side = self._side(client, server, observer, batch.conn.node)
-            if side is None:
-                continue
-            if batch.conn.conn_id not in self._seen_conns:
-                side.connections += 1
-                self._seen_conns[batch.conn.conn_id] = None
-                while len(self._seen_conns) > self.max_conns:
-                    self._seen_conns.popitem(last=False)
-            sent = sum(f.length for f in batch.fragments if f.io == Io.SEND)
-            received = sum(f.length for f in batch.fragments if f.io == Io.RECV)
-            # The client sends requests; the server receives them.
-            side.request_bytes += sent if observer == CLIENT else received
-            side.response_bytes += received if observer == CLIENT else sent
+        self._place(self._wait.split([b.conn for b in batches], list(batches)))
 
     def export(self, records: list[L7Record]) -> None:
         for r in records:
             self.learn(r.conn)
-        for r in records:
-            client, server, observer = self.edge_of(r.conn)
-            side = self._side(client, server, observer, r.conn.node)
-            if side is None:
-                continue
-            side.requests += 1
-            side.errors += r.error
-            side.latencies_ms.append(r.duration_s * 1000)
-            self._protocols[(client, server)][r.protocol] += 1
-            if r.start_ns > 0:
-                self._first_ns = min(self._first_ns or r.start_ns, r.start_ns)
-            self._last_ns = max(self._last_ns, r.end_ns)
+        self._place(self._wait.split([r.conn for r in records], list(records)))
+
+    def _place(self, items: list[L7Record | Batch]) -> None:
+        for item in items:
+            if isinstance(item, Batch):
+                self._place_batch(item)
+            else:
+                self._place_record(item)
+
+    def _place_batch(self, batch: Batch) -> None:
+        client, server, observer = self.edge_of(batch.conn)
+        side = self._side(client, server, observer, batch.conn.node)
+        if side is None:
+            return
+        if batch.conn.conn_id not in self._seen_conns:
+            side.connections += 1
+            self._seen_conns[batch.conn.conn_id] = None
+            while len(self._seen_conns) > self.max_conns:
+                self._seen_conns.popitem(last=False)
+        sent = sum(f.length for f in batch.fragments if f.io == Io.SEND)
+        received = sum(f.length for f in batch.fragments if f.io == Io.RECV)
+        # The client sends requests; the server receives them.
+        side.request_bytes += sent if observer == CLIENT else received
+        side.response_bytes += received if observer == CLIENT else sent
+
+    def _place_record(self, r: L7Record) -> None:
+        client, server, observer = self.edge_of(r.conn)
+        side = self._side(client, server, observer, r.conn.node)
+        if side is None:
+            return
+        side.requests += 1
+        side.errors += r.error
+        side.latencies_ms.append(r.duration_s * 1000)
+        self._protocols[(client, server)][r.protocol] += 1
+        if r.start_ns > 0:
+            self._first_ns = min(self._first_ns or r.start_ns, r.start_ns)
+        self._last_ns = max(self._last_ns, r.end_ns)
 
     def close(self) -> None:
         if self.out_path:
@@ -230,6 +257,7 @@ class Topology:
         return merged
 
     def snapshot(self) -> ServiceMap:
+        self._place(self._wait.flush())  # the map is drawn now: what still waits is placed as it is
         window_s = max(1.0, (self._last_ns - self._first_ns) / 1e9) if self._first_ns else 1.0
         edges: list[Edge] = []
         for (client, server), (sides, protocols) in sorted(self._merged().items()):
@@ -329,3 +357,58 @@ def read_jsonl_records(path: str) -> Iterator[L7Record]:
         for line in fh:
             if line.strip():
                 yield record_from_dict(json.loads(line))
+
+
+class FarEndWait(Generic[T]):
+    """Holds what one end of a connection saw until its far end is learnt, or `grace_s` passes.
+
+    The two ends of a connection reach the pipeline in separate batches (`l7scope run` processes one
+    connection at a time); naming and counting an end before its far end is known named the far end
+    by address and, for a client end, counted exchanges the server's end counts again. Only ends
+    whose far address is on this node wait: another host's end cannot be traced here.
+    """
+
+    def __init__(
+        self, topology: Topology, grace_s: float = GRACE_S, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.topology, self.grace_s, self.clock = topology, grace_s, clock
+        self._waiting: dict[EndKey, list[T]] = {}  # keyed by the far end's key once it is learnt
+        self._since: deque[tuple[float, EndKey]] = deque()  # when each key started waiting
+        self._held = 0
+
+    def _must_wait(self, conn: ConnInfo) -> bool:
+        t = self.topology
+        return self.grace_s > 0 and not t.peer_traced(conn) and t.maybe_local(conn)
+
+    def split(self, conns: list[ConnInfo], items: list[T]) -> list[T]:
+        """Items ready now: those released by the ends in `conns` (learnt by the caller) or by age,
+        and those of `items` (one per conn) that need not wait; the others are held."""
+        now = self.clock()
+        ready: list[T] = []
+        for conn in conns:
+            ready += self._waiting.pop(self.topology.end_key(conn), ())
+        while self._since:
+            if self._since[0][0] > now - self.grace_s and self._held - len(ready) <= MAX_WAITING:
+                break
+            ready += self._waiting.pop(self._since.popleft()[1], ())
+        self._held -= len(ready)
+        for conn, item in zip(conns, items, strict=True):
+            if not self._must_wait(conn):
+                ready.append(item)
+                continue
+            key = self.topology.peer_key(conn)
+            held = self._waiting.get(key)
+            if held is None:
+                held = self._waiting[key] = []
+                self._since.append((now, key))
+            held.append(item)
+            self._held += 1
+        return ready
+
+    def flush(self) -> list[T]:
+        """Everything still held (at close: no far end will come any more)."""
+        items = [item for held in self._waiting.values() for item in held]
+        self._waiting.clear()
+        self._since.clear()
+        self._held = 0
+        return items

@@ -126,7 +126,7 @@ def test_edges_are_capped_and_overflow_is_counted() -> None:
     red.export([rec(API_S, "http", 0.01), rec(DB_S, "mysql", 0.01), rec(DB_S, "mysql", 0.01)])
     requests = {k: p.value for k, p in collect(red, reader)[f"{G}.requests"].items()}
     overflow = ("l7scope.overflow", "l7scope.overflow")
-    assert requests == {("127.0.0.1:51000", "api", "http"): 1, (*overflow, "mysql"): 2}
+    assert requests == {("127.0.0.1", "api", "http"): 1, (*overflow, "mysql"): 2}
     assert health.snapshot()[("service_graph_edges_overflow", "metrics", "")] == 2
     red.close()
 
@@ -247,3 +247,31 @@ def test_an_end_whose_far_end_never_comes_is_counted_by_address_after_the_grace(
     graph.flush()  # at close nothing waits any more
     assert requests()[("api", "127.0.0.1:3306")] == 2
     provider.shutdown()
+
+
+def test_an_untraced_client_is_one_edge_however_many_ephemeral_ports_it_uses() -> None:
+    """Naming an untraced client ip:port made one edge (one series) per connection: the graph filled
+    its 1024 edges with l7scope's own OTLP/HTTP exports in minutes."""
+    from l7scope.config import Config
+    from pipeline.run import new_table, process
+    from pipeline.topology import Topology
+    from tests.support.http_traffic import Client, HttpTarget, batches
+
+    with HttpTarget() as target:
+        client = Client(target.port, run="eph", per_conn=2, node="n1")
+        for _ in range(4):
+            client.connection()
+    reader = InMemoryMetricReader()
+    red = RedMetrics(build_meter_provider([reader], node="n1"))
+    topology = Topology()
+    table = new_table(Config(), Health())
+    for x in client.log:  # only the server's end is traced
+        server = _mirror(x.conn, "api")
+        for b in batches(x):
+            process((_server_batch(b, server),), table, [red, topology])
+    red._graph.flush()  # as close() does: no client end will come
+    got = collect(red, reader)
+    assert {k: p.value for k, p in got[f"{G}.requests"].items()} == {("127.0.0.1", "api", "http"): 8}
+    assert {k: p.value for k, p in got[f"{G}.connections"].items()} == {("127.0.0.1", "api", None): 4}
+    assert {(e.client, e.server): e.requests for e in topology.snapshot().edges} == {("127.0.0.1", "api"): 8}
+    red.close()

@@ -59,7 +59,8 @@ def test_one_traced_end_names_the_peer_by_address() -> None:
     t = Topology()
     t.export([rec(WEB_C, "mysql", 1), rec(conn("n1/2/7/1", WEB, CURL, Role.SERVER, "python3"), "http", 5)])
     got = {(e.client, e.server) for e in t.snapshot().edges}
-    assert got == {("python3", "127.0.0.1:3306"), ("127.0.0.1:51000", "python3")}
+    # an untraced server by ip:port, an untraced client by its ip (its port is ephemeral)
+    assert got == {("python3", "127.0.0.1:3306"), ("127.0.0.1", "python3")}
 
 
 def test_halves_on_other_nodes_do_not_join() -> None:
@@ -68,7 +69,7 @@ def test_halves_on_other_nodes_do_not_join() -> None:
     t.export([rec(WEB_C, "mysql", 1), rec(far, "mysql", 1)])
     assert {(e.client, e.server) for e in t.snapshot().edges} == {
         ("python3", "127.0.0.1:3306"),
-        ("127.0.0.1:52000", "mariadbd"),
+        ("127.0.0.1", "mariadbd"),
     }
 
 
