@@ -261,6 +261,7 @@ def paced_publisher(bootstrap: str, topic: str, rate: float, seconds: float, con
     per_tick = rate * TICK_S
     sent = late = 0
     start = time.monotonic_ns()
+    epoch = time.time_ns() - start  # the agent stamps Unix epoch ns (probes/capture.py)
     for i in paced(1 / TICK_S, seconds):
         tick_end = start + int((i + 1) * TICK_S * 1e9)
         n = int((i + 1) * per_tick) - int(i * per_tick)
@@ -268,7 +269,7 @@ def paced_publisher(bootstrap: str, topic: str, rate: float, seconds: float, con
         for j in range(n):
             x = exchanges[(sent + j) % len(exchanges)]
             k = (sent + j) % conns
-            done = tick_end - int(TICK_S * 1e9) + int((j + 0.5) * TICK_S * 1e9 / n)
+            done = epoch + tick_end - int(TICK_S * 1e9) + int((j + 0.5) * TICK_S * 1e9 / n)
             p = pos[k]
             parts.setdefault(k, []).append(fragment_field(Io.SEND, p[0], x.request, done - 200_000))
             parts[k].append(fragment_field(Io.RECV, p[1], x.response, done))

@@ -140,6 +140,7 @@ class Capture:
         self.load_seconds = time.monotonic() - started
         self._raw: list[bytes] = []
         self.records_read = 0  # ring records drained: equals stats().events once the ring is empty
+        self._next_clock_check = 0.0
         # Before attaching: a connection opened from here on is seen from its handshake.
         services = dict(item.partition("=")[::2] for item in options.services)
         self._decoder = EventDecoder(
@@ -211,6 +212,10 @@ class Capture:
     def poll(self, limit: int = 1 << 62) -> list[Fragment | ConnEvent]:
         """Drain what the ring holds now, up to `limit` records (never blocks), in ring order."""
         out: list[Fragment | ConnEvent] = []
+        now = time.monotonic()
+        if now >= self._next_clock_check:  # cheap (vDSO); a wall-clock step reaches the stamps in 1 s
+            self._next_clock_check = now + 1.0
+            self._decoder.follow_wall_clock()
         ring = self._ring
         if ring is not None:
             produced = ring.producer()
@@ -258,6 +263,12 @@ class Capture:
         self.close()
 
 
+def epoch_offset_ns() -> int:
+    """The kernel stamps events with CLOCK_MONOTONIC (bpf_ktime_get_ns): adding this makes them Unix
+    epoch nanoseconds, which mean the same on every node (records, spans and Kafka outlive the host)."""
+    return time.time_ns() - time.monotonic_ns()
+
+
 class EventDecoder:
     """Ring records (bytes of `struct l7_event` + payload) -> ConnEvent/Fragment, tracking connections."""
 
@@ -274,6 +285,11 @@ class EventDecoder:
         self._conns: dict[tuple[int, int, int], ConnInfo] = {}
         self._names = names or ProcessNames()
         self._execs: list[int] = []
+        self.epoch_offset_ns = epoch_offset_ns()
+
+    def follow_wall_clock(self) -> None:
+        """Take up a step of the wall clock (NTP, an operator) since the last call."""
+        self.epoch_offset_ns = epoch_offset_ns()
 
     def take_execs(self) -> list[int]:
         """Pids that exec'd since the last call (for TLS library discovery)."""
@@ -297,6 +313,7 @@ class EventDecoder:
         append, unpack, conns = out.append, RING_FAST.unpack_from, self._conns
         busy, discard, len_mask, data_kind = BUSY, DISCARD, LEN_MASK, KIND_DATA
         fragment, ios, sources = Fragment, _IO, _SOURCES  # locals: no global lookups per record
+        epoch = self.epoch_offset_ns
         skip = HEADER + EVENT_HEADER.size
         records = 0
         # The hot path: one unpack per record; a DATA event of a known connection adds one slice and
@@ -315,13 +332,14 @@ class EventDecoder:
                 self._decode(buf, off + HEADER, out)
             else:
                 start = off + skip
-                append(fragment(info.conn_id, ios[io], position, length, buf[start : start + data_len], ts,
-                                tid, sources[source]))  # fmt: skip
+                append(fragment(info.conn_id, ios[io], position, length, buf[start : start + data_len],
+                                ts + epoch, tid, sources[source]))  # fmt: skip
         return out, cons, records
 
     def _decode(self, buf: Any, off: int, out: list[Fragment | ConnEvent]) -> None:
         (ts, gen, position, length, _total, pid, tid, fd, data_len, kind, io, role, source,
          family, lport, rport, _chunk, laddr, raddr, comm) = EVENT_HEADER.unpack_from(buf, off)  # fmt: skip
+        ts += self.epoch_offset_ns
         if kind == KIND_EXEC:
             self._names.forget(pid)  # a new program image: a new name
             if self._labels is not None:

@@ -9,6 +9,7 @@ import socket
 import struct
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -54,6 +55,7 @@ class Exchange:
     server_pid: int
     port: int
     response: bytes  # curl's own view (-i): headers + bodies, exactly as received
+    wall_ns: tuple[int, int]  # time.time_ns() before curl started and after the events were collected
 
 
 def one_conn(events: list[Event], pid: int) -> ConnEvent:
@@ -78,11 +80,23 @@ def python_exchange(capture: Capture, tmp_path_factory: pytest.TempPathFactory) 
     try:
         capture.poll()
         url = f"http://127.0.0.1:{port}/hello.txt"
+        before = time.time_ns()
         client_pid, response = run_curl("-i", url, url, url)
         events = collect(capture, 1.5, until=both_closed(client_pid, server.pid))
+        after = time.time_ns()
     finally:
         stop(server)
-    return Exchange(events, client_pid, server.pid, port, response)
+    return Exchange(events, client_pid, server.pid, port, response, (before, after))
+
+
+def test_event_times_are_wall_clock(python_exchange: Exchange) -> None:
+    """Unix epoch ns (not the kernel's boot-relative clock): spans and records elsewhere mean the same."""
+    ex = python_exchange
+    before, after = ex.wall_ns
+    mine = set(conns_of(ex.events, ex.client_pid)) | set(conns_of(ex.events, ex.server_pid))
+    ids = [(e.info.conn_id if isinstance(e, ConnEvent) else e.conn_id, e.ts_ns) for e in ex.events]
+    times = [ts for conn_id, ts in ids if conn_id in mine]
+    assert times and all(before - 10**7 <= t <= after for t in times), (before, after, times)
 
 
 def test_event_header_mirror_matches_events_h(capture: Capture) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import socket
+import time
 from pathlib import Path
 
 import pytest
@@ -90,7 +91,11 @@ def test_decoder_opens_once_then_fragments_then_close() -> None:
     info = opened.info
     assert info.conn_id == "n1/42/7/1000" and info.role == Role.CLIENT and info.process == "curl"
     assert info.local == Endpoint("127.0.0.1", 5000) and info.remote == Endpoint("127.0.0.1", 80)
-    assert sent == Fragment("n1/42/7/1000", Io.SEND, 0, 5, b"hello", 123, 43, Source.SYSCALL)
+    # Kernel times (CLOCK_MONOTONIC) come out as Unix epoch nanoseconds.
+    epoch = 123 + dec.epoch_offset_ns
+    assert sent == Fragment("n1/42/7/1000", Io.SEND, 0, 5, b"hello", epoch, 43, Source.SYSCALL)
+    assert opened.ts_ns == closed.ts_ns == epoch
+    assert abs(dec.epoch_offset_ns - (time.time_ns() - time.monotonic_ns())) < 10**9
     assert isinstance(received, Fragment) and received.length == 10 and received.data == b"wor"
     assert (
         isinstance(closed, ConnEvent) and closed.closed and (closed.send_bytes, closed.recv_bytes) == (5, 10)

@@ -323,7 +323,7 @@ def _serve_raw(pipe: Any, stamp: bool) -> None:
     stamps: list[tuple[int, int]] = []
 
     def traces(body: bytes, context: grpc.ServicerContext) -> bytes:
-        now = time.monotonic_ns()
+        now = time.time_ns()  # spans carry Unix epoch times
         ends = []
         if stamp:
             req = ExportTraceRequest.FromString(body)
@@ -363,7 +363,7 @@ class RawOtlpReceiver:
 
     For throughput benchmarks: the receiver's work must not land in the measured process (one GIL),
     and decoding every request would compete for the CPU. `stamp=True` decodes spans and keeps
-    (arrival monotonic ns, span end ns) pairs, for latency.
+    (arrival epoch ns, span end ns) pairs, for latency.
     """
 
     def __init__(self, stamp: bool = False) -> None:
