@@ -51,7 +51,7 @@ def _glob(pattern: str) -> re.Pattern[str] | None:
 
 @dataclass(frozen=True, slots=True)
 class Match:
-    """Glob patterns on the record's service (process), protocol, role and name, and attributes."""
+    """Glob patterns on the record's service (service.name), protocol, role and name, and attributes."""
 
     service: str = ""
     protocol: str = ""
@@ -73,7 +73,7 @@ class Match:
 
 def field_value(r: L7Record, key: str) -> str:
     if key == "service":
-        return r.conn.process
+        return r.conn.service or r.conn.process  # service.name as spans and metrics carry it
     if key == "role":
         return r.role.name.lower()
     if key == "node":

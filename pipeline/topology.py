@@ -1,10 +1,10 @@
 """The service map: edges client service -> server service, from records and from raw connections.
 
-A service is the traced process's name; the far end is "ip:port" (an untraced server) or "ip" (an
-untraced client, whose port is ephemeral) unless the same connection was
-also traced from that end on this node, in which case both halves (joined by their endpoints) name
-both services. An exchange seen from both ends is counted once: each edge keeps what its client
-side and its server side saw, and the map reports the better-observed side.
+A service is the traced end's service.name (container, configured or process name); the far end is
+"ip:port" (an untraced server) or "ip" (an untraced client, whose port is ephemeral) unless the same
+connection was also traced from that end on this node, in which case both halves (joined by their
+endpoints) name both services. An exchange seen from both ends is counted once: each edge keeps what
+its client side and its server side saw, and the map reports the better-observed side.
 """
 
 from __future__ import annotations
@@ -136,20 +136,25 @@ class Topology:
         ip = conn.remote.ip
         return ip.startswith(LOOPBACK) or (conn.node, ip) in self._local_ips
 
+    @staticmethod
+    def service(conn: ConnInfo) -> str:
+        """A traced end's name: its service.name, as spans and metrics carry it."""
+        return conn.service or conn.process or f"pid {conn.pid}"
+
     def learn(self, conn: ConnInfo) -> None:
         """Remember which process holds this end of a connection (LRU-bounded)."""
         key = (conn.node, str(conn.local), str(conn.remote))
         if len(self._local_ips) >= 65536:  # bounded: node addresses are few, churn starts it over
             self._local_ips.clear()
         self._local_ips.add((conn.node, conn.local.ip))
-        self._ends[key] = (conn.process or f"pid {conn.pid}", conn.role)
+        self._ends[key] = (self.service(conn), conn.role)
         self._ends.move_to_end(key)
         while len(self._ends) > self.max_conns:
             self._ends.popitem(last=False)
 
     def edge_of(self, conn: ConnInfo) -> tuple[str, str, str]:
         """(client service, server service, which end observed it)."""
-        me = conn.process or f"pid {conn.pid}"
+        me = self.service(conn)
         peer = self._ends.get((conn.node, str(conn.remote), str(conn.local)))
         role = conn.role
         if role == Role.UNKNOWN and peer is not None and peer[1] != Role.UNKNOWN:

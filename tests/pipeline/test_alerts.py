@@ -201,3 +201,22 @@ def test_alertmanager_payload_over_http() -> None:
     assert health.total("alerts_sent") == 1
     AlertmanagerNotifier("http://127.0.0.1:9", health).notify([Alert("R", "firing", {}, {}, 0.0, 1.0, 1.0)])
     assert health.total("alerts_failed") == 1
+
+
+def test_the_service_label_is_the_spans_service_name_not_the_process() -> None:
+    """A container (or `capture.services`) names the service: spans and RED metrics said `checkout`,
+    alerts said `python3`, so a rule matching `checkout*` never fired."""
+    import dataclasses
+
+    from pipeline.otlp import service_name
+
+    rules = RULES.replace('{role: server, name: "GET /work"}', '{service: "checkout*", role: server}')
+    ev, clock, _ = evaluator(rules)
+    slow = rec(300)
+    slow = dataclasses.replace(slow, conn=dataclasses.replace(slow.conn, service="checkout-api"))
+    ev.export([slow])
+    ev.evaluate()
+    clock.t += 3
+    ev.export([slow])
+    (alert,) = [a for a in ev.evaluate() if a.rule == "WorkSlow"]
+    assert alert.labels["service"] == service_name(slow.conn, {}) == "checkout-api"
