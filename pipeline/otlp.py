@@ -12,7 +12,6 @@ import logging
 import queue
 import struct
 import threading
-import time
 import urllib.request
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -110,20 +109,6 @@ def resource_attributes(conn: ConnInfo, names: Mapping[str, str]) -> dict[str, A
     return attrs
 
 
-# Epoch nanoseconds passed this in 2001; a monotonic clock would need 31 years of uptime to reach it.
-EPOCH_FLOOR_NS = 10**18
-
-
-def monotonic_offset_ns() -> int:
-    """What turns this host's CLOCK_MONOTONIC (live captures' clock) into Unix epoch nanoseconds."""
-    return time.time_ns() - time.monotonic_ns()
-
-
-def unix_ns(ns: int, offset_ns: int) -> int:
-    """A capture time as OTLP's *_time_unix_nano: monotonic times shifted, epoch times (pcap) kept."""
-    return ns + offset_ns if 0 < ns < EPOCH_FLOOR_NS else ns
-
-
 def span_ids(record: L7Record) -> tuple[bytes, bytes, bytes]:
     """(trace id, span id, parent span id): deterministic, so re-processing yields the same span."""
     digest = hashlib.blake2b(record.record_id.encode(), digest_size=24).digest()
@@ -147,15 +132,14 @@ def span_attributes(record: L7Record) -> dict[str, AttrValue]:
 
 
 def to_span(record: L7Record) -> trace.Span:
-    return trace.Span.FromString(encode_span(record, monotonic_offset_ns()))
+    return trace.Span.FromString(encode_span(record))
 
 
 def build_trace_request(
-    records: list[L7Record], service_names: Mapping[str, str] | None = None, offset_ns: int | None = None
+    records: list[L7Record], service_names: Mapping[str, str] | None = None
 ) -> tsvc.ExportTraceServiceRequest:
     """One ResourceSpans per process (service); `service_names` maps process name -> service.name."""
-    encoded = encode_trace_request(records, service_names or {}, offset_ns)
-    return tsvc.ExportTraceServiceRequest.FromString(encoded)
+    return tsvc.ExportTraceServiceRequest.FromString(encode_trace_request(records, service_names or {}))
 
 
 # -- wire encoding --------------------------------------------------------------------------------
@@ -219,16 +203,16 @@ _STATUS_OK = _field(b"\x7a", b"")
 _STATUS_ERROR = _field(b"\x7a", b"\x18" + varint(trace.Status.STATUS_CODE_ERROR))
 
 
-def encode_span(record: L7Record, offset_ns: int = 0) -> bytes:
-    """One Span message body; `offset_ns` (see `unix_ns`) turns monotonic capture times into epoch ones."""
+def encode_span(record: L7Record) -> bytes:
+    """One Span message body, the same fields `to_span` always produced."""
     trace_id, span_id, parent = span_ids(record)
     parts = [_field(b"\x0a", trace_id), _field(b"\x12", span_id)]
     if parent:
         parts.append(_field(b"\x22", parent))
     parts.append(_field(b"\x2a", record.name.encode()))
     parts.append(_KIND_BYTES.get(record.role, _KIND_INTERNAL))
-    start = unix_ns(record.start_ns, offset_ns)
-    end = max(unix_ns(record.end_ns, offset_ns), start)
+    start = record.start_ns
+    end = max(record.end_ns, start)
     if start:
         parts.append(b"\x39" + _PACK_Q(start))
     if end:
@@ -253,18 +237,15 @@ def _resource_key(conn: ConnInfo, names: Mapping[str, str]) -> tuple[object, ...
 _SCOPE_BYTES = _field(b"\x0a", SCOPE.SerializeToString())  # ScopeSpans.scope
 
 
-def encode_trace_request(
-    records: list[L7Record], service_names: Mapping[str, str], offset_ns: int | None = None
-) -> bytes:
+def encode_trace_request(records: list[L7Record], service_names: Mapping[str, str]) -> bytes:
     """ExportTraceServiceRequest bytes: one ResourceSpans per distinct resource, in first-seen order."""
-    offset = monotonic_offset_ns() if offset_ns is None else offset_ns
     groups: dict[tuple[object, ...], tuple[ConnInfo, list[bytes]]] = {}
     for r in records:
         key = _resource_key(r.conn, service_names)
         group = groups.get(key)
         if group is None:
             group = groups[key] = (r.conn, [])
-        group[1].append(_field(b"\x12", encode_span(r, offset)))  # ScopeSpans.spans
+        group[1].append(_field(b"\x12", encode_span(r)))  # ScopeSpans.spans
     out = []
     for conn, spans in groups.values():
         attrs = resource_attributes(conn, service_names)

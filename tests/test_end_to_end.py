@@ -88,6 +88,7 @@ def test_agent_kafka_pipeline_otlp(tmp_path: Path, kafka_bootstrap: str, otlp_re
         l7scope("agent", env=env),
         l7scope("pipeline", env=env, ready="consuming"),
     ):
+        sent_ns = time.time_ns()
         curl_keepalive_three(port)
         deadline = time.monotonic() + 40
         while time.monotonic() < deadline:
@@ -119,6 +120,7 @@ def test_agent_kafka_pipeline_otlp(tmp_path: Path, kafka_bootstrap: str, otlp_re
     for s in spans:
         assert s["attributes"]["server.address"] == "127.0.0.1"
         assert 0 < s["end_ns"] - s["start_ns"] < 5e9
+        assert 0 <= s["start_ns"] - sent_ns < 30e9  # Unix epoch times, as OTLP requires
         assert s["status"] == (
             "ERROR"
             if s["kind"] == "CLIENT" and s["attributes"]["http.response.status_code"] == 404
