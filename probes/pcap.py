@@ -6,7 +6,7 @@ bytes are `Io.SEND`. Positions are byte offsets within a direction (from the SYN
 from the first byte seen). Retransmissions are dropped, out-of-order segments are buffered (bounded)
 and reordered, and a segment that never arrives leaves a gap in positions rather than fake bytes.
 
-Classic pcap records are read directly (exact timestamps, the hot path); pcapng goes through dpkt.
+Both classic pcap and pcapng are read straight from a memory map, with exact integer timestamps.
 """
 
 from __future__ import annotations
@@ -133,35 +133,85 @@ _PCAP_MAGICS = {
 }
 
 
-def _classic_frames(mm: mmap.mmap, size: int) -> tuple[int, Iterator[tuple[int, bytes, int]]]:
-    """Link type and (ts_ns, frame, file offset) records of a classic pcap, read straight from the map."""
+Frames = Iterator[tuple[int, int, bytes, int]]  # (ts_ns, link type, frame, file offset after it)
+
+
+def _classic_frames(mm: mmap.mmap, size: int) -> Frames:
+    """(ts_ns, link type, frame, file offset) records of a classic pcap, read straight from the map."""
     (magic,) = struct.unpack_from("<I", mm, 0)
     endian, frac_ns = _PCAP_MAGICS[magic]
     linktype = struct.unpack_from(endian + "I", mm, 20)[0] & 0x0FFFFFFF  # upper bits are FCS flags
-    rec = struct.Struct(endian + "IIII")
-
-    def frames() -> Iterator[tuple[int, bytes, int]]:
-        off, unpack = 24, rec.unpack_from
-        while off + 16 <= size:
-            sec, frac, caplen, _ = unpack(mm, off)
-            start = off + 16
-            off = start + caplen
-            if off > size:  # a record cut short by an interrupted capture
-                break
-            yield sec * 1_000_000_000 + frac * frac_ns, mm[start:off], off
-
-    return linktype, frames()
+    off, unpack = 24, struct.Struct(endian + "IIII").unpack_from
+    while off + 16 <= size:
+        sec, frac, caplen, _ = unpack(mm, off)
+        start = off + 16
+        off = start + caplen
+        if off > size:  # a record cut short by an interrupted capture
+            break
+        yield sec * 1_000_000_000 + frac * frac_ns, linktype, mm[start:off], off
 
 
-def _pcapng_frames(fh: object) -> tuple[int, Iterator[tuple[int, bytes, int]]]:
-    reader = dpkt.pcapng.Reader(fh)
-    tell = fh.tell  # type: ignore[attr-defined]
+# pcapng block types and interface options (the pcapng specification, draft-ietf-opsawg-pcapng).
+_NG_SHB, _NG_IDB, _NG_PB, _NG_SPB, _NG_EPB = 0x0A0D0D0A, 1, 2, 3, 6
+_NG_BOM = 0x1A2B3C4D
+_NG_OPT_TSRESOL, _NG_OPT_TSOFFSET = 9, 14
 
-    def frames() -> Iterator[tuple[int, bytes, int]]:
-        for ts, buf in reader:
-            yield round(ts * 1e9), bytes(buf), tell()
 
-    return reader.datalink(), frames()
+@dataclass(slots=True)
+class _Iface:
+    linktype: int
+    snaplen: int
+    units: int = 1_000_000  # timestamp units per second (if_tsresol; microseconds by default)
+    offset_ns: int = 0  # if_tsoffset, seconds added to every timestamp
+
+
+def _ng_iface(mm: mmap.mmap, off: int, end: int, e: str) -> _Iface:
+    linktype, _, snaplen = struct.unpack_from(e + "HHI", mm, off + 8)
+    iface = _Iface(linktype, snaplen)
+    opt = off + 16
+    while opt + 4 <= end:
+        code, length = struct.unpack_from(e + "HH", mm, opt)
+        if code == 0:
+            break
+        if code == _NG_OPT_TSRESOL and length >= 1:
+            res = mm[opt + 4]
+            iface.units = 2 ** (res & 0x7F) if res & 0x80 else 10**res
+        elif code == _NG_OPT_TSOFFSET and length >= 8:
+            iface.offset_ns = struct.unpack_from(e + "q", mm, opt + 4)[0] * 1_000_000_000
+        opt += 4 + (length + 3) // 4 * 4
+    return iface
+
+
+def _pcapng_frames(mm: mmap.mmap, size: int) -> Frames:
+    """(ts_ns, link type, frame, file offset) of every packet block, each with its own interface's
+    link type and timestamp resolution (tshark/dumpcap/mergecap write several interfaces per file);
+    timestamps are exact integers (a float of seconds loses the nanoseconds)."""
+    e, off, ts = "<", 0, 0
+    ifaces: list[_Iface] = []
+    while off + 12 <= size:
+        if mm[off : off + 4] == b"\x0a\x0d\x0d\x0a":  # a section starts: its own byte order and interfaces
+            e = "<" if struct.unpack_from("<I", mm, off + 8)[0] == _NG_BOM else ">"
+            ifaces = []
+        btype, blen = struct.unpack_from(e + "II", mm, off)
+        if blen < 12 or blen % 4 or off + blen > size:  # corrupt, or cut short by an interrupted capture
+            break
+        end = off + blen - 4
+        if btype in (_NG_EPB, _NG_PB) and blen >= 32:
+            if btype == _NG_EPB:
+                idx, hi, lo, caplen = struct.unpack_from(e + "IIII", mm, off + 8)
+            else:  # obsolete Packet Block: 16-bit interface id, then a drops count
+                idx, _, hi, lo, caplen = struct.unpack_from(e + "HHIII", mm, off + 8)
+            if idx < len(ifaces):
+                iface = ifaces[idx]
+                ts = iface.offset_ns + ((hi << 32) | lo) * 1_000_000_000 // iface.units
+                yield ts, iface.linktype, mm[off + 28 : min(off + 28 + caplen, end)], off + blen
+        elif btype == _NG_SPB and ifaces:  # no timestamp: it arrived no earlier than the packet before
+            (origlen,) = struct.unpack_from(e + "I", mm, off + 8)
+            caplen = min(origlen, ifaces[0].snaplen or origlen)
+            yield ts, ifaces[0].linktype, mm[off + 12 : min(off + 12 + caplen, end)], off + blen
+        elif btype == _NG_IDB and blen >= 20:
+            ifaces.append(_ng_iface(mm, off, end, e))
+        off += blen
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -234,22 +284,17 @@ class PcapReader:
             if len(head) < 4:
                 raise ValueError(f"{self.path}: not a pcap or pcapng file (too short)")
             (magic,) = struct.unpack("<I", head)
-            fh.seek(0)
-            if magic == dpkt.pcapng.PCAPNG_BT_SHB:
-                linktype, frames = _pcapng_frames(fh)
-                yield from self._run(linktype, frames, size)
-            elif magic in _PCAP_MAGICS:
-                with mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as mm:
-                    linktype, frames = _classic_frames(mm, size)
-                    yield from self._run(linktype, frames, size)
-            else:
+            if magic != _NG_SHB and magic not in _PCAP_MAGICS:
                 raise ValueError(f"{self.path}: not a pcap or pcapng file (magic {magic:#010x})")
+            with mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as mm:
+                frames = _pcapng_frames(mm, size) if magic == _NG_SHB else _classic_frames(mm, size)
+                yield from self._run(frames, size)
 
-    def _run(self, linktype: int, frames: Iterator[tuple[int, bytes, int]], size: int) -> Iterator[Event]:
+    def _run(self, frames: Frames, size: int) -> Iterator[Event]:
         out: list[Event] = []
         stats, progress = self.stats, self.progress
         ts_ns = 0
-        for ts_ns, buf, offset in frames:
+        for ts_ns, linktype, buf, offset in frames:
             stats.packets += 1
             if progress is not None and stats.packets % _PROGRESS_EVERY == 0:
                 progress(offset, size)

@@ -276,6 +276,59 @@ def test_pcapng_and_progress(tmp_path: Path) -> None:
     assert [d for d, _ in seen] == sorted(d for d, _ in seen)
 
 
+CAPTURES = Path(__file__).parent / "captures"
+
+
+def test_pcapng_with_two_interfaces_keeps_each_link_type_and_exact_nanoseconds() -> None:
+    # mergecap of `tcpdump -i lo --time-stamp-precision=nano` (Ethernet, ns) and
+    # `tcpdump -i any -y LINUX_SLL2` (us) around `curl /ok` on 127.0.0.1 and `curl -d item=1` on ::1.
+    got = list(read_pcap(CAPTURES / "two-ifaces.pcapng"))
+    frags = [e for e in got if isinstance(e, Fragment)]
+    opened = [e.info for e in got if isinstance(e, ConnEvent) and not e.closed]
+    assert [(i.local.ip, i.local.port, i.remote.port) for i in opened] == [
+        ("127.0.0.1", 18080, 44810),
+        ("::1", 18081, 54318),
+    ]
+    assert [(f.io, f.position, f.length, f.data[:16], f.ts_ns) for f in frags] == [
+        (Io.RECV, 0, 81, b"GET /ok HTTP/1.1", 1795473135593846245),  # tshark: .593846245
+        (Io.SEND, 0, 153, b"HTTP/1.1 200 OK\r", 1795473135593956004),
+        (Io.RECV, 0, 156, b"POST /submit HTT", 1795473135600163000),
+        (Io.SEND, 0, 160, b"HTTP/1.1 201 Cre", 1795473135600282000),
+    ]
+
+
+def _ng_block(e: str, btype: int, body: bytes) -> bytes:
+    body += b"\0" * (-len(body) % 4)
+    return struct.pack(e + "II", btype, len(body) + 12) + body + struct.pack(e + "I", len(body) + 12)
+
+
+def _ng_section(e: str, resol: int, offset_s: int, packets: list[tuple[int, bytes]]) -> bytes:
+    """A pcapng section in byte order `e`: one Ethernet interface (if_tsresol, if_tsoffset), EPBs."""
+    shb = _ng_block(e, 0x0A0D0D0A, struct.pack(e + "IHHq", 0x1A2B3C4D, 1, 0, -1))
+    opts = struct.pack(e + "HHB3x", 9, 1, resol) + struct.pack(e + "HHq", 14, 8, offset_s) + b"\0" * 4
+    idb = _ng_block(e, 1, struct.pack(e + "HHI", LT_ETHERNET, 0, 0) + opts)
+    epbs = b"".join(
+        _ng_block(e, 6, struct.pack(e + "IIIII", 0, ts >> 32, ts & 0xFFFFFFFF, len(b), len(b)) + b)
+        for ts, b in packets
+    )
+    return shb + idb + epbs
+
+
+def test_pcapng_sections_big_endian_resolution_and_offset(tmp_path: Path) -> None:
+    # Concatenated captures (`cat a.pcapng b.pcapng`) are two sections; each has its own byte order.
+    hs = [frame(LT_ETHERNET, ip_packet(*p)) for p in handshake()]
+    req = frame(LT_ETHERNET, ip_packet(CLI, SRV, 1001, 5001, ACK | PSH, b"ping"))
+    path = tmp_path / "two-sections.pcapng"
+    path.write_bytes(
+        _ng_section("<", 3, 1000, [(5, b) for b in hs])  # milliseconds, +1000 s
+        + _ng_section(">", 0x80 | 10, 0, [(7 * 1024 + 512, req)])  # 1/1024 s units, big-endian
+    )
+    frags = [e for e in read_pcap(path) if isinstance(e, Fragment)]
+    assert [(f.data, f.ts_ns) for f in frags] == [(b"ping", 7_500_000_000)]
+    syn = next(e for e in read_pcap(path) if isinstance(e, ConnEvent))
+    assert syn.ts_ns == 1000_005_000_000
+
+
 def test_rejects_non_capture_files(tmp_path: Path) -> None:
     bad = tmp_path / "x.pcap"
     bad.write_bytes(b"GET / HTTP/1.1\r\n")
