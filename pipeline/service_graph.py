@@ -68,6 +68,9 @@ class ServiceGraphMetrics:
         client, server, observer = self.topology.edge_of(conn)
         if observer != SERVER and self.topology.peer_traced(conn):
             return None  # the server's end is traced too and counts it
+        return self._capped(client, server)
+
+    def _capped(self, client: str, server: str) -> tuple[str, str]:
         if (client, server) not in self._edges:
             if len(self._edges) >= self.max_edges:
                 if self.health is not None:
@@ -106,19 +109,27 @@ class ServiceGraphMetrics:
 
     def _count_records(self, records: list[L7Record]) -> None:
         groups: dict[tuple[str, str, str], list[L7Record]] = {}
+        failures: dict[tuple[str, str, str], int] = {}
         for r in records:
-            edge = self._edge(r.conn)
-            if edge is not None:
-                groups.setdefault((*edge, r.protocol), []).append(r)
+            client, server, observer = self.topology.edge_of(r.conn)
+            both = self.topology.peer_traced(r.conn)
+            if observer == SERVER or not both:
+                edge = (*self._capped(client, server), r.protocol)
+                groups.setdefault(edge, []).append(r)
+                # With both ends traced, a failure is the client's to count (a 404 fails the client only).
+                failures[edge] = failures.get(edge, 0) + (r.error and not both)
+            elif r.error:  # the server's end counts this exchange; as in the servicegraph connector,
+                edge = (*self._capped(client, server), r.protocol)  # it failed if either end failed
+                failures[edge] = failures.get(edge, 0) + 1
         # One counter add per edge and protocol per batch: each SDK call costs microseconds.
         for (client, server, protocol), group in groups.items():
             attrs: dict[str, Any] = {"client": client, "server": server, "protocol": protocol}
             self._requests.add(len(group), attrs)
-            failed = sum(1 for r in group if r.error)
-            if failed:
-                self._failed.add(failed, attrs)
             for r in group:  # a histogram takes one value per call
                 self._duration.record(r.duration_s, attrs)
+        for (client, server, protocol), failed in failures.items():
+            if failed:
+                self._failed.add(failed, {"client": client, "server": server, "protocol": protocol})
 
     def _count_bytes(self, sizes: list[tuple[ConnInfo, int]]) -> None:
         totals: dict[tuple[str, str], list[int]] = {}  # edge -> [new connections, bytes]

@@ -74,7 +74,7 @@ def test_two_hop_graph_edges_counts_failures_buckets_bytes_connections() -> None
     )  # fmt: skip
     # client -> api: three requests seen from both ends, one failed; api -> db: two queries, both ends.
     red.export([rec(CURL_C, "http", 0.012), rec(API_S, "http", 0.003)])
-    red.export([rec(CURL_C, "http", 0.25), rec(API_S, "http", 0.2, error=True)])
+    red.export([rec(CURL_C, "http", 0.25, error=True), rec(API_S, "http", 0.2, error=True)])
     red.export([rec(CURL_C, "http", 9.0), rec(API_S, "http", 12.0)])
     red.export([rec(API_C, "mysql", 0.002), rec(DB_S, "mysql", 0.001)])
     red.export([rec(API_C, "mysql", 0.09, error=True), rec(DB_S, "mysql", 0.08, error=True)])
@@ -274,4 +274,19 @@ def test_an_untraced_client_is_one_edge_however_many_ephemeral_ports_it_uses() -
     assert {k: p.value for k, p in got[f"{G}.requests"].items()} == {("127.0.0.1", "api", "http"): 8}
     assert {k: p.value for k, p in got[f"{G}.connections"].items()} == {("127.0.0.1", "api", None): 4}
     assert {(e.client, e.server): e.requests for e in topology.snapshot().edges} == {("127.0.0.1", "api"): 8}
+    red.close()
+
+
+def test_a_failure_only_the_client_sees_fails_the_edge_once() -> None:
+    """curl got two 404s from nginx (client spans ERROR, server spans not): the graph said 0 failed,
+    the map 2. As in the Collector's servicegraph connector, an exchange failed if either end did."""
+    reader = InMemoryMetricReader()
+    red = RedMetrics(build_meter_provider([reader], node="n1"))
+    red.export([rec(CURL_C, "http", 0.01, error=True), rec(API_S, "http", 0.01)])  # a 404
+    red.export([rec(CURL_C, "http", 0.01, error=True), rec(API_S, "http", 0.01, error=True)])  # a 503
+    red.export([rec(CURL_C, "http", 0.01), rec(API_S, "http", 0.01)])
+    got = collect(red, reader)
+    edge = ("curl", "api", "http")
+    assert got[f"{G}.requests"][edge].value == 3
+    assert got[f"{G}.requests.failed"][edge].value == 2
     red.close()
