@@ -341,7 +341,7 @@ def test_instruments_list_is_what_red_metrics_creates() -> None:
     records = [
         http(SERVER, 200, 0.01, 1, truncated=True), http(CLIENT, 200, 0.01, 2, degraded=True),
         other("rpc.server.call.duration", rpc, ("rpc.system",), error="14"),  # a failed service graph request
-        other("rpc.client.call.duration", rpc, ("rpc.system",)),
+        other("rpc.client.call.duration", rpc, ("rpc.system",), error="14"),  # its client end saw it too
         other("db.client.operation.duration", {"db.system.name": "mysql"}, ("db.system.name",)),
     ]  # fmt: skip
     reader = InMemoryMetricReader()
