@@ -228,7 +228,14 @@ class _Half:
     pending: dict[int, tuple[bytes, int, int]] = field(default_factory=dict)  # pos -> (data, len, ts)
     pending_bytes: int = 0
     oldest_pending_ns: int = 0
-    fin: bool = False
+    acked: int = 0  # highest position the peer acknowledged while a hole was open
+    acked_ns: int = -1  # when that was first seen (-1: no acknowledged hole outstanding)
+    acked_seen: int = 0  # packets of the connection since then
+    fin_at: int = -1  # position of the FIN (-1: none seen)
+
+    def complete(self) -> bool:
+        """A FIN was seen and every byte before it has been delivered (or given up as a gap)."""
+        return 0 <= self.fin_at <= self.next
 
     def position(self, seq: int) -> int:
         # Unwrap the 32-bit sequence number to the position nearest the one expected next.
@@ -246,6 +253,11 @@ class _Conn:
     closed: bool = False
 
 
+def _syn_ack_first(c2s: _Half) -> bool:
+    """The client's direction has seen nothing yet: its connection was opened by the SYN-ACK."""
+    return c2s.base is None and not c2s.next and not c2s.pending
+
+
 def _ip_text(raw: bytes) -> str:
     return socket.inet_ntop(socket.AF_INET if len(raw) == 4 else socket.AF_INET6, raw)
 
@@ -254,8 +266,11 @@ class PcapReader:
     """Iterate a capture's connections as `ConnEvent`/`Fragment`s in capture order.
 
     `max_pending_bytes` and `hole_timeout_ns` bound how long a direction waits for a missing segment
-    before it gives up and leaves a gap. `close_at_eof` ends connections still open at the end of
-    the file with a closing `ConnEvent`, as a replay that must flush everything wants.
+    before it gives up and leaves a gap. A hole the peer has acknowledged is given up after
+    `ack_grace_packets` more packets of its connection or `ack_grace_ns`, whichever comes first:
+    capture files often hold an ACK a little before the data it acknowledges. `close_at_eof` ends
+    connections still open at the end of the file with a closing `ConnEvent`, as a replay that must
+    flush everything wants.
     """
 
     def __init__(
@@ -265,12 +280,17 @@ class PcapReader:
         progress: Progress | None = None,
         max_pending_bytes: int = 4 << 20,
         hole_timeout_ns: int = 2_000_000_000,
+        ack_grace_ns: int = 50_000_000,
+        ack_grace_packets: int = 4,
         close_at_eof: bool = False,
     ) -> None:
         self.path = Path(path)
         self.progress = progress
         self.max_pending_bytes = max_pending_bytes
         self.hole_timeout_ns = hole_timeout_ns
+        self.ack_grace_ns = ack_grace_ns
+        self.ack_grace_packets = ack_grace_packets
+        self._acked_holes: dict[int, tuple[_Half, _Conn]] = {}  # id(half) -> directions with acked holes
         self.close_at_eof = close_at_eof
         self.stats = PcapStats()
         self._conns: dict[tuple[bytes, int, bytes, int], _Conn] = {}
@@ -304,6 +324,8 @@ class PcapReader:
                 continue
             stats.tcp_packets += 1
             self._segment(seg, ts_ns, out)
+            if self._acked_holes:
+                self._skip_acked_holes(ts_ns, out)
             if out:
                 yield from out
                 out.clear()
@@ -359,6 +381,8 @@ class PcapReader:
                     conn = self._open(dst, src, False, ts, out)
                 if conn.client == dst and conn.s2c.base is None:
                     conn.s2c.base = seg.seq + 1
+            elif conn is not None and not conn.closed and conn.client == src and _syn_ack_first(conn.c2s):
+                conn.c2s.base = seg.seq + 1  # the same handshake, its SYN-ACK captured first
             elif conn is None or conn.closed or conn.client != src or conn.c2s.base != seg.seq + 1:
                 if conn is not None and not conn.closed:
                     self._close(conn, ts, out)
@@ -378,21 +402,46 @@ class PcapReader:
             half.base = data_seq
         if seg.length:
             self._accept(half, conn, half.position(data_seq), seg.payload, seg.length, ts, out)
-        if flags & _TCP_ACK and other.pending and other.base is not None:
-            # The peer acknowledged bytes the capture never showed: they will not be retransmitted.
+        half.acked_seen += 1
+        other.acked_seen += 1
+        if flags & _TCP_ACK and (other.pending or other.fin_at >= 0) and other.base is not None:
+            # The peer acknowledged bytes not seen yet: unless they show up late, they never will.
             acked = other.position(seg.ack)
             if acked > other.next:
-                self.stats.gap_bytes += min(acked, min(other.pending)) - other.next
-                other.next = min(acked, min(other.pending))
-                self._drain(other, conn, ts, out)
+                other.acked = max(other.acked, acked)
+                if other.acked_ns < 0:
+                    other.acked_ns, other.acked_seen = ts, 0
+                    self._acked_holes[id(other)] = (other, conn)
         if half.pending and ts - half.oldest_pending_ns > self.hole_timeout_ns:
             self._flush(half, conn, ts, out)
         if flags & _TCP_RST:
             self._close(conn, ts, out)
-        elif flags & _TCP_FIN:
-            half.fin = True
-            if other.fin:
-                self._close(conn, ts, out)
+            return
+        if flags & _TCP_FIN and half.fin_at < 0:
+            half.fin_at = half.position(data_seq) + seg.length
+        # Both FINs close the connection only once the data before them is in: captures reorder.
+        if half.complete() and other.complete():
+            self._close(conn, ts, out)
+
+    def _skip_acked_holes(self, ts: int, out: list[Event]) -> None:
+        """Leave a gap for acknowledged holes still open `ack_grace_ns` after the acknowledgement."""
+        for key, (half, conn) in list(self._acked_holes.items()):
+            if conn.closed or half.next >= half.acked or not (half.pending or half.fin_at >= 0):
+                half.acked_ns = -1
+                del self._acked_holes[key]
+            elif half.acked_seen >= self.ack_grace_packets or ts - half.acked_ns >= self.ack_grace_ns:
+                half.acked_ns = -1
+                del self._acked_holes[key]
+                while half.next < half.acked:
+                    # Up to the next buffered bytes, else up to the FIN (the ACK also counts the FIN).
+                    upto = min(half.acked, min(half.pending) if half.pending else half.fin_at)
+                    if upto <= half.next:
+                        break
+                    self.stats.gap_bytes += upto - half.next
+                    half.next = upto
+                    self._drain(half, conn, ts, out)
+                if conn.c2s.complete() and conn.s2c.complete():
+                    self._close(conn, ts, out)
 
     # -- one direction ---------------------------------------------------------------------------
     def _emit(

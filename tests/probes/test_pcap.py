@@ -147,6 +147,50 @@ def test_reorder_retransmit_overlap_and_hole(tmp_path: Path) -> None:
     assert reader.stats.connections == 1
 
 
+def test_capture_order_ack_before_data_syn_ack_before_syn_fin_before_data(tmp_path: Path) -> None:
+    # Seen in `tcpdump -i any` and merged captures: packets a few places out of order. None of it is loss.
+    c, s = 1001, 5001
+    syn, syn_ack, ack = handshake()
+    pkts = [
+        syn_ack,  # before its SYN: still one connection
+        syn,
+        ack,
+        (CLI, SRV, c, s, ACK | PSH, b"GET"),
+        (SRV, CLI, s + 5, c + 3, ACK | PSH, b"world"),  # pos 5 before 0: a hole
+        (CLI, SRV, c + 3, s + 10, ACK, b""),  # acknowledges the hole before it shows up
+        (SRV, CLI, s, c + 3, ACK | PSH, b"hello"),
+        (SRV, CLI, s + 10, c + 3, ACK | PSH, b"!"),  # pos 10 after the FINs below
+    ]
+    pkts.insert(7, (CLI, SRV, c + 3, s + 12, FIN | ACK, b""))
+    pkts.insert(8, (SRV, CLI, s + 11, c + 4, FIN | ACK, b""))
+    reader = PcapReader(write_pcap(tmp_path / "order.pcap", pkts))
+    evs = list(reader)
+    assert frags(evs, Io.RECV) == [(0, b"GET")]
+    assert frags(evs, Io.SEND) == [(0, b"hello"), (5, b"world"), (10, b"!")]
+    assert [(type(e), getattr(e, "closed", None)) for e in (evs[0], evs[-1])] == [
+        (ConnEvent, False),
+        (ConnEvent, True),
+    ]
+    assert reader.stats.connections == 1 and reader.stats.gap_bytes == 0
+
+
+def test_acknowledged_hole_is_a_gap_a_few_packets_later(tmp_path: Path) -> None:
+    c, s = 1001, 5001
+    pkts = [
+        *handshake(),
+        (CLI, SRV, c, s, ACK | PSH, b"GET"),
+        (SRV, CLI, s + 5, c + 3, ACK | PSH, b"world"),  # 0..5 never captured
+        (CLI, SRV, c + 3, s + 10, ACK, b""),
+        *[(CLI, SRV, c + 3, s + 10, ACK, b"") for _ in range(4)],  # window updates
+        (CLI, SRV, c + 3, s + 10, ACK | PSH, b"GET"),
+    ]
+    reader = PcapReader(write_pcap(tmp_path / "lost.pcap", pkts))
+    evs = list(reader)
+    world = next(e for e in evs if isinstance(e, Fragment) and e.data == b"world")
+    assert world.position == 5 and world.ts_ns == 1_000_009_000_000  # after 4 more packets, not at EOF
+    assert reader.stats.gap_bytes == 5
+
+
 def test_hole_without_ack_is_flushed_at_reset(tmp_path: Path) -> None:
     pkts = [
         *handshake(),
