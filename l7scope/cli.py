@@ -9,7 +9,7 @@ import os
 import signal
 import sys
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -174,18 +174,36 @@ def _stop_event(duration: float | None) -> threading.Event:
     return stop
 
 
+def export_ports(config: Config, env: Mapping[str, str], with_kafka: bool) -> tuple[int, ...]:
+    """Ports l7scope sends its own output to. The receiving end (a collector, Alertmanager, the broker)
+    is another process, so excluding our pid does not hide those connections: traced, every export
+    would come back as an exchange to export again. A URL without an explicit port is left alone
+    rather than excluding all of port 80 or 443."""
+    from urllib.parse import urlsplit
+
+    from pipeline.otlp import OtlpEndpoint
+
+    addresses = config.kafka.bootstrap.split(",") if with_kafka else []
+    for kind, on in (("traces", config.export.otlp), ("metrics", config.export.otlp_metrics)):
+        endpoint = OtlpEndpoint.from_env(env, kind) if on else None
+        if endpoint is not None:
+            addresses.append(urlsplit(endpoint.url).netloc)
+    if config.export.alert_rules and config.export.alertmanager_url:
+        addresses.append(urlsplit(config.export.alertmanager_url).netloc)
+    ports = {address.rpartition(":")[2] for address in addresses}
+    return tuple(sorted(int(p) for p in ports if p.isdigit()))
+
+
 def _capture(config: Config, with_kafka: bool = False) -> Capture:
-    """Load the eBPF programs; the agent's own traffic (and its Kafka's) is filtered in the kernel."""
+    """Load the eBPF programs; our own traffic (and what receives our output) is filtered in the kernel."""
     from probes.capture import Capture, CaptureOptions
     from probes.errors import CaptureUnavailable
 
-    kafka = config.kafka.bootstrap.split(",") if with_kafka else []
-    kafka_ports = tuple(int(hp.rpartition(":")[2]) for hp in kafka if hp.rpartition(":")[2].isdigit())
     options = CaptureOptions(
         copy_chunk=config.capture.copy_chunk,
         ring_bytes=config.capture.ring_mib << 20,
         exclude_pids=(os.getpid(), *config.capture.exclude_pids),
-        exclude_ports=(*config.capture.exclude_ports, *kafka_ports),
+        exclude_ports=(*config.capture.exclude_ports, *export_ports(config, os.environ, with_kafka)),
         node=config.node,
         header_cache=Path(config.capture.header_cache),
         tls=config.capture.tls,

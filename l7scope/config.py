@@ -27,7 +27,7 @@ class CaptureConfig:
     drain_interval_ms: int = 10  # the ring is drained on this timer, not on wake-ups
     max_cpu: float = 0.25  # share of a core for the agent process; past it the kernel sheds, counted (0: off)
     exclude_pids: tuple[int, ...] = ()  # besides the agent itself
-    exclude_ports: tuple[int, ...] = ()  # besides the Kafka brokers' ports
+    exclude_ports: tuple[int, ...] = ()  # besides the ports l7scope exports to (cli.export_ports)
     header_cache: str = "/var/cache/l7scope/headers"  # BTF-generated kernel headers
     tls: bool = True  # OpenSSL plaintext through uprobes on every libssl found
     # Allow-lists, checked in the kernel (empty: everything; all that are set must match).
