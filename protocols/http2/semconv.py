@@ -57,6 +57,9 @@ _TIMEOUT_UNIT_NS = {
     "n": 1,
 }
 _CANCEL = 0x8
+# The gRPC conventions: a server's span is an error only for these codes (UNKNOWN, DEADLINE_EXCEEDED,
+# UNIMPLEMENTED, INTERNAL, UNAVAILABLE, DATA_LOSS); NOT_FOUND and the like are the caller's problem.
+SERVER_ERRORS = frozenset({2, 4, 12, 13, 14, 15})
 _DEADLINE_EXCEEDED = 4
 
 
@@ -115,7 +118,7 @@ def _grpc(
     error: str | None = None
     if status is not None:
         attrs["rpc.grpc.status_code"] = status
-        if status:
+        if status and (conn.role != Role.SERVER or status in SERVER_ERRORS):
             error = GRPC_STATUS[status] if status < len(GRPC_STATUS) else str(status)
     else:
         error = _stream_error(x)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import signal
@@ -96,13 +97,14 @@ def test_grpcio_calls_captured_on_loopback(tmp_path: Path) -> None:
     pcap, port = _capture(tmp_path)
     conns = _chunks(pcap, port)
     assert conns, "nothing captured"
-    recs = []
+    recs, exchanges = [], []
     for (client_port, _), chunks in conns.items():
         assert SPEC.detect(chunks[0][1], chunks[0][0])
         out, state = drive([(d, b) for d, b, _ in chunks])
         assert out.invalid == 0 and state.hpack[0].synced and state.hpack[1].synced
         conn = ConnInfo("t", Endpoint("127.0.0.1", port), Endpoint("127.0.0.1", client_port), Role.SERVER)
         recs += [SPEC.to_record(x, conn) for x in out.exchanges]
+        exchanges += [(x, conn) for x in out.exchanges]
     got = [
         (
             r.protocol, r.name, r.attributes["rpc.grpc.status_code"], r.error_type,
@@ -115,8 +117,10 @@ def test_grpcio_calls_captured_on_loopback(tmp_path: Path) -> None:
         ("grpc", f"{SERVICE}/ServerStream", 0, None, 1, 3, False),
         ("grpc", f"{SERVICE}/ClientStream", 0, None, 4, 1, False),
         ("grpc", f"{SERVICE}/Bidi", 0, None, 2, 2, False),
-        ("grpc", f"{SERVICE}/Fail", 5, "NOT_FOUND", 1, 0, False),
+        ("grpc", f"{SERVICE}/Fail", 5, None, 1, 0, False),  # a server's NOT_FOUND is not its error
     ]
+    x, conn = exchanges[-1]  # the same call seen by the client is an error
+    assert SPEC.to_record(x, dataclasses.replace(conn, role=Role.CLIENT)).error_type == "NOT_FOUND"
     sizes = [
         (r.attributes["rpc.request.message.size"], r.attributes["rpc.response.message.size"]) for r in recs
     ]

@@ -30,9 +30,22 @@ def test_unary_ok_and_not_found_trailers_only() -> None:
     assert (a["rpc.request.message.count"], a["rpc.response.message.count"]) == (1, 1)
     assert (a["rpc.request.message.size"], a["rpc.response.message.size"]) == (2, 5)
     assert a["server.port"] == 50051 and a["client.port"] == 40000
-    assert nf.error_type == "NOT_FOUND" and nf.attributes["rpc.grpc.status_code"] == 5
+    # The gRPC conventions: NOT_FOUND is an error for the client, not for the server that answered it.
+    assert nf.error_type is None and nf.attributes["rpc.grpc.status_code"] == 5
     assert nf.attributes["rpc.response.message.count"] == 0
     assert state.streams == {}
+
+
+def test_which_grpc_codes_are_errors_depends_on_the_side() -> None:
+    c = Conversation()
+    for status in (5, 3, 13, 14, 4):  # NOT_FOUND, INVALID_ARGUMENT, INTERNAL, UNAVAILABLE, DEADLINE_EXCEEDED
+        c.unary("/demo.Greeter/Find", b"x", b"", status=status)
+    server, _, _ = records(c.chunks)
+    client, _, _ = records(c.chunks, conn=CLIENT_CONN)
+    assert [r.error_type for r in server] == [None, None, "INTERNAL", "UNAVAILABLE", "DEADLINE_EXCEEDED"]
+    assert [r.error_type for r in client] == [
+        "NOT_FOUND", "INVALID_ARGUMENT", "INTERNAL", "UNAVAILABLE", "DEADLINE_EXCEEDED",
+    ]  # fmt: skip
 
 
 def _streaming(c: Conversation, path: str, req_msgs: list[bytes], resp_msgs: list[bytes], split: bool) -> int:
