@@ -220,8 +220,9 @@ def test_grpc_and_mysql_spans_and_metrics(tmp_path: Path, otlp_receiver: OtlpRec
             )
             failed = a["rpc.method"] == "Fail"
             assert a["rpc.grpc.status_code"] == (5 if failed else 0)
-            assert a.get("error.type") == ("NOT_FOUND" if failed else None)
-            assert s["status"] == ("ERROR" if failed else "UNSET")
+            error = failed and kind == "CLIENT"  # NOT_FOUND is the caller's error, not the server's
+            assert a.get("error.type") == ("NOT_FOUND" if error else None)
+            assert s["status"] == ("ERROR" if error else "UNSET")
     # gRPC metrics: one series per method, labelled by semconv keys, counting the calls
     by_method = {s["metric"]["rpc_method"]: s for s in rpc}
     assert set(by_method) == set(CALLS)
@@ -230,7 +231,7 @@ def test_grpc_and_mysql_spans_and_metrics(tmp_path: Path, otlp_receiver: OtlpRec
         assert labels["rpc_system"] == "grpc" and labels["rpc_grpc_status_code"] == (
             "5" if method == "Fail" else "0"
         )
-        assert labels.get("error_type") == ("NOT_FOUND" if method == "Fail" else None)
+        assert "error_type" not in labels  # server series: NOT_FOUND is not a server error
         assert float(series["value"][1]) == CALLS[method]
 
     # MySQL spans: the query with its literal replaced, the error code, never the password or literal

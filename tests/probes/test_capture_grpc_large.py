@@ -45,6 +45,7 @@ with grpc.insecure_channel(f"127.0.0.1:{port}", options=big) as ch:
         assert e.code() == grpc.StatusCode.DEADLINE_EXCEEDED
     else:
         raise AssertionError("no deadline")
+    time.sleep(0.5)  # the handler finishes: stopping now would end the call UNAVAILABLE on the server
 server.stop(None).wait(5)
 print(port, flush=True)
 """
@@ -63,7 +64,8 @@ def test_large_grpc_messages_give_a_record_per_call(drained: Capture) -> None:
     opened = {e.info.conn_id: e.info for e in events if hasattr(e, "info") and not e.closed}
     ours = {cid: info for cid, info in opened.items() if port in (info.local.port, info.remote.port)}
     assert {info.role for info in ours.values()} == {Role.CLIENT, Role.SERVER}, ours
-    for conn_id, info in ours.items():
+    got: dict[Role, list[tuple[str, object, str | None]]] = {Role.CLIENT: [], Role.SERVER: []}
+    for conn_id, info in ours.items():  # grpcio may open (and drop) more than one connection
         health = Health()
         table = ConnTable(PROTOCOLS, health)
         frags = [f for io in Io for f in fragments(events, conn_id, io)]
@@ -71,8 +73,8 @@ def test_large_grpc_messages_give_a_record_per_call(drained: Capture) -> None:
             (e for e in events if hasattr(e, "info") and e.closed and e.info.conn_id == conn_id), None
         )
         records = table.apply(Batch(info, sorted(frags, key=lambda f: f.ts_ns), closed))
-        got = sorted((r.name, r.attributes.get("rpc.grpc.status_code"), r.error_type) for r in records)
-        assert got == CALLS, (info.role, got)
+        got[info.role] += [(r.name, r.attributes.get("rpc.grpc.status_code"), r.error_type) for r in records]
         # Frames larger than the default 16 KiB are legal once the peer's SETTINGS allow them.
         errors = {k: n for k, n in health.snapshot().items() if k[0] == "parse_errors"}
         assert not any(reason == "frame too large" for _, _, reason in errors), (info.role, errors)
+    assert {role: sorted(calls) for role, calls in got.items()} == {Role.CLIENT: CALLS, Role.SERVER: CALLS}
