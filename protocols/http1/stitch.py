@@ -9,6 +9,9 @@ from protocols.base import Timed
 from .types import MAX_INTERIM, Exchange, Http1Frame, Http1State, Passthrough, Request, Response
 
 _new = tuple.__new__  # builds the Exchange NamedTuple without its Python-level __new__
+# One exchange's send and receive events, stamped by different threads, can be out of order by a
+# little; a response starting more than this before a request cannot be its answer.
+ORPHAN_SLACK_NS = 1_000_000
 
 
 def stitch(
@@ -40,6 +43,13 @@ def stitch(
         if type(req) is not Request:
             requests.popleft()
             continue
+        if timed_resp.start_ns < requests[0].start_ns - ORPHAN_SLACK_NS:
+            # It answers a request never seen (the capture joined mid-way). The parser gave it the seq
+            # of the oldest request it had, shifting the queued responses by one: match those by time.
+            state.answered = max(state.answered, max(_seq(r.frame) for r in responses))
+            responses.popleft()
+            state.interim.clear()
+            continue
         known = resp.seq > state.answered  # else parsed before its request was, or a stale method entry
         if known:
             if req.seq < resp.seq:  # this request's response was lost
@@ -49,12 +59,7 @@ def stitch(
                 responses.popleft()
                 state.interim.clear()
                 continue
-        else:
-            # Unknown request (after a gap): answer the latest request sent before the response.
-            if timed_resp.start_ns < requests[0].start_ns:
-                responses.popleft()
-                state.interim.clear()
-                continue
+        else:  # unknown request (after a gap): answer the latest request sent before the response
             while len(requests) > 1 and _sent_before(requests[1], timed_resp):
                 requests.popleft()
         timed_req = requests.popleft()
@@ -71,6 +76,10 @@ def stitch(
         while pending and pending[0][0] <= state.answered:
             pending.popleft()
     return out
+
+
+def _seq(frame: Http1Frame) -> int:
+    return frame.seq if type(frame) is Response else -1
 
 
 def _sent_before(request: Timed[Http1Frame], response: Timed[Http1Frame]) -> bool:

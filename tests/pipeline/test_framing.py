@@ -217,3 +217,31 @@ def test_plaintext_from_the_tls_library_is_https() -> None:
         ConnTable(PROTOCOLS, Health()), info, Wire(info).frag(Io.RECV, REQ), w.frag(Io.SEND, RESP_404)
     )
     assert plain.attributes["url.scheme"] == "http"
+
+
+def test_a_response_to_a_request_never_seen_is_not_paired_with_the_next_one() -> None:
+    """A capture that joins a keep-alive connection between a request and its response (or a server
+    that answers before the request's body is in): the orphan response must not shift every pair."""
+    info = conn()
+    table, w = ConnTable(PROTOCOLS, Health()), Wire(info)
+
+    def later(io: Io, data: bytes) -> Fragment:
+        w.ts += 10_000_000  # 10 ms between the events: think time
+        return w.frag(io, data)
+
+    first = [later(Io.SEND, RESP_200), later(Io.RECV, REQ), later(Io.SEND, RESP_404)]
+    recs = run(table, info, *first, later(Io.RECV, POST), later(Io.SEND, RESP_500))
+    recs += run(table, info, later(Io.RECV, REQ), later(Io.SEND, RESP_200))
+    got = [(r.attributes["http.request.method"], r.attributes["http.response.status_code"]) for r in recs]
+    assert got == [("GET", 404), ("POST", 500), ("GET", 200)]
+    assert [r.degraded for r in recs] == [True, True, False]  # matched by time until the seqs agree again
+
+
+def test_a_response_stamped_a_little_before_its_request_still_answers_it() -> None:
+    """Events of one exchange stamped by two threads (a client's writer and reader) may be out of order."""
+    info = conn(Role.CLIENT)
+    table, w = ConnTable(PROTOCOLS, Health()), Wire(info)
+    response = w.frag(Io.RECV, RESP_200)
+    request = dataclasses.replace(w.frag(Io.SEND, REQ), ts_ns=response.ts_ns + 500_000)
+    (rec,) = run(table, info, request, response)
+    assert rec.attributes["http.response.status_code"] == 200 and not rec.degraded
