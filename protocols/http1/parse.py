@@ -376,7 +376,7 @@ def _parse_response(
     body_start = hend + 4
     end = body_start
     body = 0
-    chunked = close_delimited = False
+    chunked = close_delimited = cut = False
     trailers: tuple[tuple[str, str], ...] = ()
     tunnel = status == 101 or (method == "CONNECT" and 200 <= status < 300)
     if not (status < 200 or status == 204 or status == 304 or method == "HEAD" or tunnel):
@@ -384,16 +384,18 @@ def _parse_response(
         cl = get(b"content-length")
         if te is not None and _is_chunked(te):
             got = _chunked(buf, head, body_start)
-            if got is None:
+            if got is None and not state.response_eof:
                 return NEED_DATA
-            end, body, trailers = got
-            chunked = True
+            end, body, trailers = got or (len(buf), len(buf) - body_start, ())  # cut: bytes on the wire
+            chunked, cut = True, got is None
         elif te is None and cl is not None:
             digits = cl.strip(b" \t")  # one plain number, the common case, without a call
             body = int(digits) if digits.isdigit() and len(digits) <= 18 else _content_length(cl)
             end = body_start + body
             if end > len(buf):
-                return NEED_DATA
+                if not state.response_eof:
+                    return NEED_DATA
+                end, body, cut = len(buf), len(buf) - body_start, True  # the connection ended first
         elif state.response_eof:  # read until the connection closes: it has
             end = len(buf)
             body = end - body_start
@@ -424,6 +426,7 @@ def _parse_response(
             upgrade,
             connection is not None and b"close" in connection.lower(),
             trailers,
+            cut,
         ),
     )
     return Parsed(frame, end)

@@ -123,7 +123,7 @@ def to_record(x: Exchange, conn: ConnInfo) -> L7Record:
         error_type,
         attrs,
         _METRIC_KEYS[server_role, error_type is not None],
-        timed_req.truncated or timed_resp.truncated,
+        timed_req.truncated or timed_resp.truncated or resp.cut,
         x.degraded,
         "",
         trace_id,

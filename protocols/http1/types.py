@@ -52,6 +52,7 @@ class Response(NamedTuple):
     upgrade: str = ""  # the protocol switched to on 101 ("websocket", "h2c"), or "connect" on a tunnel
     close: bool = False
     trailers: tuple[tuple[str, str], ...] = ()
+    cut: bool = False  # the stream ended (connection closed or reset) before the body did
 
     @property
     def interim(self) -> bool:

@@ -245,3 +245,19 @@ def test_a_response_stamped_a_little_before_its_request_still_answers_it() -> No
     request = dataclasses.replace(w.frag(Io.SEND, REQ), ts_ns=response.ts_ns + 500_000)
     (rec,) = run(table, info, request, response)
     assert rec.attributes["http.response.status_code"] == 200 and not rec.degraded
+
+
+def test_a_response_cut_off_by_the_connection_ending_is_recorded_truncated() -> None:
+    """A download the client aborted (RST), or a capture that ended mid-body: the exchange is known."""
+    info = conn(Role.CLIENT)
+    table, w = ConnTable(PROTOCOLS, Health()), Wire(info)
+    head = b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n"
+    chunked = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n1000\r\n" + b"y" * 100
+    assert run(table, info, w.frag(Io.SEND, REQ), w.frag(Io.RECV, head + b"x" * 50)) == []
+    (rec,) = run(table, info, close=True)
+    assert (rec.attributes["http.response.status_code"], rec.truncated) == (200, True)
+    assert rec.attributes["http.response.body.size"] == 50
+    table, w = ConnTable(PROTOCOLS, Health()), Wire(info)
+    assert run(table, info, w.frag(Io.SEND, REQ), w.frag(Io.RECV, chunked)) == []
+    (rec,) = run(table, info, close=True)
+    assert (rec.attributes["http.response.status_code"], rec.truncated) == (200, True)
