@@ -178,6 +178,7 @@ class ConnParser:
         if not (stream.has_filled and stream.filled_between(start, end)):
             self.health.count("parse_errors", spec.name, reason=invalid.reason)
         elif spec.ordered:  # frames paired by order: drop those the lost bytes answered (no mispairing)
+            stream.gap_ts = stream.ts_at(start)  # the lost bytes are the uncopied tail of this piece
             self._on_gap(io, direction)
         else:  # paired by stream id (HTTP/2): forgetting the HPACK table would unname every later call
             self.health.count("gaps", spec.name)
