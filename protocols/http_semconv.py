@@ -88,6 +88,16 @@ def redact_query(query: str) -> str:
     return "&".join(parts)
 
 
+def url_full(scheme: str, authority: str, path: str, query: str | None) -> str:
+    """semconv `url.full` of a client's request (required on client spans); the query as in url.query."""
+    return f"{scheme}://{authority}{path}" + (f"?{redact_query(query)}" if query is not None else "")
+
+
+def authority(ip: str, port: int) -> str:
+    """host:port of an endpoint, an IPv6 address in brackets (for url.full when no Host was sent)."""
+    return f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}"
+
+
 def status_error_type(status: int, server: bool) -> str | None:
     """semconv error.type for an HTTP status: 5xx always, 4xx too when the traced side is the client."""
     return str(status) if status >= 500 or (status >= 400 and not server) else None

@@ -3,7 +3,14 @@
 from __future__ import annotations
 
 from protocols.base import AttrValue, ConnInfo, L7Record, Role
-from protocols.http_semconv import low_cardinality_path, parse_traceparent, redact_query, status_error_type
+from protocols.http_semconv import (
+    authority,
+    low_cardinality_path,
+    parse_traceparent,
+    redact_query,
+    status_error_type,
+    url_full,
+)
 
 from .types import Exchange
 
@@ -85,10 +92,11 @@ def to_record(x: Exchange, conn: ConnInfo) -> L7Record:
     host = req.host
     server_host = (host if ":" not in host else _server_host(host)) if host else target_host
     error_type = None if status < 400 else status_error_type(status, server_role)
+    scheme = "https" if conn.tls else "http"
     # One dict literal for the keys every exchange has: much cheaper than a dozen item assignments.
     attrs: dict[str, AttrValue] = {
         "http.request.method": method,
-        "url.scheme": "https" if conn.tls else "http",
+        "url.scheme": scheme,
         "http.response.status_code": status,
         "network.protocol.name": "http",
         "network.protocol.version": req.version,
@@ -105,6 +113,8 @@ def to_record(x: Exchange, conn: ConnInfo) -> L7Record:
         attrs["url.path"] = path
     if query:
         attrs["url.query"] = redact_query(query)
+    if not server_role and path:
+        attrs["url.full"] = url_full(scheme, host or authority(server.ip, server.port), path, query or None)
     if req.user_agent:
         attrs["user_agent.original"] = req.user_agent
     if resp.upgrade:

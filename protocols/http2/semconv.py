@@ -4,7 +4,14 @@ from __future__ import annotations
 
 from protocols.base import AttrValue, ConnInfo, L7Record, Role
 from protocols.http2.types import H2Exchange, Headers, error_code_name
-from protocols.http_semconv import low_cardinality_path, parse_traceparent, redact_query, status_error_type
+from protocols.http_semconv import (
+    authority,
+    low_cardinality_path,
+    parse_traceparent,
+    redact_query,
+    status_error_type,
+    url_full,
+)
 from protocols.network_semconv import add_peers
 
 GRPC_STATUS = (
@@ -161,13 +168,14 @@ def _http(
     attrs: dict[str, AttrValue] = {"network.protocol.name": "http", "network.protocol.version": "2"}
     method = req.get(":method")
     target = req.get(":path")
-    path = None
+    path = query = None
     if method:
         attrs["http.request.method"] = method
     if target is not None:
-        path, sep, query = target.partition("?")
+        path, sep, rest = target.partition("?")
         attrs["url.path"] = path
         if sep:
+            query = rest
             attrs["url.query"] = redact_query(query)
     scheme = req.get(":scheme")
     if scheme:
@@ -189,6 +197,9 @@ def _http(
     if method:
         name = f"{method} {low_cardinality_path(path)}" if path else method
     add_peers(attrs, conn)
+    if client and path is not None:
+        host = req.get(":authority") or authority(conn.remote.ip, conn.remote.port)
+        attrs["url.full"] = url_full(scheme or "http", host, path, query)
     keys = _HTTP_METRIC_KEYS + (("server.address", "server.port") if client else ())
     return L7Record(
         protocol="http",

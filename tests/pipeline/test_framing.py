@@ -261,3 +261,13 @@ def test_a_response_cut_off_by_the_connection_ending_is_recorded_truncated() -> 
     assert run(table, info, w.frag(Io.SEND, REQ), w.frag(Io.RECV, chunked)) == []
     (rec,) = run(table, info, close=True)
     assert (rec.attributes["http.response.status_code"], rec.truncated) == (200, True)
+
+
+def test_client_requests_carry_url_full_and_servers_do_not() -> None:
+    client, server = conn(Role.CLIENT), conn(Role.SERVER)
+    w = Wire(client)
+    (rec,) = run(ConnTable(PROTOCOLS, Health()), client, w.frag(Io.SEND, REQ), w.frag(Io.RECV, RESP_200))
+    assert rec.attributes["url.full"] == "http://example.test/users/42?x=1"
+    w = Wire(server)
+    (rec,) = run(ConnTable(PROTOCOLS, Health()), server, w.frag(Io.RECV, REQ), w.frag(Io.SEND, RESP_200))
+    assert "url.full" not in rec.attributes

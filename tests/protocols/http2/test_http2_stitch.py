@@ -165,8 +165,10 @@ def test_plain_http2_attributes_errors_and_secrets() -> None:
     assert "s3cr3t" not in repr(ok) and "sid=abc" not in repr(ok)
     assert (ok.trace_id, ok.parent_span_id) == ("4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7")
     assert boom.error_type == "503" and missing.error_type is None
-    (_, _, as_client), _, _ = records(c.chunks, conn=CLIENT_CONN)
+    (first, _, as_client), _, _ = records(c.chunks, conn=CLIENT_CONN)
     assert as_client.error_type == "404" and as_client.metric == "http.client.request.duration"
+    assert first.attributes["url.full"] == "https://example.test/users/12345/orders?limit=5&x=1"
+    assert as_client.attributes["url.full"] == "https://example.test/missing"
 
 
 def test_informational_response_then_final() -> None:
