@@ -143,7 +143,7 @@ class Topology:
 
     def learn(self, conn: ConnInfo) -> None:
         """Remember which process holds this end of a connection (LRU-bounded)."""
-        key = (conn.node, str(conn.local), str(conn.remote))
+        key = self.end_key(conn)
         if len(self._local_ips) >= 65536:  # bounded: node addresses are few, churn starts it over
             self._local_ips.clear()
         self._local_ips.add((conn.node, conn.local.ip))
@@ -155,7 +155,7 @@ class Topology:
     def edge_of(self, conn: ConnInfo) -> tuple[str, str, str]:
         """(client service, server service, which end observed it)."""
         me = self.service(conn)
-        peer = self._ends.get((conn.node, str(conn.remote), str(conn.local)))
+        peer = self._ends.get(self.peer_key(conn))
         role = conn.role
         if role == Role.UNKNOWN and peer is not None and peer[1] != Role.UNKNOWN:
             role = Role.CLIENT if peer[1] == Role.SERVER else Role.SERVER  # the other end knew
@@ -166,7 +166,7 @@ class Topology:
 
     def peer_traced(self, conn: ConnInfo) -> bool:
         """Whether the far end of this connection is a traced process on this node (it names the edge)."""
-        return (conn.node, str(conn.remote), str(conn.local)) in self._ends
+        return self.peer_key(conn) in self._ends
 
     def _side(self, client: str, server: str, observer: str, node: str) -> Side | None:
         sides = self._sides.get((client, server))
