@@ -268,10 +268,13 @@ def run_embedded(
             render(live, health, out)
         log.info("pipeline stopped", extra={
             "records": records, "queue_dropped_batches": health.total("dropped_batches"),
-            "queue_dropped_fragments": dropped_fragments[0],
-            "parse_errors": health.total("parse_errors"), "gaps": health.total("gaps"),
-            "unmatched_frames": health.total("unmatched_frames")})  # fmt: skip
+            "queue_dropped_fragments": dropped_fragments[0], **parse_health(health)})  # fmt: skip
     return health
+
+
+def parse_health(health: Health) -> dict[str, int]:
+    """The parsers' counters for a stop summary: clean traffic leaves them all at 0."""
+    return {name: health.total(name) for name in ("parse_errors", "gaps", "unmatched_frames")}
 
 
 def render(live: LiveTable, health: Health, out: IO[str]) -> None:
@@ -370,9 +373,7 @@ def run_pipeline(
         except Exception as e:  # the group may be mid-rebalance: the next owner re-reads, never skips
             log.warning("final commit failed: %s", e)
         source.close()
-        log.info("pipeline stopped", extra={
-            "exchanges": health.total("exchanges"), "parse_errors": health.total("parse_errors"),
-            "gaps": health.total("gaps"), "unmatched_frames": health.total("unmatched_frames")})  # fmt: skip
+        log.info("pipeline stopped", extra={"exchanges": health.total("exchanges"), **parse_health(health)})
     return health
 
 
