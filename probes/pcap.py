@@ -426,22 +426,24 @@ class PcapReader:
     def _skip_acked_holes(self, ts: int, out: list[Event]) -> None:
         """Leave a gap for acknowledged holes still open `ack_grace_ns` after the acknowledgement."""
         for key, (half, conn) in list(self._acked_holes.items()):
-            if conn.closed or half.next >= half.acked or not (half.pending or half.fin_at >= 0):
-                half.acked_ns = -1
-                del self._acked_holes[key]
-            elif half.acked_seen >= self.ack_grace_packets or ts - half.acked_ns >= self.ack_grace_ns:
-                half.acked_ns = -1
-                del self._acked_holes[key]
-                while half.next < half.acked:
-                    # Up to the next buffered bytes, else up to the FIN (the ACK also counts the FIN).
-                    upto = min(half.acked, min(half.pending) if half.pending else half.fin_at)
-                    if upto <= half.next:
-                        break
-                    self.stats.gap_bytes += upto - half.next
-                    half.next = upto
-                    self._drain(half, conn, ts, out)
-                if conn.c2s.complete() and conn.s2c.complete():
-                    self._close(conn, ts, out)
+            filled = conn.closed or half.next >= half.acked or not (half.pending or half.fin_at >= 0)
+            expired = half.acked_seen >= self.ack_grace_packets or ts - half.acked_ns >= self.ack_grace_ns
+            if not (filled or expired):
+                continue
+            half.acked_ns = -1
+            del self._acked_holes[key]
+            if filled:  # nothing left to give up
+                continue
+            while half.next < half.acked:
+                # Up to the next buffered bytes, else up to the FIN (the ACK also counts the FIN).
+                upto = min(half.acked, min(half.pending) if half.pending else half.fin_at)
+                if upto <= half.next:
+                    break
+                self.stats.gap_bytes += upto - half.next
+                half.next = upto
+                self._drain(half, conn, ts, out)
+            if conn.c2s.complete() and conn.s2c.complete():
+                self._close(conn, ts, out)
 
     # -- one direction ---------------------------------------------------------------------------
     def _emit(
