@@ -69,6 +69,45 @@ if [ ! -f "$stamp" ] || [ "$here/pyproject.toml" -nt "$stamp" ]; then
   touch "$stamp"
 fi
 
+# -- test: the protobuf tests on the lowest protobuf the pin admits -------------------------------------
+# .venv gets the newest protobuf the pin admits and runs the whole suite; this lane runs the tests that
+# encode and decode protobuf on 5.29.*, in a venv of its own under the cache with the generator of
+# proto/*_pb2.py (it needs protobuf < 6, see pyproject.toml). The checkout's code runs (PYTHONPATH).
+protobuf_versions() {
+  "$1" -c 'from importlib.metadata import version as v; from google.protobuf.internal import api_implementation as a
+print("protobuf %s (%s), opentelemetry-proto %s" % (v("protobuf"), a.Type(), v("opentelemetry-proto")))'
+}
+protobuf_min_lane() {
+  local lane=$cache/venv-protobuf-min reqs versions
+  reqs=$("$py" -c '
+import re, sys, tomllib
+project = tomllib.load(open(sys.argv[1], "rb"))["project"]
+extras = project["optional-dependencies"]
+name = lambda r: re.match(r"[A-Za-z0-9._-]+", r).group(0).lower()
+runner = [r for r in extras["test"] if name(r) in ("pytest", "pytest-timeout", "grpcio")]
+print("protobuf==5.29.*", *project["dependencies"], *extras["protoc"], *runner, sep="\n")
+' "$here/pyproject.toml")
+  mkdir -p "$cache"
+  (
+    flock 9
+    [ -x "$lane/bin/python" ] || "$py" -m venv "$lane"
+    if [ "$(cat "$lane/.installed" 2>/dev/null)" != "$reqs" ]; then
+      say "installing the lowest-protobuf test lane into $lane"
+      printf '%s\n' "$reqs" >"$lane/requirements.txt"
+      "$lane/bin/pip" install -q --disable-pip-version-check -r "$lane/requirements.txt"
+      printf '%s\n' "$reqs" >"$lane/.installed"
+    fi
+  ) 9>"$cache/venv-protobuf-min.lock"
+  versions=$(protobuf_versions "$lane/bin/python")
+  case "$versions" in "protobuf 5.29."*) ;; *) fail "the lowest-protobuf lane has $versions, not 5.29.*" ;; esac
+  say "protobuf lane 1/2, lowest: $versions: the protobuf tests"
+  (cd "$here" && L7SCOPE_CACHE="$cache" L7SCOPE_STRICT=1 PYTHONPATH="$here" "$lane/bin/python" -m pytest -p no:cacheprovider -q \
+    -m "not kernel and not kafka" tests/proto tests/pipeline/test_records_sink.py tests/pipeline/test_otlp_spans.py \
+    tests/pipeline/test_alerts.py tests/pipeline/test_red_metrics.py tests/support/test_otlp_receiver.py) \
+    || fail "the protobuf tests failed on $versions (the lowest the pin admits)"
+}
+[ "$mode" = test ] && protobuf_min_lane
+
 # -- kernel headers for bcc (real ones when present, else generated from BTF) ----------------------
 mkdir -p "$cache"
 "$venv/bin/python" -c "
@@ -85,6 +124,8 @@ except CaptureUnavailable as e:
 cd "$here"
 case "$mode" in
   run) exec "$venv/bin/l7scope" run --demo "$@" ;;
-  test) export L7SCOPE_CACHE="$cache" L7SCOPE_STRICT=1; exec "$venv/bin/python" -m pytest -p no:cacheprovider "$@" ;;
+  test)
+    say "protobuf lane 2/2, newest: $(protobuf_versions "$venv/bin/python"): the test run"
+    export L7SCOPE_CACHE="$cache" L7SCOPE_STRICT=1; exec "$venv/bin/python" -m pytest -p no:cacheprovider "$@" ;;
   setup) say "ready: $venv/bin/l7scope --help" ;;
 esac
