@@ -154,7 +154,9 @@ def _apply_flags(config: Config, args: argparse.Namespace) -> Config:
             export = dataclasses.replace(export, prometheus=arg)
             continue
         if kind != "jsonl" or not arg:
-            raise ConfigError(f"--export {spec}: use jsonl:PATH (- for standard output) or prometheus:HOST:PORT")
+            raise ConfigError(
+                f"--export {spec}: use jsonl:PATH (- for standard output) or prometheus:HOST:PORT"
+            )
         export = dataclasses.replace(export, jsonl=arg)
     if getattr(args, "map_out", None):
         export = dataclasses.replace(export, map_out=args.map_out)
