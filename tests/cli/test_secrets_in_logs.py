@@ -224,3 +224,14 @@ def test_redact_shapes(line: str, expected: str) -> None:
 def test_redact_url() -> None:
     assert redact_url("http://u:p@h:1/x") == "http://u:***@h:1/x"
     assert redact_url("http://h:1/x") == "http://h:1/x"
+
+
+def test_top_status_line_is_redacted_too() -> None:
+    from l7scope.top import LogTail
+
+    tail = LogTail()
+    record = logging.LogRecord(
+        "l7scope.otlp", logging.WARNING, "", 0, "export to %s failed", (f"http://u:{OTLP_PASSWORD}@c",), None
+    )
+    tail.emit(record)
+    assert list(tail.lines) == ["warning l7scope.otlp: export to http://u:***@c failed"]
