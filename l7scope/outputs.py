@@ -10,6 +10,7 @@ import errno
 import os
 import socket
 import stat
+import sys
 import tempfile
 from pathlib import Path
 
@@ -120,11 +121,23 @@ def write_private(path: str, text: str, mode: int = 0o600) -> None:
         out.write(text)
 
 
+def check_stdout() -> None:
+    """`jsonl:-` needs an open standard output (not `>&-`)."""
+    try:
+        os.fstat(sys.stdout.fileno())
+    except (AttributeError, ValueError, OSError):  # None, detached, or a closed descriptor
+        raise ConfigError(
+            "--export jsonl:-: standard output is closed: redirect it, or use jsonl:FILE"
+        ) from None
+
+
 def check_outputs(config: Config) -> None:
     """Every output the configuration names, checked before capture starts."""
     export = config.export
     file_mode(export.file_mode)
-    if export.jsonl and export.jsonl != "-":
+    if export.jsonl == "-":
+        check_stdout()
+    elif export.jsonl:
         check_writable(export.jsonl, f"--export jsonl:{export.jsonl}")
     if export.map_out:
         check_writable(export.map_out, f"--map-out {export.map_out}")

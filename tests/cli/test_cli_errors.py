@@ -250,3 +250,13 @@ def test_variables_the_project_sets_are_all_accepted() -> None:
     names -= {"L7SCOPE_EVENTS_H", "L7SCOPE_KCONFIG_H"}  # C include guards
     known = set(config_variables()) | NOT_CONFIG_VARIABLES
     assert names and names <= known, names - known
+
+
+def test_jsonl_to_a_closed_standard_output() -> None:
+    """`l7scope run --export jsonl:- >&-`"""
+    command = [sys.executable, "-m", "l7scope.cli", "run", "--duration", "1", "--export", "jsonl:-"]
+    done = subprocess.run(
+        command, stderr=subprocess.PIPE, text=True, timeout=60, cwd=ROOT, env=clean_env(),
+        preexec_fn=lambda: os.close(1),
+    )  # fmt: skip
+    assert_one_line(done, "standard output is closed", "redirect it")
