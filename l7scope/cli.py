@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging
+import math
 import os
 import signal
 import sys
@@ -15,6 +16,7 @@ from typing import TYPE_CHECKING
 
 from l7scope.config import Config, ConfigError, load
 from l7scope.logs import setup_logging
+from l7scope.redact import redact
 
 if TYPE_CHECKING:
     from probes.capture import Capture
@@ -48,12 +50,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--config", help="TOML configuration file (see deploy/config.example.toml)")
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument(
+        "-v", "--verbose", action="store_true", help="debug logging of l7scope (libraries stay at warnings)"
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="capture and pipeline in one process (the embedded default)")
     _add_export(run)
-    run.add_argument("--duration", type=float, help="stop after this many seconds")
+    run.add_argument("--duration", type=_seconds, help="stop after this many seconds")
     run.add_argument("--no-table", action="store_true", help="do not print the live table")
     run.add_argument("--map-out", metavar="FILE", help="write the service map at exit (.svg, .dot, .json)")
     run.add_argument(
@@ -61,7 +65,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
 
     agent = sub.add_parser("agent", help="capture and publish fragments to Kafka")
-    agent.add_argument("--duration", type=float, help="stop after this many seconds")
+    agent.add_argument("--duration", type=_seconds, help="stop after this many seconds")
 
     pipe = sub.add_parser("pipeline", help="consume fragments from Kafka and export records")
     _add_export(pipe)
@@ -78,7 +82,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         metavar="T",
         help="a new group starts at time T (ISO-8601, e.g. 2025-01-31T12:00:00Z, or epoch seconds)",
     )
-    pipe.add_argument("--duration", type=float, help="stop after this many seconds")
+    pipe.add_argument("--duration", type=_seconds, help="stop after this many seconds")
 
     replay = sub.add_parser("replay", help="parse a pcap/pcapng file through the same pipeline")
     replay.add_argument("file")
@@ -104,7 +108,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     setup_logging(args.verbose)
     try:
         config = load(args.config, os.environ)
-        config = _apply_flags(config, args)
+        config = _apply_flags(config, args).validate()
+        if args.command in WRITES_OUTPUTS:  # before capture starts, not at the first record or at exit
+            from l7scope.outputs import check_outputs
+
+            check_outputs(config)
         return COMMANDS[args.command](config, args)
     except ConfigError as e:
         return _fail(f"configuration: {e}")
@@ -113,6 +121,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception:  # a bug or a runtime failure: logged with its traceback (one JSON line off a TTY)
         logging.getLogger("l7scope").exception("l7scope %s failed", args.command)
         return EXIT_FAILURE
+
+
+# Commands that write records, a service map or /metrics: their targets are checked up front.
+WRITES_OUTPUTS = ("run", "pipeline", "replay", "top")
+
+
+def _seconds(text: str) -> float:
+    """argparse type of --duration: a positive, finite number of seconds."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"{text!r}: use a positive number of seconds, e.g. 30")
+    return value
 
 
 def _add_export(p: argparse.ArgumentParser) -> None:
@@ -133,7 +156,9 @@ def _apply_flags(config: Config, args: argparse.Namespace) -> Config:
             export = dataclasses.replace(export, prometheus=arg)
             continue
         if kind != "jsonl" or not arg:
-            raise ConfigError(f"--export {spec}: use jsonl:PATH (or jsonl:- for standard output)")
+            raise ConfigError(
+                f"--export {spec}: use jsonl:PATH (- for standard output) or prometheus:HOST:PORT"
+            )
         export = dataclasses.replace(export, jsonl=arg)
     if getattr(args, "map_out", None):
         export = dataclasses.replace(export, map_out=args.map_out)
@@ -159,7 +184,7 @@ class _Unreachable(_Unavailable):
 
 
 def _fail(message: str, code: int = EXIT_USAGE) -> int:
-    print(f"l7scope: {message}", file=sys.stderr)
+    print(f"l7scope: {redact(message)}", file=sys.stderr)  # a secret in a value is not echoed
     return code
 
 
@@ -341,7 +366,13 @@ def cmd_map(config: Config, args: argparse.Namespace) -> int:
     fmt = args.format or (format_for(args.output, "dot") if args.output else "dot")
     text = render(topology.snapshot(), fmt)
     if args.output:
-        Path(args.output).write_text(text, encoding="utf-8")
+        from l7scope.config import file_mode
+        from l7scope.outputs import write_private
+
+        try:
+            write_private(args.output, text, file_mode(config.export.file_mode))
+        except OSError as e:
+            raise _Unavailable(f"cannot write {args.output} ({e.strerror}): choose another path") from None
     else:
         sys.stdout.write(text)
     return EXIT_OK
@@ -350,6 +381,14 @@ def cmd_map(config: Config, args: argparse.Namespace) -> int:
 def cmd_alerts(config: Config, args: argparse.Namespace) -> int:
     from pipeline.alert_rules import check_rules, load_rules
 
+    try:
+        Path(args.rules).read_bytes().decode("utf-8")
+    except OSError as e:
+        raise _Unavailable(f"cannot read {args.rules} ({e.strerror}): name a YAML rules file") from None
+    except UnicodeDecodeError as e:
+        raise _Unavailable(
+            f"{args.rules} is not a text file (byte {e.start} is not UTF-8): name a YAML rules file"
+        ) from None
     errors = check_rules(args.rules)
     for error in errors:
         print(f"{args.rules}: {error}", file=sys.stderr)

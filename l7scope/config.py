@@ -7,6 +7,8 @@ OTEL_* variables themselves (pipeline/otlp.py).
 from __future__ import annotations
 
 import dataclasses
+import difflib
+import math
 import socket
 import tomllib
 import typing
@@ -14,6 +16,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from l7scope.redact import is_secret_key
 
 
 class ConfigError(ValueError):
@@ -23,7 +27,7 @@ class ConfigError(ValueError):
 @dataclass(frozen=True, slots=True)
 class CaptureConfig:
     copy_chunk: int = 4096  # payload bytes copied per event; larger writes span several events
-    ring_mib: int = 16  # ring buffer size (a power of two)
+    ring_mib: int = 16  # ring buffer size (a power of two, 1 to 2048)
     drain_interval_ms: int = 10  # the ring is drained on this timer, not on wake-ups
     max_cpu: float = 0.25  # share of a core for the agent process; past it the kernel sheds, counted (0: off)
     exclude_pids: tuple[int, ...] = ()  # besides the agent itself
@@ -76,6 +80,7 @@ class ExportConfig:
     alertmanager_url: str = "http://127.0.0.1:9093"  # where alerts go (empty: log and Kafka only)
     map_out: str = ""  # write the service map here at exit (.dot, .json or .svg)
     prometheus: str = ""  # serve /metrics on host:port, e.g. "127.0.0.1:9464"; empty: off
+    file_mode: str = "0600"  # permissions of the files l7scope creates (JSONL records, service map)
     otlp_metrics: bool = True  # RED metrics over OTLP when an OTEL_EXPORTER_OTLP_*ENDPOINT is set
 
 
@@ -89,8 +94,11 @@ class Config:
 
     def validate(self) -> Config:
         ring = self.capture.ring_mib
-        if ring < 1 or ring & (ring - 1):
-            raise ConfigError(f"capture.ring_mib = {ring}: use a power of two such as 16")
+        if not 1 <= ring <= MAX_RING_MIB or ring & (ring - 1):
+            raise ConfigError(
+                f"capture.ring_mib = {ring}: use a power of two from 1 to {MAX_RING_MIB} such as 16 "
+                "(the kernel's ring buffer size is a 32-bit number of bytes)"
+            )
         if not 64 <= self.capture.copy_chunk <= 32768:
             raise ConfigError(f"capture.copy_chunk = {self.capture.copy_chunk}: use 64 to 32768 bytes")
         if self.kafka.compression not in ("lz4", "zstd", "gzip", "snappy", "none"):
@@ -105,21 +113,57 @@ class Config:
         port = self.export.prometheus.rpartition(":")[2]
         if self.export.prometheus and not (port.isdigit() and int(port) <= 65535):
             raise ConfigError(
-                f"export.prometheus = {self.export.prometheus!r}: use host:port such as 127.0.0.1:9464"
+                f"export.prometheus = {self.export.prometheus!r}: use host:port (port 0 to 65535) "
+                "such as 127.0.0.1:9464"
             )
+        file_mode(self.export.file_mode)
         for name, value in (
             ("capture.drain_interval_ms", self.capture.drain_interval_ms),
             ("kafka.partitions", self.kafka.partitions),
+            ("kafka.max_buffer_mib", self.kafka.max_buffer_mib),
             ("pipeline.queue_batches", self.pipeline.queue_batches),
+            ("pipeline.idle_seconds", self.pipeline.idle_seconds),
+            ("pipeline.max_buffered_mib", self.pipeline.max_buffered_mib),
+            ("export.refresh_seconds", self.export.refresh_seconds),
         ):
             if value <= 0:
                 raise ConfigError(f"{name} = {value}: must be positive")
+        if not 0 <= self.pipeline.nice <= 19:
+            raise ConfigError(f"pipeline.nice = {self.pipeline.nice}: use 0 (default) to 19 (yield the most)")
+        for name, ids, low, high in (
+            ("capture.exclude_pids", self.capture.exclude_pids, 1, 2**22),
+            ("capture.only_pids", self.capture.only_pids, 1, 2**22),
+            ("capture.exclude_ports", self.capture.exclude_ports, 1, 65535),
+            ("capture.only_ports", self.capture.only_ports, 1, 65535),
+        ):
+            bad = [i for i in ids if not low <= i <= high]
+            if bad:
+                raise ConfigError(f"{name} = {list(ids)}: {bad[0]} is out of range: use {low} to {high}")
         for hostport in self.kafka.bootstrap.split(","):
             if not hostport.strip().rpartition(":")[2].isdigit():
                 raise ConfigError(
                     f"kafka.bootstrap = {self.kafka.bootstrap!r}: use host:port[,host:port], e.g. kafka:9092"
                 )
         return self
+
+
+# The kernel's BPF map size (max_entries) is a u32: the largest power-of-two ring is 2 GiB.
+MAX_RING_MIB = 2048
+
+
+def file_mode(text: str) -> int:
+    """`export.file_mode` ("0600", "640", "0o640") as an int; ConfigError unless rw for the owner."""
+    digits = text.strip().removeprefix("0o")
+    try:
+        mode = int(digits, 8)
+    except ValueError:
+        mode = -1
+    if not 0 <= mode <= 0o777 or mode & 0o600 != 0o600 or mode & 0o111:
+        raise ConfigError(
+            f"export.file_mode = {text!r}: use octal permissions with read and write for the owner "
+            "and no execute bit, e.g. 0600 (the default) or 0640"
+        )
+    return mode
 
 
 SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
@@ -166,6 +210,11 @@ def kafka_client_settings(kafka: KafkaConfig) -> dict[str, Any]:
     return settings
 
 
+def _shown(key: str, value: Any) -> str:
+    """A value for an error message: never the value of a password, token or other secret key."""
+    return f"a {type(value).__name__} (value not shown)" if is_secret_key(key) else repr(value)
+
+
 def _coerce(key: str, value: Any, kind: Any) -> Any:
     """Check a TOML value (or parse an environment string) against a field's type."""
     origin = typing.get_origin(kind)
@@ -173,24 +222,27 @@ def _coerce(key: str, value: Any, kind: Any) -> Any:
     if origin is tuple:
         items = [v for v in value.split(",") if v.strip()] if isinstance(value, str) else value
         if not isinstance(items, list | tuple):
-            raise ConfigError(f"{key} must be a list, got {value!r}")
+            raise ConfigError(f"{key} must be a list, got {_shown(key, value)}")
         return tuple(_coerce(key, v, typing.get_args(kind)[0]) for v in items)
     if kind is bool:
         if from_env and value.lower() in ("1", "true", "yes", "on", "0", "false", "no", "off"):
             return value.lower() in ("1", "true", "yes", "on")
         if not isinstance(value, bool):
-            raise ConfigError(f"{key} must be true or false, got {value!r}")
+            raise ConfigError(f"{key} must be true or false, got {_shown(key, value)}")
         return value
     if kind in (int, float):
         whole = isinstance(value, int) or (kind is float and isinstance(value, float))
         try:
             if isinstance(value, bool) or not (whole or (from_env and isinstance(value, str))):
                 raise ValueError
-            return kind(value)
+            number = kind(value)
         except ValueError:
-            raise ConfigError(f"{key} must be a number, got {value!r}") from None
+            raise ConfigError(f"{key} must be a number, got {_shown(key, value)}") from None
+        if not math.isfinite(number):
+            raise ConfigError(f"{key} must be a finite number, got {_shown(key, value)}")
+        return number
     if not isinstance(value, str):
-        raise ConfigError(f"{key} must be a string, got {value!r}")
+        raise ConfigError(f"{key} must be a string, got {_shown(key, value)}")
     return value
 
 
@@ -221,9 +273,50 @@ def load(path: str | Path | None, env: Mapping[str, str]) -> Config:
     values: dict[str, Any] = {}
     if path:
         try:
-            values = tomllib.loads(Path(path).read_text())
+            values = tomllib.loads(Path(path).read_text(encoding="utf-8"))
         except FileNotFoundError:
             raise ConfigError(f"config file {path} does not exist: check the path") from None
+        except IsADirectoryError:
+            raise ConfigError(f"config file {path} is a directory: name a TOML file in it") from None
+        except PermissionError:
+            raise ConfigError(f"config file {path} is not readable: check its permissions") from None
+        except OSError as e:
+            raise ConfigError(f"config file {path} cannot be read ({e.strerror}): name a TOML file") from None
+        except UnicodeDecodeError:
+            raise ConfigError(f"config file {path} is not text (not UTF-8): name a TOML file") from None
         except tomllib.TOMLDecodeError as e:
             raise ConfigError(f"config file {path} is not valid TOML: {e}") from None
+    check_environment(env)
     return typing.cast(Config, _build(Config, "", values, env)).validate()
+
+
+# L7SCOPE_* variables that are not configuration keys: the set-up script's and the tests' own.
+NOT_CONFIG_VARIABLES = frozenset({
+    "L7SCOPE_CACHE",  # deploy/setup.sh: where downloads and kernel headers are cached
+    "L7SCOPE_STRICT",  # tests: a skipped test is a failure
+    "L7SCOPE_HEADER_CACHE",  # tests: kernel headers for the capture tests
+    "L7SCOPE_JAVA",  # tests: the java binary for the Kafka test broker
+    "L7SCOPE_CORPUS",  # tests: the conformance corpus
+})  # fmt: skip
+
+
+def config_variables() -> list[str]:
+    """Every `L7SCOPE_<SECTION>_<KEY>` (and top-level `L7SCOPE_<KEY>`) that sets a key."""
+    names = []
+    for f in dataclasses.fields(Config):
+        kind = typing.get_type_hints(Config)[f.name]
+        if isinstance(kind, type) and dataclasses.is_dataclass(kind):
+            names += [f"L7SCOPE_{f.name}_{g.name}".upper() for g in dataclasses.fields(kind)]
+        else:
+            names.append(f"L7SCOPE_{f.name}".upper())
+    return names
+
+
+def check_environment(env: Mapping[str, str]) -> None:
+    """An L7SCOPE_* variable that sets nothing is a mistake, like an unknown key in the file."""
+    known = config_variables()
+    for name in sorted(env):
+        if name.startswith("L7SCOPE_") and name not in known and name not in NOT_CONFIG_VARIABLES:
+            close = difflib.get_close_matches(name, known, n=1, cutoff=0.8)
+            hint = f"did you mean {close[0]}?" if close else "see docs/configuration.md for the names"
+            raise ConfigError(f"unknown variable {name}: it sets no key; {hint} (or unset it)")

@@ -1,4 +1,10 @@
-"""Logging set-up: JSON lines for machines (stderr not a terminal), short human lines for people."""
+"""Logging set-up: JSON lines for machines (stderr not a terminal), short human lines for people.
+
+`-v` turns on debug for l7scope's own loggers only. Third-party libraries stay at WARNING whatever
+the verbosity: at debug, hpack logs every HTTP/2 header it decodes (authorization, x-api-key, of
+every traced connection) and kafka-python its whole configuration (sasl_plain_password). Every line
+is also passed through `l7scope.redact.redact` (URL credentials, passwords, tokens) as a second guard.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +13,8 @@ import logging
 import sys
 import time
 from typing import IO
+
+from l7scope.redact import redact
 
 # Attributes every LogRecord has; anything else came from `extra=` and is emitted as a field.
 _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
@@ -31,7 +39,21 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(line, ensure_ascii=False)
 
 
+class RedactingFormatter(logging.Formatter):
+    """Formats with `inner`, then masks every secret shape l7scope.redact knows in the whole line."""
+
+    def __init__(self, inner: logging.Formatter) -> None:
+        super().__init__()
+        self.inner = inner
+
+    def format(self, record: logging.LogRecord) -> str:
+        return redact(self.inner.format(record))
+
+
 _HANDLER_NAME = "l7scope"
+# Libraries that log secrets at debug (decoded headers, client configuration) or are chatty at INFO
+# (kafka-python: every connection attempt; their failures surface through l7scope's own lines).
+QUIET_LIBRARIES = ("kafka", "hpack", "h2", "grpc", "urllib3")
 HUMAN_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
@@ -43,12 +65,14 @@ def setup_logging(
     if json_lines is None:
         json_lines = not (hasattr(stream, "isatty") and stream.isatty())
     handler = logging.StreamHandler(stream)
-    handler.setFormatter(JsonFormatter() if json_lines else logging.Formatter(HUMAN_FORMAT, "%H:%M:%S"))
+    inner = JsonFormatter() if json_lines else logging.Formatter(HUMAN_FORMAT, "%H:%M:%S")
+    handler.setFormatter(RedactingFormatter(inner))
     handler.set_name(_HANDLER_NAME)
     root = logging.getLogger()
     for old in [h for h in root.handlers if h.get_name() == _HANDLER_NAME]:  # ours only: keep pytest's
         root.removeHandler(old)
     root.addHandler(handler)
-    root.setLevel(logging.DEBUG if verbose else logging.INFO)
-    # kafka-python is chatty at INFO (every connection attempt); its failures surface through ours.
-    logging.getLogger("kafka").setLevel(logging.DEBUG if verbose else logging.WARNING)
+    root.setLevel(logging.WARNING)  # third-party libraries: warnings and errors only
+    logging.getLogger("l7scope").setLevel(logging.DEBUG if verbose else logging.INFO)
+    for name in QUIET_LIBRARIES:  # even if something lowers the root logger's level
+        logging.getLogger(name).setLevel(logging.WARNING)

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from typing import Any
 
 from l7scope.config import Config, kafka_client_settings
+from l7scope.redact import redact
 from pipeline.health import Health
 from pipeline.live_table import LiveTable, Row
 
@@ -32,7 +33,7 @@ class LogTail(logging.Handler):
         self.lines: deque[str] = deque(maxlen=keep)
 
     def emit(self, record: logging.LogRecord) -> None:
-        self.lines.append(f"{record.levelname.lower()} {record.name}: {record.getMessage()}")
+        self.lines.append(redact(f"{record.levelname.lower()} {record.name}: {record.getMessage()}"))
 
 
 def format_row(r: Row) -> str:

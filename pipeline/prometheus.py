@@ -15,6 +15,8 @@ from typing import Any
 from opentelemetry.exporter.prometheus import PrometheusMetricReader
 from prometheus_client import CollectorRegistry, start_http_server
 
+from l7scope.outputs import parse_prometheus_address, prometheus_bind_error
+
 log = logging.getLogger("l7scope.prometheus")
 
 DEFAULT_HOST = "127.0.0.1"
@@ -22,12 +24,7 @@ DEFAULT_HOST = "127.0.0.1"
 
 def parse_address(address: str) -> tuple[str, int]:
     """`host:port`, `[v6]:port` or `:port` (loopback) -> (host, port); ValueError names the fix."""
-    host, sep, port = address.strip().rpartition(":")
-    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
-        raise ValueError(
-            f"export.prometheus = {address!r}: use host:port such as 127.0.0.1:9464 (empty = off)"
-        )
-    return host.strip("[]") or DEFAULT_HOST, int(port)
+    return parse_prometheus_address(address)
 
 
 @dataclass
@@ -44,7 +41,10 @@ class PrometheusEndpoint:
         self.reader = _ClosingReader(self._registry, self)
         self._server: Any = None
         self._thread: threading.Thread | None = None
-        self._server, self._thread = start_http_server(port, addr=host, registry=self._registry)
+        try:
+            self._server, self._thread = start_http_server(port, addr=host, registry=self._registry)
+        except OSError as e:  # checked at start-up (l7scope.outputs); taken since, or not checked
+            raise prometheus_bind_error(self.address, e) from None
         self.port = int(self._server.server_port)
         log.info("prometheus metrics on http://%s:%d/metrics", host, self.port)
 

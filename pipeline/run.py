@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import IO, Protocol
 
-from l7scope.config import Config
+from l7scope.config import Config, file_mode
 from pipeline.conn_table import ConnTable, TableLimits
 from pipeline.cpu_budget import CpuBudget
 from pipeline.framing import AnySpec
@@ -55,7 +55,7 @@ def build_exporters(
     """`consuming`: this is `l7scope pipeline`, where Kafka is present and records_topic=auto means on."""
     exporters: list[Exporter] = []
     if config.export.jsonl:
-        exporters.append(JsonlExporter(config.export.jsonl))
+        exporters.append(JsonlExporter(config.export.jsonl, health, file_mode(config.export.file_mode)))
     endpoint = OtlpEndpoint.from_env(env, "traces") if config.export.otlp else None
     if endpoint is not None:
         exporters.append(OtlpSpanExporter(endpoint, health))
@@ -73,7 +73,7 @@ def build_exporters(
     if config.export.map_out:
         from pipeline.topology import Topology
 
-        exporters.append(Topology(config.export.map_out))
+        exporters.append(Topology(config.export.map_out, file_mode=file_mode(config.export.file_mode)))
     if config.export.alert_rules:
         from pipeline.alerts import build_alerting
 

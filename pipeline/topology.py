@@ -10,6 +10,7 @@ its client side and its server side saw, and the map reports the better-observed
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections import Counter, OrderedDict, deque
 from collections.abc import Callable, Iterable, Iterator
@@ -105,8 +106,10 @@ class Topology:
         max_conns: int = 200_000,
         grace_s: float = GRACE_S,
         clock: Callable[[], float] = time.monotonic,
+        file_mode: int = 0o600,
     ) -> None:
         self.out_path = out_path
+        self.file_mode = file_mode  # of the map file, when l7scope creates it (export.file_mode)
         self.max_edges = max_edges
         self.max_conns = max_conns
         self.dropped_edges = 0  # edges past max_edges are not tracked (counted here)
@@ -234,7 +237,11 @@ class Topology:
 
     def close(self) -> None:
         if self.out_path:
-            write_map(self.snapshot(), self.out_path)
+            try:  # the path was checked at start-up (l7scope.outputs); a full disk can still fail it
+                write_map(self.snapshot(), self.out_path, file_mode=self.file_mode)
+            except OSError as e:
+                logging.getLogger("l7scope.map").error("cannot write the service map to %s (%s)",
+                                                       self.out_path, e.strerror or e)  # fmt: skip
 
     @classmethod
     def from_records(cls, records: Iterable[L7Record]) -> Topology:
@@ -328,8 +335,11 @@ def format_for(path: str, default: str = "json") -> str:
     return suffix if suffix in ("json", "dot", "svg") else default
 
 
-def write_map(m: ServiceMap, path: str, fmt: str | None = None) -> None:
-    Path(path).write_text(render(m, fmt or format_for(path)), encoding="utf-8")
+def write_map(m: ServiceMap, path: str, fmt: str | None = None, file_mode: int = 0o600) -> None:
+    """The map rendered into `path`; a new file is created with `file_mode` (it names every service)."""
+    from l7scope.outputs import write_private
+
+    write_private(path, render(m, fmt or format_for(path)), file_mode)
 
 
 # -- reading the JSON-lines records that `--export jsonl:` writes ---------------------------------
