@@ -257,13 +257,15 @@ def _header_kind(name: str, head: bytes, size: int) -> str:
     if magic in _PCAP_MAGICS:
         if size < 24:
             raise CaptureFileError(
-                f"{name} is a pcap file cut short in its 24-byte header ({size} bytes): nothing to replay, capture again"
+                f"{name} is a pcap file cut short in its 24-byte header ({size} bytes): "
+                "nothing to replay, capture again"
             )
         return "pcap"
     if magic == _NG_SHB:
         if size < 28:
             raise CaptureFileError(
-                f"{name} is a pcapng file cut short in its section header ({size} bytes): nothing to replay, capture again"
+                f"{name} is a pcapng file cut short in its section header ({size} bytes): "
+                "nothing to replay, capture again"
             )
         bom = struct.unpack_from("<I", head, 8)[0]
         if bom not in (_NG_BOM, _NG_BOM_SWAPPED):
