@@ -417,8 +417,10 @@ def _pcapng_frames(mm: mmap.mmap, size: int, skip: Skip) -> Frames:
             else:
                 skip(iface.linktype, iface.name)
         elif btype == _NG_SPB:  # no timestamp: it arrived no earlier than the packet before
-            if not ifaces or blen < 16:
+            if not ifaces:
                 raise _Damaged(off, CORRUPT, "a simple packet block before any interface description")
+            if blen < 16:
+                raise _Damaged(off, CORRUPT, f"a {blen}-byte simple packet block, less than 16")
             (origlen,) = struct.unpack_from(e + "I", mm, off + 8)
             iface = ifaces[0]
             caplen = min(origlen, iface.snaplen or origlen, end - off - 12)
