@@ -19,7 +19,9 @@ from l7scope.logs import setup_logging
 from l7scope.redact import redact
 
 if TYPE_CHECKING:
+    from pipeline.health import Health
     from probes.capture import Capture
+    from probes.pcap import PcapReader
 
 EXAMPLES = """examples:
   l7scope run                                  capture this machine, live table in the terminal
@@ -311,23 +313,56 @@ def cmd_pipeline(config: Config, args: argparse.Namespace) -> int:
 
 
 def cmd_replay(config: Config, args: argparse.Namespace) -> int:
+    """Exit 0 when every packet of the file was read; 1 when the file is damaged or has packets of an
+    unsupported link type (what came before the damage is still exported, a warning line says where),
+    or an exporter failed; 2 when the file cannot be replayed at all (checked before anything starts)."""
+    from pipeline.health import Health
     from pipeline.run import run_replay
-    from probes.pcap import read_pcap
+    from probes.pcap import CaptureFileError, PcapReader, check_capture
 
-    if not os.path.exists(args.file):
-        raise _Unavailable(f"{args.file} does not exist: name a pcap or pcapng file")
+    try:
+        check_capture(args.file)  # before an exporter creates a file or opens a port
+    except CaptureFileError as e:
+        raise _Unavailable(str(e)) from None
     from l7scope.progress import ProgressBar
 
+    health = Health()
     bar = ProgressBar(sys.stderr)  # draws only on a terminal; the summary line below is always printed
+    reader = PcapReader(args.file, progress=bar if bar.enabled else None, health=health)
     try:
-        health = run_replay(read_pcap(args.file, bar if bar.enabled else None), config, os.environ)
+        run_replay(reader, config, os.environ, health)
+    except CaptureFileError as e:  # the file changed between the check and the read
+        raise _Unavailable(str(e)) from None
     finally:
         bar.close()
-    print(
-        f"l7scope: {health.total('exchanges')} exchanges, {health.total('parse_errors')} parse errors",
-        file=sys.stderr,
-    )
-    return 0
+    for line in replay_summary(args.file, reader, health):
+        print(f"l7scope: {line}", file=sys.stderr)
+    incomplete = reader.damage is not None or reader.stats.unsupported_packets
+    return EXIT_FAILURE if incomplete or health.total("export_failed") else EXIT_OK
+
+
+def replay_summary(path: str, reader: PcapReader, health: Health) -> list[str]:
+    """The lines `replay` ends with: where the file was damaged (if it was), then the totals."""
+    lines = []
+    stats, damage, exchanges = reader.stats, reader.damage, health.total("exchanges")
+    if damage is not None:
+        unread = reader.size - damage.offset
+        lines.append(
+            f"warning: {path}: {damage.reason} at byte {damage.offset} ({damage.detail}): "
+            f"{_n(stats.packets, 'packet')} ({_n(stats.connections, 'connection')}, "
+            f"{_n(exchanges, 'exchange')}) read before it, the last {_n(unread, 'byte')} not"
+        )
+    summary = f"{exchanges} exchanges, {health.total('parse_errors')} parse errors"
+    if stats.unsupported_packets:
+        types = ", ".join(str(t) for t in sorted(reader.unsupported))
+        summary += f", {_n(stats.unsupported_packets, 'packet')} not read (unsupported link type {types})"
+    if damage is not None:
+        summary += f", capture file damaged ({damage.reason} at byte {damage.offset})"
+    return [*lines, summary]
+
+
+def _n(count: int, noun: str) -> str:
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
 
 
 def cmd_doctor(config: Config, args: argparse.Namespace) -> int:

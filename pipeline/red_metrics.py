@@ -201,6 +201,17 @@ def by_protocol(counter: str) -> Callable[[Snapshot], Observed]:
     return pick
 
 
+def by_stage(counter: str) -> Callable[[Snapshot], Observed]:
+    def pick(snapshot: Snapshot) -> Observed:
+        return [
+            (v, _attrs(l7scope_stage=label, reason=r))
+            for (n, label, r), v in snapshot.items()
+            if n == counter
+        ]
+
+    return pick
+
+
 def truncated(snapshot: Snapshot) -> Observed:
     """Kernel events cut at the copy limit, and exchanges the parsers marked truncated."""
     out: Observed = []
@@ -223,6 +234,12 @@ HEALTH_COUNTERS: tuple[tuple[str, str, str, Callable[[Snapshot], Observed]], ...
     ),
     ("l7scope.parse.errors", "{error}", "bytes no parser could read", by_protocol("parse_errors")),
     ("l7scope.gaps", "{gap}", "holes in a captured byte stream", by_protocol("gaps")),
+    (
+        "l7scope.capture.file_errors",
+        "{error}",
+        "capture files read only in part (replay): damaged, or with an unsupported link type",
+        by_stage("capture_file_errors"),
+    ),
 )
 
 

@@ -7,13 +7,19 @@ from the first byte seen). Retransmissions are dropped, out-of-order segments ar
 and reordered, and a segment that never arrives leaves a gap in positions rather than fake bytes.
 
 Both classic pcap and pcapng are read straight from a memory map, with exact integer timestamps.
+A file that is no capture at all raises `CaptureFileError` before any event. A damaged one (cut short,
+or a block or record whose length is impossible) is read up to the damage, its connections flushed,
+and the damage kept in `PcapReader.damage` and counted; so are packets of unsupported link types.
+No record or block longer than 16 MiB is accepted, so a corrupt length never allocates more.
 """
 
 from __future__ import annotations
 
+import logging
 import mmap
 import os
 import socket
+import stat
 import struct
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -21,8 +27,11 @@ from pathlib import Path
 
 import dpkt
 
+from pipeline.health import Health
 from probes.fragment import ConnEvent, Fragment, Io, Source
 from protocols.base import ConnInfo, Endpoint, Role
+
+log = logging.getLogger("l7scope.pcap")
 
 Event = Fragment | ConnEvent
 Progress = Callable[[int, int], None]  # (bytes read, file size)
@@ -51,6 +60,7 @@ class PcapStats:
     retransmitted_bytes: int = 0  # duplicate payload dropped
     gap_bytes: int = 0  # positions skipped because the segment never appeared in the capture
     reordered_segments: int = 0
+    unsupported_packets: int = 0  # on an interface whose link type is not read (also in `packets`)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -132,85 +142,300 @@ _PCAP_MAGICS = {
     dpkt.pcap.PMUDPCT_MAGIC_NANO: (">", 1),
 }
 
+# pcapng block types and interface options (the pcapng specification, draft-ietf-opsawg-pcapng).
+_NG_SHB, _NG_IDB, _NG_PB, _NG_SPB, _NG_EPB = 0x0A0D0D0A, 1, 2, 3, 6
+_NG_BOM, _NG_BOM_SWAPPED = 0x1A2B3C4D, 0x4D3C2B1A
+_NG_OPT_NAME, _NG_OPT_TSRESOL, _NG_OPT_TSOFFSET = 2, 9, 14
+_MAX_IFACE_NAME = 64
+
+# Reasons a capture file is not read in full: Health `capture_file_errors` (label "pcap") counts each
+# damaged file and each unsupported link type; `capture_lost_events` (label "pcap") counts the packets
+# of unsupported link types, so they show in `l7scope.capture.dropped`.
+TRUNCATED, CORRUPT, UNSUPPORTED = "truncated", "corrupt block", "unsupported link type"
+SUPPORTED_LINKTYPES = frozenset(
+    (
+        LT_NULL,
+        LT_ETHERNET,
+        LT_RAW_BSD,
+        LT_RAW_OPENBSD,
+        LT_RAW,
+        LT_LOOP,
+        LT_LINUX_SLL,
+        LT_IPV4,
+        LT_IPV6,
+        LT_LINUX_SLL2,
+    )
+)
+_LINKTYPE_NAMES = {
+    105: "IEEE802_11",
+    127: "IEEE802_11_RADIOTAP",
+    189: "USB_LINUX",
+    220: "USB_LINUX_MMAPPED",
+    239: "NFLOG",
+}
+_MAX_RECORD = 16 << 20  # a longer packet record or block is corrupt: memory stays bounded
+_MAX_IFACES = 1 << 16  # interfaces per pcapng section (the obsolete Packet Block has a 16-bit interface id)
+_MAX_TS_NS = (1 << 63) - 1  # pcapng timestamps are clamped to what every exporter can encode
+
+
+class CaptureFileError(ValueError):
+    """The file cannot be replayed at all: missing, not a regular file, unreadable, not a pcap/pcapng
+    file, or cut short in its file header. Raised before any event; the message says what to do."""
+
+
+@dataclass(frozen=True, slots=True)
+class CaptureDamage:
+    """Where a capture file stops being readable: everything before `offset` was read, nothing after."""
+
+    offset: int
+    reason: str  # TRUNCATED or CORRUPT
+    detail: str
+
+
+class _Damaged(Exception):
+    def __init__(self, offset: int, reason: str, detail: str) -> None:
+        super().__init__(detail)
+        self.damage = CaptureDamage(offset, reason, detail)
+
+
+def _file_type(st_mode: int) -> str:
+    for test, name in ((stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+                       (stat.S_ISFIFO, "a pipe"), (stat.S_ISSOCK, "a socket")):  # fmt: skip
+        if test(st_mode):
+            return name
+    return "not a regular file"
+
+
+def check_capture(path: str | os.PathLike[str]) -> str:
+    """ "pcap" or "pcapng" when `path` is a capture file replay can open, else `CaptureFileError`.
+
+    Only the file and its first header are looked at: damage further in is found (and reported) by
+    the read itself, after everything before it was processed.
+    """
+    name = os.fspath(path)
+    try:
+        st = os.stat(name)
+    except FileNotFoundError:
+        raise CaptureFileError(f"{name} does not exist: name a pcap or pcapng file") from None
+    except OSError as e:
+        raise CaptureFileError(
+            f"cannot read {name} ({e.strerror}): name a pcap or pcapng file you can read"
+        ) from None
+    if stat.S_ISDIR(st.st_mode):
+        raise CaptureFileError(f"{name} is a directory: name a pcap or pcapng file")
+    if not stat.S_ISREG(st.st_mode):
+        raise CaptureFileError(
+            f"{name} is {_file_type(st.st_mode)}: name a pcap or pcapng file (save a stream to one first)"
+        )
+    if st.st_size == 0:
+        raise CaptureFileError(f"{name} is empty: name a capture written by tcpdump -w or Wireshark")
+    try:
+        with open(name, "rb") as fh:
+            head = fh.read(28)
+            kind = _header_kind(name, head, st.st_size)
+            if kind == "pcapng":
+                e = "<" if struct.unpack_from("<I", head, 8)[0] == _NG_BOM else ">"
+                (blen,) = struct.unpack_from(e + "I", head, 4)
+                fh.seek(blen - 4)
+                if fh.read(4) != head[4:8]:
+                    raise CaptureFileError(
+                        f"{name} is not a readable pcapng file (its section header's two lengths differ): "
+                        "name a capture written by tcpdump -w or Wireshark"
+                    )
+            return kind
+    except OSError as e:
+        raise CaptureFileError(
+            f"cannot read {name} ({e.strerror}): fix its permissions or run as a user who can read it"
+        ) from None
+
+
+def _header_kind(name: str, head: bytes, size: int) -> str:
+    """The capture format from a file's first 28 bytes (fewer when the file is shorter)."""
+    if head[:2] == b"\x1f\x8b":
+        raise CaptureFileError(f"{name} is gzip-compressed: decompress it first (gunzip -k {name})")
+    magic = struct.unpack_from("<I", head)[0] if len(head) >= 4 else -1
+    if magic in _PCAP_MAGICS:
+        if size < 24:
+            raise CaptureFileError(
+                f"{name} is a pcap file cut short in its 24-byte header ({size} bytes): "
+                "nothing to replay, capture again"
+            )
+        return "pcap"
+    if magic == _NG_SHB:
+        if size < 28:
+            raise CaptureFileError(
+                f"{name} is a pcapng file cut short in its section header ({size} bytes): "
+                "nothing to replay, capture again"
+            )
+        bom = struct.unpack_from("<I", head, 8)[0]
+        if bom not in (_NG_BOM, _NG_BOM_SWAPPED):
+            raise CaptureFileError(
+                f"{name} is not a readable pcapng file (section header byte-order magic {bom:#010x}, "
+                f"not {_NG_BOM:#010x}): name a capture written by tcpdump -w or Wireshark"
+            )
+        (blen,) = struct.unpack_from("<I" if bom == _NG_BOM else ">I", head, 4)
+        if blen < 28 or blen % 4 or blen > _MAX_RECORD:
+            raise CaptureFileError(
+                f"{name} is not a readable pcapng file (section header length {blen}): "
+                "name a capture written by tcpdump -w or Wireshark"
+            )
+        if blen > size:
+            raise CaptureFileError(
+                f"{name} is a pcapng file cut short in its section header ({size} of {blen} bytes): "
+                "nothing to replay, capture again"
+            )
+        return "pcapng"
+    start = head[:4].hex(" ") or "nothing"
+    raise CaptureFileError(
+        f"{name} is not a pcap or pcapng file (it starts with {start}): "
+        "name a capture written by tcpdump -w or Wireshark"
+    )
+
 
 Frames = Iterator[tuple[int, int, bytes, int]]  # (ts_ns, link type, frame, file offset after it)
+Skip = Callable[[int, str], None]  # a packet of an unsupported link type: (link type, interface)
 
 
-def _classic_frames(mm: mmap.mmap, size: int) -> Frames:
-    """(ts_ns, link type, frame, file offset) records of a classic pcap, read straight from the map."""
+def _classic_frames(mm: mmap.mmap, size: int, skip: Skip) -> Frames:
+    """(ts_ns, link type, frame, file offset) records of a classic pcap, read straight from the map.
+
+    Raises `_Damaged` where a record is cut short or its length is impossible: what came before was
+    yielded; the packets of an unsupported link type go to `skip` instead.
+    """
+    if size < 24:
+        raise _Damaged(0, TRUNCATED, f"a 24-byte file header, {size} bytes of it in the file")
     (magic,) = struct.unpack_from("<I", mm, 0)
     endian, frac_ns = _PCAP_MAGICS[magic]
     linktype = struct.unpack_from(endian + "I", mm, 20)[0] & 0x0FFFFFFF  # upper bits are FCS flags
+    supported = linktype in SUPPORTED_LINKTYPES
     off, unpack = 24, struct.Struct(endian + "IIII").unpack_from
-    while off + 16 <= size:
+    while off < size:
+        if off + 16 > size:
+            raise _Damaged(
+                off, TRUNCATED, f"a 16-byte packet record header, {size - off} bytes of it in the file"
+            )
         sec, frac, caplen, _ = unpack(mm, off)
+        if caplen > _MAX_RECORD:
+            raise _Damaged(off, CORRUPT, f"packet record length {caplen}, more than 16 MiB")
         start = off + 16
+        if start + caplen > size:  # an interrupted capture, or a copy of one still being written
+            raise _Damaged(off, TRUNCATED, f"a {caplen}-byte packet, {size - start} bytes of it in the file")
         off = start + caplen
-        if off > size:  # a record cut short by an interrupted capture
-            break
-        yield sec * 1_000_000_000 + frac * frac_ns, linktype, mm[start:off], off
-
-
-# pcapng block types and interface options (the pcapng specification, draft-ietf-opsawg-pcapng).
-_NG_SHB, _NG_IDB, _NG_PB, _NG_SPB, _NG_EPB = 0x0A0D0D0A, 1, 2, 3, 6
-_NG_BOM = 0x1A2B3C4D
-_NG_OPT_TSRESOL, _NG_OPT_TSOFFSET = 9, 14
+        if supported:
+            yield sec * 1_000_000_000 + frac * frac_ns, linktype, mm[start:off], off
+        else:
+            skip(linktype, "")
 
 
 @dataclass(slots=True)
 class _Iface:
     linktype: int
     snaplen: int
+    name: str  # "interface N (if_name)", for warnings
     units: int = 1_000_000  # timestamp units per second (if_tsresol; microseconds by default)
     offset_ns: int = 0  # if_tsoffset, seconds added to every timestamp
 
+    @property
+    def supported(self) -> bool:
+        return self.linktype in SUPPORTED_LINKTYPES
 
-def _ng_iface(mm: mmap.mmap, off: int, end: int, e: str) -> _Iface:
+
+def _ng_iface(mm: mmap.mmap, off: int, end: int, e: str, index: int) -> _Iface:
     linktype, _, snaplen = struct.unpack_from(e + "HHI", mm, off + 8)
-    iface = _Iface(linktype, snaplen)
+    iface = _Iface(linktype, snaplen, f"interface {index}")
     opt = off + 16
     while opt + 4 <= end:
         code, length = struct.unpack_from(e + "HH", mm, opt)
-        if code == 0:
+        if code == 0 or opt + 4 + length > end:  # end of options, or an option overrunning its block
             break
         if code == _NG_OPT_TSRESOL and length >= 1:
             res = mm[opt + 4]
-            iface.units = 2 ** (res & 0x7F) if res & 0x80 else 10**res
+            iface.units = 2 ** (res & 0x7F) if res & 0x80 else 10 ** min(res, 0x7F)
         elif code == _NG_OPT_TSOFFSET and length >= 8:
             iface.offset_ns = struct.unpack_from(e + "q", mm, opt + 4)[0] * 1_000_000_000
+        elif code == _NG_OPT_NAME and length:
+            raw = mm[opt + 4 : opt + 4 + min(length, _MAX_IFACE_NAME)].rstrip(b"\0")
+            name = "".join(c if c.isprintable() else "?" for c in raw.decode("utf-8", "replace"))
+            iface.name = f"interface {index} ({name})"
         opt += 4 + (length + 3) // 4 * 4
     return iface
 
 
-def _pcapng_frames(mm: mmap.mmap, size: int) -> Frames:
+def _ng_block_length(mm: mmap.mmap, off: int, size: int, e: str) -> int:
+    """The length of the block at `off`, checked against the file and its trailing copy."""
+    (blen,) = struct.unpack_from(e + "I", mm, off + 4)
+    if blen < 12 or blen % 4 or blen > _MAX_RECORD:
+        raise _Damaged(off, CORRUPT, f"block length {blen}, not a multiple of 4 from 12 to 16 MiB")
+    if off + blen > size:
+        raise _Damaged(off, TRUNCATED, f"a {blen}-byte block, {size - off} bytes of it in the file")
+    (trailer,) = struct.unpack_from(e + "I", mm, off + blen - 4)
+    if trailer != blen:
+        raise _Damaged(off, CORRUPT, f"block length {blen} at its start, {trailer} at its end")
+    return blen
+
+
+def _pcapng_frames(mm: mmap.mmap, size: int, skip: Skip) -> Frames:
     """(ts_ns, link type, frame, file offset) of every packet block, each with its own interface's
     link type and timestamp resolution (tshark/dumpcap/mergecap write several interfaces per file);
-    timestamps are exact integers (a float of seconds loses the nanoseconds)."""
+    timestamps are exact integers (a float of seconds loses the nanoseconds).
+
+    Raises `_Damaged` at the first block cut short or inconsistent: what came before was yielded.
+    The packets of an interface with an unsupported link type go to `skip` instead.
+    """
     e, off, ts = "<", 0, 0
     ifaces: list[_Iface] = []
-    while off + 12 <= size:
+    while off < size:
+        if off + 12 > size:
+            raise _Damaged(off, TRUNCATED, f"a 12-byte block header, {size - off} bytes of it in the file")
         if mm[off : off + 4] == b"\x0a\x0d\x0d\x0a":  # a section starts: its own byte order and interfaces
-            e = "<" if struct.unpack_from("<I", mm, off + 8)[0] == _NG_BOM else ">"
+            (bom,) = struct.unpack_from("<I", mm, off + 8)
+            if bom not in (_NG_BOM, _NG_BOM_SWAPPED):
+                raise _Damaged(off, CORRUPT, f"section header byte-order magic {bom:#010x}")
+            e = "<" if bom == _NG_BOM else ">"
             ifaces = []
-        btype, blen = struct.unpack_from(e + "II", mm, off)
-        if blen < 12 or blen % 4 or off + blen > size:  # corrupt, or cut short by an interrupted capture
-            break
+        (btype,) = struct.unpack_from(e + "I", mm, off)
+        blen = _ng_block_length(mm, off, size, e)
         end = off + blen - 4
-        if btype in (_NG_EPB, _NG_PB) and blen >= 32:
+        if btype in (_NG_EPB, _NG_PB):
+            if blen < 32:
+                raise _Damaged(off, CORRUPT, f"a {blen}-byte packet block, less than its 32-byte header")
             if btype == _NG_EPB:
                 idx, hi, lo, caplen = struct.unpack_from(e + "IIII", mm, off + 8)
             else:  # obsolete Packet Block: 16-bit interface id, then a drops count
                 idx, _, hi, lo, caplen = struct.unpack_from(e + "HHIII", mm, off + 8)
-            if idx < len(ifaces):
-                iface = ifaces[idx]
+            if idx >= len(ifaces):
+                raise _Damaged(
+                    off, CORRUPT, f"a packet of interface {idx}, which the section did not describe"
+                )
+            if off + 28 + caplen > end:
+                raise _Damaged(off, CORRUPT, f"a {caplen}-byte packet in a {blen}-byte block")
+            iface = ifaces[idx]
+            if iface.supported:
                 ts = iface.offset_ns + ((hi << 32) | lo) * 1_000_000_000 // iface.units
-                yield ts, iface.linktype, mm[off + 28 : min(off + 28 + caplen, end)], off + blen
-        elif btype == _NG_SPB and ifaces:  # no timestamp: it arrived no earlier than the packet before
+                ts = min(max(ts, 0), _MAX_TS_NS)
+                yield ts, iface.linktype, mm[off + 28 : off + 28 + caplen], off + blen
+            else:
+                skip(iface.linktype, iface.name)
+        elif btype == _NG_SPB:  # no timestamp: it arrived no earlier than the packet before
+            if not ifaces:
+                raise _Damaged(off, CORRUPT, "a simple packet block before any interface description")
+            if blen < 16:
+                raise _Damaged(off, CORRUPT, f"a {blen}-byte simple packet block, less than 16")
             (origlen,) = struct.unpack_from(e + "I", mm, off + 8)
-            caplen = min(origlen, ifaces[0].snaplen or origlen)
-            yield ts, ifaces[0].linktype, mm[off + 12 : min(off + 12 + caplen, end)], off + blen
-        elif btype == _NG_IDB and blen >= 20:
-            ifaces.append(_ng_iface(mm, off, end, e))
+            iface = ifaces[0]
+            caplen = min(origlen, iface.snaplen or origlen, end - off - 12)
+            if iface.supported:
+                yield ts, iface.linktype, mm[off + 12 : off + 12 + caplen], off + blen
+            else:
+                skip(iface.linktype, iface.name)
+        elif btype == _NG_IDB:
+            if blen < 20:
+                raise _Damaged(off, CORRUPT, f"a {blen}-byte interface description, less than 20")
+            if len(ifaces) >= _MAX_IFACES:
+                raise _Damaged(off, CORRUPT, f"more than {_MAX_IFACES} interfaces in one section")
+            ifaces.append(_ng_iface(mm, off, end, e, len(ifaces)))
+        elif btype == _NG_SHB and blen < 28:
+            raise _Damaged(off, CORRUPT, f"a {blen}-byte section header, less than 28")
         off += blen
 
 
@@ -283,8 +508,13 @@ class PcapReader:
         ack_grace_ns: int = 50_000_000,
         ack_grace_packets: int = 4,
         close_at_eof: bool = False,
+        health: Health | None = None,
     ) -> None:
         self.path = Path(path)
+        self.health = health
+        self.damage: CaptureDamage | None = None  # where the file stopped being readable, if it did
+        self.unsupported: dict[int, int] = {}  # link type -> packets skipped
+        self.size = 0  # of the file, once opened
         self.progress = progress
         self.max_pending_bytes = max_pending_bytes
         self.hole_timeout_ns = hole_timeout_ns
@@ -298,37 +528,59 @@ class PcapReader:
 
     # -- file ------------------------------------------------------------------------------------
     def __iter__(self) -> Iterator[Event]:
-        size = self.path.stat().st_size
+        kind = check_capture(self.path)
         with self.path.open("rb") as fh:
-            head = fh.read(4)
-            if len(head) < 4:
-                raise ValueError(f"{self.path}: not a pcap or pcapng file (too short)")
-            (magic,) = struct.unpack("<I", head)
-            if magic != _NG_SHB and magic not in _PCAP_MAGICS:
-                raise ValueError(f"{self.path}: not a pcap or pcapng file (magic {magic:#010x})")
-            with mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as mm:
-                frames = _pcapng_frames(mm, size) if magic == _NG_SHB else _classic_frames(mm, size)
+            try:
+                mm = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
+            except (OSError, ValueError) as e:  # the file changed since it was checked
+                raise CaptureFileError(f"cannot read {self.path} ({e}): name a pcap or pcapng file") from None
+            with mm:
+                size = self.size = len(mm)
+                frames = (_pcapng_frames if kind == "pcapng" else _classic_frames)(mm, size, self._skip)
                 yield from self._run(frames, size)
+
+    def _skip(self, linktype: int, iface: str) -> None:
+        """A packet of a link type this reader does not decode: counted, and warned once per link type."""
+        self.stats.packets += 1
+        self.stats.unsupported_packets += 1
+        if linktype not in self.unsupported:
+            self.unsupported[linktype] = 0
+            name = _LINKTYPE_NAMES.get(linktype)
+            log.warning(
+                "%s: %s has link type %d%s, which replay does not read: its packets are skipped and counted "
+                "(l7scope.capture.dropped, reason %r); capture on an Ethernet, loopback or `any` interface",
+                self.path, iface or "the capture", linktype, f" ({name})" if name else "", UNSUPPORTED,
+            )  # fmt: skip
+            if self.health is not None:
+                self.health.count("capture_file_errors", "pcap", reason=UNSUPPORTED)
+        self.unsupported[linktype] += 1
+        if self.health is not None:
+            self.health.count("capture_lost_events", "pcap", reason=UNSUPPORTED)
 
     def _run(self, frames: Frames, size: int) -> Iterator[Event]:
         out: list[Event] = []
         stats, progress = self.stats, self.progress
         ts_ns = 0
-        for ts_ns, linktype, buf, offset in frames:
-            stats.packets += 1
-            if progress is not None and stats.packets % _PROGRESS_EVERY == 0:
-                progress(offset, size)
-            seg = parse_tcp(buf, linktype)
-            if seg is None:
-                stats.skipped += 1
-                continue
-            stats.tcp_packets += 1
-            self._segment(seg, ts_ns, out)
-            if self._acked_holes:
-                self._skip_acked_holes(ts_ns, out)
-            if out:
-                yield from out
-                out.clear()
+        try:
+            for ts_ns, linktype, buf, offset in frames:
+                stats.packets += 1
+                if progress is not None and stats.packets % _PROGRESS_EVERY == 0:
+                    progress(offset, size)
+                seg = parse_tcp(buf, linktype)
+                if seg is None:
+                    stats.skipped += 1
+                    continue
+                stats.tcp_packets += 1
+                self._segment(seg, ts_ns, out)
+                if self._acked_holes:
+                    self._skip_acked_holes(ts_ns, out)
+                if out:
+                    yield from out
+                    out.clear()
+        except _Damaged as e:  # the connections read so far are still flushed below
+            self.damage = e.damage
+            if self.health is not None:
+                self.health.count("capture_file_errors", "pcap", reason=e.damage.reason)
         for conn in list(self._conns.values()):
             if conn.closed:
                 continue
@@ -515,9 +767,11 @@ def read_pcap(
     progress: Progress | None = None,
     *,
     close_at_eof: bool = False,
+    health: Health | None = None,
 ) -> Iterator[Event]:
     """`ConnEvent`s and `Fragment`s of every TCP connection in a pcap/pcapng file, in capture order.
 
     `progress(bytes_read, file_size)` is called every few thousand packets and once at the end.
+    Use `PcapReader` itself to learn whether the file was damaged (`damage`) once it is read.
     """
-    return iter(PcapReader(path, progress=progress, close_at_eof=close_at_eof))
+    return iter(PcapReader(path, progress=progress, close_at_eof=close_at_eof, health=health))

@@ -335,7 +335,10 @@ def test_otlp_export_to_a_real_receiver(otlp_receiver: OtlpReceiver, protocol: s
 def test_instruments_list_is_what_red_metrics_creates() -> None:
     """INSTRUMENTS (the dashboard test's source) names exactly the instruments a full run emits."""
     health = Health()
-    for name, label in (("parse_errors", "http"), ("gaps", "http"), ("capture_lost_events", "kernel")):
+    for name, label in (
+        ("parse_errors", "http"), ("gaps", "http"), ("capture_lost_events", "kernel"),
+        ("capture_file_errors", "pcap"),
+    ):  # fmt: skip
         health.count(name, label)
     rpc = {"rpc.system": "grpc"}
     records = [
