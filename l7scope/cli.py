@@ -111,6 +111,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         config = load(args.config, os.environ)
         config = _apply_flags(config, args).validate()
+        if args.command == "replay":  # the input first: a file that is no capture needs no output
+            _check_capture_file(args.file)
         if args.command in WRITES_OUTPUTS:  # before capture starts, not at the first record or at exit
             from l7scope.outputs import check_outputs
 
@@ -312,19 +314,24 @@ def cmd_pipeline(config: Config, args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_capture_file(path: str) -> None:
+    """Before an exporter creates a file or opens a port: exit 2 when `path` cannot be replayed."""
+    from probes.pcap import CaptureFileError, check_capture
+
+    try:
+        check_capture(path)
+    except CaptureFileError as e:
+        raise _Unavailable(str(e)) from None
+
+
 def cmd_replay(config: Config, args: argparse.Namespace) -> int:
     """Exit 0 when every packet of the file was read; 1 when the file is damaged or has packets of an
     unsupported link type (what came before the damage is still exported, a warning line says where),
     or an exporter failed; 2 when the file cannot be replayed at all (checked before anything starts)."""
+    from l7scope.progress import ProgressBar
     from pipeline.health import Health
     from pipeline.run import run_replay
-    from probes.pcap import CaptureFileError, PcapReader, check_capture
-
-    try:
-        check_capture(args.file)  # before an exporter creates a file or opens a port
-    except CaptureFileError as e:
-        raise _Unavailable(str(e)) from None
-    from l7scope.progress import ProgressBar
+    from probes.pcap import CaptureFileError, PcapReader
 
     health = Health()
     bar = ProgressBar(sys.stderr)  # draws only on a terminal; the summary line below is always printed
