@@ -152,6 +152,8 @@ class OtlpReceiver:
         self.trace_requests: list[ExportTraceRequest] = []
         self.metric_requests: list[ExportMetricsRequest] = []
         self.transports: list[str] = []  # "grpc" or "http" per request received, in arrival order
+        self.http_peers: list[int] = []  # the client port of each HTTP request: one per connection used
+        self.close_after_response = False  # close each HTTP connection after its response, unannounced
         self.grpc_port = 0
         self.http_port = 0
         self._grpc: grpc.Server | None = None
@@ -212,6 +214,7 @@ class OtlpReceiver:
             self.trace_requests.clear()
             self.metric_requests.clear()
             self.transports.clear()
+            self.http_peers.clear()
 
     def _wait(self, done: Callable[[], bool], timeout_s: float) -> bool:
         deadline = time.monotonic() + timeout_s
@@ -256,6 +259,7 @@ class OtlpReceiver:
                 pass  # keep test output quiet
 
             def do_POST(self) -> None:
+                receiver.http_peers.append(int(self.client_address[1]))
                 length = int(self.headers.get("Content-Length") or 0)
                 raw = self.rfile.read(length)
                 try:
@@ -282,6 +286,8 @@ class OtlpReceiver:
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
                 self.wfile.write(body)
+                if receiver.close_after_response:
+                    self.close_connection = True
 
         http = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         http.daemon_threads = True
