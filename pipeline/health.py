@@ -46,14 +46,15 @@ class Health:
 
 
 def loss_details(snapshot: dict[tuple[str, str, str], int]) -> str:
-    """Non-zero losses by label and reason, e.g. `export_failed{otlp_spans,timeout}=1024`; "none" if none."""
+    """Non-zero losses by label and reason, `; `-separated, e.g. `export_failed{otlp_spans,timeout}=1024`
+    ("none" if none)."""
     parts = [
         f"{name}{{{','.join(p for p in (label, reason) if p)}}}={value}"
         for name in LOSSES
         for (n, label, reason), value in sorted(snapshot.items())
         if n == name and value
     ]
-    return " ".join(parts) or "none"
+    return "; ".join(parts) or "none"
 
 
 def stop_summary(health: Health, records: int | None) -> dict[str, int | str]:

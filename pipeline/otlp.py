@@ -293,8 +293,6 @@ def failure(e: BaseException) -> ExportError:
         return ExportError("connection refused", True)
     if isinstance(e, ConnectionError | http.client.HTTPException):
         return ExportError("connection closed", False, str(e))
-    if isinstance(e, OSError):
-        return ExportError(type(e).__name__, False, str(e))
     return ExportError(type(e).__name__, False, str(e))
 
 
@@ -392,16 +390,6 @@ def new_sender(endpoint: OtlpEndpoint) -> Sender:
     return GrpcSender(endpoint) if endpoint.protocol == "grpc" else HttpSender(endpoint)
 
 
-def send(endpoint: OtlpEndpoint, request: tsvc.ExportTraceServiceRequest | bytes) -> None:
-    """One export call on a connection of its own (tools and tests); raises on failure."""
-    body = request if isinstance(request, bytes) else request.SerializeToString()
-    sender = new_sender(endpoint)
-    try:
-        sender.send(body, endpoint.timeout_s)
-    finally:
-        sender.close()
-
-
 @dataclass
 class OtlpSpanExporter:
     """Records -> spans, sent in batches from a thread of its own; `export` never blocks the pipeline.
@@ -410,9 +398,9 @@ class OtlpSpanExporter:
     kept connection. At most `max_queued` spans wait; past that new ones are dropped and counted
     (`export_dropped`, reason "queue full"). A request the collector does not accept is counted
     (`export_failed`, with the reason) and sending pauses, 1 s doubling to `max_backoff_s`: a
-    collector that is down costs one attempt per pause. Requests that certainly did not arrive (refused,
-    429/503, UNAVAILABLE) are retried after the pause instead of counted. `close` sends what is
-    queued within its deadline and counts the rest (`export_dropped`, reason "shutdown").
+    collector that is down costs one attempt per pause. Requests that certainly did not arrive
+    (refused, HTTP 429/502/503/504, gRPC UNAVAILABLE) are retried after the pause instead. `close`
+    sends what is queued within its deadline and counts the rest (`export_dropped`, reason "shutdown").
     """
 
     endpoint: OtlpEndpoint

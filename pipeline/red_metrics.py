@@ -402,7 +402,10 @@ class RedMetrics:
         """Readers flush (a last OTLP export) and stop (the Prometheus endpoint closes), within
         `timeout_s`: a last export still waiting on the collector then is counted as failed."""
         self._graph.flush()  # ends still waiting for their far end are counted before the last export
-        self.provider.shutdown(timeout_millis=max(1.0, timeout_s * 1000))
+        try:
+            self.provider.shutdown(timeout_millis=max(1.0, timeout_s * 1000))
+        except Exception as e:  # a reader that ran out of time (the SDK raises): the exit goes on
+            log.warning("metrics: not every reader shut down in %.1f s: %s", timeout_s, e)
         for exporter in self.otlp_exporters:
             exporter.abandon()
 
@@ -554,7 +557,7 @@ def build_metrics(
     if prometheus:
         from pipeline.prometheus import PrometheusEndpoint
 
-        readers.append(PrometheusEndpoint(prometheus).reader)
+        readers.insert(0, PrometheusEndpoint(prometheus).reader)  # first to shut down: it never waits
     if not readers:
         return None
     provider = build_meter_provider(readers, node=node)

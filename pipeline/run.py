@@ -130,11 +130,14 @@ def close_all(table: ConnTable, exporters: list[Exporter], timeout_s: float = CL
     bounded = sum(hasattr(e, "close_within") for e in exporters)
     for exporter in exporters:
         close_within = getattr(exporter, "close_within", None)
-        if close_within is None:
-            exporter.close()
-            continue
-        close_within(max(0.0, deadline - time.monotonic()) / bounded)
-        bounded -= 1
+        try:
+            if close_within is None:
+                exporter.close()
+            else:
+                share, bounded = max(0.0, deadline - time.monotonic()) / bounded, bounded - 1
+                close_within(share)
+        except Exception:  # one exporter failing to close must not keep the others from closing
+            log.exception("closing %s failed", type(exporter).__name__)
     return flushed
 
 

@@ -244,7 +244,7 @@ def test_loss_details_name_every_loss_by_label_and_reason() -> None:
     health.count("unmatched_frames", "http1", 2)
     health.count("exchanges", "http1", 99)  # not a loss
     assert loss_details(health.snapshot()) == (
-        "unmatched_frames{http1}=2 export_failed{otlp_spans,timeout}=1024 "
+        "unmatched_frames{http1}=2; export_failed{otlp_spans,timeout}=1024; "
         "export_dropped{otlp_spans,shutdown}=7"
     )
     summary = stop_summary(health, 12)
