@@ -330,8 +330,9 @@ def run_agent(
     finally:
         capture.close()
         publisher.close()
-        log.info("agent stopped: %s", {k: v for k, v in health.snapshot().items() if k[1] == "kafka"})
-        log_stop("agent stopped", health, None)
+        snapshot = health.snapshot().items()
+        kafka = {f"{n}{{{r}}}" if r else n: v for (n, label, r), v in snapshot if label == "kafka"}
+        log_stop("agent stopped", health, None, {"kafka": str(kafka)})
     return health
 
 
