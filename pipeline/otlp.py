@@ -437,11 +437,13 @@ class OtlpSpanExporter:
                 self.health.count("export_dropped", "otlp_spans", len(records) - max(room, 0), "queue full")
                 records = records[: max(room, 0)]
             if records:
-                first = not self._pending
-                if first:
+                before = len(self._pending)
+                if not before:
                     self._oldest = time.monotonic()
                 self._pending += records
-                if first or len(self._pending) >= self.max_batch:  # a timer to start, or a batch to send
+                # Wake the sender only to start a timer or when a batch fills: not on every call (a
+                # queue held back by a collector that is down would wake it a thousand times a second).
+                if not before or before < self.max_batch <= len(self._pending):
                     self._cond.notify()
 
     def _next_batch(self) -> list[L7Record] | None:
