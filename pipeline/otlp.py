@@ -365,10 +365,13 @@ class GrpcSender:
         import grpc
 
         target = urlparse(endpoint.url).netloc or endpoint.url
+        # gRPC's own reconnect backoff grows to 120 s: a collector back after a minute would wait as
+        # long again. Ours paces the attempts; the channel's is kept short so that it reconnects.
+        options = [("grpc.initial_reconnect_backoff_ms", 500), ("grpc.max_reconnect_backoff_ms", 2000)]
         if endpoint.insecure:
-            self._channel = grpc.insecure_channel(target)
+            self._channel = grpc.insecure_channel(target, options)
         else:
-            self._channel = grpc.secure_channel(target, grpc.ssl_channel_credentials())
+            self._channel = grpc.secure_channel(target, grpc.ssl_channel_credentials(), options)
         # Bytes in, bytes out: no serializer, the request is already encoded.
         self._export = self._channel.unary_unary(_EXPORT_METHOD)
         self._metadata = endpoint.headers

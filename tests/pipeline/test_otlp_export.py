@@ -149,6 +149,24 @@ def test_a_collector_that_is_down_costs_one_attempt_per_backoff_and_nothing_is_l
     assert health.total("exported") == 15 and health.total("export_failed") == 0
 
 
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_spans_kept_while_nothing_listens_arrive_when_the_collector_starts(protocol: str) -> None:
+    """Refused connections (gRPC: UNAVAILABLE) are retried: a collector that starts late gets them all."""
+    port = free_port()
+    health = Health()
+    exporter = OtlpSpanExporter(endpoint(protocol, port), health, max_delay_s=0.05, min_backoff_s=0.2,
+                                max_backoff_s=1.0)  # fmt: skip
+    exporter.export(records(10))
+    time.sleep(1.5)  # refused three or four times, backing off
+    ports = {"grpc_port" if protocol == "grpc" else "http_port": port}
+    try:
+        with OtlpReceiver(**ports) as receiver:
+            got = receiver.wait_for_spans(10, timeout_s=10.0)
+    finally:
+        exporter.close_within(2.0)
+    assert len(got) == 10 and health.total("exported") == 10 and health.total("export_failed") == 0
+
+
 def test_nothing_listening_losses_are_counted_with_their_reason_and_stop_is_quick() -> None:
     health = Health()
     exporter = OtlpSpanExporter(endpoint("http/protobuf", free_port()), health, max_delay_s=0.05)
