@@ -3,17 +3,21 @@ exporter, and are counted in the stop summary (pipeline/run.py close_all)."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import logging
 from pathlib import Path
+
+import pytest
 
 from l7scope.config import Config
 from pipeline.health import Health
 from pipeline.jsonl import JsonlExporter
 from pipeline.otlp import OtlpEndpoint, OtlpSpanExporter
 from pipeline.red_metrics import build_metrics
-from pipeline.run import Exporter, close_all, new_table, process
+from pipeline.run import Exporter, close_all, new_table, process, run_replay
 from pipeline.topology import Topology
-from probes.fragment import Batch, Fragment, Io
+from probes.fragment import Batch, ConnEvent, Fragment, Io
 from protocols.base import ConnInfo, Endpoint, Role
 from tests.support.otlp_receiver import OtlpReceiver
 
@@ -63,3 +67,19 @@ def test_the_table_is_flushed_once_whatever_the_number_of_exporters(tmp_path: Pa
     process(open_connection(), table, list(outs))
     assert close_all(table, list(outs)) == 1
     assert [len((tmp_path / f"{i}.jsonl").read_text().splitlines()) for i in range(3)] == [1, 1, 1]
+
+
+def test_replay_summary_counts_the_records_flushed_at_the_end(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """`replay` of a capture that ends with the connection open: its one record is made at the end,
+    written, and counted in the summary (which left out records flushed at exit)."""
+    caplog.set_level(logging.INFO, logger="l7scope.run")
+    out = tmp_path / "r.jsonl"
+    config = Config()
+    config = dataclasses.replace(config, export=dataclasses.replace(config.export, jsonl=str(out)))
+    events = [ConnEvent(SERVER, 500)] + [f for b in open_connection() for f in b.fragments]
+    run_replay(events, config, {})
+    assert len(out.read_text().splitlines()) == 1
+    finished = [r for r in caplog.records if r.getMessage().startswith("replay finished")]
+    assert [r.records for r in finished] == [1]  # type: ignore[attr-defined]
