@@ -196,8 +196,12 @@ def drain_forever(
 class CaptureLosses:
     """The kernel's loss counters (probes.capture.CaptureStats) into Health, as deltas, twice a second."""
 
-    FIELDS = (("capture_lost_events", "lost_events"), ("capture_lost_bytes", "lost_bytes"),
-              ("capture_truncated", "truncated"))  # fmt: skip
+    # (counter, CaptureStats field, reason): the kernel sheds what the ring has no room for.
+    FIELDS = (
+        ("capture_lost_events", "lost_events", "ring full"),
+        ("capture_lost_bytes", "lost_bytes", "ring full"),
+        ("capture_truncated", "truncated", "copy limit"),
+    )
 
     def __init__(self, capture: Capture, health: Health | None, every_s: float = 0.5) -> None:
         self._stats = getattr(capture, "stats", None) if health is not None else None
@@ -211,9 +215,9 @@ class CaptureLosses:
             return
         self._next = now + self._every
         stats = self._stats()
-        for counter, field in self.FIELDS:
+        for counter, field, reason in self.FIELDS:
             value = getattr(stats, field)
-            self._health.count(counter, "kernel", value - self._last.get(field, 0))
+            self._health.count(counter, "kernel", value - self._last.get(field, 0), reason)
             self._last[field] = value
 
 
