@@ -293,7 +293,7 @@ def run_embedded(
         closing = threading.Thread(target=capture.close, name="capture-close", daemon=True)
         closing.start()
         records += close_all(table, exporters)
-        closing.join(timeout=5)
+        closing.join()  # as long as it takes, as before: cut short, the interpreter's exit would redo it
         if live is not None:
             render(live, health, out)
         log_stop("pipeline stopped", health, records, {
