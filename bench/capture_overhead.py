@@ -143,9 +143,10 @@ class Agent:
             msg = str(entry.get("msg", ""))
             if msg.startswith(("drain stopped", "pipeline stopped")):
                 out.update({k: v for k, v in entry.items() if k not in ("ts", "level", "logger", "msg")})
-            elif msg.startswith("agent stopped"):
-                drops = re.findall(r"\('dropped_\w+', 'kafka', '[^']*'\): (\d+)", msg)
-                out["kafka_dropped"] = sum(int(d) for d in drops)
+            elif msg.startswith("agent stopped"):  # its losses are the Kafka publisher's drops
+                out["kafka_dropped"] = sum(
+                    int(entry.get(k, 0)) for k in ("dropped_batches", "dropped_fragments")
+                )
         return out
 
 

@@ -7,12 +7,15 @@ headers and timeout follow the standard OTEL_EXPORTER_OTLP_* variables.
 
 from __future__ import annotations
 
+import base64
+import contextlib
 import hashlib
+import http.client
 import logging
-import queue
+import socket
 import struct
 import threading
-import urllib.request
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from urllib.parse import unquote, urlparse
@@ -260,89 +263,290 @@ def encode_trace_request(records: list[L7Record], service_names: Mapping[str, st
 
 
 _EXPORT_METHOD = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
+_RETRYABLE_HTTP = frozenset({429, 502, 503, 504})  # the OTLP specification's retryable statuses
+_RETRYABLE_GRPC = frozenset({"UNAVAILABLE", "RESOURCE_EXHAUSTED", "ABORTED"})
 
 
-def send(
-    endpoint: OtlpEndpoint, request: tsvc.ExportTraceServiceRequest | bytes, channel: object = None
-) -> None:
-    """One export call with a request (or its encoded bytes); raises on failure (the caller counts it)."""
-    body = request if isinstance(request, bytes) else request.SerializeToString()
-    if endpoint.protocol == "grpc":
+class ExportError(Exception):
+    """A request the collector did not accept: `reason` labels the loss, `retryable` per the spec."""
+
+    def __init__(self, reason: str, retryable: bool, detail: str = "") -> None:
+        super().__init__(f"{reason}: {detail}" if detail else reason)
+        self.reason, self.retryable = reason, retryable
+
+
+def failure(e: BaseException) -> ExportError:
+    """Any exception of a send as an ExportError with a low-cardinality reason.
+
+    Retryable means "certainly not delivered" or the specification's retryable answers: a refused
+    connection, HTTP 429/502/503/504, gRPC UNAVAILABLE. A timeout is not: the collector may have it.
+    """
+    if isinstance(e, ExportError):
+        return e
+    code = getattr(e, "code", None)
+    if callable(code):  # grpc.RpcError
+        name = getattr(code(), "name", str(code()))
+        return ExportError(f"grpc {name.lower()}", name in _RETRYABLE_GRPC, str(e).partition("\n")[0])
+    if isinstance(e, TimeoutError):
+        return ExportError("timeout", False)
+    if isinstance(e, ConnectionRefusedError):
+        return ExportError("connection refused", True)
+    if isinstance(e, ConnectionError | http.client.HTTPException):
+        return ExportError("connection closed", False, str(e))
+    return ExportError(type(e).__name__, False, str(e))
+
+
+class HttpSender:
+    """OTLP/HTTP on one persistent HTTP/1.1 connection (keep-alive), reopened when it breaks.
+
+    Only the sending thread calls `send`; `abort` may come from another thread (a stop).
+    """
+
+    def __init__(self, endpoint: OtlpEndpoint) -> None:
+        url = urlparse(endpoint.url)
+        self._https = url.scheme == "https"
+        self._host = url.hostname or "127.0.0.1"
+        self._port = url.port or (443 if self._https else 80)
+        self._path = (url.path or "/v1/traces") + (f"?{url.query}" if url.query else "")
+        self._headers = {"Content-Type": "application/x-protobuf", **dict(endpoint.headers)}
+        if url.username is not None and "authorization" not in endpoint.headers:
+            userinfo = f"{unquote(url.username)}:{unquote(url.password or '')}".encode()
+            self._headers["Authorization"] = "Basic " + base64.b64encode(userinfo).decode()
+        self._conn: http.client.HTTPConnection | None = None
+
+    def _connect(self, timeout_s: float) -> http.client.HTTPConnection:
+        if self._https:
+            return http.client.HTTPSConnection(self._host, self._port, timeout=timeout_s)
+        return http.client.HTTPConnection(self._host, self._port, timeout=timeout_s)
+
+    def send(self, body: bytes, timeout_s: float) -> None:
+        for _ in range(2):
+            conn, fresh = self._conn, self._conn is None
+            if conn is None:
+                conn = self._conn = self._connect(timeout_s)
+            elif conn.sock is not None:
+                conn.sock.settimeout(timeout_s)
+            try:
+                conn.request("POST", self._path, body, self._headers)
+                resp = conn.getresponse()
+                resp.read()
+            except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError):
+                self.close()
+                if fresh:
+                    raise
+                continue  # the collector closed the idle connection: once more on a new one
+            except BaseException:
+                self.close()
+                raise
+            if resp.will_close:
+                self.close()
+            if not 200 <= resp.status < 300:
+                raise ExportError(f"http {resp.status}", resp.status in _RETRYABLE_HTTP, resp.reason)
+            return
+
+    def abort(self) -> None:
+        """Wakes a `send` blocked on the collector: its socket is shut down under it."""
+        conn = self._conn
+        sock = conn.sock if conn is not None else None
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+
+    def close(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            conn.close()
+
+
+class GrpcSender:
+    """OTLP/gRPC on one channel for the exporter's life (gRPC keeps and reconnects its connection)."""
+
+    def __init__(self, endpoint: OtlpEndpoint) -> None:
+        import grpc
+
+        target = urlparse(endpoint.url).netloc or endpoint.url
+        # gRPC's own reconnect backoff grows to 120 s: a collector back after a minute would wait as
+        # long again. Ours paces the attempts; the channel's is kept short so that it reconnects.
+        options = [("grpc.initial_reconnect_backoff_ms", 500), ("grpc.max_reconnect_backoff_ms", 2000)]
+        if endpoint.insecure:
+            self._channel = grpc.insecure_channel(target, options)
+        else:
+            self._channel = grpc.secure_channel(target, grpc.ssl_channel_credentials(), options)
         # Bytes in, bytes out: no serializer, the request is already encoded.
-        export = channel.unary_unary(_EXPORT_METHOD)  # type: ignore[attr-defined]
-        export(body, timeout=endpoint.timeout_s, metadata=endpoint.headers)
-        return
-    headers = {"Content-Type": "application/x-protobuf", **dict(endpoint.headers)}
-    req = urllib.request.Request(endpoint.url, data=body, headers=headers, method="POST")
-    with urllib.request.urlopen(req, timeout=endpoint.timeout_s) as resp:
-        resp.read()
+        self._export = self._channel.unary_unary(_EXPORT_METHOD)
+        self._metadata = endpoint.headers
+
+    def send(self, body: bytes, timeout_s: float) -> None:
+        self._export(body, timeout=timeout_s, metadata=self._metadata)
+
+    def abort(self) -> None:
+        self._channel.close()  # cancels the call in flight
+
+    def close(self) -> None:
+        self._channel.close()
 
 
-def grpc_channel(endpoint: OtlpEndpoint) -> object:
-    import grpc
+Sender = HttpSender | GrpcSender
 
-    target = urlparse(endpoint.url).netloc or endpoint.url
-    if endpoint.insecure:
-        return grpc.insecure_channel(target)
-    return grpc.secure_channel(target, grpc.ssl_channel_credentials())
+
+def new_sender(endpoint: OtlpEndpoint) -> Sender:
+    return GrpcSender(endpoint) if endpoint.protocol == "grpc" else HttpSender(endpoint)
 
 
 @dataclass
 class OtlpSpanExporter:
-    """Exports records as spans from a background thread; never blocks the caller (bounded queue)."""
+    """Records -> spans, sent in batches from a thread of its own; `export` never blocks the pipeline.
+
+    A batch goes when `max_batch` spans are waiting or the oldest has waited `max_delay_s`, on one
+    kept connection. At most `max_queued` spans wait; past that new ones are dropped and counted
+    (`export_dropped`, reason "queue full"). A request the collector does not accept is counted
+    (`export_failed`, with the reason) and sending pauses, 1 s doubling to `max_backoff_s`: a
+    collector that is down costs one attempt per pause. Requests that certainly did not arrive
+    (refused, HTTP 429/502/503/504, gRPC UNAVAILABLE) are retried after the pause instead. `close`
+    sends what is queued within its deadline and counts the rest (`export_dropped`, reason "shutdown").
+    """
 
     endpoint: OtlpEndpoint
     health: Health
     service_names: Mapping[str, str] = field(default_factory=dict)
-    max_batch: int = 2048
-    max_queued: int = 256  # batches waiting; past it, batches are dropped and counted
+    max_batch: int = 1024
+    max_delay_s: float = 1.0
+    max_queued: int = 32768
+    min_backoff_s: float = 1.0
+    max_backoff_s: float = 30.0
+    close_timeout_s: float = 3.0
 
     def __post_init__(self) -> None:
-        self._queue: queue.Queue[list[L7Record] | None] = queue.Queue(self.max_queued)
-        self._channel = grpc_channel(self.endpoint) if self.endpoint.protocol == "grpc" else None
+        self._cond = threading.Condition()
+        self._pending: list[L7Record] = []
+        self._oldest = 0.0  # monotonic time the oldest pending span was queued
+        self._closing = False
+        self._deadline = float("inf")  # set by close(): sending stops here
+        self._retry_at = 0.0  # no attempt before this (backing off)
+        self._backoff = 0.0
+        self._down_since: float | None = None
+        self._inflight = 0  # spans in the request being sent
+        self._abandoned = False  # close() gave up on the thread and counted its spans
+        self._sender = new_sender(self.endpoint)
         self._thread = threading.Thread(target=self._run, name="otlp-spans", daemon=True)
         self._thread.start()
 
     def export(self, records: list[L7Record]) -> None:
-        for i in range(0, len(records), self.max_batch):
-            chunk = records[i : i + self.max_batch]
-            try:
-                self._queue.put_nowait(chunk)
-            except queue.Full:
-                self.health.count("export_dropped", "otlp_spans", len(chunk), reason="queue full")
+        if not records:
+            return
+        with self._cond:
+            room = self.max_queued - len(self._pending)
+            if room < len(records):
+                self.health.count("export_dropped", "otlp_spans", len(records) - max(room, 0), "queue full")
+                records = records[: max(room, 0)]
+            if records:
+                before = len(self._pending)
+                if not before:
+                    self._oldest = time.monotonic()
+                self._pending += records
+                # Wake the sender only to start a timer or when a batch fills: not on every call (a
+                # queue held back by a collector that is down would wake it a thousand times a second).
+                if not before or before < self.max_batch <= len(self._pending):
+                    self._cond.notify()
+
+    def _next_batch(self) -> list[L7Record] | None:
+        """Waits until a batch is due; None when closing and nothing more can go."""
+        with self._cond:
+            while True:
+                now = time.monotonic()
+                if self._closing and (not self._pending or now >= self._deadline):
+                    return None
+                wait = self._wait_s(now)
+                if wait <= 0:
+                    batch = self._pending[: self.max_batch]
+                    del self._pending[: self.max_batch]
+                    self._oldest, self._inflight = now, len(batch)
+                    return batch
+                self._cond.wait(wait)
+
+    def _wait_s(self, now: float) -> float:
+        """Seconds until the next batch is due (<= 0: now): full, or old enough, and not backing off."""
+        if self._closing:
+            return 0.0
+        if not self._pending:
+            return 60.0  # export() wakes the thread when a batch fills; close() when it stops
+        due = now if len(self._pending) >= self.max_batch else self._oldest + self.max_delay_s
+        return max(due, self._retry_at) - now
 
     def _run(self) -> None:
-        carry: list[L7Record] | None = None
-        stop = False
-        while not stop:
-            records = carry if carry is not None else self._queue.get()
-            carry = None
-            if records is None:
-                return
-            # Whatever else is queued rides in the same request, up to max_batch spans.
-            while len(records) < self.max_batch:
-                try:
-                    more = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if more is None:  # close(): send this last request, then stop
-                    stop = True
-                    break
-                if len(records) + len(more) > self.max_batch:
-                    carry = more
-                    break
-                records = records + more
-            self._send(records)
+        while (batch := self._next_batch()) is not None:
+            self._send(batch)
+        self._give_up()
 
-    def _send(self, records: list[L7Record]) -> None:
+    def _settled(self) -> bool:
+        """The request in flight is over: False if close() already counted its spans."""
+        with self._cond:
+            self._inflight = 0
+            return not self._abandoned
+
+    def _give_up(self) -> None:
+        """Whatever is still queued, or in flight, is counted as dropped at exit; once."""
+        with self._cond:
+            left = 0 if self._abandoned else len(self._pending) + self._inflight
+            self._pending, self._inflight, self._abandoned = [], 0, True
+        self.health.count("export_dropped", "otlp_spans", left, reason="shutdown")
+
+    def _send(self, batch: list[L7Record]) -> None:
+        timeout = self.endpoint.timeout_s
+        if self._closing:
+            timeout = min(timeout, self._deadline - time.monotonic())
         try:
-            send(self.endpoint, encode_trace_request(records, self.service_names), self._channel)
-            self.health.count("exported", "otlp_spans", len(records))
+            if timeout <= 0:
+                raise ExportError("shutdown", False)
+            self._sender.send(encode_trace_request(batch, self.service_names), timeout)
         except Exception as e:  # a collector that is down must not stop the pipeline
-            self.health.count("export_failed", "otlp_spans", len(records), reason=type(e).__name__)
-            log.warning("OTLP span export to %s failed: %s", self.endpoint.url, e)
+            if self._settled():
+                self._failed(batch, ExportError("shutdown", False) if self._aborted() else failure(e))
+            return
+        if not self._settled():
+            return
+        self.health.count("exported", "otlp_spans", len(batch))
+        if self._down_since is not None:
+            log.info("OTLP span export to %s recovered after %.0f s", self.endpoint.url,
+                     time.monotonic() - self._down_since)  # fmt: skip
+        self._backoff, self._down_since = 0.0, None
+
+    def _aborted(self) -> bool:
+        return self._closing and time.monotonic() >= self._deadline
+
+    def _failed(self, batch: list[L7Record], error: ExportError) -> None:
+        now = time.monotonic()
+        self._backoff = min(self.max_backoff_s, self._backoff * 2 or self.min_backoff_s)
+        with self._cond:
+            self._retry_at = now + self._backoff
+            if self._closing:  # no second try at exit: the rest is counted as dropped
+                self._deadline = now
+            elif error.retryable:  # it never arrived: first in line again
+                self._pending[:0] = batch
+                self._oldest = now
+                batch = []
+        self.health.count("export_failed", "otlp_spans", len(batch), reason=error.reason)
+        if self._down_since is None:
+            self._down_since = now
+            log.warning("OTLP span export to %s failed (%s); retrying every %.0f-%.0f s, up to %d spans "
+                        "queued, losses counted (export_failed, export_dropped)", self.endpoint.url, error,
+                        self.min_backoff_s, self.max_backoff_s, self.max_queued)  # fmt: skip
+        else:
+            log.debug("OTLP span export to %s failed again (%s)", self.endpoint.url, error)
 
     def close(self) -> None:
-        """Send what is queued, then stop."""
-        self._queue.put(None)
-        self._thread.join(timeout=self.endpoint.timeout_s + 5)
+        self.close_within(self.close_timeout_s)
+
+    def close_within(self, timeout_s: float) -> None:
+        """Sends what is queued for at most `timeout_s`, then stops; what is left is counted."""
+        with self._cond:
+            self._closing = True
+            self._deadline = time.monotonic() + max(0.0, timeout_s)
+            self._cond.notify()
+        self._thread.join(timeout=max(0.0, timeout_s))
+        if self._thread.is_alive():  # blocked on a collector that does not answer
+            self._sender.abort()
+            self._thread.join(timeout=1.0)
+        if self._thread.is_alive():  # still connecting (abort cannot reach it): count and leave it
+            self._give_up()
+        self._sender.close()

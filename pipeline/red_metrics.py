@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import socket
+import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
@@ -223,6 +224,33 @@ def truncated(snapshot: Snapshot) -> Observed:
     return out
 
 
+def by_reason(counter: str) -> Callable[[Snapshot], Observed]:
+    """A counter whose label is itself the reason (e.g. evicted_connections: count, memory)."""
+
+    def pick(snapshot: Snapshot) -> Observed:
+        return [(v, _attrs(reason=r or label)) for (n, label, r), v in snapshot.items() if n == counter]
+
+    return pick
+
+
+# Loss counters of exporters, and the exporter each names (their label, else the one given here).
+_EXPORT_FAILED = {"export_failed": "", "alerts_failed": "alertmanager"}
+_EXPORT_DROPPED = {"export_dropped": "", "dropped_records": "records_topic", "dropped_alerts": "alerts_topic"}
+
+
+def by_exporter(counters: Mapping[str, str]) -> Callable[[Snapshot], Observed]:
+    """Export losses, labelled with the exporter (`otlp_spans`, `otlp_metrics`, ...) and the reason."""
+
+    def pick(snapshot: Snapshot) -> Observed:
+        return [
+            (v, _attrs(l7scope_exporter=counters[n] or label, reason=r))
+            for (n, label, r), v in snapshot.items()
+            if n in counters
+        ]
+
+    return pick
+
+
 HEALTH_COUNTERS: tuple[tuple[str, str, str, Callable[[Snapshot], Observed]], ...] = (
     ("l7scope.capture.dropped", "{item}", "events lost in the kernel ring and batches dropped", dropped),
     ("l7scope.capture.truncated", "{item}", "payloads only partly captured", truncated),
@@ -239,6 +267,36 @@ HEALTH_COUNTERS: tuple[tuple[str, str, str, Callable[[Snapshot], Observed]], ...
         "{error}",
         "capture files read only in part (replay): damaged, or with an unsupported link type",
         by_stage("capture_file_errors"),
+    ),
+    (
+        "l7scope.parser.stuck",
+        "{connection}",
+        "connections dropped because their parser made no progress",
+        by_protocol("parser_stuck"),
+    ),
+    (
+        "l7scope.frames.unmatched",
+        "{frame}",
+        "requests without a response, or responses without a request",
+        by_protocol("unmatched_frames"),
+    ),
+    (
+        "l7scope.connections.evicted",
+        "{connection}",
+        "connections whose state was dropped to stay within bounds",
+        by_reason("evicted_connections"),
+    ),
+    (
+        "l7scope.export.failed",
+        "{item}",
+        "records, spans or metric exports the destination did not accept",
+        by_exporter(_EXPORT_FAILED),
+    ),
+    (
+        "l7scope.export.dropped",
+        "{item}",
+        "records or spans an exporter dropped before sending (queue full, still queued at exit)",
+        by_exporter(_EXPORT_DROPPED),
     ),
 )
 
@@ -272,6 +330,7 @@ class RedMetrics:
     exemplars: bool = True
     max_services: int = 256
     max_edges: int = 1024  # service graph edges; the rest share one overflow edge
+    otlp_exporters: Sequence[ByServiceExporter] = ()  # the readers' OTLP exporters (their last export)
     graph_grace_s: float = GRACE_S  # how long a connection end waits for its far end (service graph)
 
     def __post_init__(self) -> None:
@@ -354,9 +413,18 @@ class RedMetrics:
         self._graph.observe(batches)
 
     def close(self) -> None:
-        """Readers flush (a last OTLP export) and stop (the Prometheus endpoint closes)."""
+        self.close_within(10.0)
+
+    def close_within(self, timeout_s: float) -> None:
+        """Readers flush (a last OTLP export) and stop (the Prometheus endpoint closes), within
+        `timeout_s`: a last export still waiting on the collector then is counted as failed."""
         self._graph.flush()  # ends still waiting for their far end are counted before the last export
-        self.provider.shutdown(timeout_millis=10_000)
+        try:
+            self.provider.shutdown(timeout_millis=max(1.0, timeout_s * 1000))
+        except Exception as e:  # a reader that ran out of time (the SDK raises): the exit goes on
+            log.warning("metrics: not every reader shut down in %.1f s: %s", timeout_s, e)
+        for exporter in self.otlp_exporters:
+            exporter.abandon()
 
 
 # -- OTLP -------------------------------------------------------------------------------------------
@@ -412,21 +480,39 @@ class ByServiceExporter(MetricExporter):
             preferred_aggregation=inner._preferred_aggregation,
         )
         self.inner, self.health = inner, health
+        self._lock = threading.Lock()
+        self._in_flight = False
+        self._abandoned = False  # a stop gave up waiting: the export under way was counted then
 
     def export(
         self, metrics_data: MetricsData, timeout_millis: float = 10_000, **kwargs: Any
     ) -> MetricExportResult:
+        with self._lock:
+            self._in_flight = True
+        reason = "not accepted"  # the SDK exporter logs why; it returns only FAILURE
         try:
             result = self.inner.export(split_by_service(metrics_data), timeout_millis=timeout_millis)
         except Exception as e:  # a collector that is down must not stop the pipeline
             log.warning("OTLP metric export failed: %s", e)
-            result = MetricExportResult.FAILURE
+            result, reason = MetricExportResult.FAILURE, type(e).__name__
+        with self._lock:
+            self._in_flight = False
+            if self._abandoned:
+                return result
         if self.health is not None:
             if result is MetricExportResult.SUCCESS:
                 self.health.count("exported", "otlp_metrics")
             else:
-                self.health.count("export_failed", "otlp_metrics")
+                self.health.count("export_failed", "otlp_metrics", reason=reason)
         return result
+
+    def abandon(self) -> None:
+        """A stop that cannot wait longer: an export still under way is counted as failed now, once."""
+        with self._lock:
+            counted = self._in_flight and not self._abandoned
+            self._abandoned = True
+        if counted and self.health is not None:
+            self.health.count("export_failed", "otlp_metrics", reason="shutdown")
 
     def force_flush(self, timeout_millis: float = 10_000) -> bool:
         return self.inner.force_flush(timeout_millis)
@@ -471,10 +557,12 @@ def build_metrics(
 ) -> RedMetrics | None:
     """RED metrics to OTLP (when an OTEL_EXPORTER_OTLP_*ENDPOINT is set) and/or a Prometheus endpoint."""
     readers: list[MetricReader] = []
+    exporters: list[ByServiceExporter] = []
     wanted = otlp and "none" not in env.get("OTEL_METRICS_EXPORTER", "otlp").lower()
     endpoint = OtlpEndpoint.from_env(env, "metrics") if wanted else None
     if endpoint is not None:
         exporter = ByServiceExporter(otlp_metric_exporter(endpoint, temporality_preference(env)), health)
+        exporters.append(exporter)
         readers.append(
             PeriodicExportingMetricReader(
                 exporter,
@@ -486,10 +574,11 @@ def build_metrics(
     if prometheus:
         from pipeline.prometheus import PrometheusEndpoint
 
-        readers.append(PrometheusEndpoint(prometheus).reader)
+        readers.insert(0, PrometheusEndpoint(prometheus).reader)  # first to shut down: it never waits
     if not readers:
         return None
-    return RedMetrics(build_meter_provider(readers, node=node), health, service_names=service_names or {})
+    provider = build_meter_provider(readers, node=node)
+    return RedMetrics(provider, health, service_names=service_names or {}, otlp_exporters=exporters)
 
 
 def build_metrics_exporter(config: Any, env: Mapping[str, str], health: Health) -> RedMetrics | None:

@@ -22,7 +22,7 @@ from l7scope.config import Config, file_mode
 from pipeline.conn_table import ConnTable, TableLimits
 from pipeline.cpu_budget import CpuBudget
 from pipeline.framing import AnySpec
-from pipeline.health import Health
+from pipeline.health import Health, stop_summary, summary_text
 from pipeline.jsonl import JsonlExporter
 from pipeline.live_table import LiveTable
 from pipeline.otlp import OtlpEndpoint, OtlpSpanExporter
@@ -98,6 +98,13 @@ def notify_observers(exporters: list[Exporter], batches: list[Batch]) -> None:
             observe(batches)
 
 
+def export_all(records: list[L7Record], exporters: list[Exporter]) -> int:
+    """The same records to every exporter; returns how many (what the stop summary adds up)."""
+    for exporter in exporters:
+        exporter.export(records)
+    return len(records)
+
+
 def process(batches: Iterable[Batch], table: ConnTable, exporters: list[Exporter]) -> int:
     """Batches -> records -> every exporter; returns the number of records."""
     records: list[L7Record] = []
@@ -105,15 +112,33 @@ def process(batches: Iterable[Batch], table: ConnTable, exporters: list[Exporter
     notify_observers(exporters, batches)
     for batch in batches:
         records += table.apply(batch)
-    for exporter in exporters:
-        exporter.export(records)
-    return len(records)
+    return export_all(records, exporters)
 
 
-def close_all(table: ConnTable, exporters: list[Exporter]) -> None:
+# Stopping: exporters that talk to a collector get this long between them to send what they hold, so a
+# collector that is down or never answers cannot hold up the exit (what is left is counted).
+CLOSE_TIMEOUT_S = 2.5
+
+
+def close_all(table: ConnTable, exporters: list[Exporter], timeout_s: float = CLOSE_TIMEOUT_S) -> int:
+    """Flushes the table once, to every exporter, then closes them; returns the records flushed.
+
+    Exporters with a `close_within(seconds)` share `timeout_s`: each gets an equal part of what is left.
+    """
+    flushed = export_all(table.flush(), exporters)
+    deadline = time.monotonic() + timeout_s
+    bounded = sum(hasattr(e, "close_within") for e in exporters)
     for exporter in exporters:
-        exporter.export(table.flush())
-        exporter.close()
+        close_within = getattr(exporter, "close_within", None)
+        try:
+            if close_within is None:
+                exporter.close()
+            else:
+                share, bounded = max(0.0, deadline - time.monotonic()) / bounded, bounded - 1
+                close_within(share)
+        except Exception:  # one exporter failing to close must not keep the others from closing
+            log.exception("closing %s failed", type(exporter).__name__)
+    return flushed
 
 
 # Records per poll: a full ring is drained in several ~15 ms steps, so the CPU budget is checked often.
@@ -171,8 +196,12 @@ def drain_forever(
 class CaptureLosses:
     """The kernel's loss counters (probes.capture.CaptureStats) into Health, as deltas, twice a second."""
 
-    FIELDS = (("capture_lost_events", "lost_events"), ("capture_lost_bytes", "lost_bytes"),
-              ("capture_truncated", "truncated"))  # fmt: skip
+    # (counter, CaptureStats field, reason): the kernel sheds what the ring has no room for.
+    FIELDS = (
+        ("capture_lost_events", "lost_events", "ring full"),
+        ("capture_lost_bytes", "lost_bytes", "ring full"),
+        ("capture_truncated", "truncated", "copy limit"),
+    )
 
     def __init__(self, capture: Capture, health: Health | None, every_s: float = 0.5) -> None:
         self._stats = getattr(capture, "stats", None) if health is not None else None
@@ -186,9 +215,9 @@ class CaptureLosses:
             return
         self._next = now + self._every
         stats = self._stats()
-        for counter, field in self.FIELDS:
+        for counter, field, reason in self.FIELDS:
             value = getattr(stats, field)
-            self._health.count(counter, "kernel", value - self._last.get(field, 0))
+            self._health.count(counter, "kernel", value - self._last.get(field, 0), reason)
             self._last[field] = value
 
 
@@ -209,7 +238,6 @@ def run_embedded(
     # Bounded in batches (one connection's fragments each), not in drains, whose size varies.
     handoff: queue.Queue[list[Batch]] = queue.Queue()
     queued, bound, lock = [0], config.pipeline.queue_batches, threading.Lock()
-    dropped_fragments = [0]  # for the stop summary (benchmarks); Health counts batches
 
     def enqueue(batches: list[Batch]) -> None:
         with lock:
@@ -218,7 +246,8 @@ def run_embedded(
                 queued[0] += len(batches)
         if full:  # the pipeline fell behind: drop, count, keep draining
             health.count("dropped_batches", "embedded_queue", len(batches), reason="queue full")
-            dropped_fragments[0] += sum(len(b.fragments) for b in batches)
+            fragments = sum(len(b.fragments) for b in batches)
+            health.count("dropped_fragments", "embedded_queue", fragments, reason="queue full")
         else:
             handoff.put_nowait(batches)
 
@@ -254,27 +283,31 @@ def run_embedded(
                     stop.wait(budget.overdraft_s())  # once stopping, the backlog is parsed at full speed
             if time.monotonic() >= next_render:
                 next_render += config.export.refresh_seconds
-                expired = table.expire()
-                for exporter in exporters:
-                    exporter.export(expired)
+                records += export_all(table.expire(), exporters)
                 if live is not None:
                     render(live, health, out)
     finally:
         stop.set()
         agent.join(timeout=5)
-        capture.close()
-        close_all(table, exporters)
+        # Detaching the probes takes seconds: it runs while the exporters send what they hold.
+        closing = threading.Thread(target=capture.close, name="capture-close", daemon=True)
+        closing.start()
+        records += close_all(table, exporters)
+        closing.join()  # as long as it takes, as before: cut short, the interpreter's exit would redo it
         if live is not None:
             render(live, health, out)
-        log.info("pipeline stopped", extra={
-            "records": records, "queue_dropped_batches": health.total("dropped_batches"),
-            "queue_dropped_fragments": dropped_fragments[0], **parse_health(health)})  # fmt: skip
+        log_stop("pipeline stopped", health, records, {
+            "queue_dropped_batches": health.total("dropped_batches"),
+            "queue_dropped_fragments": health.total("dropped_fragments")})  # fmt: skip
     return health
 
 
-def parse_health(health: Health) -> dict[str, int]:
-    """The parsers' counters for a stop summary: clean traffic leaves them all at 0."""
-    return {name: health.total(name) for name in ("parse_errors", "gaps", "unmatched_frames")}
+def log_stop(
+    what: str, health: Health, records: int | None, extra: Mapping[str, object] | None = None
+) -> None:
+    """Every command's stop summary: records exported and every loss counter, by reason."""
+    summary = stop_summary(health, records)
+    log.info("%s: %s", what, summary_text(summary), extra={**summary, **(extra or {})})
 
 
 def render(live: LiveTable, health: Health, out: IO[str]) -> None:
@@ -301,7 +334,9 @@ def run_agent(
     finally:
         capture.close()
         publisher.close()
-        log.info("agent stopped: %s", {k: v for k, v in health.snapshot().items() if k[1] == "kafka"})
+        snapshot = health.snapshot().items()
+        kafka = {f"{n}{{{r}}}" if r else n: v for (n, label, r), v in snapshot if label == "kafka"}
+        log_stop("agent stopped", health, None, {"kafka": str(kafka)})
     return health
 
 
@@ -329,9 +364,10 @@ def run_pipeline(
     table, exporters = new_table(config, health), build_exporters(config, env, health, consuming=True)
     exporters.extend(extra_exporters)
 
+    exported = [0]  # records handed to the exporters, for the stop summary
+
     def export(records: list[L7Record], durable: bool) -> None:
-        for exporter in exporters:
-            exporter.export(records)
+        exported[0] += export_all(records, exporters)
         for exporter in exporters if durable else ():  # e.g. the records topic: acked before a commit
             flush = getattr(exporter, "flush", None)
             if flush is not None:
@@ -367,13 +403,13 @@ def run_pipeline(
                 source.commit({p: table.low_water(p) for p in source.assignment})
     finally:
         needed = {p: table.low_water(p) for p in source.assignment}
-        close_all(table, exporters)
+        exported[0] += close_all(table, exporters)
         try:
             source.commit(needed)
         except Exception as e:  # the group may be mid-rebalance: the next owner re-reads, never skips
             log.warning("final commit failed: %s", e)
         source.close()
-        log.info("pipeline stopped", extra={"exchanges": health.total("exchanges"), **parse_health(health)})
+        log_stop("pipeline stopped", health, exported[0], {"exchanges": health.total("exchanges")})
     return health
 
 
@@ -395,11 +431,13 @@ def run_replay(
     health = health or Health()
     batcher, table, exporters = Batcher(), new_table(config, health), build_exporters(config, env, health)
     chunk: list[Fragment | ConnEvent] = []
+    records = 0
     for event in events:
         chunk.append(event)
         if len(chunk) >= 512:
-            process(batcher.group(chunk), table, exporters)
+            records += process(batcher.group(chunk), table, exporters)
             chunk = []
-    process(batcher.group(chunk), table, exporters)
-    close_all(table, exporters)
+    records += process(batcher.group(chunk), table, exporters)
+    records += close_all(table, exporters)
+    log_stop("replay finished", health, records)
     return health

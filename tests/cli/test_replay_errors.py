@@ -36,6 +36,12 @@ def records(out: Path) -> list[dict[str, object]]:
     return [json.loads(line) for line in out.read_text().splitlines()]
 
 
+def result_lines(done: subprocess.CompletedProcess[str]) -> list[str]:
+    """stderr without the stop summary that every command logs (checked once, below)."""
+    lines = done.stderr.strip().splitlines()
+    return [line for line in lines if '"msg": "replay finished: ' not in line]
+
+
 def assert_one_line(done: subprocess.CompletedProcess[str], path: Path | str, message: str) -> None:
     assert done.returncode == 2, done.stderr
     assert "Traceback" not in done.stderr
@@ -106,7 +112,7 @@ def test_damaged_capture_exports_what_came_before_and_warns(tmp_path: Path, case
     assert reference.returncode == 0, reference.stderr
     assert done.returncode == 1, done.stderr
     assert "Traceback" not in done.stderr
-    warning, summary = done.stderr.strip().splitlines()
+    warning, summary = result_lines(done)
     assert warning.startswith(f"l7scope: warning: {bad}: {case.reason} at byte {case.offset} (")
     want = records(tmp_path / "clean.jsonl")
     assert want and records(tmp_path / "bad.jsonl") == want
@@ -122,6 +128,8 @@ def test_damaged_capture_exports_what_came_before_and_warns(tmp_path: Path, case
     assert summary == f"l7scope: {len(want)} exchanges, 0 parse errors, capture file damaged " + (
         f"({case.reason} at byte {case.offset})"
     )
+    stop = [json.loads(line) for line in done.stderr.splitlines() if '"msg": "replay finished: ' in line]
+    assert len(stop) == 1 and stop[0]["records"] == len(want), done.stderr
 
 
 def test_unsupported_link_type_is_warned_once_counted_and_exit_1(tmp_path: Path) -> None:
@@ -129,7 +137,7 @@ def test_unsupported_link_type_is_warned_once_counted_and_exit_1(tmp_path: Path)
     wifi.write_bytes(put_u32(PCAP, 20, 105))
     done = replay(wifi, out)
     assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
-    warning, summary = done.stderr.strip().splitlines()
+    warning, summary = result_lines(done)
     assert json.loads(warning)["level"] == "warning" and "link type 105 (IEEE802_11)" in warning
     n = len(pcap_records(PCAP))
     assert summary == f"l7scope: 0 exchanges, 0 parse errors, {n} packets not read ({UNSUPPORTED} 105)"
@@ -144,7 +152,7 @@ def test_unsupported_interface_keeps_the_others(tmp_path: Path) -> None:
     usb.write_bytes(data)
     done = replay(usb, out)
     assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
-    warning, summary = done.stderr.strip().splitlines()
+    warning, summary = result_lines(done)
     assert "interface 1 has link type 189" in warning
     assert summary.startswith("l7scope: 1 exchanges, 0 parse errors, ")
     assert [r["name"] for r in records(out)] == ["GET /ok"]

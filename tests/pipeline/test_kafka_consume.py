@@ -42,7 +42,10 @@ def make_traffic(connections: int, per_conn: int) -> list[Exchange]:
     return client.log
 
 
-def test_records_from_published_http_bytes(kafka_bootstrap: str, kafka_topic: Callable[..., str]) -> None:
+def test_records_from_published_http_bytes(
+    kafka_bootstrap: str, kafka_topic: Callable[..., str], caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="l7scope.run")
     config = config_for(kafka_bootstrap, kafka_topic(partitions=4))
     log = make_traffic(connections=20, per_conn=3)
     publish(config, log)
@@ -57,6 +60,9 @@ def test_records_from_published_http_bytes(kafka_bootstrap: str, kafka_topic: Ca
     assert len(set(ids)) == len(ids)
     assert all(r.record_id.startswith(r.conn.conn_id + "/") for r in collect.records)
     assert health.total("bad_messages") == 0
+    # The stop summary counts what the exporters were handed, and names every loss (none here).
+    stopped = [r for r in caplog.records if r.getMessage().startswith("pipeline stopped")]
+    assert [(r.records, r.losses) for r in stopped] == [(len(collect.records), "none")]  # type: ignore[attr-defined]
 
 
 def test_garbage_is_counted_logged_and_skipped(

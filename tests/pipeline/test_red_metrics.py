@@ -335,10 +335,12 @@ def test_otlp_export_to_a_real_receiver(otlp_receiver: OtlpReceiver, protocol: s
 def test_instruments_list_is_what_red_metrics_creates() -> None:
     """INSTRUMENTS (the dashboard test's source) names exactly the instruments a full run emits."""
     health = Health()
-    for name, label in (
+    counted = (
         ("parse_errors", "http"), ("gaps", "http"), ("capture_lost_events", "kernel"),
-        ("capture_file_errors", "pcap"),
-    ):  # fmt: skip
+        ("parser_stuck", "http"), ("unmatched_frames", "http"), ("evicted_connections", "memory"),
+        ("export_failed", "otlp_spans"), ("export_dropped", "otlp_spans"), ("capture_file_errors", "pcap"),
+    )  # fmt: skip
+    for name, label in counted:
         health.count(name, label)
     rpc = {"rpc.system": "grpc"}
     records = [
@@ -359,6 +361,38 @@ def test_instruments_list_is_what_red_metrics_creates() -> None:
     kinds = {m.name: type(m.data).__name__ for m in metrics_by_name(data).values()}
     expected_kind = {"histogram": "Histogram", "counter": "Sum", "gauge": "Gauge"}
     assert all(kinds[i.name] == expected_kind[i.kind] for i in INSTRUMENTS)
+
+
+def test_every_loss_counter_is_a_reason_labelled_metric() -> None:
+    """Export losses (with the exporter), stuck parsers, unmatched frames, evictions: all exported."""
+    health = Health()
+    health.count("export_failed", "otlp_spans", 1024, reason="timeout")
+    health.count("export_dropped", "otlp_spans", 300, reason="queue full")
+    health.count("export_dropped", "otlp_spans", 20, reason="shutdown")
+    health.count("export_failed", "otlp_metrics", reason="not accepted")
+    health.count("dropped_records", "kafka", 5, reason="queue full")
+    health.count("alerts_failed", "alertmanager", 2, reason="URLError")
+    health.count("parser_stuck", "http", reason="no progress")
+    health.count("unmatched_frames", "mysql", 3)
+    health.count("evicted_connections", "memory", 4)
+    data, _ = collect([], health)
+
+    def values(name: str) -> dict[frozenset[tuple[str, Any]], Any]:
+        return {frozenset(p.attributes.items()): p.value for p in points(data, name)}
+
+    assert values("l7scope.export.failed") == {
+        frozenset({("l7scope.exporter", "otlp_spans"), ("reason", "timeout")}): 1024,
+        frozenset({("l7scope.exporter", "otlp_metrics"), ("reason", "not accepted")}): 1,
+        frozenset({("l7scope.exporter", "alertmanager"), ("reason", "URLError")}): 2,
+    }
+    assert values("l7scope.export.dropped") == {
+        frozenset({("l7scope.exporter", "otlp_spans"), ("reason", "queue full")}): 300,
+        frozenset({("l7scope.exporter", "otlp_spans"), ("reason", "shutdown")}): 20,
+        frozenset({("l7scope.exporter", "records_topic"), ("reason", "queue full")}): 5,
+    }
+    assert values("l7scope.parser.stuck") == {frozenset({("protocol", "http"), ("reason", "no progress")}): 1}
+    assert values("l7scope.frames.unmatched") == {frozenset({("protocol", "mysql")}): 3}
+    assert values("l7scope.connections.evicted") == {frozenset({("reason", "memory")}): 4}
 
 
 def test_kernel_truncations_join_record_truncations() -> None:

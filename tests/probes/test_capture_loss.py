@@ -125,6 +125,7 @@ def test_losses_reach_health_from_the_drain_loop(small_ring: Capture) -> None:
     assert health.total("capture_lost_events") == stats.lost_events
     assert health.total("capture_lost_bytes") == stats.lost_bytes
     assert health.total("capture_truncated") == stats.truncated
+    assert health.snapshot()[("capture_lost_events", "kernel", "ring full")] == stats.lost_events
 
 
 def test_a_drain_over_its_cpu_budget_pauses_and_the_kernel_counts_what_it_sheds(small_ring: Capture) -> None:

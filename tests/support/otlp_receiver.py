@@ -147,13 +147,16 @@ def _decode_body(body: bytes, encoding: str) -> bytes:
 class OtlpReceiver:
     """Collects OTLP exports; `start()` binds both servers on 127.0.0.1, `stop()` shuts them down."""
 
-    def __init__(self) -> None:
+    def __init__(self, grpc_port: int = 0, http_port: int = 0) -> None:
+        """Ports 0: free ones; a given port is taken over (e.g. a collector that comes back)."""
         self._cond = threading.Condition()
         self.trace_requests: list[ExportTraceRequest] = []
         self.metric_requests: list[ExportMetricsRequest] = []
         self.transports: list[str] = []  # "grpc" or "http" per request received, in arrival order
-        self.grpc_port = 0
-        self.http_port = 0
+        self.http_peers: list[int] = []  # the client port of each HTTP request: one per connection used
+        self.close_after_response = False  # close each HTTP connection after its response, unannounced
+        self.grpc_port = grpc_port
+        self.http_port = http_port
         self._grpc: grpc.Server | None = None
         self._http: ThreadingHTTPServer | None = None
         self._http_thread: threading.Thread | None = None
@@ -212,6 +215,7 @@ class OtlpReceiver:
             self.trace_requests.clear()
             self.metric_requests.clear()
             self.transports.clear()
+            self.http_peers.clear()
 
     def _wait(self, done: Callable[[], bool], timeout_s: float) -> bool:
         deadline = time.monotonic() + timeout_s
@@ -243,7 +247,7 @@ class OtlpReceiver:
         metrics_service_pb2_grpc.add_MetricsServiceServicer_to_server(
             _MetricsService(self._add_metrics), server
         )
-        self.grpc_port = server.add_insecure_port("127.0.0.1:0")
+        self.grpc_port = server.add_insecure_port(f"127.0.0.1:{self.grpc_port}")
         server.start()
         self._grpc = server
 
@@ -256,6 +260,7 @@ class OtlpReceiver:
                 pass  # keep test output quiet
 
             def do_POST(self) -> None:
+                receiver.http_peers.append(int(self.client_address[1]))
                 length = int(self.headers.get("Content-Length") or 0)
                 raw = self.rfile.read(length)
                 try:
@@ -282,8 +287,10 @@ class OtlpReceiver:
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
                 self.wfile.write(body)
+                if receiver.close_after_response:
+                    self.close_connection = True
 
-        http = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        http = ThreadingHTTPServer(("127.0.0.1", self.http_port), Handler)
         http.daemon_threads = True
         self.http_port = int(http.server_address[1])
         self._http = http
