@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from protocols.base import ProtocolSpec
 
-from .parse import detect, find_boundary, on_eof, on_gap, parse_frame
+from .parse import cut_frame, detect, find_boundary, on_eof, on_gap, parse_frame
 from .semconv import to_record
 from .stitch import stitch
 from .types import Exchange, Http1Frame, Http1State, Passthrough, Request, Response
@@ -21,6 +21,7 @@ SPEC: ProtocolSpec[Http1Frame, Http1State, Exchange] = ProtocolSpec(
     ordered=True,
     exchange_position=lambda x: x.request.position,
     on_eof=on_eof,
+    cut_frame=cut_frame,
 )
 
 __all__ = ["SPEC", "Exchange", "Http1Frame", "Http1State", "Passthrough", "Request", "Response", "on_eof"]
