@@ -132,6 +132,12 @@ BPF_HASH(l7_excluded_ports, __u16, __u8, 1024);
 BPF_PERCPU_ARRAY(l7_scratch_buf, struct l7_scratch, 1);
 BPF_PERCPU_ARRAY(l7_stats, __u64, L7_STAT_MAX);
 BPF_ARRAY(l7_filter_on, __u8, L7_FILTER_MAX);
+/* Ring fill past which calls are copied only in part (see l7_emit_data): a quarter and a half of the
+ * ring, or for rings over 16 MiB 12 and 8 MiB short of full (a large ring is there to absorb a slow
+ * drain whole; a burst needs only so much headroom). */
+#define L7_MAX_U64(a, b) ((a) > (b) ? (a) : (b))
+#define L7_PRESSURE L7_MAX_U64((__u64)L7_RING_BYTES / 4, (__u64)L7_RING_BYTES - (12ULL << 20))
+#define L7_PRESSURE_HIGH L7_MAX_U64((__u64)L7_RING_BYTES / 2, (__u64)L7_RING_BYTES - (8ULL << 20))
 /* How full the ring is, without a helper bcc lacks (ringbuf_query): [0] ring bytes written since the
  * agent's last drain (added here, zeroed there), [1] bytes the agent left unread at that drain. */
 BPF_ARRAY(l7_ring_fill, __u64, 2);
@@ -419,9 +425,9 @@ static __always_inline void l7_emit_data(struct l7_call *call, struct l7_conn *c
 	}
 
 	struct l7_walk *w = &s->walk;
-	/* Under pressure (the ring over a quarter full: a burst such as a large body on loopback, or the
-	 * agent paused over its CPU budget) copy only the first L7_CHUNK_SIZE bytes of each call, and past
-	 * half full a sixteenth of that (a request or status line and the first headers); the rest is
+	/* Under pressure (the ring filling: a burst such as a large body on loopback, or the agent paused
+	 * over its CPU budget) copy only the first L7_CHUNK_SIZE bytes of each call, and closer to full a
+	 * sixteenth of that (a request or status line and the first headers); the rest is
 	 * counted, not copied. Messages and their headers start calls and stay whole; bulk body bytes go
 	 * uncopied (parsers pass bodies by length) instead of whole calls, the small messages right after
 	 * a burst among them, being shed once the ring is full. */
@@ -429,9 +435,9 @@ static __always_inline void l7_emit_data(struct l7_call *call, struct l7_conn *c
 	__u64 *written = l7_ring_fill.lookup(&since), *unread = l7_ring_fill.lookup(&left);
 	__u64 fill = (written ? *written : 0) + (unread ? *unread : 0);
 	__u64 cap = (__u64)L7_CHUNK_SIZE * L7_MAX_CHUNKS;
-	if (fill > L7_RING_BYTES / 2)
+	if (fill > L7_PRESSURE_HIGH)
 		cap = L7_CHUNK_SIZE / 16;
-	else if (fill > L7_RING_BYTES / 4)
+	else if (fill > L7_PRESSURE)
 		cap = L7_CHUNK_SIZE;
 	w->budget = cap;
 	w->pos = pos;

@@ -1,6 +1,6 @@
-"""Ring pressure: past a quarter (a half) full, the tracer copies only the first 4 KiB (256 bytes) of a call
-and counts the rest, so a burst such as a 50 MB body on loopback does not fill the ring and shed the
-small messages right after it."""
+"""Ring pressure: once a 16 MiB ring is a quarter (a half) full, the tracer copies only the first 4 KiB
+(256 bytes) of a call and counts the rest, so a burst such as a 50 MB body on loopback does not fill the
+ring and shed the small messages right after it."""
 
 from __future__ import annotations
 
