@@ -65,7 +65,6 @@ class _Message:
     position: int  # of its first byte
     start_ns: int
     more: bool  # parse_frame continues it after the skip (the next chunk of a chunked body)
-    truncated: bool = False
 
 
 def request_io(role: Role) -> Io | None:
@@ -179,6 +178,7 @@ class ConnParser:
             self._parse_direction(response_io, Direction.RESPONSE, final)
             before = len(requests) + len(responses)
             exchanges += self.spec.stitch(requests, responses, self.state)
+            self.health.count("unmatched_frames", self.spec.name, self.spec.take_unmatched(self.state))
             if not (held[request_io] or held[response_io]):
                 return exchanges
             if len(requests) + len(responses) < before:
@@ -273,7 +273,7 @@ class ConnParser:
     ) -> Timed[Any]:
         """The skipped message as a frame: from its first byte to its last (`last`: a final piece parsed)."""
         self._message[io] = None
-        frame, end_ns, truncated = message.frame, stream.skip_ts, message.truncated or stream.skip_cut
+        frame, end_ns, truncated = message.frame, stream.skip_ts, stream.skip_cut  # reset when it began
         if last is not None:
             start = stream.position
             size = min(max(last.size, 1), len(stream))
@@ -358,6 +358,7 @@ class ConnParser:
         self.health.count("gaps", self.spec.name)
         # Frames queued before the gap may complete exchanges (a batch can hold a whole connection).
         self._before_gap += self.spec.stitch(*self._pair, self.state)
+        self.health.count("unmatched_frames", self.spec.name, self.spec.take_unmatched(self.state))
         self.spec.on_gap(self.state, direction)
         if self.spec.ordered:
             requests, responses = self.queues[Direction.REQUEST], self.queues[Direction.RESPONSE]

@@ -176,3 +176,6 @@ class ProtocolSpec(Generic[F, S, X]):
     # The stream ended `seen` bytes into a message whose body was being skipped (see Skip): the frame as
     # far as it went (e.g. the body size actually transferred). The record is marked truncated anyway.
     cut_frame: Callable[[F, int], F] = lambda frame, seen: frame
+    # Frames `stitch` dropped unpaired since the last call (their answer or question was lost): counted
+    # as unmatched_frames, so no frame leaves the queues uncounted.
+    take_unmatched: Callable[[S], int] = lambda state: 0

@@ -105,5 +105,6 @@ class Http1State:
     response_tunnel: bool = False  # response direction carries another protocol now
     response_eof: bool = False  # the response stream ended: a close-delimited body is complete
     interim: list[int] = field(default_factory=list)  # 1xx statuses stitched, awaiting the final one
+    unmatched: int = 0  # frames stitch dropped unpaired, not yet counted (take_unmatched)
     request_chunks: Chunks | None = None  # a chunked request body in progress
     response_chunks: Chunks | None = None

@@ -272,3 +272,16 @@ def test_control_bytes_in_a_request_target_are_still_a_counted_parse_error() -> 
         [w.frag(Io.RECV, b"GET /a\x01b HTTP/1.1\r\n\r\n" + get("/ok")), w.frag(Io.SEND, ok(b"hi"))],
     )
     assert health.total("parse_errors") == 1 and [r.attributes["url.path"] for r in records] == ["/ok"]
+
+
+def test_a_request_whose_answer_was_lost_is_counted() -> None:
+    """A hole in the responses (lost events) loses /b's answer: /b can never be a record, and is counted;
+    /a and /c, either side of it, are recorded."""
+    info, health = conn(), Health()
+    table, w = ConnTable(PROTOCOLS, health), Wire(info)
+    records = feed(table, info, [w.frag(Io.RECV, get("/a") + get("/b") + get("/c"))])
+    records += feed(table, info, [w.frag(Io.SEND, ok(b"a"))])
+    w.frag(Io.SEND, ok(b"b"))  # never delivered
+    records += feed(table, info, [w.frag(Io.SEND, ok(b"c"))], close=True)
+    assert [r.attributes["url.path"] for r in records] == ["/a", "/c"]
+    assert health.total("unmatched_frames") == 1 and health.total("gaps") == 1

@@ -374,6 +374,16 @@ def test_stitch_skips_lost_frames() -> None:
     assert SPEC.stitch(requests, responses, state) == [] and len(requests) == 1  # waits for its response
 
 
+def test_frames_stitch_drops_unpaired_are_counted() -> None:
+    """Request 0 (its answer lost) and response 2 (its question lost) left the queues as records never
+    could: once silently, now reported to the framing loop, which counts them as unmatched_frames."""
+    state = SPEC.new_state()
+    requests = deque([Timed(Request("GET", "/", "1.1", seq), seq, seq) for seq in (0, 1, 3)])
+    responses = deque([Timed(Response(200, "OK", "1.1", seq, "GET"), 5 + seq, 5 + seq) for seq in (1, 2, 3)])
+    assert len(SPEC.stitch(requests, responses, state)) == 2
+    assert SPEC.take_unmatched(state) == 2 and SPEC.take_unmatched(state) == 0
+
+
 def conn(role: Role) -> ConnInfo:
     server, client = Endpoint("10.0.0.5", 8080), Endpoint("10.0.0.9", 51234)
     local, remote = (server, client) if role == Role.SERVER else (client, server)
