@@ -102,6 +102,7 @@ struct l7_walk {
 	__u32 seg;
 	__u32 chunk;
 	__u32 pad;
+	__u64 budget; /* bytes the call may still copy (L7_CHUNK_SIZE only, under pressure) */
 };
 
 struct l7_comm_key {
@@ -131,6 +132,15 @@ BPF_HASH(l7_excluded_ports, __u16, __u8, 1024);
 BPF_PERCPU_ARRAY(l7_scratch_buf, struct l7_scratch, 1);
 BPF_PERCPU_ARRAY(l7_stats, __u64, L7_STAT_MAX);
 BPF_ARRAY(l7_filter_on, __u8, L7_FILTER_MAX);
+/* Ring fill past which calls are copied only in part (see l7_emit_data): a quarter and a half of the
+ * ring, or for rings over 16 MiB 12 and 8 MiB short of full (a large ring is there to absorb a slow
+ * drain whole; a burst needs only so much headroom). */
+#define L7_MAX_U64(a, b) ((a) > (b) ? (a) : (b))
+#define L7_PRESSURE L7_MAX_U64((__u64)L7_RING_BYTES / 4, (__u64)L7_RING_BYTES - (12ULL << 20))
+#define L7_PRESSURE_HIGH L7_MAX_U64((__u64)L7_RING_BYTES / 2, (__u64)L7_RING_BYTES - (8ULL << 20))
+/* How full the ring is, without a helper bcc lacks (ringbuf_query): [0] ring bytes written since the
+ * agent's last drain (added here, zeroed there), [1] bytes the agent left unread at that drain. */
+BPF_ARRAY(l7_ring_fill, __u64, 2);
 
 /* An SSL call in flight on a thread (ssl_trace.bpf.c): the syscalls it makes name its socket. */
 struct l7_tls_call {
@@ -373,6 +383,10 @@ static __always_inline void l7_output(struct l7_scratch *s, __u64 pos, __u64 cop
 	if (l7_events.ringbuf_output(&s->hdr, size, BPF_RB_NO_WAKEUP) == 0) {
 		l7_count(L7_STAT_EVENTS, 1);
 		s->full_streak = 0;
+		__u32 since = 0;
+		__u64 *written = l7_ring_fill.lookup(&since);
+		if (written)
+			__sync_fetch_and_add(written, (size + 8 + 7) & ~7ULL); /* + the record header, aligned */
 	} else {
 		l7_count(L7_STAT_LOST_EVENTS, 1);
 		l7_count(L7_STAT_LOST_BYTES, length);
@@ -411,6 +425,21 @@ static __always_inline void l7_emit_data(struct l7_call *call, struct l7_conn *c
 	}
 
 	struct l7_walk *w = &s->walk;
+	/* Under pressure (the ring filling: a burst such as a large body on loopback, or the agent paused
+	 * over its CPU budget) copy only the first L7_CHUNK_SIZE bytes of each call, and closer to full a
+	 * sixteenth of that (a request or status line and the first headers); the rest is
+	 * counted, not copied. Messages and their headers start calls and stay whole; bulk body bytes go
+	 * uncopied (parsers pass bodies by length) instead of whole calls, the small messages right after
+	 * a burst among them, being shed once the ring is full. */
+	__u32 since = 0, left = 1;
+	__u64 *written = l7_ring_fill.lookup(&since), *unread = l7_ring_fill.lookup(&left);
+	__u64 fill = (written ? *written : 0) + (unread ? *unread : 0);
+	__u64 cap = (__u64)L7_CHUNK_SIZE * L7_MAX_CHUNKS;
+	if (fill > L7_PRESSURE_HIGH)
+		cap = L7_CHUNK_SIZE / 16;
+	else if (fill > L7_PRESSURE)
+		cap = L7_CHUNK_SIZE;
+	w->budget = cap;
 	w->pos = pos;
 	w->remaining = ret;
 	w->seg = 0;
@@ -448,7 +477,7 @@ static __always_inline void l7_emit_data(struct l7_call *call, struct l7_conn *c
 
 	/* Each step loads the next message, loads the next iovec, or emits one chunk. */
 	for (int step = 0; step < 2 * L7_MAX_MMSG + L7_MAX_IOV + L7_MAX_CHUNKS; step++) {
-		if (w->remaining == 0 || w->chunk >= L7_MAX_CHUNKS)
+		if (w->remaining == 0 || w->chunk >= L7_MAX_CHUNKS || w->budget == 0)
 			break;
 		if (w->mvec && w->msg_left == 0) {
 			if (w->msg >= w->nmsg || w->msg >= L7_MAX_MMSG)
@@ -484,13 +513,16 @@ static __always_inline void l7_emit_data(struct l7_call *call, struct l7_conn *c
 			n = w->msg_left;
 		if (n > w->remaining)
 			n = w->remaining;
+		if (n > w->budget)
+			n = w->budget;
 		if (n > L7_CHUNK_SIZE)
 			n = L7_CHUNK_SIZE;
 		bpf_probe_read_user(s->data, n, (void *)(w->seg_base + w->seg_off));
 		w->seg_off += n;
 		w->msg_left -= n;
 		/* The syscall's last chunk accounts for every byte left, copied or not. */
-		__u64 length = w->chunk + 1 >= L7_MAX_CHUNKS ? w->remaining : n;
+		w->budget -= n;
+		__u64 length = w->chunk + 1 >= L7_MAX_CHUNKS || w->budget == 0 ? w->remaining : n;
 		l7_output(s, w->pos, n, length, w->chunk);
 		w->pos += length;
 		w->remaining -= length;
@@ -500,7 +532,7 @@ static __always_inline void l7_emit_data(struct l7_call *call, struct l7_conn *c
 		/* iovecs past L7_MAX_IOV, messages past L7_MAX_MMSG: a copy-less event keeps positions whole. */
 		l7_output(s, w->pos, 0, w->remaining, w->chunk);
 	}
-	if (ret > (__u64)L7_CHUNK_SIZE * L7_MAX_CHUNKS || w->remaining > 0)
+	if (cap - w->budget < ret) /* copied less than the call moved */
 		l7_count(L7_STAT_TRUNCATED, 1);
 }
 

@@ -132,7 +132,7 @@ class ConnTable:
 def _unfinished(parser: ConnParser) -> bool:
     """Bytes not yet parsed, or frames waiting for their other half: not all turned into records."""
     requests, responses = parser._pair
-    return bool(parser.buffered() or requests or responses)
+    return bool(parser.buffered() or requests or responses or parser.mid_message())
 
 
 def _stream_order(fragment: Fragment) -> tuple[int, int]:

@@ -14,16 +14,28 @@ from typing import Any
 from pipeline.health import Health
 from pipeline.stream import DataStream
 from probes.fragment import Fragment, Io, Source
-from protocols.base import ConnInfo, Direction, Invalid, L7Record, NeedData, Parsed, ProtocolSpec, Role, Timed
+from protocols.base import (
+    ConnInfo,
+    Direction,
+    Invalid,
+    L7Record,
+    NeedData,
+    Parsed,
+    ProtocolSpec,
+    Role,
+    Skip,
+    Timed,
+)
 
 AnySpec = ProtocolSpec[Any, Any, Any]
+_UNBOUNDED = 1 << 62
 
 
 @dataclass(frozen=True, slots=True)
 class Limits:
     detect_bytes: int = 16 << 10  # give up detecting a protocol after this many bytes per direction
     max_buffer: int = 32 << 20  # an unparsed head larger than this is dropped (resync)
-    max_queued_frames: int = 1024  # unmatched frames kept per direction
+    max_queued_frames: int = 1024  # unmatched frames kept per direction (requests beyond wait unparsed)
     fill_limit: int = 1 << 20  # uncopied bytes zero-filled rather than treated as a gap
     hole_rounds: int = 2  # rounds a hole may wait for late fragments before it is declared lost
     resync_keep: int = 64  # bytes kept when no boundary is found (a boundary may straddle)
@@ -43,6 +55,16 @@ def with_record_id(r: L7Record, record_id: str) -> L7Record:
     return L7Record(r.protocol, r.role, r.name, r.start_ns, r.end_ns, r.conn, r.metric, r.error_type,
                     r.attributes, r.metric_attributes, r.truncated, r.degraded, record_id, r.trace_id,
                     r.parent_span_id)  # fmt: skip
+
+
+@dataclass(slots=True)
+class _Message:
+    """A message whose body the loop is skipping (protocols return Skip): stamped once it is passed."""
+
+    frame: Any
+    position: int  # of its first byte
+    start_ns: int
+    more: bool  # parse_frame continues it after the skip (the next chunk of a chunked body)
 
 
 def request_io(role: Role) -> Io | None:
@@ -72,6 +94,9 @@ class ConnParser:
         self._stuck = [0 for _ in Io]
         self.bytes_seen = [0 for _ in Io]
         self._before_gap: list[Any] = []  # exchanges stitched just before a gap dropped queued frames
+        self._message: list[_Message | None] = [None for _ in Io]  # a body being skipped, per direction
+        self._room = [_UNBOUNDED for _ in Io]  # frames a direction's queue may hold before parsing pauses
+        self._held = [False for _ in Io]  # parsing paused: the queue was full (deep pipelining)
 
     # -- input -----------------------------------------------------------------------------------
 
@@ -88,6 +113,10 @@ class ConnParser:
 
     def waiting_on_hole(self) -> bool:
         return any(s.blocked for s in self.streams)
+
+    def mid_message(self) -> bool:
+        """A message's body is being skipped: it is not a record yet."""
+        return self._message[0] is not None or self._message[1] is not None
 
     # -- the loop --------------------------------------------------------------------------------
 
@@ -106,12 +135,8 @@ class ConnParser:
             for io, direction in ((self.request_io, Direction.REQUEST), (response_io, Direction.RESPONSE)):
                 if not self.streams[io].blocked:
                     self.spec.on_eof(self.state, direction)
-        for io, direction in ((self.request_io, Direction.REQUEST), (response_io, Direction.RESPONSE)):
-            stream = self.streams[io]
-            if final or stream.gap_crossed or len(stream) or stream.blocked:  # else nothing to parse
-                self._parse(io, direction, final)
         requests, responses = self._pair
-        exchanges = self.spec.stitch(requests, responses, self.state)
+        exchanges = self._parse_and_stitch(response_io, final)
         if self._before_gap:
             exchanges = self._before_gap + exchanges
             self._before_gap = []
@@ -127,6 +152,47 @@ class ConnParser:
                 queue.clear()
         return records
 
+    def _parse_and_stitch(self, response_io: Io, final: bool) -> list[Any]:
+        """Parse both directions and stitch, in rounds while deep pipelining holds requests back.
+
+        Requests of an ordered protocol are parsed only while fewer than max_queued_frames wait for their
+        responses, and responses no further than the requests parsed (a response's framing may need its
+        request): the rest wait as bytes, accounted in the connection's buffer, and are parsed once
+        stitching has made room. So pipelining at any depth is parsed and paired, never evicted.
+        """
+        assert self.spec is not None and self.request_io is not None
+        request_io, limit, held = self.request_io, self.limits.max_queued_frames, self._held
+        requests, responses = self._pair
+        ordered = self.spec.ordered
+        stalled = False  # the last round stitched nothing: lift the caps that may be lifted
+        exchanges: list[Any] = []
+        while True:
+            held[request_io] = held[response_io] = False
+            # Requests stop waiting when the connection ends or their unparsed bytes outgrow the limit.
+            force = (
+                not ordered or (stalled and final) or len(self.streams[request_io]) > self.limits.max_buffer
+            )
+            self._room[request_io] = _UNBOUNDED if force else limit
+            self._parse_direction(request_io, Direction.REQUEST, final)
+            self._room[response_io] = len(requests) if held[request_io] and not stalled else _UNBOUNDED
+            self._parse_direction(response_io, Direction.RESPONSE, final)
+            before = len(requests) + len(responses)
+            exchanges += self.spec.stitch(requests, responses, self.state)
+            self.health.count("unmatched_frames", self.spec.name, self.spec.take_unmatched(self.state))
+            if not (held[request_io] or held[response_io]):
+                return exchanges
+            if len(requests) + len(responses) < before:
+                stalled = False
+            elif stalled:  # nothing more to pair: the answers have not arrived yet, requests wait as bytes
+                return exchanges
+            else:
+                stalled = True
+
+    def _parse_direction(self, io: Io, direction: Direction, final: bool) -> None:
+        stream = self.streams[io]
+        if final or stream.gap_crossed or len(stream) or stream.blocked or self._message[io] is not None:
+            self._parse(io, direction, final)
+
     def _finish(self, exchange: Any) -> L7Record:
         assert self.spec is not None
         record = self.spec.to_record(exchange, self.conn)
@@ -139,12 +205,21 @@ class ConnParser:
         queue = self._pair[0 if direction is Direction.REQUEST else 1]
         assert spec is not None
         while True:
+            message = self._message[io]
+            if message is not None and not message.more and not stream.skipping:
+                queue.append(self._passed(io, stream, message))  # its body has all gone by
             if stream.gap_crossed:
                 stream.gap_crossed = False
+                self._cut(io, queue)
                 self._on_gap(io, direction)
+            if len(queue) >= self._room[io]:
+                self._held[io] = True  # deep pipelining: parse on once stitching has made room
+                return
             if not len(stream):
                 if self._wait(io, stream, final):
                     continue
+                if final:
+                    self._cut(io, queue, ended=True)
                 return
             with stream.head() as buf:
                 if self._resync[io]:
@@ -158,15 +233,68 @@ class ConnParser:
                 continue
             if isinstance(result, Parsed):
                 self._stuck[io] = 0
-                queue.append(self._stamp(stream, result))
+                if self._message[io] is None:
+                    queue.append(self._stamp(stream, result))
+                else:
+                    queue.append(self._passed(io, stream, self._message[io], result))
             elif isinstance(result, NeedData):
                 if not self._wait(io, stream, final):
+                    if final:
+                        self._cut(io, queue, ended=True)
                     return
+            elif isinstance(result, Skip):
+                self._stuck[io] = 0
+                self._skip_body(io, stream, result)
             elif isinstance(result, Invalid):
+                self._cut(io, queue)
                 with stream.head() as buf:
                     offset = spec.find_boundary(buf, direction, 1)
                 self._rejected(io, direction, result, offset)
                 self._skip(io, offset)
+
+    def _skip_body(self, io: Io, stream: DataStream, skip: Skip[Any]) -> None:
+        """Pass a body (or a chunk of one) unbuffered: the message is stamped once it has gone by."""
+        message = self._message[io]
+        if message is None:
+            position = stream.position
+            message = self._message[io] = _Message(skip.frame, position, stream.ts_at(position), skip.more)
+            stream.skip_cut = False
+        else:
+            message.frame, message.more = skip.frame, skip.more
+        n = skip.size + skip.skip
+        if n <= 0:  # a parser bug: a step must consume bytes, so take one (the next parse resyncs)
+            assert self.spec is not None
+            self.health.count("parse_errors", self.spec.name, reason="skip of no bytes")
+            n = 1
+        stream.skip(n)
+
+    def _passed(
+        self, io: Io, stream: DataStream, message: _Message, last: Parsed[Any] | None = None
+    ) -> Timed[Any]:
+        """The skipped message as a frame: from its first byte to its last (`last`: a final piece parsed)."""
+        self._message[io] = None
+        frame, end_ns, truncated = message.frame, stream.skip_ts, stream.skip_cut  # reset when it began
+        if last is not None:
+            start = stream.position
+            size = min(max(last.size, 1), len(stream))
+            frame, end_ns = last.frame, stream.ts_at(start + size - 1)
+            truncated = truncated or (stream.has_filled and stream.filled_between(start, start + size))
+            stream.consume(size)
+        return Timed(frame, message.start_ns, max(end_ns, message.start_ns), message.position, truncated)
+
+    def _cut(self, io: Io, queue: deque[Timed[Any]], ended: bool = False) -> None:
+        """The stream ended (`ended`) or broke inside a skipped message: record it as far as it went,
+        truncated."""
+        message = self._message[io]
+        if message is not None:
+            assert self.spec is not None
+            self._message[io] = None
+            stream = self.streams[io]
+            frame = (
+                self.spec.cut_frame(message.frame, stream.end - message.position) if ended else message.frame
+            )
+            end_ns = max(stream.skip_ts, message.start_ns)
+            queue.append(Timed(frame, message.start_ns, end_ns, message.position, True))
 
     def _rejected(self, io: Io, direction: Direction, invalid: Invalid, boundary: int | None) -> None:
         """Bytes the parser rejected: a parse error, or a gap when they hold zeros standing in for bytes
@@ -230,6 +358,7 @@ class ConnParser:
         self.health.count("gaps", self.spec.name)
         # Frames queued before the gap may complete exchanges (a batch can hold a whole connection).
         self._before_gap += self.spec.stitch(*self._pair, self.state)
+        self.health.count("unmatched_frames", self.spec.name, self.spec.take_unmatched(self.state))
         self.spec.on_gap(self.state, direction)
         if self.spec.ordered:
             requests, responses = self.queues[Direction.REQUEST], self.queues[Direction.RESPONSE]

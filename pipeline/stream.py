@@ -3,6 +3,9 @@
 Fragments may arrive out of order (CPUs, batches) or be lost (a full ring buffer). Bytes the kernel
 counted but did not copy (the capture limit) are filled with zeros up to `fill_limit` so a parser can
 skip a body it knows the size of; anything else missing becomes a gap that forces a resync.
+
+`skip(n)` moves past bytes that may not have arrived yet (a body nobody needs to read): they are dropped
+as they come, uncopied or missing ones included, so a large body is never buffered and is no gap.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ class StreamStats:
     filled_bytes: int = 0  # not copied by the capture, zero-filled
     gap_bytes: int = 0  # never seen: skipped
     gaps: int = 0
+    skipped_bytes: int = 0  # positions passed by skip(), never buffered (uncopied and unseen ones included)
 
 
 @dataclass(slots=True)
@@ -48,6 +52,11 @@ class DataStream:
         self.gap_crossed = False  # set when a gap was skipped; the framing loop clears it
         self.gap_ts = 0  # capture time of the last piece before the latest gap (0: unknown)
         self._lost_ts = 0  # capture time of the piece whose tail was not copied
+        # skip(): positions before _skip_to are dropped as they arrive; _base is how far they have come.
+        self.skipping = False
+        self._skip_to = 0
+        self.skip_ts = 0  # capture time of the last byte skip() passed
+        self.skip_cut = False  # some byte skip() passed was not copied or never seen (the caller resets it)
 
     # -- positions -------------------------------------------------------------------------------
 
@@ -72,10 +81,20 @@ class DataStream:
             self._started = True
             self._base = position
         end = self._base + len(self._buf)
-        if position == end and length == len(data) > 0 and not self._pending and self._lost_until is None:
+        if (
+            position == end
+            and length == len(data) > 0
+            and not self._pending
+            and self._lost_until is None
+            and not self.skipping
+        ):
             self._buf += data  # fast path: exactly the next bytes, all copied, nothing held back
             self._ends.append(end + length)
             self._ts.append(ts_ns)
+            return
+        if self.skipping:
+            self._pass(_Piece(position, length, data, ts_ns))
+            self._drain_pending()
             return
         if position + length <= end:
             self.stats.duplicate_bytes += length
@@ -115,7 +134,7 @@ class DataStream:
         self._ts.append(ts_ns)
 
     def _drain_pending(self) -> None:
-        while self._pending and self._lost_until is None:
+        while self._pending and self._lost_until is None and not self.skipping:
             ready = [p for p in self._pending if p <= self.end]
             if not ready:
                 return
@@ -137,6 +156,7 @@ class DataStream:
         self._ts.clear()
         self._filled.clear()
         self._lost_until = None
+        self.skipping = False
         self.gap_crossed = True
 
     def cross_gap(self, force: bool = False) -> bool:
@@ -166,6 +186,70 @@ class DataStream:
         self._off += min(n, len(self))
         if self._off > 65536 and self._off * 2 > len(self._buf):
             self._compact()
+
+    def skip(self, n: int) -> None:
+        """Move the read position `n` bytes on, whether they have arrived or not: those still to come are
+        dropped as they arrive (`skipping` until the last has). Sets `skip_ts` and `skip_cut`."""
+        start, have = self.position, len(self)
+        take = min(max(n, 0), have)
+        if take:
+            self.skip_ts = self.ts_at(start + take - 1)
+            if self._filled and self.filled_between(start, start + take):
+                self.skip_cut = True
+            self.consume(take)
+            self.stats.skipped_bytes += take
+        if n <= take:
+            return
+        self._restart(start + have)  # everything buffered was passed: go on where the copied bytes end
+        self.skipping, self._skip_to = True, start + n
+        if self._lost_until is not None:  # counted, not copied: inside the body that is harmless
+            lost, self._lost_until = self._lost_until, None
+            self._pass(_Piece(self._base, lost - self._base, b"", self._lost_ts))
+        for pos in sorted(self._pending):
+            if not self.skipping:
+                break
+            piece = self._pending.pop(pos)
+            self._pending_bytes -= len(piece.data)
+            self._pass(piece)
+        self._drain_pending()
+
+    def _restart(self, position: int) -> None:
+        """An empty buffer at `position` (the times and fills of what it held are no longer needed)."""
+        self._buf.clear()
+        self._off = 0
+        self._base = position
+        self._ends.clear()
+        self._ts.clear()
+        self._filled.clear()
+
+    def _pass(self, piece: _Piece) -> None:
+        """A piece arriving while skipping: drop what lies before the skip target, keep the rest."""
+        target, end = self._skip_to, piece.position + piece.length
+        if end <= self._base:
+            self.stats.duplicate_bytes += piece.length
+            return
+        if piece.position > self._base:  # bytes never seen: within the skipped span only a hole in it
+            self.skip_cut = True
+            if piece.position >= target:  # the span ended unseen; what follows is data again
+                self.stats.skipped_bytes += target - self._base
+                self._end_skip(target)
+                self._hold(piece)
+                return
+        stop = min(end, target)
+        if piece.position + len(piece.data) < stop:
+            self.skip_cut = True
+        self.stats.skipped_bytes += stop - self._base
+        self.skip_ts = piece.ts_ns
+        if end < target:
+            self._base = end
+            return
+        self._end_skip(target)
+        if end > target:  # the next message starts within this piece
+            self._append(target, end - target, piece.data[target - piece.position :], piece.ts_ns)
+
+    def _end_skip(self, target: int) -> None:
+        self.skipping = False
+        self._restart(target)
 
     def discard_all_but(self, keep: int) -> None:
         if len(self) > keep:

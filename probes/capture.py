@@ -141,6 +141,7 @@ class Capture:
         self._raw: list[bytes] = []
         self.records_read = 0  # ring records drained: equals stats().events once the ring is empty
         self._next_clock_check = 0.0
+        self._unread = 0  # ring bytes the last drain left unread (told to the kernel)
         # Before attaching: a connection opened from here on is seen from its handshake.
         services = dict(item.partition("=")[::2] for item in options.services)
         self._decoder = EventDecoder(
@@ -228,8 +229,10 @@ class Capture:
                 raise
             ring.release(position)
             self.records_read += records
+            self._tell_fill(produced - position)
         else:
             self._bpf.ring_buffer_consume()
+            self._tell_fill(0)
         if self._raw:
             records = self._raw[:]
             self._raw.clear()
@@ -242,6 +245,14 @@ class Capture:
             else:
                 self.tls.recheck()
         return out
+
+    def _tell_fill(self, unread: int) -> None:
+        """How full the ring is now, for the kernel's copy-less-under-pressure rule (l7_ring_fill)."""
+        fill = self._bpf[b"l7_ring_fill"]
+        fill[ctypes.c_int(0)] = ctypes.c_uint64(0)  # written since: counted again from now
+        if unread or self._unread:
+            fill[ctypes.c_int(1)] = ctypes.c_uint64(unread)
+        self._unread = unread
 
     def stats(self) -> CaptureStats:
         table = self._bpf[b"l7_stats"]

@@ -53,7 +53,22 @@ class Invalid:
     reason: str  # one short phrase, counted in the parse-error metric
 
 
-ParseResult = Parsed[F] | NeedData | Invalid
+@dataclass(slots=True)
+class Skip(Generic[F]):
+    """A message whose body need not be read: `size` bytes of the buffer were parsed (headers, a chunk-size
+    line), then the framing loop discards `skip` more bytes unseen, whether or not they have arrived yet,
+    so a body is never buffered. `frame` is the message as known so far. Without `more` it is complete
+    once those bytes are passed; with `more` parse_frame is called again after them, and its next result
+    (Parsed or another Skip) continues the same message, as with chunk after chunk of a chunked body.
+    If the stream is cut first, the loop records `frame` as truncated. size + skip must be > 0."""
+
+    frame: F
+    size: int
+    skip: int
+    more: bool = False
+
+
+ParseResult = Parsed[F] | NeedData | Invalid | Skip[F]
 
 
 @dataclass(slots=True)  # one per frame or exchange: a frozen dataclass costs ~3x to build
@@ -158,3 +173,9 @@ class ProtocolSpec(Generic[F, S, X]):
     exchange_position: Callable[[X], int] | None = None
     # The connection ended with `direction` complete: messages delimited by the close may finish now.
     on_eof: Callable[[S, Direction], None] = lambda state, direction: None
+    # The stream ended `seen` bytes into a message whose body was being skipped (see Skip): the frame as
+    # far as it went (e.g. the body size actually transferred). The record is marked truncated anyway.
+    cut_frame: Callable[[F, int], F] = lambda frame, seen: frame
+    # Frames `stitch` dropped unpaired since the last call (their answer or question was lost): counted
+    # as unmatched_frames, so no frame leaves the queues uncounted.
+    take_unmatched: Callable[[S], int] = lambda state: 0

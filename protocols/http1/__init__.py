@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from protocols.base import ProtocolSpec
 
-from .parse import detect, find_boundary, on_eof, on_gap, parse_frame
+from .parse import cut_frame, detect, find_boundary, on_eof, on_gap, parse_frame
 from .semconv import to_record
-from .stitch import stitch
+from .stitch import stitch, take_unmatched
 from .types import Exchange, Http1Frame, Http1State, Passthrough, Request, Response
 
 SPEC: ProtocolSpec[Http1Frame, Http1State, Exchange] = ProtocolSpec(
@@ -21,6 +21,8 @@ SPEC: ProtocolSpec[Http1Frame, Http1State, Exchange] = ProtocolSpec(
     ordered=True,
     exchange_position=lambda x: x.request.position,
     on_eof=on_eof,
+    cut_frame=cut_frame,
+    take_unmatched=take_unmatched,
 )
 
 __all__ = ["SPEC", "Exchange", "Http1Frame", "Http1State", "Passthrough", "Request", "Response", "on_eof"]

@@ -1,16 +1,27 @@
 """HTTP/1.x message framing: detect, parse_frame, find_boundary (RFC 9112), sans-IO.
 
 Header blocks are cut with `bytes.find` and `split`; bodies are skipped by length (Content-Length,
-chunk sizes) without looking at their bytes, so zero-filled (uncaptured) body bytes are harmless.
+chunk sizes) without looking at their bytes, so zero-filled (uncaptured) body bytes are harmless. A body
+not yet all in the buffer is never waited for: parse_frame returns Skip and the framing loop passes it
+as it arrives (a chunked one chunk by chunk, the chunk-size lines parsed, the data skipped).
 """
 
 from __future__ import annotations
 
 import re
 
-from protocols.base import NEED_DATA, Direction, Invalid, Parsed, ParseResult
+from protocols.base import NEED_DATA, Direction, Invalid, Parsed, ParseResult, Skip
 
-from .types import MAX_HEADER_BYTES, MAX_HEADERS, MAX_TRAILERS, Http1State, Passthrough, Request, Response
+from .types import (
+    MAX_HEADER_BYTES,
+    MAX_HEADERS,
+    MAX_TRAILERS,
+    Chunks,
+    Http1State,
+    Passthrough,
+    Request,
+    Response,
+)
 
 KNOWN_METHODS = (
     "GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH",
@@ -26,6 +37,8 @@ _MAX_METHOD = max(len(m) for m in _METHODS)
 _METHODS_LONGEST_FIRST = sorted(_METHODS, key=len, reverse=True)
 _VERSIONS = {b"HTTP/1.1": "1.1", b"HTTP/1.0": "1.0"}
 _VISIBLE = bytes(range(0x21, 0x7F))
+# Request-target bytes servers accept: visible ASCII, and raw octets >= 0x80 (recorded percent-encoded).
+_TARGET = _VISIBLE + bytes(range(0x80, 0x100))
 _all_visible = re.compile(rb"[\x21-\x7e]*").fullmatch  # a regex beats translate() on the hot path
 _HEX = b"0123456789abcdefABCDEF"
 _MAX_START_LINE = 16 * 1024
@@ -53,7 +66,7 @@ class _Bad(Exception):
 
 def _target_state(method: bytes, target: bytes, final: bool) -> int:
     """0 impossible, 1 possible but not yet telling, 2 a plausible request-target (prefix)."""
-    if target.translate(None, _VISIBLE):
+    if target.translate(None, _TARGET):
         return 0
     first = target[:1]
     if first == b"/":
@@ -239,36 +252,103 @@ def _trailer_fields(block: bytes) -> tuple[tuple[str, str], ...]:
     return tuple(kept[:MAX_TRAILERS])
 
 
-def _chunked(buf: memoryview, head: bytes, pos: int) -> tuple[int, int, tuple[tuple[str, str], ...]] | None:
-    """(end offset, decoded body size, trailers) of a chunked body starting at `pos`; None: incomplete."""
+Trailers = tuple[tuple[str, str], ...]
+
+
+def _chunked(buf: memoryview, head: bytes, pos: int, body: int) -> tuple[int, int, int, Trailers | None]:
+    """Walk a chunked body from the chunk-size line at `pos`: (offset reached, decoded size so far, bytes
+    to skip there, trailers). With trailers (not None) the body ended at that offset; else the walk stopped
+    at a chunk-size line not whole yet (skip 0) or at chunk data not all here (skip: the rest and CRLF).
+    Malformed framing past `pos` stops the walk there too (the chunks before it stand); at `pos` it raises."""
+    first = pos
     n = len(buf)
-    body = 0
     while True:
-        line = _line_at(buf, head, pos, _MAX_CHUNK_LINE)
-        if line is None:
-            return None
-        size = _chunk_size(line)
-        pos += len(line) + 2
-        if size == 0:
-            break
+        start = pos
+        try:
+            line = _line_at(buf, head, pos, _MAX_CHUNK_LINE)
+            if line is None:
+                return pos, body, 0, None
+            size = _chunk_size(line)
+            pos += len(line) + 2
+            if size == 0:
+                break
+            if pos + size + 2 > n:
+                return pos, body + size, size + 2, None
+            pos += size
+            if buf[pos : pos + 2] != _CRLF:
+                raise _Bad("chunk not terminated by CRLF")
+        except _Bad:
+            if start == first:
+                raise
+            return start, body, 0, None  # the next call starts at the bad line and reports it
         body += size
-        pos += size
-        if pos + 2 > n:
-            return None
-        if buf[pos : pos + 2] != _CRLF:
-            raise _Bad("chunk not terminated by CRLF")
         pos += 2
     if pos + 2 > n:
-        return None
+        return start, body, 0, None  # the last chunk's line is parsed again with its trailers
     if buf[pos : pos + 2] == _CRLF:
-        return pos + 2, body, ()
+        return pos + 2, body, 0, ()
     window = bytes(buf[pos : pos + MAX_HEADER_BYTES])
     end = window.find(b"\r\n\r\n")
     if end < 0:
         if len(window) >= MAX_HEADER_BYTES:
             raise _Bad("trailers too large")
-        return None
-    return pos + end + 4, body, _trailer_fields(window[:end])
+        return start, body, 0, None
+    return pos + end + 4, body, 0, _trailer_fields(window[:end])
+
+
+def _goes_on(frame: Request | Response, state: Http1State, request: bool, at: int, end: int) -> ParseResult:
+    """The body goes on past the buffer from `at`: pass it rather than wait for it (and buffer it) - all
+    of it when its length is known, else (chunked) up to `end`, then chunk by chunk."""
+    if not frame.chunked:
+        return Skip(frame, at, end - at)
+    chunks = Chunks(frame, frame.body_size, end)
+    if request:
+        state.request_chunks = chunks
+    else:
+        state.response_chunks = chunks
+    return Skip(frame, at, end - at, True)
+
+
+def _next_chunks(buf: memoryview, state: Http1State, request: bool) -> ParseResult:
+    """parse_frame inside a chunked body: the next chunk-size line (its data skipped), or its end."""
+    chunks = state.request_chunks if request else state.response_chunks
+    assert chunks is not None
+    n = len(buf)
+    try:
+        at, body, skip, trailers = _chunked(buf, bytes(buf[:_FIRST_COPY]), 0, chunks.body)
+    except _Bad as bad:
+        _end_chunks(state, request)
+        return Invalid(str(bad))
+    if trailers is not None:
+        _end_chunks(state, request)
+        done = {"body_size": body, "wire_size": chunks.wire + at}
+        if trailers:
+            done["trailers"] = trailers
+        return Parsed(chunks.frame._replace(**done), at)
+    if at == 0 and skip == 0:  # the next chunk-size line is not whole yet
+        if request or not state.response_eof:
+            return NEED_DATA
+        _end_chunks(state, request)  # the connection ended first: what arrived is the body
+        return Parsed(chunks.frame._replace(body_size=body, wire_size=chunks.wire + n, cut=True), n)
+    chunks.body = body
+    chunks.wire += at + skip
+    return Skip(chunks.frame._replace(body_size=body, wire_size=chunks.wire), at, skip, True)
+
+
+def cut_frame(frame: Request | Response | Passthrough, seen: int) -> Request | Response | Passthrough:
+    """The stream ended `seen` bytes into this message: its body size is what was transferred."""
+    if type(frame) is Passthrough:
+        return frame
+    unseen = max(0, frame.wire_size - seen)
+    cut = frame._replace(body_size=max(0, frame.body_size - unseen), wire_size=min(seen, frame.wire_size))
+    return cut._replace(cut=True) if type(cut) is Response else cut
+
+
+def _end_chunks(state: Http1State, request: bool) -> None:
+    if request:
+        state.request_chunks = None
+    else:
+        state.response_chunks = None
 
 
 def _text(value: bytes | None) -> str:
@@ -297,28 +377,34 @@ def _parse_request(
     version = _VERSIONS.get(line[sp2 + 1 :])
     if method is None or version is None:
         return Invalid("bad request line")
-    target = line[sp1 + 1 : sp2]
-    if not _all_visible(target):
+    raw_target = line[sp1 + 1 : sp2]
+    if _all_visible(raw_target):
+        target = raw_target.decode("ascii")
+    elif raw_target.translate(None, _TARGET):
         return Invalid("bad request target")
+    else:  # raw octets >= 0x80 (UTF-8 or not), as servers accept them: the RFC 3986 form, lossless
+        target = "".join(chr(b) if b < 0x80 else f"%{b:02X}" for b in raw_target)
     get = _headers(lines[1:]).get
     body_start = hend + 4
     te = get(b"transfer-encoding")
     chunked = False
-    trailers: tuple[tuple[str, str], ...] = ()
+    trailers: Trailers = ()
+    at = 0  # > 0: the body goes on past the buffer from this offset (passed, not awaited)
     if te is not None:
         if not _is_chunked(te):
             return Invalid("request transfer-encoding not chunked")
-        got = _chunked(buf, head, body_start)
-        if got is None:
-            return NEED_DATA
-        end, body, trailers = got
+        end, body, skip, got = _chunked(buf, head, body_start, 0)
         chunked = True
+        if got is None:
+            at, end = end, end + skip
+        else:
+            trailers = got
     else:
         cl = get(b"content-length")
         body = _content_length(cl) if cl is not None else 0  # no body: the common request
         end = body_start + body
         if end > len(buf):
-            return NEED_DATA
+            at = body_start
     connection = get(b"connection")
     upgrade = b""
     close = False
@@ -340,7 +426,7 @@ def _parse_request(
         Request,
         (
             method,
-            target.decode("utf-8", "replace"),
+            target,
             version,
             seq,
             host.strip(b" \t").decode("utf-8", "replace") if host else "",
@@ -356,6 +442,8 @@ def _parse_request(
             trailers,
         ),
     )
+    if at:
+        return _goes_on(frame, state, True, at, end)
     return Parsed(frame, end)
 
 
@@ -377,25 +465,30 @@ def _parse_response(
     end = body_start
     body = 0
     chunked = close_delimited = cut = False
-    trailers: tuple[tuple[str, str], ...] = ()
+    trailers: Trailers = ()
+    at = 0  # > 0: the body goes on past the buffer from this offset (passed, not awaited)
     tunnel = status == 101 or (method == "CONNECT" and 200 <= status < 300)
     if not (status < 200 or status == 204 or status == 304 or method == "HEAD" or tunnel):
         te = get(b"transfer-encoding")
         cl = get(b"content-length")
         if te is not None and _is_chunked(te):
-            got = _chunked(buf, head, body_start)
-            if got is None and not state.response_eof:
-                return NEED_DATA
-            end, body, trailers = got or (len(buf), len(buf) - body_start, ())  # cut: bytes on the wire
-            chunked, cut = True, got is None
+            end, body, skip, got = _chunked(buf, head, body_start, 0)
+            chunked = True
+            if got is not None:
+                trailers = got
+            elif state.response_eof:  # the connection ended first: cut
+                end, body, cut = len(buf), len(buf) - body_start, True
+            else:
+                at, end = end, end + skip
         elif te is None and cl is not None:
             digits = cl.strip(b" \t")  # one plain number, the common case, without a call
             body = int(digits) if digits.isdigit() and len(digits) <= 18 else _content_length(cl)
             end = body_start + body
             if end > len(buf):
                 if not state.response_eof:
-                    return NEED_DATA
-                end, body, cut = len(buf), len(buf) - body_start, True  # the connection ended first
+                    at = body_start
+                else:
+                    end, body, cut = len(buf), len(buf) - body_start, True  # the connection ended first
         elif state.response_eof:  # read until the connection closes: it has
             end = len(buf)
             body = end - body_start
@@ -429,6 +522,8 @@ def _parse_response(
             cut,
         ),
     )
+    if at:
+        return _goes_on(frame, state, False, at, end)
     return Parsed(frame, end)
 
 
@@ -440,6 +535,8 @@ def parse_frame(buf: memoryview, direction: Direction, state: Http1State) -> Par
     request = direction is _REQUEST
     if state.request_tunnel if request else state.response_tunnel:
         return Parsed(Passthrough(n), n)
+    if state.request_chunks if request else state.response_chunks:
+        return _next_chunks(buf, state, request)
     try:
         head = bytes(buf) if n <= _FIRST_COPY else bytes(buf[:_FIRST_COPY])  # do not copy pipelined followers
         if request:
@@ -475,6 +572,7 @@ def on_gap(state: Http1State, direction: Direction) -> None:
     """Lost bytes: which requests the next responses answer is no longer known."""
     state.pending.clear()
     state.interim.clear()
+    _end_chunks(state, direction is Direction.REQUEST)
 
 
 def on_eof(state: Http1State, direction: Direction) -> None:

@@ -48,20 +48,24 @@ def stitch(
             # of the oldest request it had, shifting the queued responses by one: match those by time.
             state.answered = max(state.answered, max(_seq(r.frame) for r in responses))
             responses.popleft()
+            state.unmatched += 1
             state.interim.clear()
             continue
         known = resp.seq > state.answered  # else parsed before its request was, or a stale method entry
         if known:
             if req.seq < resp.seq:  # this request's response was lost
                 requests.popleft()
+                state.unmatched += 1
                 continue
             if req.seq > resp.seq:  # this response's request was lost or evicted
                 responses.popleft()
                 state.interim.clear()
+                state.unmatched += 1
                 continue
         else:  # unknown request (after a gap): answer the latest request sent before the response
             while len(requests) > 1 and _sent_before(requests[1], timed_resp):
                 requests.popleft()
+                state.unmatched += 1
         timed_req = requests.popleft()
         responses.popleft()
         interim = state.interim
@@ -76,6 +80,12 @@ def stitch(
         while pending and pending[0][0] <= state.answered:
             pending.popleft()
     return out
+
+
+def take_unmatched(state: Http1State) -> int:
+    """Requests and responses stitch dropped unpaired (their other half was lost) since the last call."""
+    n, state.unmatched = state.unmatched, 0
+    return n
 
 
 def _seq(frame: Http1Frame) -> int:

@@ -15,7 +15,9 @@ from protocols.base import Timed
 
 MAX_HEADER_BYTES = 64 * 1024  # start line + headers + the blank line
 MAX_HEADERS = 100
-MAX_PENDING = 256  # request methods awaiting their response (pipelining depth)
+# Request methods awaiting their response: at least the framing loop's queue (Limits.max_queued_frames),
+# which holds deeper pipelines back as unparsed bytes, or the responses beyond would be misframed.
+MAX_PENDING = 8192
 MAX_INTERIM = 8  # 1xx responses remembered for the exchange in progress
 MAX_TRAILERS = 16  # trailer fields kept (the rest are parsed and dropped)
 
@@ -69,6 +71,15 @@ class Passthrough(NamedTuple):
 Http1Frame = Request | Response | Passthrough
 
 
+@dataclass(slots=True)
+class Chunks:
+    """A chunked body being passed chunk by chunk (its data skipped unseen): the message so far."""
+
+    frame: Request | Response  # its headers (body_size and wire_size not yet final)
+    body: int  # decoded bytes so far
+    wire: int  # bytes of the message passed so far
+
+
 class Exchange(NamedTuple):
     request: Timed[Request]
     response: Timed[Response]
@@ -94,3 +105,6 @@ class Http1State:
     response_tunnel: bool = False  # response direction carries another protocol now
     response_eof: bool = False  # the response stream ended: a close-delimited body is complete
     interim: list[int] = field(default_factory=list)  # 1xx statuses stitched, awaiting the final one
+    unmatched: int = 0  # frames stitch dropped unpaired, not yet counted (take_unmatched)
+    request_chunks: Chunks | None = None  # a chunked request body in progress
+    response_chunks: Chunks | None = None

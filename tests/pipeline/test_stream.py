@@ -78,3 +78,56 @@ def test_consume_and_compaction_keep_positions_and_times() -> None:
     assert s.position == 70_000
     assert s.ts_at(70_000) == 70 and s.ts_at(99_999) == 99
     assert bytes(s.head()[:1]) == bytes([70])
+
+
+def test_skip_passes_bytes_that_have_not_arrived_without_buffering_them() -> None:
+    s = DataStream()
+    s.add(0, 10, b"HEAD:body-", 1)
+    s.skip(5 + 1_000_000)  # the head, then a body of a million bytes, most still to come
+    assert s.skipping and len(s) == 0 and s.skip_ts == 1
+    for i, pos in enumerate(range(10, 1_000_005, 65536)):
+        n = min(65536, 1_000_005 - pos)
+        s.add(pos, n, b"b" * n, 10 + i)
+        assert len(s) == 0 and len(s._buf) == 0  # nothing of the body is kept
+    assert not s.skipping and s.position == 1_000_005 and s.skip_ts == 10 + i
+    s.add(1_000_005, 4, b"NEXT", 99)
+    assert bytes(s.head()) == b"NEXT" and s.ts_at(1_000_005) == 99
+    assert not s.skip_cut and s.stats.skipped_bytes == 1_000_005 and s.stats.gaps == 0
+
+
+def test_skip_ends_inside_a_piece_and_keeps_the_rest() -> None:
+    s = DataStream()
+    s.add(0, 4, b"HEAD", 1)
+    s.skip(10)
+    s.add(4, 10, b"bodyXXnext", 2)
+    assert not s.skipping and bytes(s.head()) == b"next" and s.position == 10 and s.skip_ts == 2
+
+
+def test_uncopied_and_lost_bytes_inside_a_skipped_body_are_no_gap_but_cut() -> None:
+    s = DataStream(fill_limit=4)
+    s.add(0, 100_000, b"HEAD" + b"b" * 100, 1)  # a big write: 104 bytes copied, the rest counted only
+    assert s.blocked  # without a skip, a gap would follow the head
+    s.skip(99_996 + 4)  # the head and its body, exactly to the end of the write
+    assert not s.skipping and not s.blocked and s.skip_cut and s.skip_ts == 1
+    s.add(100_000, 4, b"NEXT", 2)
+    assert bytes(s.head()) == b"NEXT" and s.stats.gaps == 0 and not s.gap_crossed
+
+
+def test_lost_bytes_past_the_skipped_body_are_still_a_gap() -> None:
+    s = DataStream(fill_limit=4)
+    s.add(0, 100_000, b"HEAD", 1)
+    s.skip(50_000)
+    assert not s.skipping and s.blocked  # 50,000 more bytes were never copied: the next message is lost
+    assert s.cross_gap() and s.gap_crossed and s.position == 100_000
+
+
+def test_a_hole_inside_a_skipped_body_cuts_it_and_a_hole_after_it_is_kept() -> None:
+    s = DataStream()
+    s.add(0, 4, b"HEAD", 1)
+    s.skip(1004)
+    s.add(500, 100, b"b" * 100, 2)  # 4..500 never came (lost events)
+    assert s.skipping and s.skip_cut
+    s.add(1104, 4, b"LATE", 3)  # the body's end and the next message's start never came either
+    assert not s.skipping and s.position == 1004 and s.blocked
+    s.add(1004, 100, b"n" * 100, 4)  # the next message after all
+    assert not s.blocked and bytes(s.head()) == b"n" * 100 + b"LATE"
