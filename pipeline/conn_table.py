@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from pipeline.framing import AnySpec, ConnParser, Limits
+from pipeline.framing import AnySpec, ConnParser, Limits, ParserStuck
 from pipeline.health import Health
 from probes.fragment import Batch, Fragment
 from protocols.base import L7Record
+
+log = logging.getLogger("l7scope.conn_table")
+_LOGGED_STUCK = 1024  # connection ids remembered so each stuck connection is logged once
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +46,7 @@ class ConnTable:
         # whose bytes an unfinished connection still holds (a crash must re-read from there).
         self._partition: dict[str, int] = {}
         self._needs_offset: dict[str, int] = {}
+        self._logged_stuck: OrderedDict[str, None] = OrderedDict()
 
     def __len__(self) -> int:
         return len(self._conns)
@@ -62,7 +67,9 @@ class ConnTable:
         fragments = batch.fragments
         for fragment in sorted(fragments, key=_stream_order) if len(fragments) > 1 else fragments:
             parser.add(fragment)
-        records = parser.process()
+        records = self._process(conn_id, parser)
+        if conn_id not in self._conns:  # its parser was stuck: the connection is forgotten
+            return records + self._enforce_bounds()
         if partition >= 0:
             self._partition[conn_id] = partition
             if _unfinished(parser):
@@ -95,7 +102,7 @@ class ConnTable:
                 self.health.count("expired_connections", "idle")
                 records += self._drop(conn_id, final=True)
             elif seen < hole_horizon and self._conns[conn_id].waiting_on_hole():
-                records += self._conns[conn_id].process()
+                records += self._process(conn_id, self._conns[conn_id])
         return records
 
     def flush(self) -> list[L7Record]:
@@ -106,11 +113,38 @@ class ConnTable:
         return records
 
     def _drop(self, conn_id: str, final: bool) -> list[L7Record]:
-        parser = self._conns.pop(conn_id)
-        del self._last_seen[conn_id]
+        parser = self._conns[conn_id]
+        records = self._process(conn_id, parser, final=True) if final else []
+        self._forget(conn_id)
+        return records
+
+    def _forget(self, conn_id: str) -> None:
+        self._conns.pop(conn_id, None)
+        self._last_seen.pop(conn_id, None)
         self._partition.pop(conn_id, None)
         self._needs_offset.pop(conn_id, None)
-        return parser.process(final=True) if final else []
+
+    def _process(self, conn_id: str, parser: ConnParser, final: bool = False) -> list[L7Record]:
+        """parser.process, where a parser that makes no progress (or raises) costs its connection only:
+        the connection is counted (`parser_stuck`, by protocol and reason), logged once and forgotten;
+        its later bytes start a new parser that resyncs like a connection joined mid-stream."""
+        try:
+            return parser.process(final)
+        except ParserStuck as stuck:
+            reason, detail = "no progress", str(stuck)
+        except Exception as exc:  # a bug in a parser or stitcher must never stop the pipeline
+            reason, detail = f"parser raised {type(exc).__name__}", f"{conn_id}: {exc!r}"
+        protocol = parser.spec.name if parser.spec is not None else "unknown"
+        self.health.count("parser_stuck", protocol, reason=reason)
+        requests, responses = parser._pair
+        self.health.count("unmatched_frames", protocol, len(requests) + len(responses))
+        if conn_id not in self._logged_stuck:
+            self._logged_stuck[conn_id] = None
+            if len(self._logged_stuck) > _LOGGED_STUCK:
+                self._logged_stuck.popitem(last=False)
+            log.warning("connection %s dropped: %s parser stuck (%s): %s", conn_id, protocol, reason, detail)
+        self._forget(conn_id)
+        return []
 
     def _enforce_bounds(self) -> list[L7Record]:
         records: list[L7Record] = []

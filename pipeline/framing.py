@@ -31,6 +31,20 @@ AnySpec = ProtocolSpec[Any, Any, Any]
 _UNBOUNDED = 1 << 62
 
 
+class ParserStuck(Exception):
+    """The framing loop came back to a state it had already been in: it would never end.
+
+    Every step of the loop consumes bytes, waits for data or crosses a gap; at one stream position the
+    only other state change is leaving resync to parse, so a third step there repeats a state. The
+    connection table turns this into a counted drop of the connection instead of a stuck process.
+    """
+
+    def __init__(self, conn_id: str, protocol: str, direction: Direction, position: int) -> None:
+        where = f"{protocol} {direction.value} parsing made no progress at byte {position}"
+        super().__init__(f"{conn_id}: {where}")
+        self.conn_id, self.protocol, self.direction, self.position = conn_id, protocol, direction, position
+
+
 @dataclass(frozen=True, slots=True)
 class Limits:
     detect_bytes: int = 16 << 10  # give up detecting a protocol after this many bytes per direction
@@ -204,6 +218,9 @@ class ConnParser:
         spec, stream = self.spec, self.streams[io]
         queue = self._pair[0 if direction is Direction.REQUEST else 1]
         assert spec is not None
+        # Progress watchdog for the steps that parse no frame (_stamp checks those that do): where
+        # such steps last stood, and how many stood there in a row.
+        still_at, still = -1, 0
         while True:
             message = self._message[io]
             if message is not None and not message.more and not stream.skipping:
@@ -216,6 +233,9 @@ class ConnParser:
                 self._held[io] = True  # deep pipelining: parse on once stitching has made room
                 return
             if not len(stream):
+                if not (stream.blocked or final):  # all parsed, nothing lost: wait (_wait's own answer)
+                    return
+                still_at, still = self._no_repeat(direction, stream, still_at, still)
                 if self._wait(io, stream, final):
                     continue
                 if final:
@@ -226,17 +246,18 @@ class ConnParser:
                     result: object = spec.find_boundary(buf, direction, 0)
                 else:
                     result = spec.parse_frame(buf, direction, self.state)
-            if self._resync[io]:
-                self._resynced(io, stream, result)
-                if self._resync[io] and not self._wait(io, stream, final):  # no boundary: past a gap, or wait
-                    return
-                continue
             if isinstance(result, Parsed):
                 self._stuck[io] = 0
                 if self._message[io] is None:
                     queue.append(self._stamp(stream, result))
                 else:
                     queue.append(self._passed(io, stream, self._message[io], result))
+                continue
+            still_at, still = self._no_repeat(direction, stream, still_at, still)
+            if self._resync[io]:
+                self._resynced(io, stream, result)
+                if self._resync[io] and not self._wait(io, stream, final):  # no boundary: past a gap, or wait
+                    return
             elif isinstance(result, NeedData):
                 if not self._wait(io, stream, final):
                     if final:
@@ -251,6 +272,23 @@ class ConnParser:
                     offset = spec.find_boundary(buf, direction, 1)
                 self._rejected(io, direction, result, offset)
                 self._skip(io, offset)
+            else:
+                raise TypeError(f"{spec.name}.parse_frame returned {type(result).__name__}")
+
+    def _no_repeat(
+        self, direction: Direction, stream: DataStream, still_at: int, still: int
+    ) -> tuple[int, int]:
+        """Count a step that parsed no frame; raise ParserStuck when it would repeat a state.
+
+        At one position a step is either a resync search or a parse (two states): a third step there
+        means the loop went round without consuming, waiting or crossing a gap."""
+        position = stream.position
+        if position != still_at:
+            return position, 1
+        if still >= 2:
+            assert self.spec is not None
+            raise ParserStuck(self.conn.conn_id, self.spec.name, direction, position)
+        return position, still + 1
 
     def _skip_body(self, io: Io, stream: DataStream, skip: Skip[Any]) -> None:
         """Pass a body (or a chunk of one) unbuffered: the message is stamped once it has gone by."""
@@ -318,6 +356,10 @@ class ConnParser:
         filled = stream.filled_between(start, end) if stream.has_filled else False
         timed = Timed(parsed.frame, stream.ts_at(start), stream.ts_at(end - 1), start, filled)
         stream.consume(size)
+        if stream.position <= start:  # a frame that consumed nothing would be parsed again, forever
+            assert self.spec is not None and self.request_io is not None
+            direction = Direction.REQUEST if stream is self.streams[self.request_io] else Direction.RESPONSE
+            raise ParserStuck(self.conn.conn_id, self.spec.name, direction, start)
         return timed
 
     def _wait(self, io: Io, stream: DataStream, final: bool) -> bool:
@@ -340,17 +382,22 @@ class ConnParser:
 
     def _resynced(self, io: Io, stream: DataStream, offset: object) -> None:
         if isinstance(offset, int):
-            stream.consume(offset)
+            stream.consume(max(offset, 0))  # a boundary before the head (a broken spec) is the head
             self._resync[io] = False
         else:
             stream.discard_all_but(self.limits.resync_keep)
 
     def _skip(self, io: Io, offset: int | None) -> None:
+        """Past bytes the parser rejected: never re-read them, however short the buffer.
+
+        With no later boundary, the tail is kept for a boundary that may straddle the next bytes, but
+        never the rejected first byte: keeping a whole short message would find it again, forever."""
+        stream = self.streams[io]
         if offset is None or offset <= 0:
-            self.streams[io].discard_all_but(self.limits.resync_keep)
+            stream.discard_all_but(min(self.limits.resync_keep, len(stream) - 1))
             self._resync[io] = True
         else:
-            self.streams[io].consume(offset)
+            stream.consume(offset)
 
     def _on_gap(self, io: Io, direction: Direction) -> None:
         """Frames the lost bytes answered can no longer be matched: drop them, then resync."""
