@@ -7,7 +7,6 @@ import dataclasses
 import logging
 import math
 import os
-import signal
 import sys
 import threading
 from collections.abc import Callable, Mapping, Sequence
@@ -40,7 +39,8 @@ EXAMPLES = """examples:
   l7scope alerts check rules.yaml              validate an alert rules file (one line per problem)
 
 exit codes: 0 ok, 1 runtime failure, 2 usage/config/environment problem, 3 unreachable dependency
-  (Kafka, OTLP). Logs are JSON lines when stderr is not a terminal.
+  (Kafka, OTLP), 4 not stopped within 4 s of SIGINT/SIGTERM/--duration (forced; logs where it was
+  stuck). Logs are JSON lines when stderr is not a terminal.
 """
 
 
@@ -125,6 +125,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception:  # a bug or a runtime failure: logged with its traceback (one JSON line off a TTY)
         logging.getLogger("l7scope").exception("l7scope %s failed", args.command)
         return EXIT_FAILURE
+    finally:
+        from l7scope.stopping import command_returned
+
+        command_returned()
 
 
 # Commands that write records, a service map or /metrics: their targets are checked up front.
@@ -193,14 +197,11 @@ def _fail(message: str, code: int = EXIT_USAGE) -> int:
 
 
 def _stop_event(duration: float | None) -> threading.Event:
-    stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
-    if duration:
-        timer = threading.Timer(duration, stop.set)
-        timer.daemon = True
-        timer.start()
-    return stop
+    """Set by SIGINT/SIGTERM or after `duration`; the process exits EXIT_STUCK if it has not stopped
+    within l7scope.stopping.GRACE_S of that (whatever a parser or exporter is doing)."""
+    from l7scope.stopping import install
+
+    return install(duration)
 
 
 def export_ports(config: Config, env: Mapping[str, str], with_kafka: bool) -> tuple[int, ...]:
@@ -336,8 +337,9 @@ def cmd_replay(config: Config, args: argparse.Namespace) -> int:
     health = Health()
     bar = ProgressBar(sys.stderr)  # draws only on a terminal; the summary line below is always printed
     reader = PcapReader(args.file, progress=bar if bar.enabled else None, health=health)
+    stop = _stop_event(None)  # Ctrl-C ends the read early, with the summary
     try:
-        run_replay(reader, config, os.environ, health)
+        run_replay(reader, config, os.environ, health, stop=stop)
     except CaptureFileError as e:  # the file changed between the check and the read
         raise _Unavailable(str(e)) from None
     finally:

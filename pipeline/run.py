@@ -426,8 +426,10 @@ def run_replay(
     config: Config,
     env: Mapping[str, str],
     health: Health | None = None,
+    stop: threading.Event | None = None,
 ) -> Health:
-    """A capture file's fragments through the same stages (chunks keep each batch small)."""
+    """A capture file's fragments through the same stages (chunks keep each batch small); `stop` ends
+    the read early (what was read is still parsed and exported)."""
     health = health or Health()
     batcher, table, exporters = Batcher(), new_table(config, health), build_exporters(config, env, health)
     chunk: list[Fragment | ConnEvent] = []
@@ -437,6 +439,9 @@ def run_replay(
         if len(chunk) >= 512:
             records += process(batcher.group(chunk), table, exporters)
             chunk = []
+            if stop is not None and stop.is_set():
+                log.warning("replay stopped early (%s)", getattr(stop, "reason", "") or "stop requested")
+                break
     records += process(batcher.group(chunk), table, exporters)
     records += close_all(table, exporters)
     log_stop("replay finished", health, records)
