@@ -7,7 +7,12 @@ round forever: the rejected message was kept whole for resync and found again at
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import pytest
 from progress_inputs import (
@@ -21,6 +26,7 @@ from progress_inputs import (
     REQ,
     VALID,
     h2_frame,
+    negative_content_length_pcap,
 )
 from test_framing import Wire, conn, run
 
@@ -33,7 +39,8 @@ from protocols import http1
 from protocols.base import Direction, Role
 from protocols.registry import PROTOCOLS
 
-pytestmark = pytest.mark.timeout(20)  # without the fix these never return
+pytestmark = pytest.mark.timeout(60)  # without the fix these never return
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _fragments(w: Wire, role: Role, script: list[tuple[Direction, bytes]]) -> list:
@@ -187,3 +194,23 @@ def test_a_parser_bug_costs_its_connection_only(parse: object, reason: str) -> N
     assert run(table, info, w.frag(Io.RECV, GET_OK), w.frag(Io.SEND, OK_200), w.frag(Io.RECV, post)) == []
     assert len(table) == 0 and health.snapshot()[("parser_stuck", "http1", reason)] == 1
     assert _statuses(run(table, other, w2.frag(Io.RECV, GET_OK), w2.frag(Io.SEND, OK_200))) == [200]
+
+
+# -- the capture file of the report ----------------------------------------------------------------------
+
+
+def test_replay_of_the_negative_content_length_capture_ends_promptly(tmp_path: Path) -> None:
+    """`l7scope replay` of a ~1.3 KB pcap holding the request hung forever; now: one parse error, and the
+    good exchanges before it on its connection and after it on another are recorded."""
+    pcap = negative_content_length_pcap(tmp_path / "negative-content-length.pcap")
+    out = tmp_path / "records.jsonl"
+    started = time.monotonic()
+    done = subprocess.run(
+        [sys.executable, "-m", "l7scope.cli", "replay", str(pcap), "--export", f"jsonl:{out}"],
+        cwd=REPO, capture_output=True, text=True, timeout=30,
+    )  # fmt: skip
+    assert done.returncode == 0 and time.monotonic() - started < 15, done.stderr
+    assert done.stderr.strip().splitlines()[-1] == "l7scope: 2 exchanges, 1 parse errors"
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    got = sorted((r["client"], r["name"], r["attributes"]["http.response.status_code"]) for r in records)
+    assert got == [("127.0.0.1:40000", "GET /ok", 200), ("127.0.0.1:40002", "GET /ok", 200)]
