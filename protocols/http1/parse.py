@@ -144,43 +144,73 @@ def detect(first_bytes: bytes, direction: Direction) -> bool:
 # ---------------------------------------------------------------------------------- find_boundary
 
 
-def _method_start(data: bytes, space: int) -> int:
-    """Offset of the known method token that ends at `space`, or -1 (bodies need not end in CRLF)."""
-    before = data[max(0, space - _MAX_METHOD) : space]
+_REQUEST_VERSION = re.compile(rb" HTTP/1\.")
+_STATUS_VERSION = re.compile(rb"HTTP/1\.")
+_SHORT = 256  # bytes copied first around a candidate: start lines and request-targets are mostly short
+
+
+def _start_line(buf: memoryview, pos: int) -> bytes:
+    """What the check functions see of the line at `pos`: up to its CRLF, else _MAX_START_LINE bytes."""
+    head = bytes(buf[pos : pos + _SHORT])
+    return head if _CRLF in head else bytes(buf[pos : pos + _MAX_START_LINE])
+
+
+def _request_start(buf: memoryview, start: int, at: int) -> int:
+    """Offset of the known method before the request-target that ends at `at` (" HTTP/1."), or -1."""
+    space = -1
+    for back in (_SHORT, _MAX_START_LINE + _MAX_METHOD + 1):  # the space that ends the method
+        lo = max(start, at - back)
+        found = bytes(buf[lo:at]).rfind(b" ")  # request-targets hold no spaces
+        if found >= 0 or lo == start:
+            space = lo + found if found >= 0 else -1
+            break
+    if space <= start:
+        return -1
+    before = bytes(buf[max(start, space - _MAX_METHOD) : space])  # bodies need not end in CRLF
     for method in _METHODS_LONGEST_FIRST:
         if before.endswith(method):
             return space - len(method)
     return -1
 
 
+def _last_line(buf: memoryview, start: int) -> int:
+    """Offset of the last line's first byte (after the last LF at or past `start`), read from the end."""
+    hi, size = len(buf), 4096
+    while hi > start:
+        lo = max(start, hi - size)
+        lf = bytes(buf[lo:hi]).rfind(b"\n")
+        if lf >= 0:
+            return lo + lf + 1
+        hi, size = lo, size * 4
+    return start
+
+
 def find_boundary(buf: memoryview, direction: Direction, start: int) -> int | None:
-    """Offset >= start where a message in `direction` plausibly begins (anywhere: a body can end mid-line)."""
+    """Offset >= start where a message in `direction` plausibly begins (anywhere: a body can end mid-line).
+
+    Candidates are found in the view itself and only their own lines are copied: the cost is the distance
+    to the boundary, not the buffer (the framing loop calls this after every rejected message)."""
     start = max(start, 0)
-    data = bytes(buf[start:])
-    if not data:
+    n = len(buf)
+    if start >= n:
         return None
     request = direction is Direction.REQUEST
     check = check_request_line if request else check_status_line
-    if check(data) == 2:
+    if check(_start_line(buf, start)) == 2:
         return start
     if request:
-        at = data.find(b" HTTP/1.", 1)
-        while at >= 0:
-            space = data.rfind(b" ", 0, at)  # ends the method: request-targets hold no spaces
-            first = _method_start(data, space) if space > 0 else -1
-            if first >= 0 and check(data[first:]) == 2:
-                return start + first
-            at = data.find(b" HTTP/1.", at + 1)
+        for match in _REQUEST_VERSION.finditer(buf, start + 1):
+            first = _request_start(buf, start, match.start())
+            if first >= 0 and check(_start_line(buf, first)) == 2:
+                return first
     else:
-        at = data.find(b"HTTP/1.", 1)
-        while at >= 0:
-            if check(data[at:]) == 2:
-                return start + at
-            at = data.find(b"HTTP/1.", at + 1)
+        for match in _STATUS_VERSION.finditer(buf, start + 1):
+            if check(bytes(buf[match.start() : match.start() + 16])) == 2:
+                return match.start()
     # A message may be starting on the last, still incomplete line: keep it rather than drop it.
-    tail = data.rfind(b"\n") + 1
-    if tail < len(data) and check(data[tail:]) >= 1:
-        return start + tail
+    tail = _last_line(buf, start)
+    if tail < n and check(_start_line(buf, tail)) >= 1:
+        return tail
     return None
 
 

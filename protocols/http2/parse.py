@@ -59,6 +59,7 @@ _ON_CONNECTION = (SETTINGS, PING, GOAWAY)
 _FIXED_LEN = {PRIORITY: 5, RST_STREAM: 4, PING: 8, WINDOW_UPDATE: 4}
 _RESYNC_LEN = 0x40FF  # a resync candidate's length must fit the default 16 KiB max frame (plus slack)
 # Candidate headers for resync: length < _RESYNC_LEN, a known type, reserved bit clear, not all zeros.
+_PREFACE = re.compile(re.escape(PREFACE))
 _CANDIDATE = re.compile(rb"(?=\x00[\x00-\x40][\x00-\xff][\x00-\x09][\x00-\xff][\x00-\x7f])(?!\x00{9})", re.S)
 
 
@@ -105,20 +106,17 @@ def _plausible_at(buf: memoryview, i: int, direction: Direction, end: int) -> in
 
 
 def find_boundary(buf: memoryview, direction: Direction, start: int) -> int | None:
-    """The next offset >= start where a plausible frame header (or the client preface) begins."""
+    """The next offset >= start where a plausible frame header (or the client preface) begins.
+
+    Scans the view itself, candidate by candidate: the cost is the distance to the boundary, not the
+    buffer (the framing loop calls this after every rejected frame)."""
     n = len(buf)
+    start = max(start, 0)
     if start >= n:
         return None
-    data = bytes(buf[start:])
-    best: int | None = None
-    if direction is Direction.REQUEST:
-        at = data.find(PREFACE)
-        if at >= 0:
-            best = start + at
-    for match in _CANDIDATE.finditer(data):
-        i = start + match.start()
-        if best is not None and i >= best:
-            break
+    found: int | None = None
+    for match in _CANDIDATE.finditer(buf, start):
+        i = match.start()
         if i + 9 > n:
             break
         length = _plausible_at(buf, i, direction, n)
@@ -128,8 +126,14 @@ def find_boundary(buf: memoryview, direction: Direction, start: int) -> int | No
         # Prefer a chain of two headers; at the end of the buffer one plausible header must do.
         if nxt + 9 <= n and _plausible_at(buf, nxt, direction, n) is None:
             continue
-        return i
-    return best
+        found = i
+        break
+    if direction is Direction.REQUEST:  # the client preface, if it comes first
+        end = n if found is None else found + len(PREFACE) - 1
+        preface = _PREFACE.search(buf, start, end)
+        if preface is not None:
+            return preface.start()
+    return found
 
 
 def detect(first: bytes, direction: Direction) -> bool:

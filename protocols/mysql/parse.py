@@ -386,14 +386,15 @@ def _parse_plain(buf: memoryview, request: bool, state: State) -> ParseResult:
 
 def find_boundary(buf: memoryview, direction: Direction, start: int) -> int | None:
     """Offset of the next plausible packet start: a command (REQUEST) or a response start."""
-    data = bytes(buf)
     request = direction is Direction.REQUEST
     pattern = _REQ_CANDIDATE if request else _RESP_CANDIDATE
-    for n, m in enumerate(pattern.finditer(data, start)):
+    # Candidates in the view itself, only their heads copied: the cost is the distance to the boundary,
+    # not the buffer (the framing loop calls this after every rejected packet).
+    for n, m in enumerate(pattern.finditer(buf, max(start, 0))):
         if n >= _SCAN_LIMIT:
             return None
         i = m.start()
-        head = data[i : i + 64]
+        head = bytes(buf[i : i + 64])
         if request:
             if _plausible_command(head):
                 return i
