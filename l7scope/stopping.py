@@ -30,10 +30,14 @@ _armed: list[StopRequest] = []  # stop requests whose deadline runs
 class StopRequest(threading.Event):
     """An Event whose first `set()` starts the grace period after which the process exits."""
 
-    def __init__(self, grace_s: float = GRACE_S, exit_now: Callable[[int], object] = os._exit) -> None:
+    def __init__(
+        self, grace_s: float = GRACE_S, exit_now: Callable[[int], object] = os._exit, backstop: bool = False
+    ) -> None:
+        """`backstop`: also arm faulthandler's exit (process-wide: for the command line only)."""
         super().__init__()
         self.grace_s = grace_s
         self._exit = exit_now
+        self._backstop = backstop
         self._lock = threading.Lock()
         self._timer: threading.Timer | None = None
         self.reason = ""
@@ -48,7 +52,7 @@ class StopRequest(threading.Event):
                 self._timer.start()
                 _armed.append(self)
         super().set()
-        if first:
+        if first and self._backstop:
             _backstop(self.grace_s + 0.6)
 
     def cancel(self) -> None:
@@ -72,7 +76,7 @@ class StopRequest(threading.Event):
 
 def install(duration: float | None, grace_s: float = GRACE_S) -> StopRequest:
     """A stop request set by SIGINT/SIGTERM (a second one exits at once) and after `duration` s."""
-    stop = StopRequest(grace_s)
+    stop = StopRequest(grace_s, backstop=True)
 
     def on_signal(signum: int, frame: object) -> None:
         name = signal.Signals(signum).name
