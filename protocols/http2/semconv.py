@@ -1,18 +1,16 @@
-"""HTTP/2 and gRPC exchanges as L7Records: the only place that knows the attribute names."""
+"""HTTP/2 and gRPC exchanges as L7Records: gRPC's rpc.* attributes here, plain HTTP/2 through the shared
+HTTP semantic-conventions builder (protocols/http_semconv.py)."""
 
 from __future__ import annotations
 
 from protocols.base import AttrValue, ConnInfo, L7Record, Role
 from protocols.http2.types import H2Exchange, Headers, error_code_name
 from protocols.http_semconv import (
-    authority,
-    low_cardinality_path,
+    http_attributes,
     parse_traceparent,
-    redact_query,
-    status_error_type,
-    url_full,
+    server_endpoint,
+    split_target,
 )
-from protocols.network_semconv import add_peers
 
 GRPC_STATUS = (
     "OK", "CANCELLED", "UNKNOWN", "INVALID_ARGUMENT", "DEADLINE_EXCEEDED", "NOT_FOUND",
@@ -28,9 +26,6 @@ RESP_MSG_SIZE = "rpc.response.message.size"
 
 _GRPC_METRIC_KEYS = (
     "rpc.system", "rpc.service", "rpc.method", "rpc.grpc.status_code", "server.address", "server.port",
-)  # fmt: skip
-_HTTP_METRIC_KEYS = (
-    "http.request.method", "http.response.status_code", "network.protocol.version", "url.scheme",
 )  # fmt: skip
 
 
@@ -142,7 +137,12 @@ def _grpc(
         attrs[REQ_MSG_SIZE] = x.request_msg_bytes
     if x.response_msgs is not None:
         attrs[RESP_MSG_SIZE] = x.response_msg_bytes
-    add_peers(attrs, conn)
+    # server.address/port by the HTTP rule (the `:authority` the call was made to), client.* from the socket.
+    attrs["server.address"], attrs["server.port"] = server_endpoint(
+        conn, req.get(":authority") or "", req.get(":scheme") or ("https" if conn.tls else "http")
+    )
+    peer = conn.remote if conn.role == Role.SERVER else conn.local
+    attrs["client.address"], attrs["client.port"] = peer.ip, peer.port
     client = conn.role == Role.CLIENT
     return L7Record(
         protocol="grpc",
@@ -165,42 +165,15 @@ def _grpc(
 def _http(
     x: H2Exchange, conn: ConnInfo, req: dict[str, str], resp: dict[str, str], trace_id: str, parent: str
 ) -> L7Record:
-    attrs: dict[str, AttrValue] = {"network.protocol.name": "http", "network.protocol.version": "2"}
-    method = req.get(":method")
-    target = req.get(":path")
-    path = query = None
-    if method:
-        attrs["http.request.method"] = method
-    if target is not None:
-        path, sep, rest = target.partition("?")
-        attrs["url.path"] = path
-        if sep:
-            query = rest
-            attrs["url.query"] = redact_query(query)
-    scheme = req.get(":scheme")
-    if scheme:
-        attrs["url.scheme"] = scheme
-    agent = req.get("user-agent")
-    if agent:
-        attrs["user_agent.original"] = agent
-    attrs["http.request.body.size"] = x.request_body_size
-    attrs["http.response.body.size"] = x.response_body_size
+    authority, path, query = split_target(req.get(":path") or "")
+    # A stream reset or refused before (or while) the response completed: the error when no status says one.
+    name, attrs, metric_keys, error = http_attributes(
+        conn, req.get(":method") or "", req.get(":scheme") or ("https" if conn.tls else "http"),
+        req.get(":authority") or req.get("host") or authority, path, query, "2",
+        _small_int(resp.get(":status")), req.get("user-agent") or "",
+        x.request_body_size, x.response_body_size, _stream_error(x),
+    )  # fmt: skip
     client = conn.role == Role.CLIENT
-    error: str | None = None
-    status = _small_int(resp.get(":status"))
-    if status is not None:
-        attrs["http.response.status_code"] = status
-        error = status_error_type(status, server=not client)
-    if error is None:
-        error = _stream_error(x)  # reset or refused before (or while) the response completed
-    name = "HTTP"  # semconv's name when the method is unknown
-    if method:
-        name = f"{method} {low_cardinality_path(path)}" if path else method
-    add_peers(attrs, conn)
-    if client and path is not None:
-        host = req.get(":authority") or authority(conn.remote.ip, conn.remote.port)
-        attrs["url.full"] = url_full(scheme or "http", host, path, query)
-    keys = _HTTP_METRIC_KEYS + (("server.address", "server.port") if client else ())
     return L7Record(
         protocol="http",
         role=conn.role,
@@ -211,7 +184,7 @@ def _http(
         metric="http.client.request.duration" if client else "http.server.request.duration",
         error_type=error,
         attributes=attrs,
-        metric_attributes=tuple(k for k in keys if k in attrs),
+        metric_attributes=metric_keys,
         truncated=x.truncated,
         degraded=x.degraded,
         trace_id=trace_id,

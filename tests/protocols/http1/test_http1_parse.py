@@ -450,6 +450,17 @@ def test_record_client_role(make_loop) -> None:
     assert server_view.error_type is None and "error.type" not in server_view.attributes
 
 
+def test_absolute_form_target_names_the_server_not_the_host_header(make_loop) -> None:
+    """The spec: with an absolute-form target (a request to a proxy), server.address/port and url.full come
+    from the target's authority; the Host header used to win."""
+    request = b"GET http://u:pw@origin.example:8081/p?q=1 HTTP/1.1\r\nHost: proxy.local:3128\r\n\r\n"
+    response = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"
+    rec = SPEC.to_record(one_exchange(make_loop, request, response), conn(Role.CLIENT))
+    a = rec.attributes
+    assert (a["server.address"], a["server.port"]) == ("origin.example", 8081)
+    assert a["url.full"] == "http://origin.example:8081/p?q=1" and "pw" not in repr(rec)
+
+
 def test_record_upgrade_attribute(make_loop) -> None:
     x = one_exchange(
         make_loop,

@@ -159,8 +159,10 @@ def test_plain_http2_attributes_errors_and_secrets() -> None:
         "network.protocol.name": "http", "network.protocol.version": "2", "http.request.method": "GET",
         "url.path": "/users/12345/orders", "url.query": "limit=5&x=1", "url.scheme": "https",
         "user_agent.original": "curl/8", "http.request.body.size": 0, "http.response.body.size": 3,
-        "http.response.status_code": 200, "server.address": "127.0.0.1", "server.port": 50051,
-        "client.address": "127.0.0.1", "client.port": 40000,
+        "http.response.status_code": 200, "client.address": "127.0.0.1", "client.port": 40000,
+        # The spec's server.address/port on a server span: the `:authority` (no port: the scheme's default),
+        # not the socket (this used to be 127.0.0.1:50051 while HTTP/1.1 used the Host header).
+        "server.address": "example.test", "server.port": 443,
     }  # fmt: skip
     assert "s3cr3t" not in repr(ok) and "sid=abc" not in repr(ok)
     assert (ok.trace_id, ok.parent_span_id) == ("4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7")
