@@ -24,6 +24,7 @@ from opentelemetry.proto.collector.trace.v1 import trace_service_pb2 as tsvc
 from opentelemetry.proto.common.v1 import common_pb2 as common
 from opentelemetry.proto.trace.v1 import trace_pb2 as trace
 
+from pipeline.attr_value import typed
 from pipeline.health import Health
 from protocols.base import AttrValue, ConnInfo, L7Record, Role
 
@@ -76,20 +77,6 @@ class OtlpEndpoint:
 # -- building -------------------------------------------------------------------------------------
 
 
-def any_value(v: AttrValue) -> common.AnyValue:
-    if isinstance(v, bool):
-        return common.AnyValue(bool_value=v)
-    if isinstance(v, int):
-        return common.AnyValue(int_value=v)
-    if isinstance(v, float):
-        return common.AnyValue(double_value=v)
-    return common.AnyValue(string_value=str(v))
-
-
-def key_values(attrs: Mapping[str, AttrValue]) -> list[common.KeyValue]:
-    return [common.KeyValue(key=k, value=any_value(v)) for k, v in attrs.items()]
-
-
 def service_name(conn: ConnInfo, names: Mapping[str, str]) -> str:
     """The capture's label (config mapping, pod labels), else a pipeline-side mapping, else the process."""
     return conn.service or names.get(conn.process) or conn.process or "unknown_service"
@@ -134,10 +121,6 @@ def span_attributes(record: L7Record) -> dict[str, AttrValue]:
     return attrs
 
 
-def to_span(record: L7Record) -> trace.Span:
-    return trace.Span.FromString(encode_span(record))
-
-
 def build_trace_request(
     records: list[L7Record], service_names: Mapping[str, str] | None = None
 ) -> tsvc.ExportTraceServiceRequest:
@@ -174,15 +157,15 @@ _PACK_Q = struct.Struct("<Q").pack
 
 
 def _any_value(v: AttrValue) -> bytes:
-    if isinstance(v, str):
-        return _field(b"\x0a", v.encode())
-    if isinstance(v, bool):
-        return b"\x10\x01" if v else b"\x10\x00"
-    if isinstance(v, int):
-        return b"\x18" + varint(v & 0xFFFFFFFFFFFFFFFF)  # int64: negatives as two's complement
-    if isinstance(v, float):
-        return b"\x21" + _PACK_D(v)
-    return _field(b"\x0a", str(v).encode())
+    """AnyValue bytes, the field chosen by the one attribute-value encoder (pipeline/attr_value.py)."""
+    kind, value = typed(v)
+    if kind == "string_value":
+        return _field(b"\x0a", value.encode())  # type: ignore[union-attr]  # typed() made it a str
+    if kind == "bool_value":
+        return b"\x10\x01" if value else b"\x10\x00"
+    if kind == "int_value":
+        return b"\x18" + varint(int(value) & 0xFFFFFFFFFFFFFFFF)  # int64: negatives as two's complement
+    return b"\x21" + _PACK_D(float(value))
 
 
 _KEY_VALUES: dict[tuple[str, AttrValue, type], bytes] = {}
@@ -207,7 +190,7 @@ _STATUS_ERROR = _field(b"\x7a", b"\x18" + varint(trace.Status.STATUS_CODE_ERROR)
 
 
 def encode_span(record: L7Record) -> bytes:
-    """One Span message body, the same fields `to_span` always produced."""
+    """One Span message body (opentelemetry/proto/trace/v1 Span), written field by field."""
     trace_id, span_id, parent = span_ids(record)
     parts = [_field(b"\x0a", trace_id), _field(b"\x12", span_id)]
     if parent:

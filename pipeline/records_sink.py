@@ -11,6 +11,7 @@ from typing import Any
 from google.protobuf.message import DecodeError
 
 from l7scope.config import KafkaConfig
+from pipeline.attr_value import typed
 from pipeline.bounded_send import KafkaSender
 from pipeline.health import Health
 from probes.codec import decode_conn, encode_conn
@@ -27,17 +28,6 @@ class BadRecord(ValueError):
 
 def service_of(record: L7Record) -> str:
     return record.conn.process or UNKNOWN_SERVICE
-
-
-def _attr(value: AttrValue) -> pb.AttributeValue:
-    # bool before int: bool is a subclass of int
-    if isinstance(value, bool):
-        return pb.AttributeValue(bool_value=value)
-    if isinstance(value, int):
-        return pb.AttributeValue(int_value=value)
-    if isinstance(value, float):
-        return pb.AttributeValue(double_value=value)
-    return pb.AttributeValue(string_value=str(value))
 
 
 def encode_record(r: L7Record) -> bytes:
@@ -57,8 +47,10 @@ def encode_record(r: L7Record) -> bytes:
         trace_id=r.trace_id,
         parent_span_id=r.parent_span_id,
     )
+    attributes = msg.attributes
     for key, value in r.attributes.items():
-        msg.attributes[key].CopyFrom(_attr(value))
+        kind, typed_value = typed(value)  # the one attribute-value encoder, as OTLP's AnyValue
+        setattr(attributes[key], kind, typed_value)
     return msg.SerializeToString()
 
 
