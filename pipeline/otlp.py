@@ -1,6 +1,6 @@
 """Records -> OTLP trace requests, built directly with opentelemetry-proto and sent over gRPC or HTTP.
 
-One SDK span object per exchange tops out near 8.5k/s once encoded (PLATFORM.md); building the
+One SDK span object per exchange tops out near 8.5k/s once encoded (docs/platform.md); building the
 ExportTraceServiceRequest from records in batches is several times faster. Endpoint, protocol,
 headers and timeout follow the standard OTEL_EXPORTER_OTLP_* variables.
 """

@@ -34,7 +34,7 @@ class Fragment:
     position: int
     length: int  # bytes the syscall moved; length - len(data) were not copied
     data: bytes
-    ts_ns: int  # CLOCK_MONOTONIC at syscall exit
+    ts_ns: int  # Unix epoch ns at syscall exit (the kernel's CLOCK_MONOTONIC stamp + the capture's offset)
     tid: int = 0
     source: Source = Source.SYSCALL
 
@@ -44,7 +44,7 @@ class ConnEvent:
     """A connection seen (open, or first sighting with its labels) or ended (close)."""
 
     info: ConnInfo
-    ts_ns: int
+    ts_ns: int  # Unix epoch ns, as Fragment.ts_ns
     closed: bool = False
     # Final byte positions (send, recv) at close, so a consumer can tell trailing loss from completion.
     send_bytes: int = 0
