@@ -23,7 +23,9 @@ from l7scope.config import Config, KafkaConfig, kafka_client_settings
 
 TRACEFS_PATHS = (Path("/sys/kernel/tracing"), Path("/sys/kernel/debug/tracing"))
 BTF_PATH = Path("/sys/kernel/btf/vmlinux")
-MIN_KERNEL = (5, 15)  # BPF ring buffer (5.8), bpf_task_pt_regs in tracepoint programs (5.15)
+# The sock:sock_send_length/sock_recv_length tracepoints capture runs in (6.3); the BPF ring buffer (5.8)
+# and bpf_task_pt_regs in tracepoint programs (5.15) come with them. docs/platform.md has the story.
+MIN_KERNEL = (6, 3)
 # Capabilities (linux/capability.h numbers) that loading and attaching the tracer uses.
 CAPS = {"CAP_SYS_ADMIN": 21, "CAP_SYS_RESOURCE": 24, "CAP_PERFMON": 38, "CAP_BPF": 39}
 LIBSSL_CANDIDATES = (
@@ -89,7 +91,7 @@ def check_privileges(release: str | None = None) -> Check:
         "privileges",
         Status.FAIL,
         f"{who}, missing {', '.join(missing) or 'root'}",
-        "run as root: sudo l7scope ... (in Kubernetes: the DaemonSet's privileged securityContext)",
+        "run as root: sudo l7scope ... (in Kubernetes: uid 0 with the capabilities the DaemonSet lists)",
     )
 
 
@@ -103,12 +105,12 @@ def parse_release(release: str) -> tuple[int, int]:
 def check_kernel(release: str | None = None) -> Check:
     release = release or platform.release()
     if parse_release(release) >= MIN_KERNEL:
-        return Check("kernel", Status.OK, f"{release} (>= 5.15)")
+        return Check("kernel", Status.OK, f"{release} (>= 6.3)")
     return Check(
         "kernel",
         Status.FAIL,
-        f"{release} is older than 5.15 (capture reads syscall arguments with bpf_task_pt_regs)",
-        "upgrade to a kernel >= 5.15 (Debian 12, Ubuntu 22.04 and later ship one)",
+        f"{release} is older than 6.3 (capture runs in the sock:sock_send/recv_length tracepoints)",
+        "upgrade to a kernel >= 6.3 (Ubuntu 24.04 ships 6.8, Debian 13 6.12)",
     )
 
 
