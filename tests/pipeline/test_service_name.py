@@ -82,11 +82,11 @@ def metric_names(r: L7Record) -> tuple[set[str], set[str]]:
     assert data is not None
     metrics = [m for rm in data.resource_metrics for sm in rm.scope_metrics for m in sm.metrics]
     red_names = {
-        str(p.attributes["service.name"])
+        str((p.attributes or {})["service.name"])
         for m in metrics if m.name == "http.server.request.duration" for p in m.data.data_points
     }  # fmt: skip
     graph = {
-        str(p.attributes["server"])
+        str((p.attributes or {})["server"])
         for m in metrics if m.name == "l7scope.service_graph.requests" for p in m.data.data_points
     }  # fmt: skip
     return red_names, graph
