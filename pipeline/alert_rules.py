@@ -24,7 +24,7 @@ from typing import Any
 import yaml
 
 from l7scope.config import ConfigError
-from protocols.base import L7Record
+from protocols.base import L7Record, service_name
 
 KINDS = ("latency", "error_ratio", "burn_rate")
 GROUP_FIELDS = ("service", "protocol", "role", "name", "node")
@@ -73,7 +73,7 @@ class Match:
 
 def field_value(r: L7Record, key: str) -> str:
     if key == "service":
-        return r.conn.service or r.conn.process  # service.name as spans and metrics carry it
+        return service_name(r.conn)  # service.name as spans and metrics carry it
     if key == "role":
         return r.role.name.lower()
     if key == "node":

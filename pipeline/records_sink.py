@@ -1,11 +1,13 @@
 """Records -> the `l7scope.records` topic: one protobuf `L7Record` per exchange, keyed by service.
 
-The key is the traced process name, so one service's records stay on one partition, in order. The
+The key is the record's service.name (`protocols.base.service_name`, the name its spans, metrics and
+map node carry), so one service's records stay on one partition, in order. The
 schema is proto/records.proto (documented in docs/records.md); `decode_record` is the reverse.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 from google.protobuf.message import DecodeError
@@ -15,10 +17,9 @@ from pipeline.bounded_send import KafkaSender
 from pipeline.health import Health
 from probes.codec import decode_conn, encode_conn
 from proto import records_pb2 as pb
-from protocols.base import AttrValue, L7Record, Role
+from protocols.base import AttrValue, L7Record, Role, service_name
 
 SCHEMA_VERSION = 1
-UNKNOWN_SERVICE = "unknown"
 
 
 class BadRecord(ValueError):
@@ -26,7 +27,8 @@ class BadRecord(ValueError):
 
 
 def service_of(record: L7Record) -> str:
-    return record.conn.process or UNKNOWN_SERVICE
+    """The message key: the record's service.name, as its spans, metrics and map node carry it."""
+    return service_name(record.conn)
 
 
 def _attr(value: AttrValue) -> pb.AttributeValue:
@@ -56,6 +58,7 @@ def encode_record(r: L7Record) -> bytes:
         degraded=r.degraded,
         trace_id=r.trace_id,
         parent_span_id=r.parent_span_id,
+        service=service_of(r),
     )
     for key, value in r.attributes.items():
         msg.attributes[key].CopyFrom(_attr(value))
@@ -70,6 +73,9 @@ def decode_record(value: bytes) -> L7Record:
         raise BadRecord(f"not an L7Record: {e}") from None
     if msg.schema_version != SCHEMA_VERSION:
         raise BadRecord(f"schema_version {msg.schema_version}, expected {SCHEMA_VERSION}")
+    conn = decode_conn(msg.connection)
+    if msg.service and msg.service != service_name(conn):  # the producer's name stands
+        conn = dataclasses.replace(conn, service=msg.service)
     attributes: dict[str, AttrValue] = {}
     for key, v in msg.attributes.items():
         kind = v.WhichOneof("value")
@@ -80,7 +86,7 @@ def decode_record(value: bytes) -> L7Record:
         name=msg.name,
         start_ns=msg.start_ns,
         end_ns=msg.end_ns,
-        conn=decode_conn(msg.connection),
+        conn=conn,
         metric=msg.metric,
         error_type=msg.error_type or None,
         attributes=attributes,

@@ -1,6 +1,6 @@
 """The service map: edges client service -> server service, from records and from raw connections.
 
-A service is the traced end's service.name (container, configured or process name); the far end is
+A service is the traced end's service.name (`protocols.base.service_name`); the far end is
 "ip:port" (an untraced server) or "ip" (an untraced client, whose port is ephemeral) unless the same
 connection was also traced from that end on this node, in which case both halves (joined by their
 endpoints) name both services. An exchange seen from both ends is counted once: each edge keeps what
@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Generic, TypeVar
 
 from probes.fragment import Batch, Io
-from protocols.base import ConnInfo, Endpoint, L7Record, Role
+from protocols.base import ConnInfo, Endpoint, L7Record, Role, service_name
 
 CLIENT, SERVER = "client", "server"
 EndKey = tuple[str, str, str]  # (node, local "ip:port", remote "ip:port"): one end of a connection
@@ -142,7 +142,7 @@ class Topology:
     @staticmethod
     def service(conn: ConnInfo) -> str:
         """A traced end's name: its service.name, as spans and metrics carry it."""
-        return conn.service or conn.process or f"pid {conn.pid}"
+        return service_name(conn)
 
     def learn(self, conn: ConnInfo) -> None:
         """Remember which process holds this end of a connection (LRU-bounded)."""
@@ -357,7 +357,7 @@ def record_from_dict(d: dict) -> L7Record:
     conn = ConnInfo(
         conn_id=d.get("conn_id", ""), local=local, remote=remote, role=role,
         role_inferred=bool(d.get("role_inferred")), pid=int(d.get("pid", 0)),
-        process=d.get("process", ""), node=d.get("node", ""),
+        process=d.get("process", ""), node=d.get("node", ""), service=d.get("service", ""),
     )  # fmt: skip
     return L7Record(
         protocol=d["protocol"], role=role, name=d.get("name", ""), start_ns=int(d["start_ns"]),
