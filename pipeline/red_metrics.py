@@ -339,7 +339,7 @@ class RedMetrics:
             self._meter, self.health, max_edges=self.max_edges, grace_s=self.graph_grace_s
         )
         self._histograms: dict[tuple[str, str], Any] = {}
-        self._services: dict[tuple[str, str], dict[str, AttrValue]] = {}  # (process, node) -> resource keys
+        self._services: dict[tuple[str, str, str], dict[str, AttrValue]] = {}  # (service, process, node) ->
         self._body_sizes: dict[str, tuple[tuple[str, str], ...]] = {}
         self._lag: dict[tuple[str, int], int] = {}
         self._flags = Health()  # truncated/degraded records, observed beside the pipeline's own counters
