@@ -144,6 +144,7 @@ def test_an_authorization_header_given_wins_over_credentials_in_the_url() -> Non
     assert collector.authorizations == [["Bearer tok"], ["Basic dXNlcjpwdw=="]]
 
 
+@pytest.mark.slow
 def test_a_collector_that_is_down_costs_one_attempt_per_backoff_and_nothing_is_lost_when_it_returns() -> None:
     collector = Collector()
     health = Health()
@@ -166,6 +167,7 @@ def test_a_collector_that_is_down_costs_one_attempt_per_backoff_and_nothing_is_l
     assert health.total("exported") == 15 and health.total("export_failed") == 0
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("protocol", PROTOCOLS)
 def test_spans_kept_while_nothing_listens_arrive_when_the_collector_starts(protocol: str) -> None:
     """Refused connections (gRPC: UNAVAILABLE) are retried: a collector that starts late gets them all."""
@@ -210,6 +212,7 @@ def never_answers() -> Iterator[int]:
         sock.close()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("protocol", PROTOCOLS)
 def test_a_collector_that_never_answers_cannot_hold_up_the_stop(protocol: str) -> None:
     health = Health()
