@@ -207,9 +207,10 @@ def _rule(c: _Checker, key: str, raw: Any, seen: set[str]) -> Rule | None:
             c.fail(f"{key}.match.{k}", f"{m[k]!r} must be a string (a glob such as 'checkout*'): quote it")
     if isinstance(m.get("role"), str) and m["role"] not in ("", "client", "server", "unknown"):
         c.fail(f"{key}.match.role", f"{m['role']!r}: use client or server")
+    texts = ("service", "protocol", "role", "name")
+    service, protocol, role, name = (v if isinstance(v := m.get(k), str) else "" for k in texts)
     match = Match.build(
-        *(m.get(k) if isinstance(m.get(k), str) else "" for k in ("service", "protocol", "role", "name")),
-        c.strings(f"{key}.match.attributes", m.get("attributes")),
+        service, protocol, role, name, c.strings(f"{key}.match.attributes", m.get("attributes"))
     )
     kinds = [k for k in KINDS if k in raw]
     if len(kinds) != 1:

@@ -302,7 +302,7 @@ class HttpSender:
         self._port = url.port or (443 if self._https else 80)
         self._path = (url.path or "/v1/traces") + (f"?{url.query}" if url.query else "")
         self._headers = {"Content-Type": "application/x-protobuf", **dict(endpoint.headers)}
-        if url.username is not None and "authorization" not in endpoint.headers:
+        if url.username is not None and "authorization" not in dict(endpoint.headers):
             userinfo = f"{unquote(url.username)}:{unquote(url.password or '')}".encode()
             self._headers["Authorization"] = "Basic " + base64.b64encode(userinfo).decode()
         self._conn: http.client.HTTPConnection | None = None
@@ -366,7 +366,7 @@ class GrpcSender:
         else:
             self._channel = grpc.secure_channel(target, grpc.ssl_channel_credentials(), options)
         # Bytes in, bytes out: no serializer, the request is already encoded.
-        self._export = self._channel.unary_unary(_EXPORT_METHOD)
+        self._export: grpc.UnaryUnaryMultiCallable[bytes, bytes] = self._channel.unary_unary(_EXPORT_METHOD)
         self._metadata = endpoint.headers
 
     def send(self, body: bytes, timeout_s: float) -> None:

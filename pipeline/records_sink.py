@@ -15,7 +15,7 @@ from google.protobuf.message import DecodeError
 from l7scope.config import KafkaConfig
 from pipeline.bounded_send import KafkaSender
 from pipeline.health import Health
-from probes.codec import decode_conn, encode_conn
+from probes.codec import decode_conn, encode_conn, encode_role
 from proto import records_pb2 as pb
 from protocols.base import AttrValue, L7Record, Role, service_name
 
@@ -47,7 +47,7 @@ def encode_record(r: L7Record) -> bytes:
         schema_version=SCHEMA_VERSION,
         record_id=r.record_id,
         protocol=r.protocol,
-        role=int(r.role),
+        role=encode_role(r.role),
         name=r.name,
         start_ns=max(0, r.start_ns),
         end_ns=max(0, r.end_ns),

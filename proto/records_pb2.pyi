@@ -1,4 +1,4 @@
-import fragments_pb2 as _fragments_pb2
+from proto import fragments_pb2 as _fragments_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
