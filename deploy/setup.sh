@@ -1,7 +1,11 @@
 #!/usr/bin/env bash
 # Sets up l7scope on this Debian/Ubuntu machine (idempotent), then runs what you ask:
 #   deploy/setup.sh run [l7scope run options]   live table of this machine's traffic (with a demo workload)
-#   deploy/setup.sh test [pytest options]       everything the tests need, then the whole test suite
+#   deploy/setup.sh test [pytest options]       everything the tests need, then the whole test suite in
+#                                               two lanes: the fast one (ruff, mypy, import contracts,
+#                                               unit tests: `-m unit`) fails early, then the rest
+#                                               (`-m "not unit"`: kernel, Kafka, root); the options go
+#                                               to both. L7SCOPE_LANE=fast (or full) runs one lane only.
 #   deploy/setup.sh                             set up only
 set -euo pipefail
 
@@ -77,8 +81,8 @@ protobuf_versions() {
   "$1" -c 'from importlib.metadata import version as v; from google.protobuf.internal import api_implementation as a
 print("protobuf %s (%s), opentelemetry-proto %s" % (v("protobuf"), a.Type(), v("opentelemetry-proto")))'
 }
-protobuf_min_lane() {
-  local lane=$cache/venv-protobuf-min reqs versions
+protobuf_min_venv() {
+  local lane=$cache/venv-protobuf-min reqs
   reqs=$("$py" -c '
 import re, sys, tomllib
 project = tomllib.load(open(sys.argv[1], "rb"))["project"]
@@ -98,6 +102,9 @@ print("protobuf==5.29.*", *project["dependencies"], *extras["protoc"], *runner, 
       printf '%s\n' "$reqs" >"$lane/.installed"
     fi
   ) 9>"$cache/venv-protobuf-min.lock"
+}
+protobuf_min_lane() {
+  local lane=$cache/venv-protobuf-min versions
   versions=$(protobuf_versions "$lane/bin/python")
   case "$versions" in "protobuf 5.29."*) ;; *) fail "the lowest-protobuf lane has $versions, not 5.29.*" ;; esac
   say "protobuf lane 1/2, lowest: $versions: the protobuf tests"
@@ -106,7 +113,32 @@ print("protobuf==5.29.*", *project["dependencies"], *extras["protoc"], *runner, 
     tests/pipeline/test_alerts.py tests/pipeline/test_red_metrics.py tests/support/test_otlp_receiver.py) \
     || fail "the protobuf tests failed on $versions (the lowest the pin admits)"
 }
-[ "$mode" = test ] && protobuf_min_lane
+
+# -- test: the fast lane, first: static checks and the unit tests (under a minute) -------------------
+# Unit tests are the tests/conftest.py `unit` marker: the unit folders less kernel, kafka, root and slow.
+lane=${L7SCOPE_LANE:-}
+unset L7SCOPE_LANE  # the set-up script's, not a configuration key: l7scope refuses unknown L7SCOPE_*
+case "$lane" in "" | fast | full) ;; *) fail "L7SCOPE_LANE=$lane: use fast, full or leave it unset" ;; esac
+fast_lane() {
+  local started=$SECONDS rc=0
+  say "fast lane: ruff, mypy, import contracts, unit tests"
+  "$venv/bin/ruff" check -q . || fail "fast lane: ruff check found problems (ruff check --fix may fix them)"
+  "$venv/bin/ruff" format --check -q . || fail "fast lane: files need formatting: ruff format"
+  "$venv/bin/mypy" || fail "fast lane: mypy found type errors"
+  PYTHONPATH="$here" "$venv/bin/lint-imports" --no-logo --no-cache >/dev/null \
+    || { PYTHONPATH="$here" "$venv/bin/lint-imports" --no-logo --no-cache; fail "fast lane: an import contract is broken (pyproject.toml)"; }
+  L7SCOPE_CACHE="$cache" L7SCOPE_STRICT=1 PYTHONPATH="$here" "$venv/bin/python" -m pytest -p no:cacheprovider \
+    -m unit "$@" || rc=$?
+  [ $rc = 0 ] || [ $rc = 5 ] || fail "fast lane: unit tests failed"
+  say "fast lane passed in $((SECONDS - started)) s"
+}
+if [ "$mode" = test ]; then
+  protobuf_min_venv  # tests/proto checks the generated modules with its generator
+  cd "$here"
+  [ "$lane" = full ] || fast_lane "$@"
+  [ "$lane" = fast ] && exit 0
+  protobuf_min_lane
+fi
 
 # -- kernel headers for bcc (real ones when present, else generated from BTF) ----------------------
 mkdir -p "$cache"
@@ -125,7 +157,11 @@ cd "$here"
 case "$mode" in
   run) exec "$venv/bin/l7scope" run --demo "$@" ;;
   test)
-    say "protobuf lane 2/2, newest: $(protobuf_versions "$venv/bin/python"): the test run"
-    export L7SCOPE_CACHE="$cache" L7SCOPE_STRICT=1; exec "$venv/bin/python" -m pytest -p no:cacheprovider "$@" ;;
+    say "protobuf lane 2/2, newest: $(protobuf_versions "$venv/bin/python"): the rest of the test run"
+    export L7SCOPE_CACHE="$cache" L7SCOPE_STRICT=1
+    rc=0
+    "$venv/bin/python" -m pytest -p no:cacheprovider -m "not unit" "$@" || rc=$?
+    [ $rc = 5 ] && [ "$lane" != full ] && rc=0  # every test selected was a unit test, run in the fast lane
+    exit $rc ;;
   setup) say "ready: $venv/bin/l7scope --help" ;;
 esac

@@ -24,7 +24,7 @@ from typing import Any
 import yaml
 
 from l7scope.config import ConfigError
-from protocols.base import L7Record
+from protocols.base import L7Record, service_name
 
 KINDS = ("latency", "error_ratio", "burn_rate")
 GROUP_FIELDS = ("service", "protocol", "role", "name", "node")
@@ -73,7 +73,7 @@ class Match:
 
 def field_value(r: L7Record, key: str) -> str:
     if key == "service":
-        return r.conn.service or r.conn.process  # service.name as spans and metrics carry it
+        return service_name(r.conn)  # service.name as spans and metrics carry it
     if key == "role":
         return r.role.name.lower()
     if key == "node":
@@ -207,9 +207,10 @@ def _rule(c: _Checker, key: str, raw: Any, seen: set[str]) -> Rule | None:
             c.fail(f"{key}.match.{k}", f"{m[k]!r} must be a string (a glob such as 'checkout*'): quote it")
     if isinstance(m.get("role"), str) and m["role"] not in ("", "client", "server", "unknown"):
         c.fail(f"{key}.match.role", f"{m['role']!r}: use client or server")
+    texts = ("service", "protocol", "role", "name")
+    service, protocol, role, name = (v if isinstance(v := m.get(k), str) else "" for k in texts)
     match = Match.build(
-        *(m.get(k) if isinstance(m.get(k), str) else "" for k in ("service", "protocol", "role", "name")),
-        c.strings(f"{key}.match.attributes", m.get("attributes")),
+        service, protocol, role, name, c.strings(f"{key}.match.attributes", m.get("attributes"))
     )
     kinds = [k for k in KINDS if k in raw]
     if len(kinds) != 1:

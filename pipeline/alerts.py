@@ -40,7 +40,8 @@ def bucket_of(ms: float) -> int:
 
 def bucket_value_ms(bucket: int) -> float:
     """The geometric middle of a bucket, in milliseconds."""
-    return BUCKET_BASE ** (bucket - 0.5) / 1000.0
+    middle: float = BUCKET_BASE ** (bucket - 0.5)
+    return middle / 1000.0
 
 
 @dataclass(slots=True)

@@ -163,12 +163,15 @@ class KafkaSender:
         try:
             future = producer.send(self.topic, key=key, value=value)
         except KafkaError as e:
-            self._release(size)
-            self._dropped(items, type(e).__name__)
+            self._failed(size, items, e)
             return
         self.health.count(f"published_{self.unit}", self.stage)
         future.add_callback(lambda _meta: self._delivered(size))
-        future.add_errback(lambda e: (self._release(size), self._dropped(items, type(e).__name__)))
+        future.add_errback(lambda e: self._failed(size, items, e))
+
+    def _failed(self, size: int, items: int, error: BaseException) -> None:
+        self._release(size)
+        self._dropped(items, type(error).__name__)
 
     def _delivered(self, size: int) -> None:
         self._release(size)

@@ -248,10 +248,11 @@ class ConnParser:
                     result = spec.parse_frame(buf, direction, self.state)
             if isinstance(result, Parsed):
                 self._stuck[io] = 0
-                if self._message[io] is None:
+                message = self._message[io]
+                if message is None:
                     queue.append(self._stamp(stream, result))
                 else:
-                    queue.append(self._passed(io, stream, self._message[io], result))
+                    queue.append(self._passed(io, stream, message, result))
                 continue
             still_at, still = self._no_repeat(direction, stream, still_at, still)
             if self._resync[io]:

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from typing import Any
 
 from pipeline.health import Health
-from protocols.base import L7Record
+from protocols.base import L7Record, service_name
 
 log = logging.getLogger("l7scope.jsonl")
 
@@ -31,6 +31,7 @@ def record_to_dict(r: L7Record) -> dict[str, Any]:
         "duration_ms": round((r.end_ns - r.start_ns) / 1e6, 3),
         "client": str(r.conn.client),
         "server": str(r.conn.server),
+        "service": service_name(r.conn),
         "pid": r.conn.pid,
         "process": r.conn.process,
         "node": r.conn.node,

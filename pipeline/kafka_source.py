@@ -75,7 +75,7 @@ class Message(NamedTuple):  # one per Kafka message: a tuple is built ~3x faster
 OnRevoked = Callable[[set[int]], Mapping[int, int | None]]  # flush; returns offsets still needed
 
 
-class _Listener(AsyncConsumerRebalanceListener):  # type: ignore[misc]
+class _Listener(AsyncConsumerRebalanceListener):
     """Async: kafka-python 3 runs listeners on its IO loop, where a blocking commit is refused."""
 
     def __init__(self, source: KafkaSource) -> None:

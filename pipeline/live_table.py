@@ -13,7 +13,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from protocols.base import L7Record
+from protocols.base import L7Record, service_name
 
 EndpointKey = tuple[str, str, str, str]  # service, protocol, role, name
 ROW = "{:<16} {:<6} {:<6} {:<40} {:>7} {:>5} {:>8} {:>8}"
@@ -82,7 +82,7 @@ class LiveTable:
         second = int(self._clock())
         with self._lock:
             for r in records:
-                key = (r.conn.process or "?", r.protocol, r.role.name.lower(), r.name)
+                key = (service_name(r.conn), r.protocol, r.role.name.lower(), r.name)
                 stats = self.endpoints.get(key)
                 if stats is None:
                     stats = self.endpoints[key] = EndpointStats()

@@ -17,7 +17,7 @@ import struct
 import threading
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from urllib.parse import unquote, urlparse
 
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2 as tsvc
@@ -26,7 +26,7 @@ from opentelemetry.proto.trace.v1 import trace_pb2 as trace
 
 from pipeline.attr_value import typed
 from pipeline.health import Health
-from protocols.base import AttrValue, ConnInfo, L7Record, Role
+from protocols.base import AttrValue, ConnInfo, L7Record, Role, service_name
 
 log = logging.getLogger("l7scope.otlp")
 
@@ -77,13 +77,8 @@ class OtlpEndpoint:
 # -- building -------------------------------------------------------------------------------------
 
 
-def service_name(conn: ConnInfo, names: Mapping[str, str]) -> str:
-    """The capture's label (config mapping, pod labels), else a pipeline-side mapping, else the process."""
-    return conn.service or names.get(conn.process) or conn.process or "unknown_service"
-
-
-def resource_attributes(conn: ConnInfo, names: Mapping[str, str]) -> dict[str, AttrValue]:
-    attrs: dict[str, AttrValue] = {"service.name": service_name(conn, names)}
+def resource_attributes(conn: ConnInfo) -> dict[str, AttrValue]:
+    attrs: dict[str, AttrValue] = {"service.name": service_name(conn)}
     for key, value in (
         ("host.name", conn.node),
         ("process.pid", conn.pid),
@@ -121,11 +116,9 @@ def span_attributes(record: L7Record) -> dict[str, AttrValue]:
     return attrs
 
 
-def build_trace_request(
-    records: list[L7Record], service_names: Mapping[str, str] | None = None
-) -> tsvc.ExportTraceServiceRequest:
-    """One ResourceSpans per process (service); `service_names` maps process name -> service.name."""
-    return tsvc.ExportTraceServiceRequest.FromString(encode_trace_request(records, service_names or {}))
+def build_trace_request(records: list[L7Record]) -> tsvc.ExportTraceServiceRequest:
+    """One ResourceSpans per process (service.name from `protocols.base.service_name`)."""
+    return tsvc.ExportTraceServiceRequest.FromString(encode_trace_request(records))
 
 
 # -- wire encoding --------------------------------------------------------------------------------
@@ -212,29 +205,29 @@ def encode_span(record: L7Record) -> bytes:
     return b"".join(parts)
 
 
-def _resource_key(conn: ConnInfo, names: Mapping[str, str]) -> tuple[object, ...]:
+def _resource_key(conn: ConnInfo) -> tuple[object, ...]:
     """What `resource_attributes` reads from a connection: records sharing it share a ResourceSpans."""
     return (
         conn.service, conn.process, conn.node, conn.pid, conn.executable, conn.container_id,
-        conn.k8s_pod, conn.k8s_namespace, conn.k8s_container, names.get(conn.process),
+        conn.k8s_pod, conn.k8s_namespace, conn.k8s_container,
     )  # fmt: skip
 
 
 _SCOPE_BYTES = _field(b"\x0a", SCOPE.SerializeToString())  # ScopeSpans.scope
 
 
-def encode_trace_request(records: list[L7Record], service_names: Mapping[str, str]) -> bytes:
+def encode_trace_request(records: list[L7Record]) -> bytes:
     """ExportTraceServiceRequest bytes: one ResourceSpans per distinct resource, in first-seen order."""
     groups: dict[tuple[object, ...], tuple[ConnInfo, list[bytes]]] = {}
     for r in records:
-        key = _resource_key(r.conn, service_names)
+        key = _resource_key(r.conn)
         group = groups.get(key)
         if group is None:
             group = groups[key] = (r.conn, [])
         group[1].append(_field(b"\x12", encode_span(r)))  # ScopeSpans.spans
     out = []
     for conn, spans in groups.values():
-        attrs = resource_attributes(conn, service_names)
+        attrs = resource_attributes(conn)
         res = b"".join(_field(b"\x0a", _field(b"\x0a", k.encode()) + _field(b"\x12", _any_value(v)))
                        for k, v in attrs.items())  # fmt: skip
         scope_spans = _field(b"\x12", _SCOPE_BYTES + b"".join(spans))  # ResourceSpans.scope_spans
@@ -292,7 +285,7 @@ class HttpSender:
         self._port = url.port or (443 if self._https else 80)
         self._path = (url.path or "/v1/traces") + (f"?{url.query}" if url.query else "")
         self._headers = {"Content-Type": "application/x-protobuf", **dict(endpoint.headers)}
-        if url.username is not None and "authorization" not in endpoint.headers:
+        if url.username is not None and "authorization" not in dict(endpoint.headers):
             userinfo = f"{unquote(url.username)}:{unquote(url.password or '')}".encode()
             self._headers["Authorization"] = "Basic " + base64.b64encode(userinfo).decode()
         self._conn: http.client.HTTPConnection | None = None
@@ -356,7 +349,7 @@ class GrpcSender:
         else:
             self._channel = grpc.secure_channel(target, grpc.ssl_channel_credentials(), options)
         # Bytes in, bytes out: no serializer, the request is already encoded.
-        self._export = self._channel.unary_unary(_EXPORT_METHOD)
+        self._export: grpc.UnaryUnaryMultiCallable[bytes, bytes] = self._channel.unary_unary(_EXPORT_METHOD)
         self._metadata = endpoint.headers
 
     def send(self, body: bytes, timeout_s: float) -> None:
@@ -391,7 +384,6 @@ class OtlpSpanExporter:
 
     endpoint: OtlpEndpoint
     health: Health
-    service_names: Mapping[str, str] = field(default_factory=dict)
     max_batch: int = 1024
     max_delay_s: float = 1.0
     max_queued: int = 32768
@@ -481,7 +473,7 @@ class OtlpSpanExporter:
         try:
             if timeout <= 0:
                 raise ExportError("shutdown", False)
-            self._sender.send(encode_trace_request(batch, self.service_names), timeout)
+            self._sender.send(encode_trace_request(batch), timeout)
         except Exception as e:  # a collector that is down must not stop the pipeline
             if self._settled():
                 self._failed(batch, ExportError("shutdown", False) if self._aborted() else failure(e))

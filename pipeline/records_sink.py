@@ -1,11 +1,13 @@
 """Records -> the `l7scope.records` topic: one protobuf `L7Record` per exchange, keyed by service.
 
-The key is the traced process name, so one service's records stay on one partition, in order. The
+The key is the record's service.name (`protocols.base.service_name`, the name its spans, metrics and
+map node carry), so one service's records stay on one partition, in order. The
 schema is proto/records.proto (documented in docs/records.md); `decode_record` is the reverse.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 from google.protobuf.message import DecodeError
@@ -14,12 +16,11 @@ from l7scope.config import KafkaConfig
 from pipeline.attr_value import typed
 from pipeline.bounded_send import KafkaSender
 from pipeline.health import Health
-from probes.codec import decode_conn, encode_conn
+from probes.codec import decode_conn, encode_conn, encode_role
 from proto import records_pb2 as pb
-from protocols.base import AttrValue, L7Record, Role
+from protocols.base import AttrValue, L7Record, Role, service_name
 
 SCHEMA_VERSION = 1
-UNKNOWN_SERVICE = "unknown"
 
 
 class BadRecord(ValueError):
@@ -27,7 +28,8 @@ class BadRecord(ValueError):
 
 
 def service_of(record: L7Record) -> str:
-    return record.conn.process or UNKNOWN_SERVICE
+    """The message key: the record's service.name, as its spans, metrics and map node carry it."""
+    return service_name(record.conn)
 
 
 def encode_record(r: L7Record) -> bytes:
@@ -35,7 +37,7 @@ def encode_record(r: L7Record) -> bytes:
         schema_version=SCHEMA_VERSION,
         record_id=r.record_id,
         protocol=r.protocol,
-        role=int(r.role),
+        role=encode_role(r.role),
         name=r.name,
         start_ns=max(0, r.start_ns),
         end_ns=max(0, r.end_ns),
@@ -46,6 +48,7 @@ def encode_record(r: L7Record) -> bytes:
         degraded=r.degraded,
         trace_id=r.trace_id,
         parent_span_id=r.parent_span_id,
+        service=service_of(r),
     )
     attributes = msg.attributes
     for key, value in r.attributes.items():
@@ -62,6 +65,9 @@ def decode_record(value: bytes) -> L7Record:
         raise BadRecord(f"not an L7Record: {e}") from None
     if msg.schema_version != SCHEMA_VERSION:
         raise BadRecord(f"schema_version {msg.schema_version}, expected {SCHEMA_VERSION}")
+    conn = decode_conn(msg.connection)
+    if msg.service and msg.service != service_name(conn):  # the producer's name stands
+        conn = dataclasses.replace(conn, service=msg.service)
     attributes: dict[str, AttrValue] = {}
     for key, v in msg.attributes.items():
         kind = v.WhichOneof("value")
@@ -72,7 +78,7 @@ def decode_record(value: bytes) -> L7Record:
         name=msg.name,
         start_ns=msg.start_ns,
         end_ns=msg.end_ns,
-        conn=decode_conn(msg.connection),
+        conn=conn,
         metric=msg.metric,
         error_type=msg.error_type or None,
         attributes=attributes,

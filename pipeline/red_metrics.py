@@ -15,7 +15,7 @@ import logging
 import socket
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from opentelemetry import trace
@@ -48,10 +48,10 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
 
 from pipeline.health import Health
-from pipeline.otlp import OtlpEndpoint, service_name, span_ids
+from pipeline.otlp import OtlpEndpoint, span_ids
 from pipeline.service_graph import GRACE_S, SERVICE_GRAPH_INSTRUMENTS, ServiceGraphMetrics
 from probes.fragment import Batch
-from protocols.base import AttrValue, ConnInfo, L7Record
+from protocols.base import AttrValue, ConnInfo, L7Record, service_name
 
 log = logging.getLogger("l7scope.metrics")
 
@@ -326,7 +326,6 @@ class RedMetrics:
 
     provider: MeterProvider
     health: Health | None = None
-    service_names: Mapping[str, str] = field(default_factory=dict)  # process name -> service.name
     exemplars: bool = True
     max_services: int = 256
     max_edges: int = 1024  # service graph edges; the rest share one overflow edge
@@ -339,7 +338,7 @@ class RedMetrics:
             self._meter, self.health, max_edges=self.max_edges, grace_s=self.graph_grace_s
         )
         self._histograms: dict[tuple[str, str], Any] = {}
-        self._services: dict[tuple[str, str], dict[str, AttrValue]] = {}  # (process, node) -> resource keys
+        self._services: dict[tuple[str, str], dict[str, AttrValue]] = {}  # (service, node) -> resource
         self._body_sizes: dict[str, tuple[tuple[str, str], ...]] = {}
         self._lag: dict[tuple[str, int], int] = {}
         self._flags = Health()  # truncated/degraded records, observed beside the pipeline's own counters
@@ -353,15 +352,14 @@ class RedMetrics:
         )
 
     def _service(self, conn: ConnInfo) -> dict[str, AttrValue]:
-        key = (conn.service, conn.process, conn.node)
+        key = (service_name(conn), conn.node)
         attrs = self._services.get(key)
         if attrs is None:
             if len(self._services) >= self.max_services:  # bounded: short-lived processes must not grow it
                 if self.health is not None:
                     self.health.count("metrics_services_overflow", "metrics")
                 return {"service.name": OVERFLOW_SERVICE, "host.name": conn.node or "unknown"}
-            name = service_name(conn, self.service_names)
-            attrs = self._services[key] = {"service.name": name, "host.name": conn.node or "unknown"}
+            attrs = self._services[key] = {"service.name": key[0], "host.name": conn.node or "unknown"}
         return attrs
 
     def _histogram(self, name: str, unit: str) -> Any:
@@ -553,7 +551,6 @@ def build_metrics(
     node: str = "",
     prometheus: str = "",
     otlp: bool = True,
-    service_names: Mapping[str, str] | None = None,
 ) -> RedMetrics | None:
     """RED metrics to OTLP (when an OTEL_EXPORTER_OTLP_*ENDPOINT is set) and/or a Prometheus endpoint."""
     readers: list[MetricReader] = []
@@ -578,7 +575,7 @@ def build_metrics(
     if not readers:
         return None
     provider = build_meter_provider(readers, node=node)
-    return RedMetrics(provider, health, service_names=service_names or {}, otlp_exporters=exporters)
+    return RedMetrics(provider, health, otlp_exporters=exporters)
 
 
 def build_metrics_exporter(config: Any, env: Mapping[str, str], health: Health) -> RedMetrics | None:

@@ -1,6 +1,6 @@
 """The service map: edges client service -> server service, from records and from raw connections.
 
-A service is the traced end's service.name (container, configured or process name); the far end is
+A service is the traced end's service.name (`protocols.base.service_name`); the far end is
 "ip:port" (an untraced server) or "ip" (an untraced client, whose port is ephemeral) unless the same
 connection was also traced from that end on this node, in which case both halves (joined by their
 endpoints) name both services. An exchange seen from both ends is counted once: each edge keeps what
@@ -18,8 +18,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Generic, TypeVar
 
+from pipeline.service_map import Edge, ServiceMap
+from pipeline.topology_svg import to_svg
 from probes.fragment import Batch, Io
-from protocols.base import ConnInfo, Endpoint, L7Record, Role
+from protocols.base import ConnInfo, Endpoint, L7Record, Role, service_name
 
 CLIENT, SERVER = "client", "server"
 EndKey = tuple[str, str, str]  # (node, local "ip:port", remote "ip:port"): one end of a connection
@@ -39,46 +41,6 @@ class Side:
     request_bytes: int = 0
     response_bytes: int = 0
     connections: int = 0
-
-
-@dataclass(frozen=True, slots=True)
-class Edge:
-    client: str
-    server: str
-    protocols: tuple[str, ...]  # parsed L7 protocols on this edge; empty for bytes-only connections
-    requests: int
-    errors: int
-    rate_per_s: float
-    error_ratio: float
-    p50_ms: float
-    p99_ms: float
-    request_bytes: int
-    response_bytes: int
-    connections: int
-
-    def label(self) -> str:
-        proto = "/".join(self.protocols) or "tcp"
-        if not self.requests:
-            return f"{proto}  {self.connections} conn  {_size(self.request_bytes + self.response_bytes)}"
-        return (
-            f"{proto}  {self.rate_per_s:.2f} req/s  err {self.error_ratio * 100:.1f}%  "
-            f"p50 {self.p50_ms:.2f} ms"
-        )
-
-
-@dataclass(frozen=True, slots=True)
-class ServiceMap:
-    services: tuple[str, ...]
-    edges: tuple[Edge, ...]
-    window_s: float  # the time the rates are computed over
-
-
-def _size(n: int) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if n < 1024 or unit == "GiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024  # type: ignore[assignment]
-    return f"{n} B"
 
 
 def _add(a: Side, b: Side) -> Side:
@@ -142,7 +104,7 @@ class Topology:
     @staticmethod
     def service(conn: ConnInfo) -> str:
         """A traced end's name: its service.name, as spans and metrics carry it."""
-        return conn.service or conn.process or f"pid {conn.pid}"
+        return service_name(conn)
 
     def learn(self, conn: ConnInfo) -> None:
         """Remember which process holds this end of a connection (LRU-bounded)."""
@@ -322,8 +284,6 @@ def to_dot(m: ServiceMap) -> str:
 
 
 def render(m: ServiceMap, fmt: str) -> str:
-    from pipeline.topology_svg import to_svg
-
     renderers = {"json": to_json, "dot": to_dot, "svg": to_svg}
     if fmt not in renderers:
         raise ValueError(f"unknown map format {fmt!r}: use dot, json or svg")
@@ -357,7 +317,7 @@ def record_from_dict(d: dict) -> L7Record:
     conn = ConnInfo(
         conn_id=d.get("conn_id", ""), local=local, remote=remote, role=role,
         role_inferred=bool(d.get("role_inferred")), pid=int(d.get("pid", 0)),
-        process=d.get("process", ""), node=d.get("node", ""),
+        process=d.get("process", ""), node=d.get("node", ""), service=d.get("service", ""),
     )  # fmt: skip
     return L7Record(
         protocol=d["protocol"], role=role, name=d.get("name", ""), start_ns=int(d["start_ns"]),

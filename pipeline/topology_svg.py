@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from xml.sax.saxutils import escape
 
-from pipeline.topology import Edge, ServiceMap
+from pipeline.service_map import Edge, ServiceMap
 
 CHAR_W, BOX_H, LAYER_GAP, ROW_GAP, MARGIN = 7.2, 44, 240, 56, 30
 FONT = "font-family='DejaVu Sans, Helvetica, Arial, sans-serif'"

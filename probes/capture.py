@@ -189,7 +189,7 @@ class Capture:
         New lists are switched on before old ones are switched off, so no connection that binds
         meanwhile sees every list off (which would let it in for good).
         """
-        keys = (
+        keys: tuple[list[Any], ...] = (  # ctypes keys of each table's own type
             [ctypes.c_uint32(p) for p in pids],
             [comm_key(self._bpf[b"l7_only_comms"].Key, name) for name in processes],
             [ctypes.c_uint16(p) for p in ports],
@@ -234,10 +234,10 @@ class Capture:
             self._bpf.ring_buffer_consume()
             self._tell_fill(0)
         if self._raw:
-            records = self._raw[:]
+            raw = self._raw[:]
             self._raw.clear()
-            self.records_read += len(records)
-            out = self._decoder.decode(records)
+            self.records_read += len(raw)
+            out = self._decoder.decode(raw)
         if self.options.tls:
             execs = self._decoder.take_execs()
             if execs:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import cast
+
 from google.protobuf.message import DecodeError
 
 from probes.fragment import Batch, ConnEvent, Fragment, Io, Source
@@ -15,12 +17,16 @@ class BadBatch(ValueError):
     """A message on the fragments topic that is not a batch this version understands."""
 
 
+def encode_role(role: Role) -> pb.Role:
+    return cast("pb.Role", int(role))  # the same values (tests/proto); the stubs type enums as classes
+
+
 def encode_conn(conn: ConnInfo) -> pb.Connection:
     return pb.Connection(
         conn_id=conn.conn_id,
         local=pb.Endpoint(ip=conn.local.ip, port=conn.local.port),
         remote=pb.Endpoint(ip=conn.remote.ip, port=conn.remote.port),
-        role=int(conn.role),
+        role=encode_role(conn.role),
         role_inferred=conn.role_inferred,
         pid=conn.pid,
         process=conn.process,

@@ -54,7 +54,8 @@ def pod_uid(cgroup_text: str) -> str:
 
 
 def service_name(labels: Labels, mapping: Mapping[str, str], pod_labels: Mapping[str, str]) -> str:
-    """Config mapping (container, process or executable name) first, then pod labels, then the process."""
+    """The connection's `service`: config mapping (container, process or executable name) first, then
+    pod labels, then the container or process name, as `protocols.base.service_name` continues it."""
     for key in (labels.container, labels.process, labels.executable):
         if key and key in mapping:
             return mapping[key]

@@ -234,8 +234,8 @@ def check_capture(path: str | os.PathLike[str]) -> str:
             head = fh.read(28)
             kind = _header_kind(name, head, st.st_size)
             if kind == "pcapng":
-                e = "<" if struct.unpack_from("<I", head, 8)[0] == _NG_BOM else ">"
-                (blen,) = struct.unpack_from(e + "I", head, 4)
+                order = "<" if struct.unpack_from("<I", head, 8)[0] == _NG_BOM else ">"
+                (blen,) = struct.unpack_from(order + "I", head, 4)
                 fh.seek(blen - 4)
                 if fh.read(4) != head[4:8]:
                     raise CaptureFileError(
@@ -371,7 +371,8 @@ def _ng_block_length(mm: mmap.mmap, off: int, size: int, e: str) -> int:
     (trailer,) = struct.unpack_from(e + "I", mm, off + blen - 4)
     if trailer != blen:
         raise _Damaged(off, CORRUPT, f"block length {blen} at its start, {trailer} at its end")
-    return blen
+    length: int = blen
+    return length
 
 
 def _pcapng_frames(mm: mmap.mmap, size: int, skip: Skip) -> Frames:

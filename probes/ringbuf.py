@@ -72,7 +72,8 @@ class RingReader:
         (self.consumer,) = _U64.unpack_from(self._consumer, 0)
 
     def producer(self) -> int:
-        return _U64.unpack_from(self.buf, 0)[0]
+        position: int = _U64.unpack_from(self.buf, 0)[0]
+        return position
 
     def release(self, position: int) -> None:
         """Give records up to `position` back to the kernel (one aligned 8-byte store, as libbpf does)."""

@@ -31,7 +31,7 @@ def generate(out_dir: Path) -> list[Path]:
     args = ["protoc", f"-I{HERE}", f"--python_out={out_dir}", f"--pyi_out={out_dir}", *sources]
     if protoc.main(args) != 0:
         raise SystemExit("protoc failed")
-    for path in out_dir.glob("*_pb2.py"):  # generated modules import siblings as top-level names
+    for path in out_dir.glob("*_pb2.py*"):  # generated modules and stubs import siblings as top-level names
         text = path.read_text()
         path.write_text(text.replace("import fragments_pb2 as", "from proto import fragments_pb2 as"))
     return sorted(out_dir.glob("*_pb2.py*"))

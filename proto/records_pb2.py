@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from proto import fragments_pb2 as fragments__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\rrecords.proto\x12\nl7scope.v1\x1a\x0f\x66ragments.proto\"t\n\x0e\x41ttributeValue\x12\x16\n\x0cstring_value\x18\x01 \x01(\tH\x00\x12\x13\n\tint_value\x18\x02 \x01(\x03H\x00\x12\x16\n\x0c\x64ouble_value\x18\x03 \x01(\x01H\x00\x12\x14\n\nbool_value\x18\x04 \x01(\x08H\x00\x42\x07\n\x05value\"\xbf\x03\n\x08L7Record\x12\x16\n\x0eschema_version\x18\x01 \x01(\r\x12\x11\n\trecord_id\x18\x02 \x01(\t\x12\x10\n\x08protocol\x18\x03 \x01(\t\x12\x1e\n\x04role\x18\x04 \x01(\x0e\x32\x10.l7scope.v1.Role\x12\x0c\n\x04name\x18\x05 \x01(\t\x12\x10\n\x08start_ns\x18\x06 \x01(\x04\x12\x0e\n\x06\x65nd_ns\x18\x07 \x01(\x04\x12*\n\nconnection\x18\x08 \x01(\x0b\x32\x16.l7scope.v1.Connection\x12\x0e\n\x06metric\x18\t \x01(\t\x12\x12\n\nerror_type\x18\n \x01(\t\x12\x38\n\nattributes\x18\x0b \x03(\x0b\x32$.l7scope.v1.L7Record.AttributesEntry\x12\x11\n\ttruncated\x18\x0c \x01(\x08\x12\x10\n\x08\x64\x65graded\x18\r \x01(\x08\x12\x10\n\x08trace_id\x18\x0e \x01(\t\x12\x16\n\x0eparent_span_id\x18\x0f \x01(\t\x1aM\n\x0f\x41ttributesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12)\n\x05value\x18\x02 \x01(\x0b\x32\x1a.l7scope.v1.AttributeValue:\x02\x38\x01\"\xc0\x02\n\x05\x41lert\x12\x16\n\x0eschema_version\x18\x01 \x01(\r\x12\x0c\n\x04rule\x18\x02 \x01(\t\x12\r\n\x05state\x18\x03 \x01(\t\x12-\n\x06labels\x18\x04 \x03(\x0b\x32\x1d.l7scope.v1.Alert.LabelsEntry\x12\x37\n\x0b\x61nnotations\x18\x05 \x03(\x0b\x32\".l7scope.v1.Alert.AnnotationsEntry\x12\x14\n\x0cstarts_at_ns\x18\x06 \x01(\x04\x12\x12\n\nends_at_ns\x18\x07 \x01(\x04\x12\r\n\x05value\x18\x08 \x01(\x01\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x1a\x32\n\x10\x41nnotationsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\rrecords.proto\x12\nl7scope.v1\x1a\x0f\x66ragments.proto\"t\n\x0e\x41ttributeValue\x12\x16\n\x0cstring_value\x18\x01 \x01(\tH\x00\x12\x13\n\tint_value\x18\x02 \x01(\x03H\x00\x12\x16\n\x0c\x64ouble_value\x18\x03 \x01(\x01H\x00\x12\x14\n\nbool_value\x18\x04 \x01(\x08H\x00\x42\x07\n\x05value\"\xd0\x03\n\x08L7Record\x12\x16\n\x0eschema_version\x18\x01 \x01(\r\x12\x11\n\trecord_id\x18\x02 \x01(\t\x12\x10\n\x08protocol\x18\x03 \x01(\t\x12\x1e\n\x04role\x18\x04 \x01(\x0e\x32\x10.l7scope.v1.Role\x12\x0c\n\x04name\x18\x05 \x01(\t\x12\x10\n\x08start_ns\x18\x06 \x01(\x04\x12\x0e\n\x06\x65nd_ns\x18\x07 \x01(\x04\x12*\n\nconnection\x18\x08 \x01(\x0b\x32\x16.l7scope.v1.Connection\x12\x0e\n\x06metric\x18\t \x01(\t\x12\x12\n\nerror_type\x18\n \x01(\t\x12\x38\n\nattributes\x18\x0b \x03(\x0b\x32$.l7scope.v1.L7Record.AttributesEntry\x12\x11\n\ttruncated\x18\x0c \x01(\x08\x12\x10\n\x08\x64\x65graded\x18\r \x01(\x08\x12\x10\n\x08trace_id\x18\x0e \x01(\t\x12\x16\n\x0eparent_span_id\x18\x0f \x01(\t\x12\x0f\n\x07service\x18\x10 \x01(\t\x1aM\n\x0f\x41ttributesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12)\n\x05value\x18\x02 \x01(\x0b\x32\x1a.l7scope.v1.AttributeValue:\x02\x38\x01\"\xc0\x02\n\x05\x41lert\x12\x16\n\x0eschema_version\x18\x01 \x01(\r\x12\x0c\n\x04rule\x18\x02 \x01(\t\x12\r\n\x05state\x18\x03 \x01(\t\x12-\n\x06labels\x18\x04 \x03(\x0b\x32\x1d.l7scope.v1.Alert.LabelsEntry\x12\x37\n\x0b\x61nnotations\x18\x05 \x03(\x0b\x32\".l7scope.v1.Alert.AnnotationsEntry\x12\x14\n\x0cstarts_at_ns\x18\x06 \x01(\x04\x12\x12\n\nends_at_ns\x18\x07 \x01(\x04\x12\r\n\x05value\x18\x08 \x01(\x01\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x1a\x32\n\x10\x41nnotationsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -41,13 +41,13 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_ATTRIBUTEVALUE']._serialized_start=46
   _globals['_ATTRIBUTEVALUE']._serialized_end=162
   _globals['_L7RECORD']._serialized_start=165
-  _globals['_L7RECORD']._serialized_end=612
-  _globals['_L7RECORD_ATTRIBUTESENTRY']._serialized_start=535
-  _globals['_L7RECORD_ATTRIBUTESENTRY']._serialized_end=612
-  _globals['_ALERT']._serialized_start=615
-  _globals['_ALERT']._serialized_end=935
-  _globals['_ALERT_LABELSENTRY']._serialized_start=838
-  _globals['_ALERT_LABELSENTRY']._serialized_end=883
-  _globals['_ALERT_ANNOTATIONSENTRY']._serialized_start=885
-  _globals['_ALERT_ANNOTATIONSENTRY']._serialized_end=935
+  _globals['_L7RECORD']._serialized_end=629
+  _globals['_L7RECORD_ATTRIBUTESENTRY']._serialized_start=552
+  _globals['_L7RECORD_ATTRIBUTESENTRY']._serialized_end=629
+  _globals['_ALERT']._serialized_start=632
+  _globals['_ALERT']._serialized_end=952
+  _globals['_ALERT_LABELSENTRY']._serialized_start=855
+  _globals['_ALERT_LABELSENTRY']._serialized_end=900
+  _globals['_ALERT_ANNOTATIONSENTRY']._serialized_start=902
+  _globals['_ALERT_ANNOTATIONSENTRY']._serialized_end=952
 # @@protoc_insertion_point(module_scope)

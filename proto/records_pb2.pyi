@@ -1,4 +1,4 @@
-import fragments_pb2 as _fragments_pb2
+from proto import fragments_pb2 as _fragments_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
@@ -19,7 +19,7 @@ class AttributeValue(_message.Message):
     def __init__(self, string_value: _Optional[str] = ..., int_value: _Optional[int] = ..., double_value: _Optional[float] = ..., bool_value: bool = ...) -> None: ...
 
 class L7Record(_message.Message):
-    __slots__ = ("schema_version", "record_id", "protocol", "role", "name", "start_ns", "end_ns", "connection", "metric", "error_type", "attributes", "truncated", "degraded", "trace_id", "parent_span_id")
+    __slots__ = ("schema_version", "record_id", "protocol", "role", "name", "start_ns", "end_ns", "connection", "metric", "error_type", "attributes", "truncated", "degraded", "trace_id", "parent_span_id", "service")
     class AttributesEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -42,6 +42,7 @@ class L7Record(_message.Message):
     DEGRADED_FIELD_NUMBER: _ClassVar[int]
     TRACE_ID_FIELD_NUMBER: _ClassVar[int]
     PARENT_SPAN_ID_FIELD_NUMBER: _ClassVar[int]
+    SERVICE_FIELD_NUMBER: _ClassVar[int]
     schema_version: int
     record_id: str
     protocol: str
@@ -57,7 +58,8 @@ class L7Record(_message.Message):
     degraded: bool
     trace_id: str
     parent_span_id: str
-    def __init__(self, schema_version: _Optional[int] = ..., record_id: _Optional[str] = ..., protocol: _Optional[str] = ..., role: _Optional[_Union[_fragments_pb2.Role, str]] = ..., name: _Optional[str] = ..., start_ns: _Optional[int] = ..., end_ns: _Optional[int] = ..., connection: _Optional[_Union[_fragments_pb2.Connection, _Mapping]] = ..., metric: _Optional[str] = ..., error_type: _Optional[str] = ..., attributes: _Optional[_Mapping[str, AttributeValue]] = ..., truncated: bool = ..., degraded: bool = ..., trace_id: _Optional[str] = ..., parent_span_id: _Optional[str] = ...) -> None: ...
+    service: str
+    def __init__(self, schema_version: _Optional[int] = ..., record_id: _Optional[str] = ..., protocol: _Optional[str] = ..., role: _Optional[_Union[_fragments_pb2.Role, str]] = ..., name: _Optional[str] = ..., start_ns: _Optional[int] = ..., end_ns: _Optional[int] = ..., connection: _Optional[_Union[_fragments_pb2.Connection, _Mapping]] = ..., metric: _Optional[str] = ..., error_type: _Optional[str] = ..., attributes: _Optional[_Mapping[str, AttributeValue]] = ..., truncated: bool = ..., degraded: bool = ..., trace_id: _Optional[str] = ..., parent_span_id: _Optional[str] = ..., service: _Optional[str] = ...) -> None: ...
 
 class Alert(_message.Message):
     __slots__ = ("schema_version", "rule", "state", "labels", "annotations", "starts_at_ns", "ends_at_ns", "value")

@@ -105,7 +105,7 @@ class ConnInfo:
     node: str = ""
     container_id: str = ""
     executable: str = ""  # path of the process's program
-    service: str = ""  # service.name: config mapping, pod labels, or the process name
+    service: str = ""  # as the capture named it (mapping, pod label): read it through service_name()
     k8s_pod: str = ""
     k8s_namespace: str = ""
     k8s_container: str = ""
@@ -118,6 +118,26 @@ class ConnInfo:
     @property
     def server(self) -> Endpoint:
         return self.local if self.role == Role.SERVER else self.remote
+
+
+UNKNOWN_SERVICE = "unknown_service"  # OpenTelemetry's service.name when nothing names the service
+
+
+def service_name(conn: ConnInfo) -> str:
+    """The one `service.name` of a traced end, for every output (docs/attributes.md, "service.name").
+
+    First the name the capture resolved (`capture.services` mapping, then the pod's
+    `app.kubernetes.io/name`/`app` label), then the Kubernetes container name, then the process
+    name, then OpenTelemetry's fallback `unknown_service:<process.executable.name>`.
+    """
+    if conn.service:
+        return conn.service
+    if conn.k8s_container:
+        return conn.k8s_container
+    if conn.process:
+        return conn.process
+    executable = conn.executable.rpartition("/")[2]
+    return f"{UNKNOWN_SERVICE}:{executable}" if executable else UNKNOWN_SERVICE
 
 
 @dataclass(slots=True)  # one per frame or exchange: a frozen dataclass costs ~3x to build

@@ -20,6 +20,11 @@ from tests.support.otlp_receiver import OtlpReceiver  # noqa: E402
 
 KAFKA_ENV = "L7SCOPE_KAFKA_BOOTSTRAP"
 _KAFKA_FIXTURES = {"kafka_bootstrap", "kafka_broker", "kafka_topic", "shared_broker"}
+_KERNEL_FIXTURES = {"capture", "small_budget", "drained"}  # tests/probes/conftest.py: a loaded tracer
+# The fast lane (`-m unit`): the tests in these folders of tests/ that need no kernel, Kafka or root
+# and do not take seconds on purpose.
+UNIT_FOLDERS = {"protocols", "pipeline", "probes", "proto", "deploy", "support"}
+_LANE_MARKERS = ("kernel", "kafka", "root", "slow")
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -34,10 +39,22 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    # Anything that asks for Kafka gets the `kafka` marker, so `-m "not kafka"` leaves the JVM alone.
+    # Anything that asks for Kafka gets the `kafka` marker, so `-m "not kafka"` leaves the JVM alone;
+    # anything that asks for a loaded tracer gets `kernel`. What is left in the unit folders is `unit`:
+    # deploy/setup.sh test runs `-m unit` first (the fast lane), then `-m "not unit"`.
+    tests = Path(__file__).resolve().parent
     for item in items:
-        if _KAFKA_FIXTURES & set(getattr(item, "fixturenames", ())):
+        fixtures = set(getattr(item, "fixturenames", ()))
+        if _KAFKA_FIXTURES & fixtures:
             item.add_marker(pytest.mark.kafka)
+        if _KERNEL_FIXTURES & fixtures:
+            item.add_marker(pytest.mark.kernel)
+        try:
+            folder = item.path.resolve().relative_to(tests).parts[0]
+        except ValueError:  # a test file outside tests/
+            continue
+        if folder in UNIT_FOLDERS and not any(item.get_closest_marker(m) for m in _LANE_MARKERS):
+            item.add_marker(pytest.mark.unit)
 
 
 def _own_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker]:

@@ -172,6 +172,8 @@ def test_embedded_run_writes_jsonl(tmp_path: Path) -> None:
     assert len(mine) == 6
     assert {r["process"] for r in mine if r["role"] == "server"} == {"nginx"}
     assert {r["process"] for r in mine if r["role"] == "client"} == {"curl"}
+    # service.name, as spans, metrics, the map and the records key name it: no mapping, no pod here
+    assert {(r["role"], r["service"]) for r in mine} == {("server", "nginx"), ("client", "curl")}
 
 
 SECRETS = ("tok-7f3a9e1b", "cookie-51c2d8", "apikey-88d1f0")

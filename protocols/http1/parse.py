@@ -351,15 +351,14 @@ def _next_chunks(buf: memoryview, state: Http1State, request: bool) -> ParseResu
         return Invalid(str(bad))
     if trailers is not None:
         _end_chunks(state, request)
-        done = {"body_size": body, "wire_size": chunks.wire + at}
-        if trailers:
-            done["trailers"] = trailers
-        return Parsed(chunks.frame._replace(**done), at)
+        done = chunks.frame._replace(body_size=body, wire_size=chunks.wire + at)
+        return Parsed(done._replace(trailers=trailers) if trailers else done, at)
     if at == 0 and skip == 0:  # the next chunk-size line is not whole yet
-        if request or not state.response_eof:
+        frame = chunks.frame
+        if type(frame) is not Response or not state.response_eof:  # requests: the same as `request`
             return NEED_DATA
         _end_chunks(state, request)  # the connection ended first: what arrived is the body
-        return Parsed(chunks.frame._replace(body_size=body, wire_size=chunks.wire + n, cut=True), n)
+        return Parsed(frame._replace(body_size=body, wire_size=chunks.wire + n, cut=True), n)
     chunks.body = body
     chunks.wire += at + skip
     return Skip(chunks.frame._replace(body_size=body, wire_size=chunks.wire), at, skip, True)
@@ -367,7 +366,7 @@ def _next_chunks(buf: memoryview, state: Http1State, request: bool) -> ParseResu
 
 def cut_frame(frame: Request | Response | Passthrough, seen: int) -> Request | Response | Passthrough:
     """The stream ended `seen` bytes into this message: its body size is what was transferred."""
-    if type(frame) is Passthrough:
+    if isinstance(frame, Passthrough):
         return frame
     unseen = max(0, frame.wire_size - seen)
     cut = frame._replace(body_size=max(0, frame.body_size - unseen), wire_size=min(seen, frame.wire_size))

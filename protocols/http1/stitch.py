@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import deque
+from typing import cast
 
 from protocols.base import Timed
 
@@ -73,7 +74,8 @@ def stitch(
         if interim:
             interim.clear()
         # Methods queued for requests already answered would misframe the next responses: drop them.
-        seq = timed_req.frame.seq  # not req's: after a gap the loop above may have skipped to a later one
+        # not req's: after a gap the loop above may have skipped to a later one (a Request: _sent_before)
+        seq = cast(Request, timed_req.frame).seq
         if seq > state.answered:
             state.answered = seq
         pending = state.pending

@@ -10,6 +10,8 @@ every entry is known again and decoding goes back to `hpack`.
 
 from __future__ import annotations
 
+from itertools import islice
+
 from hpack import Decoder
 from hpack.huffman_table import decode_huffman
 from hpack.table import HeaderTable
@@ -119,7 +121,7 @@ class HpackSide:
             self.desync()
             self.maxsize = size
             return self._walk(block)
-        headers = tuple((_text(n), _text(v)) for n, v in raw[:MAX_FIELDS])
+        headers = tuple((_text(n), _text(v)) for n, v in islice(raw, MAX_FIELDS))
         # The table is unchanged iff size, length and newest entry (held by us, so never reused) are.
         newest = entries[0] if entries else None
         unchanged = count == len(entries) and size == table.maxsize and newest is first

@@ -99,7 +99,7 @@ def _plausible_at(buf: memoryview, i: int, direction: Direction, end: int) -> in
     hi, lo, kind, flags, sid = _HDR.unpack_from(buf, i)
     if sid & 0x80000000:
         return None
-    length = (hi << 8) | lo
+    length: int = (hi << 8) | lo
     if not _header_ok(kind, flags, sid, length, direction):
         return None
     return length

@@ -277,8 +277,7 @@ def _command(reqs: deque[Timed[Packet]], resps: deque[Timed[Packet]], state: Sta
         return None
     last = reqs[n - 1]
     if cmd in NO_RESPONSE:
-        p = Progress(req.position, P_DONE, 0, end_ns=last.end_ns)
-        return _finish(reqs, n, p, state)
+        return _finish(reqs, n, Progress(req.position, P_DONE, 0, end_ns=last.end_ns), state)
     p = state.progress
     if p is None or p.position != req.position:
         phase = P_AUTH if cmd == COM_CHANGE_USER else P_ROWS if cmd == COM_STMT_FETCH else P_FIRST

@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from l7scope import doctor
 from l7scope.config import load
 from l7scope.logs import JsonFormatter
@@ -41,6 +43,7 @@ def clean_env() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "L7SCOPE_"))}
 
 
+@pytest.mark.kernel  # creates a BPF ring buffer map and finds BTF or headers for bcc
 def test_doctor_passes_on_this_machine() -> None:
     done = l7scope("doctor", env=clean_env())
     assert done.returncode == 0, done.stdout + done.stderr

@@ -208,7 +208,7 @@ def test_the_service_label_is_the_spans_service_name_not_the_process() -> None:
     alerts said `python3`, so a rule matching `checkout*` never fired."""
     import dataclasses
 
-    from pipeline.otlp import service_name
+    from protocols.base import service_name
 
     rules = RULES.replace('{role: server, name: "GET /work"}', '{service: "checkout*", role: server}')
     ev, clock, _ = evaluator(rules)
@@ -219,4 +219,4 @@ def test_the_service_label_is_the_spans_service_name_not_the_process() -> None:
     clock.t += 3
     ev.export([slow])
     (alert,) = [a for a in ev.evaluate() if a.rule == "WorkSlow"]
-    assert alert.labels["service"] == service_name(slow.conn, {}) == "checkout-api"
+    assert alert.labels["service"] == service_name(slow.conn) == "checkout-api"

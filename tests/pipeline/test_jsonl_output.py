@@ -160,7 +160,7 @@ def test_run_on_a_full_disk_goes_on_capturing(tmp_path: Path) -> None:
     text = log.read_text()
     assert "Traceback" not in text
     assert text.count("cannot write /dev/full") == 1
-    stopped = json.loads(next(line for line in text.splitlines() if '"pipeline stopped"' in line))
+    stopped = json.loads(next(line for line in text.splitlines() if '"msg": "pipeline stopped: ' in line))
     assert stopped["records"] >= 20  # both rounds, client and server ends, were parsed
     assert rc == 1  # an exporter failed (docs/troubleshooting.md)
 

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from pipeline.health import Health, loss_details, stop_summary
-from pipeline.otlp import ExportError, OtlpEndpoint, OtlpSpanExporter, failure
+from pipeline.otlp import ExportError, HttpSender, OtlpEndpoint, OtlpSpanExporter, failure
 from tests.pipeline.test_otlp_spans import record
 from tests.support.kafka_broker import free_port
 from tests.support.otlp_receiver import ExportTraceRequest, OtlpReceiver, flatten_spans
@@ -93,6 +93,7 @@ class Collector:
         self.down = True
         self.attempts: list[float] = []
         self.requests: list[ExportTraceRequest] = []
+        self.authorizations: list[list[str]] = []  # each request's Authorization header fields
         collector = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -104,6 +105,7 @@ class Collector:
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers["Content-Length"]))
                 collector.attempts.append(time.monotonic())
+                collector.authorizations.append(self.headers.get_all("Authorization") or [])
                 if collector.down:
                     self.send_response(503)
                     self.send_header("Content-Length", "0")
@@ -127,6 +129,22 @@ class Collector:
         self._thread.join(5)
 
 
+def test_an_authorization_header_given_wins_over_credentials_in_the_url() -> None:
+    """OTEL_EXPORTER_OTLP_HEADERS=authorization=... with user:password@ in the endpoint: one Authorization
+    field, the header given (the URL's Basic credentials were sent beside it); the URL's alone: Basic."""
+    collector = Collector()
+    collector.down = False
+    url = f"http://user:pw@127.0.0.1:{collector.port}/v1/traces"
+    body = ExportTraceRequest().SerializeToString()
+    try:
+        HttpSender(OtlpEndpoint("http/protobuf", url, (("authorization", "Bearer tok"),))).send(body, 5.0)
+        HttpSender(OtlpEndpoint("http/protobuf", url)).send(body, 5.0)
+    finally:
+        collector.close()
+    assert collector.authorizations == [["Bearer tok"], ["Basic dXNlcjpwdw=="]]
+
+
+@pytest.mark.slow
 def test_a_collector_that_is_down_costs_one_attempt_per_backoff_and_nothing_is_lost_when_it_returns() -> None:
     collector = Collector()
     health = Health()
@@ -149,6 +167,7 @@ def test_a_collector_that_is_down_costs_one_attempt_per_backoff_and_nothing_is_l
     assert health.total("exported") == 15 and health.total("export_failed") == 0
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("protocol", PROTOCOLS)
 def test_spans_kept_while_nothing_listens_arrive_when_the_collector_starts(protocol: str) -> None:
     """Refused connections (gRPC: UNAVAILABLE) are retried: a collector that starts late gets them all."""
@@ -193,6 +212,7 @@ def never_answers() -> Iterator[int]:
         sock.close()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("protocol", PROTOCOLS)
 def test_a_collector_that_never_answers_cannot_hold_up_the_stop(protocol: str) -> None:
     health = Health()

@@ -6,8 +6,8 @@ import dataclasses
 
 from opentelemetry.proto.trace.v1 import trace_pb2 as trace
 
-from pipeline.otlp import OtlpEndpoint, build_trace_request, service_name
-from protocols.base import ConnInfo, Endpoint, L7Record, Role
+from pipeline.otlp import OtlpEndpoint, build_trace_request
+from protocols.base import ConnInfo, Endpoint, L7Record, Role, service_name
 
 CONN = ConnInfo("n/10/3/1", Endpoint("10.0.0.1", 80), Endpoint("10.0.0.2", 5555), Role.SERVER, pid=10,
                 process="nginx", node="n", container_id="abc", executable="/usr/sbin/nginx")  # fmt: skip
@@ -65,10 +65,14 @@ def test_ids_are_deterministic_and_a_traceparent_is_joined() -> None:
 
 
 def test_service_name_precedence() -> None:
-    assert service_name(CONN, {}) == "nginx"
-    assert service_name(CONN, {"nginx": "web"}) == "web"
-    assert service_name(dataclasses.replace(CONN, service="edge"), {"nginx": "web"}) == "edge"
-    assert service_name(dataclasses.replace(CONN, process=""), {}) == "unknown_service"
+    assert service_name(CONN) == "nginx"
+    # `capture.services` (nginx=web) is resolved where the process is seen, into conn.service
+    assert service_name(dataclasses.replace(CONN, service="web")) == "web"
+    assert service_name(dataclasses.replace(CONN, service="edge", k8s_container="app")) == "edge"
+    assert service_name(dataclasses.replace(CONN, k8s_container="app")) == "app"
+    # OpenTelemetry's fallback names the executable (was a bare "unknown_service" beside a known one)
+    assert service_name(dataclasses.replace(CONN, process="")) == "unknown_service:nginx"
+    assert service_name(dataclasses.replace(CONN, process="", executable="")) == "unknown_service"
 
 
 def test_endpoint_from_standard_variables() -> None:

@@ -244,6 +244,7 @@ def _seconds_to_parse(protocol: str, size: int) -> float:
     return best
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("protocol", ["http1", "http2", "mysql"])
 def test_resync_cost_grows_with_the_bytes_not_their_square(protocol: str) -> None:
     """find_boundary used to copy the whole buffer (and http1 the rest of it per candidate): 16x the junk

@@ -11,9 +11,7 @@ never go back, and a call that does not return in seconds fails the example inst
 from __future__ import annotations
 
 import dataclasses
-import signal
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -26,27 +24,10 @@ from pipeline.health import Health
 from probes.fragment import Fragment, Io
 from protocols.base import ConnInfo, Direction, Endpoint, Role
 from protocols.registry import PROTOCOLS
+from tests.support.time_limit import time_limit
 
 NAMES = [spec.name for spec in PROTOCOLS]
 STEP_SECONDS = 5.0  # one process() call on a few KiB: milliseconds when the loop progresses
-
-
-class Hung(BaseException):  # BaseException: a parser's `except Exception` must not swallow it
-    pass
-
-
-@contextmanager
-def time_limit(seconds: float) -> Iterator[None]:
-    def expire(signum: int, frame: object) -> None:
-        raise Hung(f"process() did not return within {seconds} s")
-
-    previous = signal.signal(signal.SIGALRM, expire)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
-    try:
-        yield
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
 
 
 class Watched:
@@ -140,7 +121,7 @@ def drive(script: Script, role: Role, cuts: list[int], kinds: list[str], order: 
             parser.add(Fragment(info.conn_id, p.io, p.position, p.length, p.data, 1000 + p.position))
         for final in (False,) if at < len(frags) + batch - 1 else (False, True):
             watched.steps.clear()
-            with time_limit(STEP_SECONDS):
+            with time_limit(STEP_SECONDS, "process()"):
                 parser.process(final=final)
             if not parser.unclaimed:
                 for io in Io:  # positions never go back

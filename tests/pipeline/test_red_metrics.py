@@ -3,6 +3,7 @@ per-service Resources, and the two real exports (OTLP to a real receiver, Promet
 
 from __future__ import annotations
 
+import dataclasses
 import socket
 import urllib.request
 from typing import Any
@@ -113,7 +114,9 @@ def test_http_duration_histogram_names_units_buckets_attributes() -> None:
 
 
 def test_client_errors_and_service_name_mapping() -> None:
-    data, _ = collect([http(CLIENT, 404, 0.01)], service_names={"curl": "frontend"})
+    # `capture.services` (curl=frontend) names the connection where the process is seen
+    named = dataclasses.replace(CLIENT, service="frontend")
+    data, _ = collect([http(named, 404, 0.01)])
     (point,) = points(data, "http.client.request.duration")
     assert point.attributes["error.type"] == "404"
     assert point.attributes["service.name"] == "frontend"

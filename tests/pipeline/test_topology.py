@@ -151,11 +151,11 @@ def test_edges_name_services_as_spans_do() -> None:
     """The map and the graph used the process name where spans' service.name is the container's."""
     import dataclasses
 
-    from pipeline.otlp import service_name
+    from protocols.base import service_name
 
     t = Topology()
     web_c = dataclasses.replace(WEB_C, service="shop-web")
     db_s = ConnInfo("n1/3/9/1", DB, APP, Role.SERVER, process="mariadbd", node="n1", service="orders-db")
     t.export([rec(web_c, "mysql", 1), rec(db_s, "mysql", 1)])
     (edge,) = t.snapshot().edges
-    assert (edge.client, edge.server) == (service_name(web_c, {}), service_name(db_s, {}))
+    assert (edge.client, edge.server) == (service_name(web_c), service_name(db_s))

@@ -447,6 +447,7 @@ def our_payload_bytes(evs: list[Fragment | ConnEvent]) -> collections.Counter[tu
     return totals
 
 
+@pytest.mark.root
 @pytest.mark.skipif(shutil.which("tshark") is None, reason="tshark is not installed")
 @pytest.mark.parametrize("path", _corpus(), ids=lambda p: f"{p.parent.name}/{p.name}")
 def test_corpus_byte_totals_match_tshark(path: Path) -> None:
@@ -543,6 +544,7 @@ def live_capture(tmp_path: Path) -> Iterator[tuple[Path, Path, int, bytes]]:
         _stop(server, signal.SIGTERM)
 
 
+@pytest.mark.root
 def test_live_loopback_capture(live_capture: tuple[Path, Path, int, bytes]) -> None:
     lo, anyif, port, blob = live_capture
     for path in (lo, anyif):
@@ -575,6 +577,7 @@ def test_live_loopback_capture(live_capture: tuple[Path, Path, int, bytes]) -> N
             assert our_payload_bytes(evs) == tshark_payload_bytes(path)
 
 
+@pytest.mark.root
 def test_live_capture_as_pcapng(live_capture: tuple[Path, Path, int, bytes], tmp_path: Path) -> None:
     lo = live_capture[0]
     if shutil.which("editcap") is None:

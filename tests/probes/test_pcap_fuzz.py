@@ -3,11 +3,8 @@ raising anything but `CaptureFileError` (before any event), without hanging, in 
 
 from __future__ import annotations
 
-import signal
 import time
 import tracemalloc
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -17,6 +14,7 @@ from hypothesis import strategies as st
 from probes.fragment import ConnEvent, Fragment
 from probes.pcap import CORRUPT, TRUNCATED, CaptureFileError, PcapReader, check_capture
 from tests.probes.test_pcap_errors import PCAP, PCAPNG, pcap_records, pcapng_blocks
+from tests.support.time_limit import time_limit
 
 SMALL_PCAP = PCAP[: pcap_records(PCAP)[14]]  # the file header and 14 records: handshake and 4 exchanges
 BASES = {"pcap": SMALL_PCAP, "pcapng": PCAPNG}
@@ -40,26 +38,6 @@ MAX_PEAK_BYTES = 4 << 20
 FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
 
-class Hung(Exception):
-    pass
-
-
-@contextmanager
-def time_limit(seconds: float) -> Iterator[None]:
-    """Raise `Hung` in this thread if the block runs longer than `seconds`."""
-
-    def expire(signum: int, frame: object) -> None:
-        raise Hung(f"still reading after {seconds} s")
-
-    previous = signal.signal(signal.SIGALRM, expire)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
-    try:
-        yield
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
-
-
 def read_checked(path: Path) -> None:
     """Read `path` fully and check what the reader promises, whatever the file holds."""
     size = path.stat().st_size
@@ -68,7 +46,7 @@ def read_checked(path: Path) -> None:
     started = time.monotonic()
     tracemalloc.start()
     try:
-        with time_limit(MAX_SECONDS):
+        with time_limit(MAX_SECONDS, "reading the file"):
             try:
                 for event in reader:
                     assert 0 <= event.ts_ns < 1 << 63

@@ -9,6 +9,7 @@ the way the agent's 10 ms drain usually splits them.
 from __future__ import annotations
 
 import os
+import re
 import socket
 import threading
 import time
@@ -67,7 +68,8 @@ class Exchange:
     last: bool  # the connection closes after this one
 
 
-def _read_response(sock: socket.socket) -> bytes:
+def read_response(sock: socket.socket) -> bytes:
+    """One Content-Length-delimited response (no header: no body), head and body as received."""
     data = b""
     while b"\r\n\r\n" not in data:
         chunk = sock.recv(65536)
@@ -75,10 +77,13 @@ def _read_response(sock: socket.socket) -> bytes:
             raise ConnectionError("server closed before the response head")
         data += chunk
     head, _, body = data.partition(b"\r\n\r\n")
-    lines = head.split(b"\r\n")
-    length = next(int(line.split(b":", 1)[1]) for line in lines if line.lower().startswith(b"content-length"))
+    match = re.search(rb"(?im)^content-length:\s*(\d+)", head)
+    length = int(match.group(1)) if match else 0
     while len(body) < length:
-        body += sock.recv(65536)
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise ConnectionError("server closed mid-body")
+        body += chunk
     return head + b"\r\n\r\n" + body
 
 
@@ -110,7 +115,7 @@ class Client:
                 request = f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{self.port}\r\nUser-Agent: loadgen\r\n\r\n"
                 sent_ns = time.monotonic_ns()
                 sock.sendall(request.encode())
-                response = _read_response(sock)
+                response = read_response(sock)
                 done_ns = time.monotonic_ns()
                 done.append(Exchange(conn, path, request.encode(), response, send_pos, recv_pos, sent_ns,
                                      done_ns, i == self.per_conn - 1))  # fmt: skip

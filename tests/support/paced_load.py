@@ -8,7 +8,6 @@ load generator stays cheap and its count exact); `nginx_with_status` starts ngin
 from __future__ import annotations
 
 import contextlib
-import re
 import socket
 import time
 import urllib.request
@@ -16,27 +15,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from tests.support.http_traffic import read_response
 from tests.support.kafka_broker import free_port
 from tests.support.servers import nginx
-
-
-def read_response(sock: socket.socket) -> int:
-    """Reads one Content-Length-delimited response; returns its status code."""
-    data = b""
-    while b"\r\n\r\n" not in data:
-        chunk = sock.recv(65536)
-        if not chunk:
-            raise ConnectionError("server closed before the response head")
-        data += chunk
-    head, _, body = data.partition(b"\r\n\r\n")
-    match = re.search(rb"(?im)^content-length:\s*(\d+)", head)
-    length = int(match.group(1)) if match else 0
-    while len(body) < length:
-        chunk = sock.recv(65536)
-        if not chunk:
-            raise ConnectionError("server closed mid-body")
-        body += chunk
-    return int(head.split(b" ", 2)[1])
 
 
 @dataclass
@@ -69,7 +50,7 @@ def paced_get(
                 time.sleep(wait)
             sock = socks[i % connections]
             sock.sendall(request)
-            read_response(sock)
+            read_response(sock)  # a complete response, whatever its status
             done += 1
     finally:
         elapsed = time.monotonic() - start

@@ -70,7 +70,10 @@ EXPECTED = [
     ("GET", "/missing/123", 404, 14),
 ]
 
-pytestmark = pytest.mark.skipif(not shutil.which("tcpdump") or not shutil.which("curl"), reason="needs tools")
+pytestmark = [
+    pytest.mark.root,
+    pytest.mark.skipif(not shutil.which("tcpdump") or not shutil.which("curl"), reason="needs tools"),
+]
 
 
 def free_port() -> int:

@@ -19,9 +19,10 @@ from protocols.base import ConnInfo, Endpoint, Role
 from protocols.http2 import SPEC
 from tests.support.grpc_echo import SERVICE, echo_server
 
-pytestmark = pytest.mark.skipif(
-    shutil.which("tcpdump") is None or os.geteuid() != 0, reason="needs tcpdump and root"
-)
+pytestmark = [
+    pytest.mark.root,
+    pytest.mark.skipif(shutil.which("tcpdump") is None or os.geteuid() != 0, reason="needs tcpdump and root"),
+]
 
 
 def _calls(port: int) -> None:

@@ -21,7 +21,10 @@ CASES = {  # file -> server port
     "truncate-1024.pcap": 6033,
     "171-mysql.pcap": 20130,
 }
-pytestmark = pytest.mark.skipif(not CORPUS.is_dir() or not shutil.which("tshark"), reason="corpus or tshark")
+pytestmark = [
+    pytest.mark.root,
+    pytest.mark.skipif(not CORPUS.is_dir() or not shutil.which("tshark"), reason="corpus or tshark"),
+]
 
 
 def _ours(path: Path, port: int) -> tuple[list[int], list[int], list]:

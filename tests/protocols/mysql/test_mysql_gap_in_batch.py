@@ -27,9 +27,12 @@ from tests.support.servers import app_user
 from tests.support.servers import mariadb as mariadb_server
 
 pymysql = pytest.importorskip("pymysql")
-pytestmark = pytest.mark.skipif(
-    not (shutil.which("mariadbd") and shutil.which("tcpdump")), reason="mariadbd / tcpdump not installed"
-)
+pytestmark = [
+    pytest.mark.root,
+    pytest.mark.skipif(
+        not (shutil.which("mariadbd") and shutil.which("tcpdump")), reason="mariadbd / tcpdump not installed"
+    ),
+]
 PASSWORD = "Pw-gap-0815"
 COPY = 4096  # bytes the socket tracer copies of one large send
 

@@ -21,9 +21,12 @@ mysql_connector = pytest.importorskip("mysql.connector")
 
 PASSWORD = "Pw-s3cret-4711"
 LITERAL_SECRET = "hunter2-literal"
-pytestmark = pytest.mark.skipif(
-    not (shutil.which("mariadbd") and shutil.which("tcpdump")), reason="mariadbd / tcpdump not installed"
-)
+pytestmark = [
+    pytest.mark.root,
+    pytest.mark.skipif(
+        not (shutil.which("mariadbd") and shutil.which("tcpdump")), reason="mariadbd / tcpdump not installed"
+    ),
+]
 
 
 @pytest.fixture(scope="module")
