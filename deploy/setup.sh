@@ -117,7 +117,6 @@ protobuf_min_lane() {
 # -- test: the fast lane, first: static checks and the unit tests (under a minute) -------------------
 # Unit tests are the tests/conftest.py `unit` marker: the unit folders less kernel, kafka, root and slow.
 lane=${L7SCOPE_LANE:-}
-unset L7SCOPE_LANE  # the set-up script's, not a configuration key: l7scope refuses unknown L7SCOPE_*
 case "$lane" in "" | fast | full) ;; *) fail "L7SCOPE_LANE=$lane: use fast, full or leave it unset" ;; esac
 fast_lane() {
   local started=$SECONDS rc=0

@@ -295,6 +295,7 @@ NOT_CONFIG_VARIABLES = frozenset({
     "L7SCOPE_CACHE",  # deploy/setup.sh: where downloads and kernel headers are cached
     "L7SCOPE_STRICT",  # tests: a skipped test is a failure
     "L7SCOPE_HEADER_CACHE",  # tests: kernel headers for the capture tests
+    "L7SCOPE_LANE",  # deploy/setup.sh test: run only the fast or the full lane
     "L7SCOPE_JAVA",  # tests: the java binary for the Kafka test broker
     "L7SCOPE_CORPUS",  # tests: the conformance corpus
 })  # fmt: skip

@@ -200,7 +200,7 @@ def test_records_finished_at_the_stop_reach_every_exporter(tmp_path: Path) -> No
                              env=env)  # fmt: skip
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=5) as client:
-                client.sendall(b"GET /old HTTP/1.0\r\nHost: x\r\n\r\n")
+                client.sendall(f"GET /old HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\n\r\n".encode())  # server.port
                 assert client.recv(1024).startswith(b"HTTP/1.0 200")
                 time.sleep(1.0)  # captured and parsed: the response has no end until the connection closes
                 assert server_records(jsonl, port) == []
