@@ -155,13 +155,19 @@ def read_topic(bootstrap: str, topic: str, idle_s: float = 2.0) -> list[tuple[in
 
 
 def start_group(
-    n: int, env: dict[str, str], extra: Callable[[int], list[str]], partitions: int
+    n: int,
+    env: dict[str, str],
+    extra: Callable[[int], list[str]],
+    partitions: int,
+    env_of: Callable[[int], dict[str, str]] = lambda _: {},
 ) -> list[Child]:
-    """`n` `l7scope pipeline` children in one group, returned once they together own all `partitions`."""
+    """`n` `l7scope pipeline` children in one group, returned once they together own all `partitions`.
+
+    Child `i` gets the arguments `extra(i)` and the environment `env | env_of(i)`."""
     # All at once, right after the topic was created: the first generation's leader may assign before
     # it has the topic's partitions ("No partition metadata for topic") and must then rejoin to take
     # them, the case that used to leave a member hung (pipeline/kafka_source.finish_interrupted_rejoins).
-    children = [Child("pipeline", *extra(i), env=env) for i in range(n)]
+    children = [Child("pipeline", *extra(i), env=env | env_of(i)) for i in range(n)]
 
     def settled() -> bool:  # every member owns some partitions, together all, none twice
         got = [c.assigned() for c in children]

@@ -8,10 +8,12 @@ by conn_id, the ends were split over the replicas and an exchange was counted by
 
 from __future__ import annotations
 
+import json
 import time
 import urllib.request
 import uuid
 from collections.abc import Callable
+from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -64,7 +66,7 @@ def test_both_ends_meet_in_one_partition(kafka_bootstrap: str, kafka_topic: Call
 
 
 def test_two_replicas_count_each_exchange_traced_from_both_ends_once(
-    kafka_bootstrap: str, kafka_topic: Callable[..., str]
+    tmp_path: Path, kafka_bootstrap: str, kafka_topic: Callable[..., str]
 ) -> None:
     topic = kafka_topic(partitions=PARTITIONS)
     env = child_env(
@@ -74,9 +76,11 @@ def test_two_replicas_count_each_exchange_traced_from_both_ends_once(
         L7SCOPE_EXPORT_RECORDS_TOPIC="off",
     )
     ports = [free_port(), free_port()]
+    maps = [tmp_path / f"map{i}.json" for i in range(2)]  # each replica's service map, written at exit
     children: list[Child] = start_group(
-        2, env, lambda i: ["--export", f"prometheus:127.0.0.1:{ports[i]}"], PARTITIONS
-    )
+        2, env, lambda i: ["--export", f"prometheus:127.0.0.1:{ports[i]}"], PARTITIONS,
+        env_of=lambda i: {"L7SCOPE_EXPORT_MAP_OUT": str(maps[i])},
+    )  # fmt: skip
     try:
         health = Health()
         publisher = KafkaPublisher(config_for(kafka_bootstrap, topic, partitions=PARTITIONS).kafka, health)
@@ -109,3 +113,10 @@ def test_two_replicas_count_each_exchange_traced_from_both_ends_once(
             edges[edge] = edges.get(edge, 0.0) + n
     assert edges == {("loadgen", "httpd"): exchanges}, edges  # each exchange once, named by both ends
     assert all(sum(c.values()) > 0 for c in per_replica), per_replica  # both replicas took part
+    # The service map agrees: its edges, summed over the replicas, hold each exchange once.
+    map_edges: dict[tuple[str, str], int] = {}
+    for path in maps:
+        for e in json.loads(path.read_text())["edges"]:
+            edge = (e["client"], e["server"])
+            map_edges[edge] = map_edges.get(edge, 0) + e["requests"]
+    assert map_edges == {("loadgen", "httpd"): exchanges}, map_edges
