@@ -64,14 +64,13 @@ def pool(connections: int = 50, per_conn: int = 10) -> list[Exchange]:
     return client.log
 
 
-def renamed(x: Exchange, conn_id: str, resp_ts: int | None = None) -> tuple[Batch, Batch]:
-    conn = dataclasses.replace(x.conn, conn_id=conn_id)
+def renamed(x: Exchange, conn_id: str, node: str = "") -> tuple[Batch, Batch]:
+    """A copy of the exchange's batches as another connection (on `node`: its own fragments key)."""
+    conn = dataclasses.replace(x.conn, conn_id=conn_id, node=node or x.conn.node)
     req, resp = batches(x)
     out = []
     for b in (req, resp):
         frags = [dataclasses.replace(f, conn_id=conn_id) for f in b.fragments]
-        if resp_ts is not None and b is resp:
-            frags = [dataclasses.replace(f, ts_ns=resp_ts) for f in frags]
         out.append(Batch(conn, frags, dataclasses.replace(b.closed, info=conn) if b.closed else None))
     return out[0], out[1]
 
@@ -91,7 +90,8 @@ def publish_all(cfg: Config, exchanges: list[Exchange], copies: int) -> int:
     n = 0
     for k in range(copies):
         for x in exchanges:
-            pub.publish(list(renamed(x, f"{x.conn.conn_id}/copy{k}")))
+            # Copies are the same connections as if traced on other nodes: keyed apart, as before.
+            pub.publish(list(renamed(x, f"{x.conn.conn_id}/copy{k}", f"bench{k}")))
             n += 1
     pub.close(timeout_s=120)
     assert health.total("dropped_batches") == 0, health.snapshot()

@@ -1,9 +1,10 @@
 """Reads fragment batches from Kafka as a member of the pipeline consumer group.
 
-Connections stay on one partition (the key is the connection id), so the consumer that owns a
-partition owns those connections' state. The caller commits explicitly with the offsets it no longer
-needs (`commit`); on revocation `on_revoked` runs inside `poll()` so the caller can flush and commit
-before another member takes the partitions over.
+Connections stay on one partition (the agent keys by node and sorted endpoints:
+probes/publisher.fragments_key), so the consumer that owns a partition owns those connections' state,
+both ends' when both are traced on one node. The caller commits explicitly with the offsets it no
+longer needs (`commit`); on revocation `on_revoked` runs inside `poll()` so the caller can flush and
+commit before another member takes the partitions over.
 """
 
 from __future__ import annotations

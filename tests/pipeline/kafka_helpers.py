@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import pytest
 from kafka import KafkaConsumer, TopicPartition
 
 from l7scope.config import Config, KafkaConfig
@@ -151,3 +152,33 @@ def read_topic(bootstrap: str, topic: str, idle_s: float = 2.0) -> list[tuple[in
         return [(m.partition, m.offset, m.key, m.value) for m in consumer]
     finally:
         consumer.close()
+
+
+def start_group(
+    n: int,
+    env: dict[str, str],
+    extra: Callable[[int], list[str]],
+    partitions: int,
+    env_of: Callable[[int], dict[str, str]] = lambda _: {},
+) -> list[Child]:
+    """`n` `l7scope pipeline` children in one group, returned once they together own all `partitions`.
+
+    Child `i` gets the arguments `extra(i)` and the environment `env | env_of(i)`."""
+    # All at once, right after the topic was created: the first generation's leader may assign before
+    # it has the topic's partitions ("No partition metadata for topic") and must then rejoin to take
+    # them, the case that used to leave a member hung (pipeline/kafka_source.finish_interrupted_rejoins).
+    children = [Child("pipeline", *extra(i), env=env | env_of(i)) for i in range(n)]
+
+    def settled() -> bool:  # every member owns some partitions, together all, none twice
+        got = [c.assigned() for c in children]
+        if any(not a for a in got):
+            return False
+        flat = [p for a in got for p in a or ()]
+        return sorted(flat) == list(range(partitions))
+
+    if not wait_for(settled, 60, every_s=0.5):
+        for c in children:
+            c.stop()
+        logs = "\n".join("".join(c.lines[-15:]) for c in children)
+        pytest.fail(f"group did not settle: {[c.assigned() for c in children]}\n{logs}")
+    return children

@@ -20,31 +20,10 @@ import pytest
 from pipeline.health import Health
 from pipeline.records_sink import decode_record
 from probes.publisher import KafkaPublisher
-from tests.pipeline.kafka_helpers import Child, child_env, config_for, read_topic, wait_for
+from tests.pipeline.kafka_helpers import child_env, config_for, read_topic, start_group, wait_for
 from tests.support.http_traffic import Client, HttpTarget, batches, paced
 
 PARTITIONS = 6
-
-
-def start_group(n: int, env: dict[str, str], extra: Callable[[int], list[str]]) -> list[Child]:
-    # All at once, right after the topic was created: the first generation's leader may assign before
-    # it has the topic's partitions ("No partition metadata for topic") and must then rejoin to take
-    # them, the case that used to leave a member hung (pipeline/kafka_source.finish_interrupted_rejoins).
-    children = [Child("pipeline", *extra(i), env=env) for i in range(n)]
-
-    def settled() -> bool:  # every member owns some partitions, together all, none twice
-        got = [c.assigned() for c in children]
-        if any(not a for a in got):
-            return False
-        flat = [p for a in got for p in a or ()]
-        return sorted(flat) == list(range(PARTITIONS))
-
-    if not wait_for(settled, 60, every_s=0.5):
-        for c in children:
-            c.stop()
-        logs = "\n".join("".join(c.lines[-15:]) for c in children)
-        pytest.fail(f"group did not settle: {[c.assigned() for c in children]}\n{logs}")
-    return children
 
 
 @pytest.mark.parametrize("members", [2, 3])
@@ -59,7 +38,7 @@ def test_members_split_partitions_each_exchange_once(
         L7SCOPE_EXPORT_RECORDS_TOPIC="off",
     )
     outs = [tmp_path / f"member{i}.jsonl" for i in range(members)]
-    children = start_group(members, env, lambda i: ["--export", f"jsonl:{outs[i]}"])
+    children = start_group(members, env, lambda i: ["--export", f"jsonl:{outs[i]}"], PARTITIONS)
     try:
         health = Health()
         publisher = KafkaPublisher(config_for(kafka_bootstrap, topic).kafka, health)
@@ -99,7 +78,7 @@ def test_kill9_member_mid_load_loses_no_exchange(
         L7SCOPE_KAFKA_GROUP=f"kill-{uuid.uuid4().hex[:6]}",
         L7SCOPE_EXPORT_RECORDS_TOPIC="on",
     )
-    children = start_group(3, env, lambda _: [])
+    children = start_group(3, env, lambda _: [], PARTITIONS)
     victim = children[1]
     health = Health()
     publisher = KafkaPublisher(config_for(kafka_bootstrap, topic).kafka, health)

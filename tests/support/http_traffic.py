@@ -147,3 +147,27 @@ def paced(rate_per_s: float, seconds: float) -> Iterator[int]:
             time.sleep(due - now)
         yield i
         i += 1
+
+
+def server_end(conn: ConnInfo, process: str = "httpd") -> ConnInfo:
+    """The server's end of the client connection `conn`, as an agent tracing both on one node sees it."""
+    return ConnInfo(
+        f"{conn.conn_id}/server", conn.remote, conn.local, Role.SERVER, pid=conn.pid + 1, process=process,
+        node=conn.node,
+    )  # fmt: skip
+
+
+def both_ends(x: Exchange) -> tuple[list[Batch], list[Batch]]:
+    """One exchange traced from both ends on one node, as two drains of the agent publish it:
+    (the client's request, the server's read of it), then (the server's response, the client's read
+    of it); the close of each end rides on its last batch."""
+    client_req, client_resp = batches(x)
+    server = server_end(x.conn)
+    sid, sys_ = server.conn_id, Source.SYSCALL
+    req = Fragment(sid, Io.RECV, x.send_pos, len(x.request), x.request, x.sent_ns + 1, 2, sys_)
+    resp = Fragment(sid, Io.SEND, x.recv_pos, len(x.response), x.response, x.done_ns - 1, 2, sys_)
+    closed = None
+    if x.last:
+        end = x.recv_pos + len(x.response), x.send_pos + len(x.request)
+        closed = ConnEvent(server, x.done_ns - 1, closed=True, send_bytes=end[0], recv_bytes=end[1])
+    return [client_req, Batch(server, [req])], [Batch(server, [resp], closed), client_resp]
