@@ -108,7 +108,7 @@ class Loop:
         self.parser = ConnParser(self.info, (spec,), limits or Limits(), self.health)
         self.wire = Wire(self.info, ts=0, step=10)
         if not detect:
-            self.parser._claim(spec, self._io(REQ))
+            self.parser._claim(spec, self.io(REQ))
 
     @property
     def errors(self) -> list[str]:
@@ -129,7 +129,7 @@ class Loop:
     def clock(self) -> int:
         return self.wire.ts
 
-    def _io(self, direction: Direction) -> Io:
+    def io(self, direction: Direction) -> Io:
         server = self.info.role != Role.CLIENT
         return Io.RECV if (direction is REQ) == server else Io.SEND
 
@@ -147,7 +147,7 @@ class Loop:
     ) -> list[Any]:
         """One syscall's bytes: `length` > len(data) leaves the rest uncopied (zero-filled by the loop
         up to its fill limit, else lost); `hole` bytes before these were never seen (a gap)."""
-        self.parser.add(self.wire.frag(self._io(direction), data, length, skip=hole, ts=ts))
+        self.parser.add(self.wire.frag(self.io(direction), data, length, skip=hole, ts=ts))
         return self.run() if self.auto_run else []
 
     def run(self, eof: bool = False) -> list[Any]:
