@@ -145,12 +145,20 @@ class ConnParser:
                 return []
         assert self.spec is not None and self.request_io is not None
         response_io = Io.RECV if self.request_io == Io.SEND else Io.SEND
+        late: list[Direction] = []  # ended behind a hole: on_eof once the hole is crossed
         if final:
             for io, direction in ((self.request_io, Direction.REQUEST), (response_io, Direction.RESPONSE)):
-                if not self.streams[io].blocked:
+                if self.streams[io].blocked:
+                    late.append(direction)
+                else:
                     self.spec.on_eof(self.state, direction)
         requests, responses = self._pair
         exchanges = self._parse_and_stitch(response_io, final)
+        if late:  # the holes were crossed (final forces them): those directions have ended too
+            for direction in late:
+                self.spec.on_eof(self.state, direction)
+            exchanges += self.spec.stitch(requests, responses, self.state)
+            self.health.count("unmatched_frames", self.spec.name, self.spec.take_unmatched(self.state))
         if self._before_gap:
             exchanges = self._before_gap + exchanges
             self._before_gap = []
