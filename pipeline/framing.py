@@ -145,8 +145,9 @@ class ConnParser:
                 return []
         assert self.spec is not None and self.request_io is not None
         response_io = Io.RECV if self.request_io == Io.SEND else Io.SEND
-        late: list[Direction] = []  # ended behind a hole: on_eof once the hole is crossed
+        late: list[Direction] | None = None  # ended behind a hole: on_eof once the hole is crossed
         if final:
+            late = []
             for io, direction in ((self.request_io, Direction.REQUEST), (response_io, Direction.RESPONSE)):
                 if self.streams[io].blocked:
                     late.append(direction)
@@ -157,8 +158,7 @@ class ConnParser:
         if late:  # the holes were crossed (final forces them): those directions have ended too
             for direction in late:
                 self.spec.on_eof(self.state, direction)
-            exchanges += self.spec.stitch(requests, responses, self.state)
-            self.health.count("unmatched_frames", self.spec.name, self.spec.take_unmatched(self.state))
+            exchanges += self._parse_and_stitch(response_io, final)  # e.g. a message delimited by the close
         if self._before_gap:
             exchanges = self._before_gap + exchanges
             self._before_gap = []

@@ -236,3 +236,17 @@ def test_detection_claims_the_connection_and_a_mid_stream_join_resyncs() -> None
     loop.feed(RESP, msg("A", b"a"))
     loop.run()
     assert [a[:3] for a in answers(loop)] == [("q", "A", "a")] and loop.errors == []
+
+
+def test_a_message_delimited_by_the_close_behind_a_hole_is_recorded_at_the_close() -> None:
+    """on_eof used to be skipped for a direction still blocked on a hole when the connection ended, so a
+    close-delimited message after the hole was never parsed: its bytes were dropped uncounted."""
+    loop = Loop(TOY)
+    loop.feed(REQ, msg("Q", b"one"))
+    loop.feed(RESP, msg("A", b"1"))
+    loop.feed(REQ, msg("Q", b"two"))
+    loop.run()
+    loop.feed(RESP, msg("C", b"", length=0) + b"to the close", hole=5)  # 5 response bytes never seen
+    loop.run(eof=True)
+    assert answers(loop) == [("one", "A", "1", False), ("two", "C", "to the close", False)]
+    assert loop.state.eof == {REQ, RESP} and loop.health.total("gaps") == 1 and loop.errors == []

@@ -99,3 +99,21 @@ def test_a_request_unanswered_at_the_close_is_counted(protocol: str) -> None:
     assert len(loop.records) == 2 and loop.health.total("gaps") == 0
     assert loop.health.total("unmatched_frames") == 1 and loop.errors == []
     assert not loop.queues[REQ] and not loop.queues[RESP]
+
+
+def test_an_http1_response_delimited_by_the_close_after_a_hole_is_recorded() -> None:
+    """HTTP/1.0 `body until the close` after lost response bytes: recorded (degraded: its request is
+    paired by time), where it used to be dropped because on_eof skipped a direction blocked on a hole."""
+    loop = Loop(SPECS["http1"])
+    loop.feed(REQ, b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n")
+    loop.feed(RESP, b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+    loop.run()
+    loop.feed(REQ, b"GET /b HTTP/1.1\r\nHost: x\r\n\r\n")
+    loop.feed(REQ, b"GET /c HTTP/1.0\r\nHost: x\r\n\r\n")
+    loop.feed(RESP, b"HTTP/1.0 200 OK\r\n\r\nbody until the close", hole=44)  # /b's answer lost
+    loop.run(eof=True)
+    got = [
+        (r.attributes["url.path"], r.attributes["http.response.body.size"], r.degraded) for r in loop.records
+    ]
+    assert got == [("/a", 2, False), ("/c", 20, True)]
+    assert loop.health.total("unmatched_frames") == 1 and loop.health.total("gaps") == 1 and loop.errors == []
