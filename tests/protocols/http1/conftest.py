@@ -2,26 +2,29 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from typing import Any
 
 import pytest
 
 from protocols.base import Direction
 from protocols.http1 import SPEC
-from tests.support.loop import Loop
+from tests.support.loop import Loop as SharedLoop
 
 REQ, RESP = Direction.REQUEST, Direction.RESPONSE
 
 
-def http1_loop() -> Loop:
-    return Loop(SPEC)
+class Loop(SharedLoop):
+    """The shared real-loop driver (tests/support/loop.py) on a connection known to speak HTTP/1."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(SPEC, **kwargs)
 
 
 @pytest.fixture
 def loop() -> Loop:
-    return http1_loop()
+    return Loop()
 
 
 @pytest.fixture
-def make_loop() -> Callable[[], Loop]:
-    return http1_loop
+def make_loop() -> type[Loop]:
+    return Loop

@@ -6,21 +6,25 @@ import socket
 import struct
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import dpkt
 
 from protocols.base import ConnInfo, Direction, Endpoint, Role
 from protocols.mysql import SPEC
 from protocols.mysql.types import Exchange
-from tests.support.loop import Loop
+from tests.support.loop import Loop as SharedLoop
 
 REQ, RESP = Direction.REQUEST, Direction.RESPONSE
 CONN = ConnInfo("t/1", Endpoint("127.0.0.1", 40000), Endpoint("127.0.0.1", 3306), Role.CLIENT)
 
 
-def mysql_loop() -> Loop:
-    """A connection known to speak MySQL, run at every feed (as capture batches arrive)."""
-    return Loop(SPEC, auto_run=True)
+class Loop(SharedLoop):
+    """The shared real-loop driver (tests/support/loop.py) on a connection known to speak MySQL, run at
+    every feed (as capture batches arrive)."""
+
+    def __init__(self, auto_run: bool = True, **kwargs: Any) -> None:
+        super().__init__(SPEC, auto_run=auto_run, **kwargs)
 
 
 def packet(seq: int, payload: bytes) -> bytes:
@@ -63,7 +67,7 @@ def pcap_segments(path: Path, server_port: int) -> dict[int, list[tuple[int, Dir
 
 
 def replay(segments: list[tuple[int, Direction, bytes]]) -> Loop:
-    loop = mysql_loop()
+    loop = Loop()
     for ts, direction, data in segments:
         loop.feed(direction, data, ts)
     return loop

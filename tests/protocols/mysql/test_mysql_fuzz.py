@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from conftest import REQ, RESP, mysql_loop, packet, records
+from conftest import REQ, RESP, Loop, packet, records
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from test_mysql_packets import GREETING, handshake_response, query, result_set
 
 from protocols.mysql import SPEC
 from protocols.mysql.types import STMT_CAP
-from tests.support.loop import Loop
 
 VALID = [
     GREETING,
@@ -33,7 +32,7 @@ def _bounded(loop: Loop) -> None:
 @settings(max_examples=300, deadline=None)
 @given(st.lists(st.tuples(st.booleans(), st.binary(max_size=200)), max_size=12))
 def test_random_bytes(chunks: list[tuple[bool, bytes]]) -> None:
-    loop = mysql_loop()
+    loop = Loop()
     for is_req, data in chunks:
         loop.feed(REQ if is_req else RESP, data)
         SPEC.find_boundary(memoryview(data), REQ, 0)
@@ -53,7 +52,7 @@ def test_random_bytes(chunks: list[tuple[bool, bytes]]) -> None:
     )
 )
 def test_mutated_valid_streams(ops: list[tuple[bool, bytes, int, int, int]]) -> None:
-    loop = mysql_loop()
+    loop = Loop()
     for is_req, data, flip_at, bit, cut in ops:
         b = bytearray(data)
         if flip_at < len(b):
@@ -65,7 +64,7 @@ def test_mutated_valid_streams(ops: list[tuple[bool, bytes, int, int, int]]) -> 
 
 
 def test_statement_map_is_bounded() -> None:
-    loop = mysql_loop()
+    loop = Loop()
     for i in range(STMT_CAP + 50):
         loop.feed(REQ, packet(0, b"\x16SELECT ?"))
         loop.feed(RESP, packet(1, b"\x00" + i.to_bytes(4, "little") + b"\x00\x00\x00\x00\x00\x00\x00"))

@@ -5,11 +5,10 @@ from __future__ import annotations
 import struct
 import zlib
 
-from conftest import REQ, RESP, mysql_loop, packet, records
+from conftest import REQ, RESP, Loop, packet, records
 
 from protocols.mysql import SPEC
 from protocols.mysql.types import CLIENT_COMPRESS, CLIENT_DEPRECATE_EOF, K_CONTINUATION
-from tests.support.loop import Loop
 
 GREETING = packet(
     0,
@@ -81,7 +80,7 @@ def login(loop: Loop, caps: int = CAPS) -> None:
 
 
 def test_login_query_ok_err_and_secrets() -> None:
-    loop = mysql_loop()
+    loop = Loop()
     login(loop)
     assert loop.state.server_version == "5.5.5-10.11.19-MariaDB"
     loop.feed(REQ, query(b"SELECT name FROM items WHERE pw = 'hunter2' AND id = 42"))
@@ -107,7 +106,7 @@ def test_login_query_ok_err_and_secrets() -> None:
 
 
 def test_deprecate_eof_and_multi_results() -> None:
-    loop = mysql_loop()
+    loop = Loop()
     login(loop, CAPS | CLIENT_DEPRECATE_EOF)
     loop.feed(REQ, query(b"SELECT name FROM items"))
     loop.feed(RESP, result_set([b"a", b"b", b"c"], deprecate_eof=True))
@@ -133,7 +132,7 @@ def test_deprecate_eof_and_multi_results() -> None:
 
 
 def test_prepared_statements_binary_rows() -> None:
-    loop = mysql_loop()
+    loop = Loop()
     login(loop)
     loop.feed(REQ, packet(0, b"\x16SELECT name FROM items WHERE id > ?"))
     prep_ok = b"\x00" + struct.pack("<IHHBH", 7, 1, 1, 0, 0)
@@ -167,7 +166,7 @@ def test_prepared_statements_binary_rows() -> None:
 
 
 def test_prepare_without_eof_and_unknown_caps() -> None:
-    loop = mysql_loop()  # mid-stream: no handshake seen
+    loop = Loop()  # mid-stream: no handshake seen
     loop.feed(REQ, packet(0, b"\x16INSERT INTO t (a) VALUES (?)"))
     loop.feed(RESP, packet(1, b"\x00" + struct.pack("<IHHBH", 3, 0, 1, 0, 0)) + coldef(b"?", 2))
     loop.feed(REQ, query(b"DELETE FROM t"))
@@ -177,7 +176,7 @@ def test_prepare_without_eof_and_unknown_caps() -> None:
 
 
 def test_packet_over_16_mib() -> None:
-    loop = mysql_loop()
+    loop = Loop()
     big = b"\x03INSERT INTO blobs VALUES ('" + b"x" * (0xFFFFFF - 28)
     assert len(big) == 0xFFFFFF
     loop.feed(REQ, packet(0, big) + packet(1, b"')"))
@@ -191,7 +190,7 @@ def test_packet_over_16_mib() -> None:
 
 
 def test_compressed_protocol_is_detected_not_misparsed() -> None:
-    loop = mysql_loop()
+    loop = Loop()
     loop.feed(RESP, GREETING)
     loop.feed(REQ, handshake_response(CAPS | CLIENT_COMPRESS))
     loop.feed(RESP, OK)
@@ -210,10 +209,10 @@ def test_compressed_protocol_is_detected_not_misparsed() -> None:
 
 
 def test_login_refused_before_greeting_and_access_denied() -> None:
-    loop = mysql_loop()
+    loop = Loop()
     loop.feed(RESP, packet(0, b"\xff\x10\x04Too many connections"))
     assert [(x.operation, x.error_code) for x in loop.exchanges] == [("LOGIN", 1040)]
-    loop = mysql_loop()
+    loop = Loop()
     loop.feed(RESP, GREETING)
     loop.feed(REQ, handshake_response())
     loop.feed(RESP, packet(2, b"\xfe" + b"mysql_native_password\x00" + b"01234567890123456789\x00"))
@@ -229,7 +228,7 @@ def test_split_at_every_byte() -> None:
     resp = result_set([b"apple"])
     for cut in range(1, len(req)):
         for rcut in (1, len(resp) // 2, len(resp) - 1):
-            loop = mysql_loop()
+            loop = Loop()
             loop.feed(REQ, req[:cut])
             loop.feed(REQ, req[cut:])
             loop.feed(RESP, resp[:rcut])
@@ -238,7 +237,7 @@ def test_split_at_every_byte() -> None:
                 ("SELECT", "items", 1)
             ]
     for cut in range(1, len(resp)):
-        loop = mysql_loop()
+        loop = Loop()
         loop.feed(REQ, req)
         loop.feed(RESP, resp[:cut])
         loop.feed(RESP, resp[cut:])
