@@ -111,6 +111,7 @@ class ConnParser:
         self._message: list[_Message | None] = [None for _ in Io]  # a body being skipped, per direction
         self._room = [_UNBOUNDED for _ in Io]  # frames a direction's queue may hold before parsing pauses
         self._held = [False for _ in Io]  # parsing paused: the queue was full (deep pipelining)
+        self._eof_behind_hole = [False for _ in Io]  # the connection ended; on_eof once the hole is crossed
 
     # -- input -----------------------------------------------------------------------------------
 
@@ -147,7 +148,9 @@ class ConnParser:
         response_io = Io.RECV if self.request_io == Io.SEND else Io.SEND
         if final:
             for io, direction in ((self.request_io, Direction.REQUEST), (response_io, Direction.RESPONSE)):
-                if not self.streams[io].blocked:
+                if self.streams[io].blocked:  # ended behind a hole: on_eof once _parse has crossed it
+                    self._eof_behind_hole[io] = True
+                else:
                     self.spec.on_eof(self.state, direction)
         requests, responses = self._pair
         exchanges = self._parse_and_stitch(response_io, final)
@@ -229,6 +232,9 @@ class ConnParser:
                 stream.gap_crossed = False
                 self._cut(io, queue)
                 self._on_gap(io, direction)
+                if self._eof_behind_hole[io] and not stream.blocked:  # the last hole of an ended stream
+                    self._eof_behind_hole[io] = False
+                    spec.on_eof(self.state, direction)
             if len(queue) >= self._room[io]:
                 self._held[io] = True  # deep pipelining: parse on once stitching has made room
                 return

@@ -40,6 +40,9 @@ _VISIBLE = bytes(range(0x21, 0x7F))
 # Request-target bytes servers accept: visible ASCII, and raw octets >= 0x80 (recorded percent-encoded).
 _TARGET = _VISIBLE + bytes(range(0x80, 0x100))
 _all_visible = re.compile(rb"[\x21-\x7e]*").fullmatch  # a regex beats translate() on the hot path
+# A control byte in a reason phrase (RFC 9112: HTAB, SP, VCHAR, obs-text only): e.g. zeros standing in
+# for bytes the capture did not copy, which must not swallow the next response into this one's head.
+_control_in_reason = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]").search
 _HEX = b"0123456789abcdefABCDEF"
 _MAX_START_LINE = 16 * 1024
 _MAX_CHUNK_LINE = 4096
@@ -484,6 +487,8 @@ def _parse_response(
     code = line[9:12]
     if version is None or line[8:9] != b" " or not code.isdigit() or (len(line) > 12 and line[12] != 0x20):
         return Invalid("bad status line")
+    if len(line) > 13 and _control_in_reason(line, 13):
+        return Invalid("bad reason phrase")
     status = int(code)
     if status < 100:
         return Invalid("bad status code")

@@ -3,7 +3,7 @@
 from protocols.base import ProtocolSpec
 from protocols.http2.parse import detect, find_boundary, parse_frame
 from protocols.http2.semconv import to_record
-from protocols.http2.stitch import on_eof, on_gap, stitch
+from protocols.http2.stitch import on_eof, on_gap, stitch, take_unmatched
 from protocols.http2.types import H2Exchange, H2Frame, H2State
 
 SPEC: ProtocolSpec[H2Frame, H2State, H2Exchange] = ProtocolSpec(
@@ -18,6 +18,7 @@ SPEC: ProtocolSpec[H2Frame, H2State, H2Exchange] = ProtocolSpec(
     ordered=False,  # streams are matched by id, not by order
     exchange_position=lambda x: x.stream_id,
     on_eof=on_eof,
+    take_unmatched=take_unmatched,
 )
 
 __all__ = ["SPEC", "H2Exchange", "H2Frame", "H2State"]

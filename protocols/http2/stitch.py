@@ -34,7 +34,15 @@ def stitch(
         _apply(responses.popleft(), 1, state, out)
     if state.eof[0] and state.eof[1] and state.streams:
         _flush_truncated(state, out)
+        state.unmatched += len(state.streams)  # still open at the close: their other half never came
+        state.streams.clear()
     return out
+
+
+def take_unmatched(state: H2State) -> int:
+    """Streams dropped unanswered since the last call (evicted, or open when the connection ended)."""
+    n, state.unmatched = state.unmatched, 0
+    return n
 
 
 def on_eof(state: H2State, direction: Direction) -> None:
@@ -68,6 +76,7 @@ def _stream(state: H2State, sid: int, timed: Timed[H2Frame]) -> StreamAcc | None
     if len(streams) >= MAX_STREAMS:
         del streams[next(iter(streams))]
         state.evicted += 1
+        state.unmatched += 1
     acc = StreamAcc(sid, timed.start_ns, timed.end_ns)
     streams[sid] = acc
     return acc

@@ -134,3 +134,4 @@ class H2State:
     done: dict[int, None] = field(default_factory=dict)  # recently emitted stream ids (late RST etc.)
     goaway_last: int | None = None
     evicted: int = 0  # streams dropped because MAX_STREAMS were open
+    unmatched: int = 0  # streams dropped unanswered (evicted, or open at the close), not yet counted

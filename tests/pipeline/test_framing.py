@@ -9,6 +9,7 @@ from pipeline.health import Health
 from probes.fragment import Batch, ConnEvent, Fragment, Io, Source
 from protocols.base import ConnInfo, Endpoint, Role
 from protocols.registry import PROTOCOLS
+from tests.support.loop import Wire
 
 REQ = b"GET /users/42?x=1 HTTP/1.1\r\nHost: example.test\r\nUser-Agent: t/1\r\n\r\n"
 RESP_200 = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello"
@@ -21,22 +22,6 @@ def conn(role: Role = Role.SERVER, conn_id: str = "n/1/3/7") -> ConnInfo:
     return ConnInfo(
         conn_id, Endpoint("127.0.0.1", 8080), Endpoint("127.0.0.1", 50000), role, pid=1, process="srv"
     )
-
-
-class Wire:
-    """Builds fragments the way the agent does: per-direction positions and capture times."""
-
-    def __init__(self, info: ConnInfo) -> None:
-        self.info = info
-        self.pos = {Io.SEND: 0, Io.RECV: 0}
-        self.ts = 1_000
-
-    def frag(self, io: Io, data: bytes, length: int | None = None, skip: int = 0) -> Fragment:
-        self.pos[io] += skip
-        self.ts += 1_000
-        f = Fragment(self.info.conn_id, io, self.pos[io], length or len(data), data, self.ts)
-        self.pos[io] += f.length
-        return f
 
 
 def run(table: ConnTable, info: ConnInfo, *fragments: Fragment, close: bool = False) -> list:

@@ -29,7 +29,7 @@ from progress_inputs import (
     negative_content_length_pcap,
     packet,
 )
-from test_framing import Wire, conn, run
+from test_framing import conn, run
 
 from pipeline.conn_table import ConnTable
 from pipeline.framing import ConnParser, Limits, ParserStuck
@@ -39,6 +39,7 @@ from probes.fragment import Io
 from protocols import http1
 from protocols.base import Direction, Role
 from protocols.registry import PROTOCOLS
+from tests.support.loop import Wire
 
 pytestmark = pytest.mark.timeout(60)  # without the fix these never return
 REPO = Path(__file__).resolve().parents[2]

@@ -10,33 +10,13 @@ from probes.fragment import Batch, ConnEvent, Fragment, Io, Source
 from protocols.base import ConnInfo, Endpoint, L7Record, Role
 from protocols.http1.types import MAX_PENDING
 from protocols.registry import PROTOCOLS
+from tests.support.loop import FILLER, PIECE, Wire
 
 BIG = 50 * 1000 * 1000
-PIECE = 64 << 10
-FILLER = b"b" * PIECE
 
 
 def conn(role: Role = Role.SERVER) -> ConnInfo:
     return ConnInfo("n/1/3/7", Endpoint("127.0.0.1", 8080), Endpoint("127.0.0.1", 50000), role, pid=1)
-
-
-class Wire:
-    """Fragments as the agent makes them: positions per direction, a capture time per syscall."""
-
-    def __init__(self, info: ConnInfo) -> None:
-        self.info, self.pos, self.ts = info, {Io.SEND: 0, Io.RECV: 0}, 1_000
-
-    def frag(
-        self, io: Io, data: bytes, length: int | None = None, source: Source = Source.SYSCALL
-    ) -> Fragment:
-        self.ts += 1_000
-        f = Fragment(self.info.conn_id, io, self.pos[io], length or len(data), data, self.ts, source=source)
-        self.pos[io] += f.length
-        return f
-
-    def body(self, io: Io, size: int) -> list[Fragment]:
-        """`size` body bytes in fully copied 64 KiB reads or writes."""
-        return [self.frag(io, FILLER[: min(PIECE, size - at)]) for at in range(0, size, PIECE)]
 
 
 def feed(table: ConnTable, info: ConnInfo, fragments: list[Fragment], close: bool = False) -> list[L7Record]:

@@ -346,6 +346,24 @@ def test_gap_after_requests_pairs_by_time(loop) -> None:
     assert not loop.queues[REQ]  # the unanswered first request was dropped
 
 
+def test_a_response_lost_in_a_hole_after_pipelined_requests_pairs_by_time(loop) -> None:
+    """test_gap_after_requests_pairs_by_time with the bytes really lost: the loop finds the hole."""
+    loop.feed(REQ, GET.replace(b"42", b"41"))
+    loop.feed(RESP, OK)  # the response stream has begun: what comes after a hole is a gap
+    loop.feed(REQ, GET)
+    loop.feed(REQ, GET.replace(b"42", b"43"))
+    loop.run()
+    loop.feed(RESP, OK, hole=len(OK))  # the response to /users/42 never seen
+    loop.run()
+    loop.run(eof=True)
+    assert [(x.request.frame.target[:9], x.degraded) for x in loop.exchanges] == [
+        ("/users/41", False),
+        ("/users/43", True),
+    ]
+    assert loop.health.total("gaps") == 1 and loop.health.total("unmatched_frames") == 1
+    assert loop.errors == []
+
+
 def test_gap_before_request_pairs_by_seq(loop) -> None:
     loop.feed(REQ, GET)
     loop.run()

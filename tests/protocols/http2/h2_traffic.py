@@ -1,8 +1,7 @@
-"""Real HTTP/2 bytes from two `h2` endpoints talking to each other, and a small framing-loop driver."""
+"""Real HTTP/2 bytes from two `h2` endpoints talking to each other, driven through the real framing loop."""
 
 from __future__ import annotations
 
-from collections import deque
 from dataclasses import dataclass, field
 from struct import pack
 
@@ -10,9 +9,10 @@ from h2.config import H2Configuration
 from h2.connection import H2Connection
 from h2.events import DataReceived
 
-from protocols.base import NEED_DATA, ConnInfo, Direction, Endpoint, Invalid, Parsed, Role, Timed
+from protocols.base import ConnInfo, Direction, Endpoint, Role
 from protocols.http2 import SPEC
-from protocols.http2.types import H2Exchange, H2Frame, H2State
+from protocols.http2.types import H2Exchange, H2State
+from tests.support.loop import Loop
 
 REQ, RESP = Direction.REQUEST, Direction.RESPONSE
 CONN = ConnInfo("c1", Endpoint("127.0.0.1", 50051), Endpoint("127.0.0.1", 40000), Role.SERVER)
@@ -85,39 +85,20 @@ class Conversation:
 @dataclass
 class Driven:
     exchanges: list[H2Exchange] = field(default_factory=list)
-    frames: list[H2Frame] = field(default_factory=list)
-    invalid: int = 0
+    invalid: int = 0  # parse errors the loop counted
+    loop: Loop | None = None
 
 
 def drive(chunks, state: H2State | None = None, split: int | None = None) -> tuple[Driven, H2State]:
-    """Feed chunks (direction, bytes) like the framing loop: parse REQUEST, then RESPONSE, stitch."""
-    state = state if state is not None else SPEC.new_state()
-    bufs = {REQ: bytearray(), RESP: bytearray()}
-    queues: dict[Direction, deque[Timed[H2Frame]]] = {REQ: deque(), RESP: deque()}
-    out = Driven()
+    """Feed chunks (direction, bytes) through the real framing loop, one pass per chunk (or piece of
+    one, cut at `split`), chunk t stamped t microseconds. `state`: carry on with that HTTP/2 state."""
+    loop = Loop(SPEC)
+    if state is not None:
+        loop.parser.state = state
     for t, (direction, data) in enumerate(chunks):
         pieces = [data] if split is None else [data[:split], data[split:]]
         for piece in pieces:
-            bufs[direction] += piece
-            for d in (REQ, RESP):
-                _parse(bufs[d], d, state, queues[d], out, t * 1000)
-            out.exchanges += SPEC.stitch(queues[REQ], queues[RESP], state)
-    return out, state
-
-
-def _parse(buf: bytearray, d: Direction, state: H2State, q: deque, out: Driven, ts: int) -> None:
-    while buf:
-        with memoryview(buf) as mv:
-            r = SPEC.parse_frame(mv, d, state)
-        if r is NEED_DATA:
-            return
-        if isinstance(r, Invalid):
-            out.invalid += 1
-            with memoryview(buf) as mv:
-                skip = SPEC.find_boundary(mv, d, 1)
-            del buf[: skip if skip is not None else len(buf)]
-            continue
-        assert isinstance(r, Parsed) and r.size > 0
-        out.frames.append(r.frame)
-        q.append(Timed(r.frame, ts, ts + 1))
-        del buf[: r.size]
+            if piece:
+                loop.feed(direction, piece, ts=t * 1000)
+                loop.run()
+    return Driven(loop.exchanges, len(loop.errors), loop), loop.state

@@ -1,78 +1,30 @@
-"""A few-line stand-in for the framing loop, and real-traffic helpers, shared by the MySQL tests."""
+"""MySQL test helpers (real traffic, packets); the framing loop is the real one (tests/support/loop.py)."""
 
 from __future__ import annotations
 
 import socket
 import struct
 import subprocess
-from collections import deque
 from pathlib import Path
+from typing import Any
 
 import dpkt
 
-from protocols.base import NEED_DATA, ConnInfo, Direction, Endpoint, Invalid, Parsed, Role, Timed
+from protocols.base import ConnInfo, Direction, Endpoint, Role
 from protocols.mysql import SPEC
-from protocols.mysql.types import Exchange, State
+from protocols.mysql.types import Exchange
+from tests.support.loop import Loop as SharedLoop
 
 REQ, RESP = Direction.REQUEST, Direction.RESPONSE
 CONN = ConnInfo("t/1", Endpoint("127.0.0.1", 40000), Endpoint("127.0.0.1", 3306), Role.CLIENT)
 
 
-class Loop:
-    """Buffers per direction, parse until NEED_DATA, resync on Invalid, stitch: as pipeline/framing does."""
+class Loop(SharedLoop):
+    """The shared real-loop driver (tests/support/loop.py) on a connection known to speak MySQL, run at
+    every feed (as capture batches arrive)."""
 
-    def __init__(self) -> None:
-        self.state: State = SPEC.new_state()
-        self.buf = {REQ: bytearray(), RESP: bytearray()}
-        self.pos = {REQ: 0, RESP: 0}
-        self.ts: dict[Direction, list[tuple[int, int]]] = {REQ: [], RESP: []}  # (end position, ts)
-        self.queues: dict[Direction, deque[Timed]] = {REQ: deque(), RESP: deque()}
-        self.errors: list[str] = []
-        self.exchanges: list[Exchange] = []
-        self.clock = 0
-
-    def feed(self, direction: Direction, data: bytes, ts: int | None = None) -> list[Exchange]:
-        self.clock = ts if ts is not None else self.clock + 10
-        self.buf[direction] += data
-        self.ts[direction].append((self.pos[direction] + len(self.buf[direction]), self.clock))
-        return self.run()
-
-    def _ts_at(self, direction: Direction, position: int) -> int:
-        for end, ts in self.ts[direction]:
-            if position < end:
-                return ts
-        return self.clock
-
-    def parse(self, direction: Direction) -> None:
-        buf = self.buf[direction]
-        while buf:
-            result = SPEC.parse_frame(memoryview(bytes(buf)), direction, self.state)
-            if result is NEED_DATA:
-                return
-            if isinstance(result, Invalid):
-                self.errors.append(result.reason)
-                off = SPEC.find_boundary(memoryview(bytes(buf)), direction, 1)
-                size = len(buf) if off is None else off
-            else:
-                assert isinstance(result, Parsed) and result.size > 0
-                start = self.pos[direction]
-                size = result.size
-                timed = Timed(
-                    result.frame,
-                    self._ts_at(direction, start),
-                    self._ts_at(direction, start + size - 1),
-                    start,
-                )
-                self.queues[direction].append(timed)
-            del buf[:size]
-            self.pos[direction] += size
-
-    def run(self) -> list[Exchange]:
-        self.parse(REQ)
-        self.parse(RESP)
-        out = SPEC.stitch(self.queues[REQ], self.queues[RESP], self.state)
-        self.exchanges += out
-        return out
+    def __init__(self, auto_run: bool = True, **kwargs: Any) -> None:
+        super().__init__(SPEC, auto_run=auto_run, **kwargs)
 
 
 def packet(seq: int, payload: bytes) -> bytes:
