@@ -41,6 +41,7 @@ sys.path[0] = str(Path(__file__).resolve().parents[1])  # bench/pipeline.py must
 from kafka import KafkaConsumer, TopicPartition
 
 from l7scope.config import Config, KafkaConfig
+from pipeline.exporter import Exporter
 from pipeline.health import Health
 from pipeline.otlp import varint
 from pipeline.run import run_pipeline
@@ -115,7 +116,7 @@ def bare(bootstrap: str, topic: str, expected: int) -> float:
     return expected / elapsed
 
 
-class Counter:
+class Counter(Exporter):
     """Exporter: first/last arrival times and the count."""
 
     def __init__(self) -> None:
@@ -131,7 +132,7 @@ class Counter:
         pass
 
 
-class NaiveSdkSpans:
+class NaiveSdkSpans(Exporter):
     """The naive path: one SDK span per exchange, BatchSpanProcessor, OTLP/gRPC exporter."""
 
     def __init__(self, endpoint: str, queue: int) -> None:

@@ -133,6 +133,8 @@ def kafka_feed(config: Config) -> Callable[[LiveTable, Health, threading.Event],
     """Records from `l7scope.records`: every partition, from the end, no consumer group (no commits)."""
     from kafka import KafkaConsumer, TopicPartition
 
+    from pipeline.conn_table import ConnTable
+    from pipeline.pipeline import Pipeline
     from pipeline.records_sink import decode_record  # written with the records sink
 
     consumer = KafkaConsumer(  # here, not in the thread: an unreachable broker fails before curses starts
@@ -143,6 +145,8 @@ def kafka_feed(config: Config) -> Callable[[LiveTable, Health, threading.Event],
     )
 
     def feed(table: LiveTable, health: Health, stop: threading.Event) -> None:
+        # Records arrive finished: they join the pipeline after its connection table (left empty).
+        pipeline = Pipeline(ConnTable((), health), [table])
         try:
             partitions = consumer.partitions_for_topic(config.kafka.records_topic) or set()
             consumer.assign([TopicPartition(config.kafka.records_topic, p) for p in sorted(partitions)])
@@ -156,8 +160,9 @@ def kafka_feed(config: Config) -> Callable[[LiveTable, Health, threading.Event],
                         except Exception as e:  # a bad message is counted, never fatal
                             health.count("bad_messages", "records", reason=type(e).__name__)
                 if records:
-                    table.export(records)
+                    pipeline.emit(records)
         finally:
             consumer.close()
+            pipeline.close()
 
     return feed

@@ -22,6 +22,7 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from pipeline.alert_rules import Rule, RuleSet, field_value
+from pipeline.exporter import Exporter
 from pipeline.health import Health
 from protocols.base import L7Record
 
@@ -183,7 +184,7 @@ def _label_name(key: str) -> str:
     return "".join(c if c.isalnum() or c == "_" else "_" for c in key)
 
 
-class AlertEvaluator:
+class AlertEvaluator(Exporter):
     """Exporter keeping per-rule windows; `evaluate()` runs on its own timer thread after `start()`."""
 
     def __init__(

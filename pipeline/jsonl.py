@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from pipeline.exporter import Exporter
 from pipeline.health import Health
 from protocols.base import L7Record, service_name
 
@@ -49,7 +50,7 @@ def record_to_dict(r: L7Record) -> dict[str, Any]:
 RETRY_S = 5.0
 
 
-class JsonlExporter:
+class JsonlExporter(Exporter):
     """Writes to a path (appending) or to standard output for "-"; flushed after every batch.
 
     A file l7scope creates gets `file_mode` (0600: records hold URLs and SQL shapes). A write that

@@ -13,6 +13,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from pipeline.exporter import Exporter
 from protocols.base import L7Record, service_name
 
 EndpointKey = tuple[str, str, str, str]  # service, protocol, role, name
@@ -70,7 +71,7 @@ SORT_KEYS: dict[str, Callable[[Row], tuple[float, ...]]] = {
 }
 
 
-class LiveTable:
+class LiveTable(Exporter):
     def __init__(self, clock: Callable[[], float] = time.monotonic, window_s: int = WINDOW_S) -> None:
         self.endpoints: dict[EndpointKey, EndpointStats] = {}
         self._clock = clock

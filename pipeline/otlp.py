@@ -25,6 +25,7 @@ from opentelemetry.proto.common.v1 import common_pb2 as common
 from opentelemetry.proto.trace.v1 import trace_pb2 as trace
 
 from pipeline.attr_value import typed
+from pipeline.exporter import BoundedExporter
 from pipeline.health import Health
 from protocols.base import AttrValue, ConnInfo, L7Record, Role, service_name
 
@@ -370,7 +371,7 @@ def new_sender(endpoint: OtlpEndpoint) -> Sender:
 
 
 @dataclass
-class OtlpSpanExporter:
+class OtlpSpanExporter(BoundedExporter):
     """Records -> spans, sent in batches from a thread of its own; `export` never blocks the pipeline.
 
     A batch goes when `max_batch` spans are waiting or the oldest has waited `max_delay_s`, on one

@@ -15,6 +15,7 @@ from google.protobuf.message import DecodeError
 from l7scope.config import KafkaConfig
 from pipeline.attr_value import typed
 from pipeline.bounded_send import KafkaSender
+from pipeline.exporter import Exporter
 from pipeline.health import Health
 from probes.codec import decode_conn, encode_conn, encode_role
 from proto import records_pb2 as pb
@@ -90,7 +91,7 @@ def decode_record(value: bytes) -> L7Record:
     )
 
 
-class RecordsSink:
+class RecordsSink(Exporter):
     """Exporter: every record to `kafka.records_topic`; bounded memory, counted drops."""
 
     def __init__(self, kafka: KafkaConfig, health: Health, **producer_overrides: Any) -> None:

@@ -47,6 +47,7 @@ from opentelemetry.sdk.metrics.view import ExplicitBucketHistogramAggregation, V
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
 
+from pipeline.exporter import BoundedExporter
 from pipeline.health import Health
 from pipeline.otlp import OtlpEndpoint, span_ids
 from pipeline.service_graph import GRACE_S, SERVICE_GRAPH_INSTRUMENTS, ServiceGraphMetrics
@@ -321,7 +322,7 @@ INSTRUMENTS: tuple[Instrument, ...] = (
 
 
 @dataclass
-class RedMetrics:
+class RedMetrics(BoundedExporter):
     """The records exporter that feeds the histograms; readers on `provider` decide where they go."""
 
     provider: MeterProvider

@@ -21,21 +21,17 @@ from typing import IO, Protocol
 from l7scope.config import Config, file_mode
 from pipeline.conn_table import ConnTable, TableLimits
 from pipeline.cpu_budget import CpuBudget
+from pipeline.exporter import Exporter
 from pipeline.framing import AnySpec
 from pipeline.health import Health, stop_summary, summary_text
 from pipeline.jsonl import JsonlExporter
 from pipeline.live_table import LiveTable
 from pipeline.otlp import OtlpEndpoint, OtlpSpanExporter
+from pipeline.pipeline import CLOSE_TIMEOUT_S, Pipeline
 from probes.batcher import Batcher
 from probes.fragment import Batch, ConnEvent, Fragment
-from protocols.base import L7Record
 
 log = logging.getLogger("l7scope.run")
-
-
-class Exporter(Protocol):
-    def export(self, records: list[L7Record]) -> None: ...
-    def close(self) -> None: ...
 
 
 class Capture(Protocol):  # probes.capture.Capture, kept abstract so this module does not import bcc
@@ -90,55 +86,14 @@ def new_table(config: Config, health: Health) -> ConnTable:
     return ConnTable(default_protocols(), health, table_limits=limits)
 
 
-def notify_observers(exporters: list[Exporter], batches: list[Batch]) -> None:
-    """Connection-level observers (the service map) see every batch, parsed or not."""
-    for exporter in exporters:
-        observe = getattr(exporter, "observe", None)
-        if observe is not None and batches:
-            observe(batches)
-
-
-def export_all(records: list[L7Record], exporters: list[Exporter]) -> int:
-    """The same records to every exporter; returns how many (what the stop summary adds up)."""
-    for exporter in exporters:
-        exporter.export(records)
-    return len(records)
-
-
 def process(batches: Iterable[Batch], table: ConnTable, exporters: list[Exporter]) -> int:
     """Batches -> records -> every exporter; returns the number of records."""
-    records: list[L7Record] = []
-    batches = list(batches)
-    notify_observers(exporters, batches)
-    for batch in batches:
-        records += table.apply(batch)
-    return export_all(records, exporters)
-
-
-# Stopping: exporters that talk to a collector get this long between them to send what they hold, so a
-# collector that is down or never answers cannot hold up the exit (what is left is counted).
-CLOSE_TIMEOUT_S = 2.5
+    return Pipeline(table, exporters).feed(list(batches))
 
 
 def close_all(table: ConnTable, exporters: list[Exporter], timeout_s: float = CLOSE_TIMEOUT_S) -> int:
-    """Flushes the table once, to every exporter, then closes them; returns the records flushed.
-
-    Exporters with a `close_within(seconds)` share `timeout_s`: each gets an equal part of what is left.
-    """
-    flushed = export_all(table.flush(), exporters)
-    deadline = time.monotonic() + timeout_s
-    bounded = sum(hasattr(e, "close_within") for e in exporters)
-    for exporter in exporters:
-        close_within = getattr(exporter, "close_within", None)
-        try:
-            if close_within is None:
-                exporter.close()
-            else:
-                share, bounded = max(0.0, deadline - time.monotonic()) / bounded, bounded - 1
-                close_within(share)
-        except Exception:  # one exporter failing to close must not keep the others from closing
-            log.exception("closing %s failed", type(exporter).__name__)
-    return flushed
+    """Flushes the table once, to every exporter, then closes them; returns the records flushed."""
+    return Pipeline(table, exporters).close(timeout_s)
 
 
 # Records per poll: a full ring is drained in several ~15 ms steps, so the CPU budget is checked often.
@@ -264,26 +219,25 @@ def run_embedded(
         kwargs={"budget": budget},
         daemon=True,
     )
-    table, exporters = new_table(config, health), build_exporters(config, env, health)
-    exporters.extend(extra_exporters)
+    exporters = [*build_exporters(config, env, health), *extra_exporters]
     live = LiveTable() if config.export.live_table else None
     if live is not None:
         exporters.append(live)
+    pipeline = Pipeline(new_table(config, health), exporters)
     agent.start()
     if config.pipeline.nice:  # this thread only (Linux: a tid); the drain thread keeps its priority
         os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), min(19, max(0, config.pipeline.nice)))
     log.info("capturing: embedded pipeline, %d exporters", len(exporters))
     next_render = time.monotonic() + config.export.refresh_seconds
-    records = 0
     try:
         while agent.is_alive() or not handoff.empty():
             with contextlib.suppress(queue.Empty):
                 for batch in dequeue():  # one connection at a time: the CPU budget is checked often
-                    records += process((batch,), table, exporters)
+                    pipeline.feed((batch,))
                     stop.wait(budget.overdraft_s())  # once stopping, the backlog is parsed at full speed
             if time.monotonic() >= next_render:
                 next_render += config.export.refresh_seconds
-                records += export_all(table.expire(), exporters)
+                pipeline.tick()
                 if live is not None:
                     render(live, health, out)
     finally:
@@ -292,11 +246,11 @@ def run_embedded(
         # Detaching the probes takes seconds: it runs while the exporters send what they hold.
         closing = threading.Thread(target=capture.close, name="capture-close", daemon=True)
         closing.start()
-        records += close_all(table, exporters)
+        pipeline.close()
         closing.join()  # as long as it takes, as before: cut short, the interpreter's exit would redo it
         if live is not None:
             render(live, health, out)
-        log_stop("pipeline stopped", health, records, {
+        log_stop("pipeline stopped", health, pipeline.exported, {
             "queue_dropped_batches": health.total("dropped_batches"),
             "queue_dropped_fragments": health.total("dropped_fragments")})  # fmt: skip
     return health
@@ -361,28 +315,14 @@ def run_pipeline(
 
     health = health or Health()
     ensure_topics(config.kafka, config.kafka.fragments_topic)
-    table, exporters = new_table(config, health), build_exporters(config, env, health, consuming=True)
-    exporters.extend(extra_exporters)
-
-    exported = [0]  # records handed to the exporters, for the stop summary
-
-    def export(records: list[L7Record], durable: bool) -> None:
-        exported[0] += export_all(records, exporters)
-        for exporter in exporters if durable else ():  # e.g. the records topic: acked before a commit
-            flush = getattr(exporter, "flush", None)
-            if flush is not None:
-                flush()
-
-    def on_revoked(partitions: set[int]) -> dict[int, int | None]:
-        needed = {p: table.low_water(p) for p in partitions}  # before the flush forgets them
-        export(table.flush_partitions(partitions), durable=True)
-        return needed  # the source commits these before the partitions move
-
+    exporters = [*build_exporters(config, env, health, consuming=True), *extra_exporters]
+    pipeline = Pipeline(new_table(config, health), exporters)
     if start_at is not None:
         start = StartAt.parse_time(start_at)
     else:
         start = StartAt("earliest" if from_beginning else "latest")
-    source = KafkaSource(config.kafka, health, group=group, start=start, on_revoked=on_revoked)
+    # A revoked partition's connections are flushed and exported durably, then its offsets committed.
+    source = KafkaSource(config.kafka, health, group=group, start=start, on_revoked=pipeline.revoke)
     log.info("consuming %s as group %s", config.kafka.fragments_topic, group or config.kafka.group)
     gc.freeze()  # the start-up heap stays: full collections of it paused the loop 100-300 ms (p99 latency)
     next_commit = time.monotonic() + commit_interval_s
@@ -390,35 +330,26 @@ def run_pipeline(
     try:
         while not stop.is_set():
             messages = source.poll()
-            notify_observers(exporters, [m.batch for m in messages])
-            records = [r for m in messages for r in table.apply(m.batch, m.partition, m.offset)]
+            pipeline.feed([m.batch for m in messages], [(m.partition, m.offset) for m in messages])
             now = time.monotonic()
             if now >= next_expire:
                 next_expire = now + config.export.refresh_seconds
-                records += table.expire()
-                report_lag(exporters, config.kafka.fragments_topic, source.lags())
-            export(records, durable=now >= next_commit)
-            if now >= next_commit:
+                pipeline.tick()
+                pipeline.report_lag(config.kafka.fragments_topic, source.lags())
+            if now >= next_commit:  # e.g. the records topic acks what it was given, then the commit
                 next_commit = now + commit_interval_s
-                source.commit({p: table.low_water(p) for p in source.assignment})
+                pipeline.flush_exporters()
+                source.commit(pipeline.low_water(source.assignment))
     finally:
-        needed = {p: table.low_water(p) for p in source.assignment}
-        exported[0] += close_all(table, exporters)
+        needed = pipeline.low_water(source.assignment)
+        pipeline.close()
         try:
             source.commit(needed)
         except Exception as e:  # the group may be mid-rebalance: the next owner re-reads, never skips
             log.warning("final commit failed: %s", e)
         source.close()
-        log_stop("pipeline stopped", health, exported[0], {"exchanges": health.total("exchanges")})
+        log_stop("pipeline stopped", health, pipeline.exported, {"exchanges": health.total("exchanges")})
     return health
-
-
-def report_lag(exporters: list[Exporter], topic: str, lags: Mapping[int, int]) -> None:
-    for exporter in exporters:
-        set_lag = getattr(exporter, "set_consumer_lag", None)
-        if set_lag is not None:
-            for partition, lag in lags.items():
-                set_lag(topic, partition, lag)
 
 
 def run_replay(
@@ -431,18 +362,18 @@ def run_replay(
     """A capture file's fragments through the same stages (chunks keep each batch small); `stop` ends
     the read early (what was read is still parsed and exported)."""
     health = health or Health()
-    batcher, table, exporters = Batcher(), new_table(config, health), build_exporters(config, env, health)
+    batcher = Batcher()
+    pipeline = Pipeline(new_table(config, health), build_exporters(config, env, health))
     chunk: list[Fragment | ConnEvent] = []
-    records = 0
     for event in events:
         chunk.append(event)
         if len(chunk) >= 512:
-            records += process(batcher.group(chunk), table, exporters)
+            pipeline.feed(batcher.group(chunk))
             chunk = []
             if stop is not None and stop.is_set():
                 log.warning("replay stopped early (%s)", getattr(stop, "reason", "") or "stop requested")
                 break
-    records += process(batcher.group(chunk), table, exporters)
-    records += close_all(table, exporters)
-    log_stop("replay finished", health, records)
+    pipeline.feed(batcher.group(chunk))
+    pipeline.close()
+    log_stop("replay finished", health, pipeline.exported)
     return health

@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Generic, TypeVar
 
+from pipeline.exporter import Exporter
 from pipeline.service_map import Edge, ServiceMap
 from pipeline.topology_svg import to_svg
 from probes.fragment import Batch, Io
@@ -58,7 +59,7 @@ def _percentile(values: Iterable[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else 0.0
 
 
-class Topology:
+class Topology(Exporter):
     """Exporter (records) and batch observer (connections) building the service map; bounded."""
 
     def __init__(

@@ -18,6 +18,7 @@ import pytest
 from kafka import KafkaConsumer, TopicPartition
 
 from l7scope.config import Config, KafkaConfig
+from pipeline.exporter import Exporter
 from pipeline.health import Health
 from pipeline.run import run_pipeline
 from protocols.base import L7Record
@@ -35,7 +36,7 @@ def config_for(bootstrap: str, fragments: str, records: str = "", partitions: in
     return dataclasses.replace(config, export=export)
 
 
-class Collect:
+class Collect(Exporter):
     """An exporter that keeps what it is given."""
 
     def __init__(self) -> None:

@@ -8,8 +8,8 @@ from typing import Any
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
 from pipeline.health import Health
+from pipeline.pipeline import notify_observers
 from pipeline.red_metrics import DURATION_BUCKETS, INSTRUMENTS, RedMetrics, build_meter_provider
-from pipeline.run import notify_observers
 from probes.fragment import Batch, Fragment, Io
 from protocols.base import ConnInfo, Endpoint, L7Record, Role
 

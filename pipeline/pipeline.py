@@ -1,0 +1,112 @@
+"""One pipeline for every command: batches in, records out to every exporter, once.
+
+`feed` applies batches (at their Kafka position, when they have one) to the connection table, `tick`
+ends idle connections, `close` flushes the table once and fans the records out once, then closes
+the exporters. `exported` counts every record handed over: what the stop summaries add up. Sources
+(the in-process queue, Kafka, a capture file) and the Kafka committer are wired around it in
+pipeline/run.py.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterable, Mapping, Sequence
+
+from pipeline.conn_table import ConnTable
+from pipeline.exporter import BoundedExporter, Exporter
+from probes.fragment import Batch
+from protocols.base import L7Record
+
+log = logging.getLogger("l7scope.run")
+
+# Stopping: exporters that talk to a collector get this long between them to send what they hold, so a
+# collector that is down or never answers cannot hold up the exit (what is left is counted).
+CLOSE_TIMEOUT_S = 2.5
+
+Position = tuple[int, int]  # (partition, offset) of the message a batch came in
+
+
+class Pipeline:
+    def __init__(self, table: ConnTable, exporters: Sequence[Exporter]) -> None:
+        self.table = table
+        self.exporters = list(exporters)
+        self.exported = 0
+
+    def feed(self, batches: Sequence[Batch], positions: Sequence[Position] = ()) -> int:
+        """Batches -> records -> every exporter (observers see every batch); returns the records.
+
+        `positions`, when given, are the batches' Kafka positions (one each): the table keeps the
+        earliest an unfinished connection still needs (`low_water`)."""
+        notify_observers(self.exporters, batches)
+        records: list[L7Record] = []
+        if positions:
+            for batch, (partition, offset) in zip(batches, positions, strict=True):
+                records += self.table.apply(batch, partition, offset)
+        else:
+            for batch in batches:
+                records += self.table.apply(batch)
+        return self.emit(records)
+
+    def tick(self) -> int:
+        """Connections idle too long end: their records go out; returns how many."""
+        return self.emit(self.table.expire())
+
+    def emit(self, records: list[L7Record]) -> int:
+        """The same records to every exporter (fan out once); returns how many."""
+        self.exported += export_all(records, self.exporters)
+        return len(records)
+
+    def flush_exporters(self) -> None:
+        """Before a commit: every exporter makes what it was given durable (e.g. the records topic)."""
+        for exporter in self.exporters:
+            exporter.flush()
+
+    def low_water(self, partitions: Iterable[int]) -> dict[int, int | None]:
+        return {p: self.table.low_water(p) for p in partitions}
+
+    def revoke(self, partitions: set[int]) -> dict[int, int | None]:
+        """Partitions moving to another member: their connections are flushed and exported durably;
+        returns the offsets to commit for them (taken before the flush forgets them)."""
+        needed = self.low_water(partitions)
+        self.emit(self.table.flush_partitions(partitions))
+        self.flush_exporters()
+        return needed
+
+    def report_lag(self, topic: str, lags: Mapping[int, int]) -> None:
+        for exporter in self.exporters:
+            for partition, lag in lags.items():
+                exporter.set_consumer_lag(topic, partition, lag)
+
+    def close(self, timeout_s: float = CLOSE_TIMEOUT_S) -> int:
+        """Flushes the table once, to every exporter, then closes them; returns the records flushed.
+
+        Bounded exporters share `timeout_s`: each gets an equal part of what is left."""
+        flushed = self.emit(self.table.flush())
+        deadline = time.monotonic() + timeout_s
+        bounded = sum(isinstance(e, BoundedExporter) for e in self.exporters)
+        for exporter in self.exporters:
+            try:
+                if isinstance(exporter, BoundedExporter):
+                    share, bounded = max(0.0, deadline - time.monotonic()) / bounded, bounded - 1
+                    exporter.close_within(share)
+                else:
+                    exporter.close()
+            except Exception:  # one exporter failing to close must not keep the others from closing
+                log.exception("closing %s failed", type(exporter).__name__)
+        return flushed
+
+
+def notify_observers(exporters: Sequence[Exporter], batches: Sequence[Batch]) -> None:
+    """Connection-level observers (the service map) see every batch, parsed or not."""
+    if batches:
+        batches = list(batches)
+        for exporter in exporters:
+            exporter.observe(batches)
+
+
+def export_all(records: list[L7Record], exporters: Sequence[Exporter]) -> int:
+    """The same records to every exporter; returns how many (what the stop summary adds up)."""
+    for exporter in exporters:
+        exporter.export(records)
+    return len(records)
