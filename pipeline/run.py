@@ -27,7 +27,7 @@ from pipeline.health import Health, stop_summary, summary_text
 from pipeline.jsonl import JsonlExporter
 from pipeline.live_table import LiveTable
 from pipeline.otlp import OtlpEndpoint, OtlpSpanExporter
-from pipeline.pipeline import CLOSE_TIMEOUT_S, Pipeline
+from pipeline.pipeline import Pipeline
 from probes.batcher import Batcher
 from probes.fragment import Batch, ConnEvent, Fragment
 
@@ -84,16 +84,6 @@ def new_table(config: Config, health: Health) -> ConnTable:
         idle_seconds=config.pipeline.idle_seconds, max_buffered_bytes=config.pipeline.max_buffered_mib << 20
     )
     return ConnTable(default_protocols(), health, table_limits=limits)
-
-
-def process(batches: Iterable[Batch], table: ConnTable, exporters: list[Exporter]) -> int:
-    """Batches -> records -> every exporter; returns the number of records."""
-    return Pipeline(table, exporters).feed(list(batches))
-
-
-def close_all(table: ConnTable, exporters: list[Exporter], timeout_s: float = CLOSE_TIMEOUT_S) -> int:
-    """Flushes the table once, to every exporter, then closes them; returns the records flushed."""
-    return Pipeline(table, exporters).close(timeout_s)
 
 
 # Records per poll: a full ring is drained in several ~15 ms steps, so the CPU budget is checked often.

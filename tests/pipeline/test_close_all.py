@@ -14,8 +14,9 @@ from l7scope.config import Config
 from pipeline.health import Health
 from pipeline.jsonl import JsonlExporter
 from pipeline.otlp import OtlpEndpoint, OtlpSpanExporter
+from pipeline.pipeline import Pipeline
 from pipeline.red_metrics import build_metrics
-from pipeline.run import Exporter, close_all, new_table, process, run_replay
+from pipeline.run import Exporter, new_table, run_replay
 from pipeline.topology import Topology
 from probes.fragment import Batch, ConnEvent, Fragment, Io
 from protocols.base import ConnInfo, Endpoint, Role
@@ -46,8 +47,9 @@ def test_records_finished_at_the_stop_reach_every_exporter(tmp_path: Path) -> No
         red = build_metrics({"OTEL_EXPORTER_OTLP_ENDPOINT": receiver.http_endpoint}, health)  # OTLP at close
         assert red is not None
         exporters: list[Exporter] = [JsonlExporter(str(tmp_path / "r.jsonl")), spans, red, topology]
-        assert process(open_connection(), table, exporters) == 0  # the response is not over yet
-        flushed = close_all(table, exporters)
+        pipeline = Pipeline(table, exporters)
+        assert pipeline.feed(list(open_connection())) == 0  # the response is not over yet
+        flushed = pipeline.close()
         got = receiver.spans()
         durations = [p["count"] for p in receiver.metric_points("http.server.request.duration")]
     assert flushed == 1
@@ -64,8 +66,9 @@ def test_the_table_is_flushed_once_whatever_the_number_of_exporters(tmp_path: Pa
     health = Health()
     table = new_table(Config(), health)
     outs = [JsonlExporter(str(tmp_path / f"{i}.jsonl")) for i in range(3)]
-    process(open_connection(), table, list(outs))
-    assert close_all(table, list(outs)) == 1
+    pipeline = Pipeline(table, list(outs))
+    pipeline.feed(list(open_connection()))
+    assert pipeline.close() == 1
     assert [len((tmp_path / f"{i}.jsonl").read_text().splitlines()) for i in range(3)] == [1, 1, 1]
 
 

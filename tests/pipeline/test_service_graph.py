@@ -182,7 +182,8 @@ def test_a_client_end_processed_before_its_server_end_is_counted_once_under_both
     """`l7scope run` parses one connection at a time: the client's exchanges reached the graph before
     the server's end was known, and were counted twice (curl -> 127.0.0.1:PORT and curl -> nginx)."""
     from l7scope.config import Config
-    from pipeline.run import new_table, process
+    from pipeline.pipeline import Pipeline
+    from pipeline.run import new_table
     from pipeline.topology import Topology
     from tests.support.http_traffic import Client, HttpTarget, batches
 
@@ -201,9 +202,9 @@ def test_a_client_end_processed_before_its_server_end_is_counted_once_under_both
     for conn_batches in by_conn.values():  # the client's connection, then the server's, as run drains them
         server = _mirror(conn_batches[0].conn, "api")
         for b in conn_batches:
-            process((b,), table, [red, topology])
+            Pipeline(table, [red, topology]).feed([b])
         for b in conn_batches:
-            process((_server_batch(b, server),), table, [red, topology])
+            Pipeline(table, [red, topology]).feed([_server_batch(b, server)])
     got = collect(red, reader)
     assert {k: p.value for k, p in got[f"{G}.requests"].items()} == {("loadgen", "api", "http"): 6}
     assert set(got[f"{G}.connections"]) == {("loadgen", "api", None)}
@@ -253,7 +254,8 @@ def test_an_untraced_client_is_one_edge_however_many_ephemeral_ports_it_uses() -
     """Naming an untraced client ip:port made one edge (one series) per connection: the graph filled
     its 1024 edges with l7scope's own OTLP/HTTP exports in minutes."""
     from l7scope.config import Config
-    from pipeline.run import new_table, process
+    from pipeline.pipeline import Pipeline
+    from pipeline.run import new_table
     from pipeline.topology import Topology
     from tests.support.http_traffic import Client, HttpTarget, batches
 
@@ -268,7 +270,7 @@ def test_an_untraced_client_is_one_edge_however_many_ephemeral_ports_it_uses() -
     for x in client.log:  # only the server's end is traced
         server = _mirror(x.conn, "api")
         for b in batches(x):
-            process((_server_batch(b, server),), table, [red, topology])
+            Pipeline(table, [red, topology]).feed([_server_batch(b, server)])
     red._graph.flush()  # as close() does: no client end will come
     got = collect(red, reader)
     assert {k: p.value for k, p in got[f"{G}.requests"].items()} == {("127.0.0.1", "api", "http"): 8}
