@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pipeline.framing import AnySpec, ConnParser, Limits, ParserStuck
 from pipeline.health import Health
 from probes.fragment import Batch, Fragment
-from protocols.base import L7Record
+from protocols.base import ConnInfo, L7Record
 
 log = logging.getLogger("l7scope.conn_table")
 _LOGGED_STUCK = 1024  # connection ids remembered so each stuck connection is logged once
@@ -57,17 +57,21 @@ class ConnTable:
         `partition`/`offset` (from Kafka) let `low_water` and `flush_partitions` work per partition.
         """
         conn_id = batch.conn.conn_id
-        parser = self._conns.get(conn_id)
-        if parser is None:
-            parser = self._conns[conn_id] = ConnParser(batch.conn, self.protocols, self.limits, self.health)
-        else:
-            self._conns.move_to_end(conn_id)
+        parser = self._parser(batch.conn)
         self._last_seen[conn_id] = self.clock()
         # Threads writing one socket on several CPUs can reorder a batch; sorting keeps a stream's start.
         fragments = batch.fragments
+        records: list[L7Record] = []
+        added, every = 0, self.limits.parse_every
         for fragment in sorted(fragments, key=_stream_order) if len(fragments) > 1 else fragments:
             parser.add(fragment)
-        records = self._process(conn_id, parser)
+            added += fragment.length
+            if added >= every and not parser.waiting_on_hole():  # a hole waits for the batch's end
+                added = 0
+                records += self._process(conn_id, parser)
+                if conn_id not in self._conns:  # stuck: the rest starts a new parser, as a later batch would
+                    parser = self._parser(batch.conn)
+        records += self._process(conn_id, parser)
         if conn_id not in self._conns:  # its parser was stuck: the connection is forgotten
             return records + self._enforce_bounds()
         if partition >= 0:
@@ -79,6 +83,14 @@ class ConnTable:
         if batch.closed is not None:
             records += self._drop(conn_id, final=True)
         return records + self._enforce_bounds()
+
+    def _parser(self, conn: ConnInfo) -> ConnParser:
+        parser = self._conns.get(conn.conn_id)
+        if parser is None:
+            parser = self._conns[conn.conn_id] = ConnParser(conn, self.protocols, self.limits, self.health)
+        else:
+            self._conns.move_to_end(conn.conn_id)
+        return parser
 
     def low_water(self, partition: int) -> int | None:
         """The earliest offset on `partition` that an unfinished connection still needs, if any."""
