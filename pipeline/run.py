@@ -134,17 +134,22 @@ def drain_forever(
     log.info("drain stopped", extra={
         "drained_events": int(events + len(drained)), "drain_busy_s": round(busy, 3),
         "kernel_events": getattr(kernel, "events", -1),
-        "kernel_lost_events": getattr(kernel, "lost_events", -1), "cpu_paused_s": round(budget.paused_s, 3),
+        "kernel_lost_events": getattr(kernel, "lost_events", -1),
+        "kernel_refused_events": getattr(kernel, "refused_events", -1),
+        "cpu_paused_s": round(budget.paused_s, 3),
         "ring_reader": getattr(capture, "ring_reader", "")})  # fmt: skip
 
 
 class CaptureLosses:
     """The kernel's loss counters (probes.capture.CaptureStats) into Health, as deltas, twice a second."""
 
-    # (counter, CaptureStats field, reason): the kernel sheds what the ring has no room for.
+    # (counter, CaptureStats field, reason): the kernel sheds what the ring has no room for, and counts
+    # apart the writes it refused with room to spare (bpf/socket_trace.bpf.c, l7_write).
     FIELDS = (
         ("capture_lost_events", "lost_events", "ring full"),
         ("capture_lost_bytes", "lost_bytes", "ring full"),
+        ("capture_lost_events", "refused_events", "write refused"),
+        ("capture_lost_bytes", "refused_bytes", "write refused"),
         ("capture_truncated", "truncated", "copy limit"),
     )
 
