@@ -1,0 +1,162 @@
+"""Alerting with scaled-out pipelines: two `l7scope pipeline` replicas, one `l7scope alerts evaluate`.
+
+Real broker, real HTTP bytes traced from both ends (published as an agent would), real child
+processes. The replicas split the connections of one service (`httpd`) by partition; neither holds
+enough of its requests for the latency rule (`min_requests`), so a rule evaluated per replica could
+never fire. The records topic is keyed by service: the evaluator sees all of `httpd` and the alert
+fires exactly once, into an Alertmanager stand-in and the alerts topic, from a window holding every
+request of both replicas. The replicas, configured with the same rules, leave alerting to it.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pipeline.health import Health
+from probes.publisher import KafkaPublisher
+from proto import records_pb2 as pb
+from tests.pipeline.kafka_helpers import Child, child_env, config_for, read_topic, start_group, wait_for
+from tests.support.http_traffic import Client, HttpTarget, both_ends
+
+pytestmark = pytest.mark.timeout(240)
+
+PARTITIONS = 6
+EXCHANGES, SLOW = 80, 60  # one per connection: 3 of 4 take 300 ms, the others 2 ms
+MIN_REQUESTS = 60  # more than one replica can hold of 80 exchanges spread over its 3 of 6 partitions
+
+RULES = f"""
+evaluation_interval: 1s
+resend_interval: 1h
+rules:
+  - alert: HttpdSlow
+    match: {{service: httpd, role: server}}
+    latency: {{percentile: 50, above_ms: 100}}
+    window: 60s
+    min_requests: {MIN_REQUESTS}
+    annotations: {{requests: "{{requests}}"}}
+"""
+
+
+@contextmanager
+def alertmanager_stand_in() -> Iterator[tuple[str, list[dict[str, Any]]]]:
+    """Accepts Alertmanager's v2 POSTs on 127.0.0.1 and keeps every alert posted, in order."""
+    posted: list[dict[str, Any]] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            if self.path == "/api/v2/alerts":
+                posted.extend(body)
+            self.send_response(200 if self.path == "/api/v2/alerts" else 404)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}", posted
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+
+
+def publish_traffic(bootstrap: str, topic: str) -> None:
+    """EXCHANGES real exchanges, one connection each, traced from both ends; times are the wall
+    clock's (as the agent stamps them), durations set: SLOW of them 300 ms, the rest 2 ms."""
+    health = Health()
+    publisher = KafkaPublisher(config_for(bootstrap, topic, partitions=PARTITIONS).kafka, health)
+    start = time.time_ns()
+    with HttpTarget() as target:
+        client = Client(target.port, uuid.uuid4().hex[:6])
+        for i in range(EXCHANGES):
+            (x,) = client.connection()
+            x.sent_ns = start + i * 20_000_000
+            x.done_ns = x.sent_ns + (2_000_000 if i % 4 == 0 else 300_000_000)
+            first, second = both_ends(x)
+            publisher.publish(first)
+            publisher.publish(second)
+    publisher.close()
+    assert health.total("delivered_batches") == 4 * EXCHANGES
+
+
+def httpd_server_records(path: Path) -> int:
+    lines = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return sum(1 for r in lines if r["service"] == "httpd" and r["role"] == "server")
+
+
+def test_a_latency_alert_fires_once_from_a_whole_service_window(
+    tmp_path: Path, kafka_bootstrap: str, kafka_topic: Callable[..., str]
+) -> None:
+    started = time.monotonic()
+    fragments = kafka_topic(partitions=PARTITIONS)
+    records = kafka_topic(partitions=PARTITIONS, prefix="rec")
+    alerts = kafka_topic(partitions=2, prefix="alerts")
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(RULES)
+    outs = [tmp_path / f"replica{i}.jsonl" for i in range(2)]
+    with alertmanager_stand_in() as (am_url, posted):
+        env = child_env(
+            kafka_bootstrap,
+            L7SCOPE_KAFKA_FRAGMENTS_TOPIC=fragments,
+            L7SCOPE_KAFKA_RECORDS_TOPIC=records,
+            L7SCOPE_KAFKA_ALERTS_TOPIC=alerts,
+            L7SCOPE_KAFKA_GROUP=f"alerting-{uuid.uuid4().hex[:6]}",
+            L7SCOPE_EXPORT_RECORDS_TOPIC="on",
+            # The replicas get the rules too (one config for all): they must leave them to the evaluator.
+            L7SCOPE_EXPORT_ALERT_RULES=str(rules),
+            L7SCOPE_EXPORT_ALERTMANAGER_URL=am_url,
+        )
+        replicas = start_group(2, env, lambda i: ["--export", f"jsonl:{outs[i]}"], PARTITIONS)
+        evaluator = Child(
+            "alerts", "evaluate", "--rules", str(rules), "--alertmanager", am_url, "--lateness", "3",
+            "--group", f"alerts-{uuid.uuid4().hex[:6]}", env=env,
+        )  # fmt: skip
+        try:
+            assert wait_for(lambda: evaluator.assigned() is not None, 60, every_s=0.5), evaluator.lines
+            publish_traffic(kafka_bootstrap, fragments)
+
+            def fired() -> bool:
+                return any(a["labels"]["alertname"] == "HttpdSlow" for a in posted)
+
+            assert wait_for(fired, 60, every_s=0.5), "".join(evaluator.lines[-20:])
+            time.sleep(5)  # five more evaluations: a second notification would show by now
+            assert all(c.assigned() for c in replicas)  # no rebalance happened during the run
+        finally:
+            evaluator.stop()
+            for c in replicas:
+                c.stop()
+    (alert,) = posted  # once, and nothing from the replicas
+    assert alert["labels"] == {"alertname": "HttpdSlow", "severity": "warning", "service": "httpd"}
+    assert alert["annotations"]["requests"] == str(EXCHANGES)  # every request of both replicas
+    assert "p50 latency of httpd" in alert["annotations"]["summary"]
+    ends_at = alert["endsAt"]
+    assert ends_at > time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime())  # firing, not resolved
+
+    per_replica = [httpd_server_records(p) for p in outs]
+    assert sum(per_replica) == EXCHANGES, per_replica
+    assert all(0 < n < MIN_REQUESTS for n in per_replica), per_replica  # neither alone could fire
+
+    published = [pb.Alert.FromString(value) for _, _, _, value in read_topic(kafka_bootstrap, alerts)]
+    assert [(a.rule, a.state, a.labels["service"]) for a in published] == [("HttpdSlow", "firing", "httpd")]
+
+    for c in replicas:
+        assert any("not evaluated by `l7scope pipeline`" in m for m in c.messages()), c.lines[-10:]
+    stopped = [json.loads(line) for line in evaluator.lines if "alert evaluation stopped" in line]
+    assert stopped and stopped[0]["records"] >= EXCHANGES and stopped[0]["alert_records_late"] == 0
+    assert evaluator.proc.returncode == 0
+    assert time.monotonic() - started < 200
