@@ -25,7 +25,7 @@ from kafka.consumer.subscription_state import ConsumerRebalanceListener
 from kafka.errors import KafkaError
 
 from l7scope.config import Config, KafkaConfig, kafka_client_settings
-from pipeline.alerts import AlertEvaluator, build_alerting
+from pipeline.alerts import build_alerting
 from pipeline.health import Health
 from pipeline.kafka_source import ensure_topics, finish_interrupted_rejoins
 from pipeline.records_sink import BadRecord, decode_record
@@ -120,7 +120,8 @@ class RecordsSource:
         return out
 
     def _start_history(self, partitions: set[int], polled: dict[TopicPartition, list[Any]]) -> None:
-        """Newly assigned partitions start at the committed offset, or `history_s` ago if that is later.
+        """Newly assigned partitions start at the committed offset, or at the first message produced
+        `history_s` ago (Kafka's message timestamps) if that is later.
 
         What this poll returned of them is dropped: the seek re-reads whatever is not too old."""
         tps = [TopicPartition(self.topic, p) for p in sorted(partitions)]
@@ -160,15 +161,13 @@ def run_alert_evaluator(
     lateness_s: float = DEFAULT_LATENESS_S,
     health: Health | None = None,
     commit_interval_s: float = 1.0,
-    evaluator: AlertEvaluator | None = None,
 ) -> Health:
     """Records topic -> alert windows (record time) -> Alertmanager, the log and the alerts topic."""
     from pipeline.run import log_stop
 
     health = health or Health()
     ensure_topics(config.kafka, config.kafka.records_topic)
-    if evaluator is None:
-        evaluator = build_alerting(rules_path, alertmanager_url, health, config.kafka, lateness_s)
+    evaluator = build_alerting(rules_path, alertmanager_url, health, config.kafka, lateness_s)
     history_s = max(r.horizon_s for r in evaluator.ruleset.rules) + evaluator.lateness_s
     source = RecordsSource(config.kafka, health, group, history_s, on_revoked=evaluator.reset)
     rules, topic = len(evaluator.ruleset.rules), config.kafka.records_topic

@@ -22,9 +22,12 @@ from typing import Any
 
 import pytest
 
+from pipeline.alerts_source import RecordsSource
 from pipeline.health import Health
+from pipeline.records_sink import RecordsSink
 from probes.publisher import KafkaPublisher
 from proto import records_pb2 as pb
+from protocols.base import ConnInfo, Endpoint, L7Record, Role
 from tests.pipeline.kafka_helpers import Child, child_env, config_for, read_topic, start_group, wait_for
 from tests.support.http_traffic import Client, HttpTarget, both_ends
 
@@ -160,3 +163,97 @@ def test_a_latency_alert_fires_once_from_a_whole_service_window(
     assert stopped and stopped[0]["records"] >= EXCHANGES and stopped[0]["alert_records_late"] == 0
     assert evaluator.proc.returncode == 0
     assert time.monotonic() - started < 200
+
+
+def produce(bootstrap: str, topic: str, tag: str, n: int) -> list[str]:
+    """`n` records of services s0..s3 to the records topic as the pipeline writes them; their ids."""
+    sink = RecordsSink(config_for(bootstrap, "unused", records=topic).kafka, Health())
+    ids = []
+    for i in range(n):
+        conn = ConnInfo(f"c{i}", Endpoint("10.0.0.1", 40000 + i), Endpoint("10.0.0.2", 80), Role.SERVER,
+                        process=f"s{i % 4}")  # fmt: skip
+        end = time.time_ns()
+        sink.export([L7Record("http", Role.SERVER, "GET /", end - 1_000_000, end, conn, "m",
+                              record_id=f"{tag}-{i}")])  # fmt: skip
+        ids.append(f"{tag}-{i}")
+    sink.flush()
+    sink.close()
+    return ids
+
+
+def read_until(source: RecordsSource, want: int, timeout_s: float = 30.0) -> list[str]:
+    got: list[str] = []
+    deadline = time.monotonic() + timeout_s
+    while len(got) < want and time.monotonic() < deadline:
+        got += [r.record_id for r in source.poll()]
+    return got
+
+
+def test_a_member_starts_at_its_commit_but_no_further_back_than_its_windows(
+    kafka_bootstrap: str, kafka_topic: Callable[..., str]
+) -> None:
+    """A new group skips what is older than the longest window (it could alert on nothing now); the
+    next member of the group goes on from the offsets committed after the records were applied."""
+    topic = kafka_topic(partitions=2, prefix="rec")
+    kafka = config_for(kafka_bootstrap, "unused", records=topic).kafka
+    group = f"alerts-{uuid.uuid4().hex[:6]}"
+    produce(kafka_bootstrap, topic, "old", 10)
+    time.sleep(2.0)
+    first = RecordsSource(kafka, Health(), group, history_s=1.0)
+    try:
+        assert read_until(first, 1, timeout_s=8) == []  # assigned, and the old ones skipped
+        assert first.assignment == {0, 1}
+        new = produce(kafka_bootstrap, topic, "new", 6)
+        assert sorted(read_until(first, 6)) == sorted(new)
+        assert first.commit()
+    finally:
+        first.close()
+    more = produce(kafka_bootstrap, topic, "more", 3)
+    second = RecordsSource(kafka, Health(), group, history_s=3600.0)  # an hour back: the commit wins
+    try:
+        got = read_until(second, 3)
+        got += read_until(second, 1, timeout_s=2)  # nothing else comes
+        assert sorted(got) == sorted(more)
+    finally:
+        second.close()
+
+
+def test_a_rebalance_empties_the_windows_of_the_member_giving_partitions_up(
+    kafka_bootstrap: str, kafka_topic: Callable[..., str]
+) -> None:
+    topic = kafka_topic(partitions=2, prefix="rec")
+    kafka = config_for(kafka_bootstrap, "unused", records=topic).kafka
+    group = f"alerts-{uuid.uuid4().hex[:6]}"
+    resets = [0, 0]
+    stop = threading.Event()
+
+    def member(i: int, sources: list[RecordsSource]) -> None:
+        def reset() -> None:
+            resets[i] += 1
+
+        source = RecordsSource(kafka, Health(), group, history_s=60.0, on_revoked=reset)
+        sources.append(source)
+        try:
+            while not stop.is_set():
+                source.poll()
+        finally:
+            source.close()
+
+    sources: list[RecordsSource] = []
+    threads = [threading.Thread(target=member, args=(0, sources), daemon=True)]
+    threads[0].start()
+    try:
+        assert wait_for(lambda: bool(sources) and sources[0].assignment == {0, 1}, 30)
+        assert resets == [0, 0]
+        threads.append(threading.Thread(target=member, args=(1, sources), daemon=True))
+        threads[1].start()
+
+        def split() -> bool:
+            return len(sources) == 2 and all(len(s.assignment) == 1 for s in sources)
+
+        assert wait_for(split, 40), [s.assignment for s in sources]
+        assert resets[0] >= 1  # the first member gave its partitions up: its windows started empty
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(timeout=20)
