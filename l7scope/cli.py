@@ -142,6 +142,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         metavar="SECONDS",
         help="how late a record may arrive and still be in the window when it is evaluated (default 10)",
     )
+    evaluate.add_argument(
+        "--export",
+        action="append",
+        default=[],
+        metavar="prometheus:HOST:PORT",
+        help="serve its counters (late records, failed notifications) on /metrics",
+    )
     evaluate.add_argument("--duration", type=_seconds, help="stop after this many seconds")
 
     args = parser.parse_args(argv)
@@ -486,6 +493,11 @@ def cmd_alerts_evaluate(config: Config, args: argparse.Namespace) -> int:
     """Alert rules over the records topic: exit 2 on a bad rules file, 3 when Kafka does not answer."""
     from pipeline.alert_rules import load_rules
 
+    for spec in args.export:
+        if not spec.startswith("prometheus:"):
+            raise ConfigError(
+                f"alerts evaluate --export {spec}: it writes no records: use prometheus:HOST:PORT"
+            )
     rules = args.rules or config.export.alert_rules
     if not rules:
         raise ConfigError("alerts evaluate: no rules: give --rules FILE or set export.alert_rules")
@@ -495,6 +507,10 @@ def cmd_alerts_evaluate(config: Config, args: argparse.Namespace) -> int:
     if args.kafka:
         config = dataclasses.replace(config, kafka=dataclasses.replace(config.kafka, bootstrap=args.kafka))
     url = config.export.alertmanager_url if args.alertmanager is None else args.alertmanager
+    if config.export.prometheus:  # its own counters on /metrics: the address is checked up front
+        from l7scope.outputs import check_prometheus
+
+        check_prometheus(config.export.prometheus)
     from l7scope.doctor import brokers_unreachable
 
     problem = brokers_unreachable(config.kafka)
@@ -504,7 +520,9 @@ def cmd_alerts_evaluate(config: Config, args: argparse.Namespace) -> int:
 
     stop = _stop_event(args.duration)
     _kafka_errors(
-        lambda: run_alert_evaluator(config, stop, rules, url, group=args.group, lateness_s=args.lateness),
+        lambda: run_alert_evaluator(
+            config, os.environ, stop, rules, url, group=args.group, lateness_s=args.lateness
+        ),
         config,
     )
     return EXIT_OK

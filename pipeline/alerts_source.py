@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from kafka import KafkaConsumer, TopicPartition
@@ -154,6 +154,7 @@ class RecordsSource:
 
 def run_alert_evaluator(
     config: Config,
+    env: Mapping[str, str],
     stop: threading.Event,
     rules_path: str,
     alertmanager_url: str,
@@ -162,11 +163,16 @@ def run_alert_evaluator(
     health: Health | None = None,
     commit_interval_s: float = 1.0,
 ) -> Health:
-    """Records topic -> alert windows (record time) -> Alertmanager, the log and the alerts topic."""
+    """Records topic -> alert windows (record time) -> Alertmanager, the log and the alerts topic.
+
+    The Health counters (late records, failed notifications, bad messages) are served as metrics
+    where `export.prometheus` / OTLP metrics say, as `l7scope pipeline` serves its own."""
+    from pipeline.red_metrics import build_metrics_exporter
     from pipeline.run import log_stop
 
     health = health or Health()
     ensure_topics(config.kafka, config.kafka.records_topic)
+    metrics = build_metrics_exporter(config, env, health)
     evaluator = build_alerting(rules_path, alertmanager_url, health, config.kafka, lateness_s)
     history_s = max(r.horizon_s for r in evaluator.ruleset.rules) + evaluator.lateness_s
     source = RecordsSource(config.kafka, health, group, history_s, on_revoked=evaluator.reset)
@@ -188,5 +194,7 @@ def run_alert_evaluator(
         finally:
             source.close()
             evaluator.close()
+            if metrics is not None:
+                metrics.close_within(2.0)
             log_stop("alert evaluation stopped", health, applied)
     return health

@@ -55,3 +55,12 @@ def test_unreachable_kafka(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
     assert cli.main(["alerts", "evaluate", "--rules", str(rules), "--kafka", f"127.0.0.1:{port}"]) == 3
     line = one_line(capsys)
     assert line.startswith(f"l7scope: cannot reach Kafka: no broker answers at 127.0.0.1:{port}"), line
+
+
+def test_it_writes_no_records(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(GOOD)
+    out = tmp_path / "out.jsonl"
+    assert cli.main(["alerts", "evaluate", "--rules", str(rules), "--export", f"jsonl:{out}"]) == 2
+    assert "it writes no records: use prometheus:HOST:PORT" in one_line(capsys)
+    assert not out.exists()

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -21,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from pipeline.alerts_source import RecordsSource
 from pipeline.health import Health
@@ -30,11 +32,12 @@ from proto import records_pb2 as pb
 from protocols.base import ConnInfo, Endpoint, L7Record, Role
 from tests.pipeline.kafka_helpers import Child, child_env, config_for, read_topic, start_group, wait_for
 from tests.support.http_traffic import Client, HttpTarget, both_ends
+from tests.support.kafka_broker import free_port
 
 pytestmark = pytest.mark.timeout(240)
 
 PARTITIONS = 6
-EXCHANGES, SLOW = 80, 60  # one per connection: 3 of 4 take 300 ms, the others 2 ms
+EXCHANGES = 80  # one per connection: 3 of 4 take 300 ms, the others 2 ms
 MIN_REQUESTS = 60  # more than one replica can hold of 80 exchanges spread over its 3 of 6 partitions
 
 RULES = f"""
@@ -78,23 +81,34 @@ def alertmanager_stand_in() -> Iterator[tuple[str, list[dict[str, Any]]]]:
         thread.join(timeout=5)
 
 
-def publish_traffic(bootstrap: str, topic: str) -> None:
-    """EXCHANGES real exchanges, one connection each, traced from both ends; times are the wall
-    clock's (as the agent stamps them), durations set: SLOW of them 300 ms, the rest 2 ms."""
+def publish_traffic(bootstrap: str, topic: str, start_ns: int, durations_ms: list[float]) -> None:
+    """Real exchanges, one connection each, traced from both ends, 20 ms apart from `start_ns` (the
+    wall clock, as the agent stamps them) and taking `durations_ms`."""
     health = Health()
     publisher = KafkaPublisher(config_for(bootstrap, topic, partitions=PARTITIONS).kafka, health)
-    start = time.time_ns()
     with HttpTarget() as target:
         client = Client(target.port, uuid.uuid4().hex[:6])
-        for i in range(EXCHANGES):
+        for i, ms in enumerate(durations_ms):
             (x,) = client.connection()
-            x.sent_ns = start + i * 20_000_000
-            x.done_ns = x.sent_ns + (2_000_000 if i % 4 == 0 else 300_000_000)
+            x.sent_ns = start_ns + i * 20_000_000
+            x.done_ns = x.sent_ns + int(ms * 1e6)
             first, second = both_ends(x)
             publisher.publish(first)
             publisher.publish(second)
     publisher.close()
-    assert health.total("delivered_batches") == 4 * EXCHANGES
+    assert health.total("delivered_batches") == 4 * len(durations_ms)
+
+
+def late_records(port: int) -> float:
+    """The evaluator's `alert_records_late` for HttpdSlow, scraped from its /metrics."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
+        text = resp.read().decode()
+    return sum(
+        s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+        if s.name == "l7scope_alerts_late_records_total" and s.labels.get("l7scope_alert") == "HttpdSlow"
+    )
 
 
 def httpd_server_records(path: Path) -> int:
@@ -112,6 +126,7 @@ def test_a_latency_alert_fires_once_from_a_whole_service_window(
     rules = tmp_path / "rules.yaml"
     rules.write_text(RULES)
     outs = [tmp_path / f"replica{i}.jsonl" for i in range(2)]
+    metrics_port = free_port()
     with alertmanager_stand_in() as (am_url, posted):
         env = child_env(
             kafka_bootstrap,
@@ -127,17 +142,23 @@ def test_a_latency_alert_fires_once_from_a_whole_service_window(
         replicas = start_group(2, env, lambda i: ["--export", f"jsonl:{outs[i]}"], PARTITIONS)
         evaluator = Child(
             "alerts", "evaluate", "--rules", str(rules), "--alertmanager", am_url, "--lateness", "3",
-            "--group", f"alerts-{uuid.uuid4().hex[:6]}", env=env,
+            "--group", f"alerts-{uuid.uuid4().hex[:6]}", "--export", f"prometheus:127.0.0.1:{metrics_port}",
+            env=env,
         )  # fmt: skip
         try:
             assert wait_for(lambda: evaluator.assigned() is not None, 60, every_s=0.5), evaluator.lines
-            publish_traffic(kafka_bootstrap, fragments)
+            durations = [2.0 if i % 4 == 0 else 300.0 for i in range(EXCHANGES)]  # 3 in 4 slow
+            publish_traffic(kafka_bootstrap, fragments, time.time_ns(), durations)
 
             def fired() -> bool:
                 return any(a["labels"]["alertname"] == "HttpdSlow" for a in posted)
 
             assert wait_for(fired, 60, every_s=0.5), "".join(evaluator.lines[-20:])
             time.sleep(5)  # five more evaluations: a second notification would show by now
+            # A slow exchange from ten minutes ago (a source that far behind): in no window still
+            # evaluated, so counted late, on the evaluator's /metrics, and not in the alert.
+            publish_traffic(kafka_bootstrap, fragments, time.time_ns() - 600 * 10**9, [900.0])
+            assert wait_for(lambda: late_records(metrics_port) == 1, 30, every_s=0.5)
             assert all(c.assigned() for c in replicas)  # no rebalance happened during the run
         finally:
             evaluator.stop()
@@ -151,7 +172,7 @@ def test_a_latency_alert_fires_once_from_a_whole_service_window(
     assert ends_at > time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime())  # firing, not resolved
 
     per_replica = [httpd_server_records(p) for p in outs]
-    assert sum(per_replica) == EXCHANGES, per_replica
+    assert sum(per_replica) == EXCHANGES + 1, per_replica  # and the late one
     assert all(0 < n < MIN_REQUESTS for n in per_replica), per_replica  # neither alone could fire
 
     published = [pb.Alert.FromString(value) for _, _, _, value in read_topic(kafka_bootstrap, alerts)]
@@ -160,7 +181,7 @@ def test_a_latency_alert_fires_once_from_a_whole_service_window(
     for c in replicas:
         assert any("not evaluated by `l7scope pipeline`" in m for m in c.messages()), c.lines[-10:]
     stopped = [json.loads(line) for line in evaluator.lines if "alert evaluation stopped" in line]
-    assert stopped and stopped[0]["records"] >= EXCHANGES and stopped[0]["alert_records_late"] == 0
+    assert stopped and stopped[0]["records"] >= EXCHANGES and stopped[0]["alert_records_late"] == 1
     assert evaluator.proc.returncode == 0
     assert time.monotonic() - started < 200
 
