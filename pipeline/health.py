@@ -21,6 +21,7 @@ LOSSES = (
     "export_dropped",  # records an exporter never sent (its queue full, or still queued at exit)
     "dropped_records",  # records the records topic could not take
     "alerts_failed",  # alert notifications not delivered
+    "alert_records_late",  # records older than every alert window still open (the watermark - window)
 )
 
 
