@@ -1,0 +1,84 @@
+"""Kafka exchange -> L7Record with OpenTelemetry messaging semantic-convention attributes."""
+
+from __future__ import annotations
+
+from protocols.base import AttrValue, ConnInfo, L7Record
+from protocols.kafka.types import FETCH, OFFSET_COMMIT, PRODUCE, Exchange, api_name, error_name
+from protocols.network_semconv import add_peers
+
+METRIC = "messaging.client.operation.duration"
+# A Fetch that returned no records after the broker could wait (max_wait_ms > 0): its duration is the
+# long poll, not the broker's slowness, so it feeds its own histogram.
+WAIT_METRIC = "l7scope.kafka.fetch.wait.duration"
+WAITED = "l7scope.kafka.fetch.waited"
+MAX_WAIT = "l7scope.kafka.fetch.max_wait_ms"
+_OPERATION_TYPE = {PRODUCE: "send", FETCH: "receive", OFFSET_COMMIT: "settle"}
+_SPAN_VERB = {PRODUCE: "send", FETCH: "poll"}
+_METRIC_KEYS = (
+    "messaging.system",
+    "messaging.operation.name",
+    "messaging.operation.type",
+    "messaging.destination.name",
+    "messaging.consumer.group.name",
+    "error.type",
+    "server.address",
+    "server.port",
+)
+
+
+def to_record(x: Exchange, conn: ConnInfo) -> L7Record:
+    req = x.request.frame
+    resp = x.response.frame if x.response is not None else None
+    key = req.api_key
+    operation = api_name(key)
+    attrs: dict[str, AttrValue] = {"messaging.system": "kafka", "messaging.operation.name": operation}
+    op_type = _OPERATION_TYPE.get(key)
+    if op_type:
+        attrs["messaging.operation.type"] = op_type
+    # Topics and partitions: the request names them (a Fetch response may hold fewer partitions).
+    topic = req.topics[0] if req.topic_count == 1 and len(req.topics) == 1 else ""
+    if not topic and resp is not None and resp.topic_count == 1 and len(resp.topics) == 1:
+        topic = resp.topics[0]
+    if topic:
+        attrs["messaging.destination.name"] = topic
+    if req.partition_count == 1:
+        attrs["messaging.destination.partition.id"] = str(req.partitions[0])
+    group = req.group or (resp.group if resp is not None else "")
+    if group:
+        attrs["messaging.consumer.group.name"] = group
+    if req.client_id:
+        attrs["messaging.client.id"] = req.client_id
+    records = req.records if key == PRODUCE else resp.records if resp is not None and key == FETCH else -1
+    if records >= 0:
+        attrs["messaging.batch.message_count"] = records
+    if key == PRODUCE and resp is not None and len(resp.batches) == 1 and not resp.error_code:
+        attrs["messaging.kafka.offset"] = resp.batches[0][2]
+    error_type = error_name(resp.error_code) if resp is not None and resp.error_code else None
+    if error_type:
+        attrs["error.type"] = error_type
+    metric = METRIC
+    if key == FETCH and req.max_wait_ms >= 0:
+        attrs[MAX_WAIT] = req.max_wait_ms
+        if req.max_wait_ms > 0 and records == 0 and error_type is None:
+            attrs[WAITED] = True
+            metric = WAIT_METRIC
+    add_peers(attrs, conn)
+    verb = _SPAN_VERB.get(key)
+    name = f"{verb} {topic}" if verb and topic else operation
+    end_ns = x.response.end_ns if x.response is not None else x.request.end_ns
+    truncated = x.request.truncated or (x.response is not None and x.response.truncated)
+    degraded = req.partial or (resp is not None and (resp.partial or resp.api_key < 0))
+    return L7Record(
+        "kafka",
+        conn.role,
+        name,
+        x.request.start_ns,
+        end_ns,
+        conn,
+        metric,
+        error_type,
+        attrs,
+        tuple(k for k in _METRIC_KEYS if k in attrs),
+        truncated,
+        degraded,
+    )
