@@ -50,10 +50,10 @@ _MIN_REQUEST = 10  # api key, version, correlation id, client id length
 _CONTROL_BATCH = 0x20  # RecordBatch attributes: a transaction marker, no user records
 
 # A request start: size < 2^27 and >= 10, api key <= 92, version <= 20, correlation id >= 0, client id
-# null or shorter than 256 bytes. One regex step per candidate; _plausible_request checks the rest.
+# 1 to 255 bytes long. One regex step per candidate; _plausible_request checks the rest.
 _REQUEST_START = re.compile(
     rb"(?=(?!\x00\x00\x00[\x00-\x09])[\x00-\x07][\s\S]{3}\x00[\x00-\x5c]\x00[\x00-\x14][\x00-\x7f][\s\S]{3}"
-    rb"(?:\xff\xff|\x00[\s\S]))"
+    rb"\x00[\x01-\xff])"
 )
 # A response start: size in [4, 2^30), correlation id >= 0.
 _RESPONSE_START = re.compile(rb"(?=(?!\x00\x00\x00[\x00-\x03])[\x00-\x3f][\s\S]{3}[\x00-\x7f])")
@@ -563,7 +563,7 @@ def _header_ok(b: memoryview | bytes, p: int, strict: bool) -> bool:
         return False
     if not strict:
         return True
-    if size > MAX_REQUEST_DETECT or correlation < 0:
+    if size > MAX_REQUEST_DETECT or correlation < 0 or client_len <= 0:  # clients name themselves
         return False
     name = bytes(b[p + 14 : p + 14 + max(client_len, 0)])
     return all(0x20 <= c < 0x7F for c in name)
@@ -590,8 +590,8 @@ def _plausible_request(b: memoryview | bytes, p: int) -> bool:
 
 
 def detect(head: bytes, direction: Direction) -> bool:
-    """A request header (known api key, a version it has, a printable client id) whose body, when in
-    view, reads as its version says. Responses alone carry nothing to recognise them by."""
+    """A request header (known api key, a version it has, a non-empty printable client id) whose body,
+    when in view, reads as its version says. Responses alone carry nothing to recognise them by."""
     return direction is Direction.REQUEST and _plausible_request(head, 0)
 
 
@@ -610,12 +610,12 @@ def find_boundary(buf: memoryview, direction: Direction, start: int) -> int | No
         if size > MAX_SIZE:
             continue
         nxt = p + 4 + size
-        if nxt + 8 <= n:  # the next response in view: it must follow on
+        if nxt == n:  # ends exactly where the bytes in view end (the end of a read)
+            return p
+        if nxt + 8 <= n:  # the next response in view: it must follow on, with a later correlation id
             size2, correlation2 = struct.unpack_from(">ii", buf, nxt)
             if 4 <= size2 <= MAX_SIZE and correlation < correlation2 <= correlation + _NEXT_CORRELATION:
                 return p
-        elif nxt >= n:  # ends at or beyond the bytes in view: parse_frame checks its correlation id
-            return p
     return None
 
 
@@ -670,8 +670,6 @@ def _response(buf: memoryview, n: int, size: int, state: State) -> ParseResult:
         return NEED_DATA
     correlation = int(_I32(buf, 4)[0])
     request = state.pending.get(correlation)
-    if request is None and not state.responses_synced:
-        return Invalid("response to no request seen")
     total = 4 + size
     if n < (total if total <= WHOLE_CAP else PREFIX_CAP):
         return NEED_DATA
@@ -679,7 +677,6 @@ def _response(buf: memoryview, n: int, size: int, state: State) -> ParseResult:
         f = Frame(False, size, -1, -1, correlation)
     else:
         del state.pending[correlation]
-        state.responses_synced = True
         key, version = request
         f = Frame(False, size, key, version, correlation)
         flex = key != API_VERSIONS and flexible(key, version)  # ApiVersions answers with header v0

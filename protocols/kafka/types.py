@@ -214,7 +214,6 @@ class State:
     # correlation id -> (api key, api version) of requests awaiting a response (insertion order)
     pending: dict[int, tuple[int, int]] = field(default_factory=dict)
     topic_ids: dict[bytes, str] = field(default_factory=dict)  # from Metadata v10+ responses
-    responses_synced: bool = True  # False after lost response bytes: resync on a known correlation id
     unmatched: int = 0  # frames stitch dropped unpaired since take_unmatched
 
 

@@ -119,8 +119,44 @@ MYSQL_BAD: Script = [
     (RESP, packet(1, b"\xff\x28\x04", length=2)),
 ]
 
-VALID = {"http1": HTTP1_VALID, "http2": HTTP2_VALID, "mysql": MYSQL_VALID}
-BAD = {"http1": HTTP1_BAD, "http2": HTTP2_BAD, "mysql": MYSQL_BAD}
+# -- Kafka ------------------------------------------------------------------------------------------
+
+
+def _kafka_valid() -> Script:
+    from tests.protocols.kafka import wire
+
+    return [
+        (REQ, wire.api_versions_request(3, 0)),
+        (RESP, wire.api_versions_response(3, 0)),
+        (REQ, wire.metadata_request(12, 1, ["t"])),
+        (RESP, wire.metadata_response(12, 1, [("t", 0)])),
+        (REQ, wire.produce_request(9, 2, "t", {0: wire.batch(2)})),
+        (RESP, wire.produce_response(9, 2, "t", [(0, 0, 0)])),
+        (REQ, wire.fetch_request(12, 3, "t", [0])),
+        (RESP, wire.fetch_response(12, 3, "t", [(0, 0, wire.batch(2))])),
+    ]
+
+
+def kafka_request(key: int, version: int, correlation: int, body: bytes, size: int | None = None) -> bytes:
+    head = struct.pack(">hhih", key, version, correlation, 3) + b"cli"
+    return struct.pack(">i", len(head) + len(body) if size is None else size) + head + body
+
+
+KAFKA_VALID: Script = _kafka_valid()
+KAFKA_BAD: Script = [
+    (REQ, kafka_request(999, 0, 9, b"")),  # unknown api key
+    (REQ, kafka_request(3, 0, 9, b"", size=0)),  # sizes too small to hold a header
+    (RESP, b"\x00\x00\x00\x02\x00\x00" * 4),
+    (REQ, kafka_request(0, 9, 9, b"\x00\x00\x01\x00\x00\x75\x30", size=0x7FFFFFF)),  # far past what follows
+    (RESP, struct.pack(">ii", 0x3FFFFFFF, 9)),
+    (REQ, kafka_request(0, 3, 9, b"\xff\xff\x00\x01\x00\x00\x75\x30\x7f\xff\xff\xff")),  # a huge topic count
+    (REQ, kafka_request(3, 0, 9, b"\x7f\xff\xff\xff\x00\x01")),
+    (RESP, struct.pack(">ii", 4, 123456)),  # a response to no request
+    (REQ, struct.pack(">ihhih", 10, 3, 0, 9, 200)),  # a client id longer than the message
+]
+
+VALID = {"http1": HTTP1_VALID, "http2": HTTP2_VALID, "mysql": MYSQL_VALID, "kafka": KAFKA_VALID}
+BAD = {"http1": HTTP1_BAD, "http2": HTTP2_BAD, "mysql": MYSQL_BAD, "kafka": KAFKA_BAD}
 
 
 # -- a capture file ---------------------------------------------------------------------------------
