@@ -48,7 +48,14 @@ def to_record(x: Exchange, conn: ConnInfo) -> L7Record:
         attrs["messaging.consumer.group.name"] = group
     if req.client_id:
         attrs["messaging.client.id"] = req.client_id
-    records = req.records if key == PRODUCE else resp.records if resp is not None and key == FETCH else -1
+    # Batches the capture did not copy (a broker sends Fetch data with sendfile: sizes only) read as
+    # zeros: a count from a truncated message would be a guess, so there is none.
+    if key == PRODUCE:
+        records = -1 if x.request.truncated else req.records
+    elif key == FETCH and x.response is not None and resp is not None:
+        records = -1 if x.response.truncated else resp.records
+    else:
+        records = -1
     if records >= 0:
         attrs["messaging.batch.message_count"] = records
     if key == PRODUCE and resp is not None and len(resp.batches) == 1 and not resp.error_code:
