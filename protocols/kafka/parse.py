@@ -43,6 +43,8 @@ from protocols.kafka.types import (
     State,
 )
 
+UNRESOLVED = "\x00"  # starts a topic id (hex) no Metadata response on the connection named
+
 _HEAD = struct.Struct(">ihhih")  # size, api key, api version, correlation id, client id length
 _I8, _I16, _I32, _I64 = (struct.Struct(f">{c}").unpack_from for c in "bhiq")
 _BATCH_HEAD = struct.Struct(">qi").unpack_from  # base offset, batch length
@@ -152,12 +154,16 @@ class _Reader:
         if not by_id:
             return self.string()
         i = self._take(16)
-        return state.topic_ids.get(bytes(self.b[i : i + 16]), "")
+        topic_id = bytes(self.b[i : i + 16])
+        return state.topic_ids.get(topic_id) or UNRESOLVED + topic_id.hex()
 
 
 def _add_topic(f: Frame, name: str) -> None:
     f.topic_count += 1
-    if name and name not in f.topics and len(f.topics) < MAX_TOPICS:
+    if name.startswith(UNRESOLVED):
+        if name not in f.topic_ids and len(f.topic_ids) < MAX_TOPICS:
+            f.topic_ids.append(name[1:])
+    elif name and name not in f.topics and len(f.topics) < MAX_TOPICS:
         f.topics.append(name)
 
 
@@ -198,7 +204,9 @@ def _records(r: _Reader, f: Frame, topic: str, partition: int) -> None:
         if count > 0:
             f.records += count
             if len(f.batches) < MAX_BATCHES:
-                f.batches.append((topic, partition, int(base), count))
+                f.batches.append(
+                    (topic if not topic.startswith(UNRESOLVED) else "", partition, int(base), count)
+                )
         p = nxt
     r.skip(n)
 
@@ -332,7 +340,7 @@ def _produce_response(r: _Reader, v: int, f: Frame, state: State) -> None:
             _error(f, r.i16())
             base = r.i64()
             if len(f.batches) < MAX_BATCHES:
-                f.batches.append((topic, partition, base, 0))
+                f.batches.append((topic if not topic.startswith(UNRESOLVED) else "", partition, base, 0))
             r.skip((8 if v >= 2 else 0) + (8 if v >= 5 else 0))
             if v >= 8:
                 for _ in range(r.count()):

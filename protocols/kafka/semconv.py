@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import uuid
+
 from protocols.base import AttrValue, ConnInfo, L7Record
 from protocols.kafka.types import FETCH, OFFSET_COMMIT, PRODUCE, Exchange, api_name, error_name
 from protocols.network_semconv import add_peers
@@ -12,6 +14,7 @@ METRIC = "messaging.client.operation.duration"
 WAIT_METRIC = "l7scope.kafka.fetch.wait.duration"
 WAITED = "l7scope.kafka.fetch.waited"
 MAX_WAIT = "l7scope.kafka.fetch.max_wait_ms"
+TOPIC_ID = "l7scope.kafka.topic_id"
 _OPERATION_TYPE = {PRODUCE: "send", FETCH: "receive", OFFSET_COMMIT: "settle"}
 _SPAN_VERB = {PRODUCE: "send", FETCH: "poll"}
 _METRIC_KEYS = (
@@ -41,6 +44,8 @@ def to_record(x: Exchange, conn: ConnInfo) -> L7Record:
         topic = resp.topics[0]
     if topic:
         attrs["messaging.destination.name"] = topic
+    elif req.topic_count == 1 and len(req.topic_ids) == 1:  # named by id, and the name was not seen
+        attrs[TOPIC_ID] = str(uuid.UUID(req.topic_ids[0]))
     if req.partition_count == 1:
         attrs["messaging.destination.partition.id"] = str(req.partitions[0])
     group = req.group or (resp.group if resp is not None else "")

@@ -189,6 +189,7 @@ class Frame:
     client_id: str = ""
     topics: list[str] = field(default_factory=list)  # distinct, at most MAX_TOPICS
     topic_count: int = 0  # topics in the message (array lengths summed)
+    topic_ids: list[str] = field(default_factory=list)  # ids (hex) of topics not named on the connection
     partitions: list[int] = field(default_factory=list)  # partition ids, at most MAX_TOPICS
     partition_count: int = 0
     group: str = ""

@@ -111,6 +111,7 @@ def test_topic_ids_are_named_from_metadata_on_the_connection() -> None:
 def test_an_unknown_topic_id_leaves_the_destination_out() -> None:
     a = one(wire.fetch_request(13, 2, "", [0]), wire.fetch_response(13, 2, "", [(0, 0, wire.batch(2))]))
     assert a["_name"] == "Fetch" and "messaging.destination.name" not in a
+    assert a["l7scope.kafka.topic_id"] == "01020304-0506-0708-090a-0b0c0d0e0f10"
 
 
 @pytest.mark.parametrize("v", [0, 1, 8, 9, 12, 13])
