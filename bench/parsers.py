@@ -118,6 +118,23 @@ def mysql_writes(n: int) -> Writes:
 # -- the two loops -----------------------------------------------------------------------------------
 
 
+def kafka_writes(n: int) -> Writes:
+    """A client's connection: Produce v9 (one partition, a batch of 10 records) alternating with Fetch
+    v12 returning one batch of 10 records; correlation ids increasing, as kafka-python sends them."""
+    from tests.protocols.kafka import wire
+
+    out: Writes = []
+    records = wire.batch(10, value=b"v" * 100)
+    for i in range(n):
+        if i % 2 == 0:
+            out.append((REQ, wire.produce_request(9, i, "orders", {i % 4: records}, acks=1)))
+            out.append((RESP, wire.produce_response(9, i, "orders", [(i % 4, 0, 1000 + i)])))
+        else:
+            out.append((REQ, wire.fetch_request(12, i, "orders", [i % 4])))
+            out.append((RESP, wire.fetch_response(12, i, "orders", [(i % 4, 0, records)])))
+    return out
+
+
 def run_parser(spec: ProtocolSpec, writes: Writes, sizes: list[int] | None = None) -> int:
     """parse_frame until NEED_DATA after every write, then stitch and to_record: the framing loop's work."""
     state = spec.new_state()
@@ -177,7 +194,7 @@ def measure(fn: Callable[[], object], seconds: float) -> float:
 
 
 def main() -> None:
-    from protocols import http1, http2, mysql
+    from protocols import http1, http2, kafka, mysql
 
     seconds = float(sys.argv[1]) if len(sys.argv) > 1 else 2.0
     chosen = set(sys.argv[2:])
@@ -186,6 +203,7 @@ def main() -> None:
         ("http1", http1.SPEC, http1_writes, 100_000),
         ("grpc", http2.SPEC, grpc_writes, 30_000),
         ("mysql", mysql.SPEC, mysql_writes, 50_000),
+        ("kafka", kafka.SPEC, kafka_writes, 50_000),
     ]
     print(f"python {sys.version.split()[0]}, one core, best of {seconds:.0f} s per loop, interleaved")
     print(f"{'protocol':<8} {'exchanges/s':>12} {'bare /s':>12} {'ratio':>7} {'target':>8}")

@@ -101,6 +101,15 @@ class _Reader:
         self._take(n)
 
     def uvarint(self) -> int:
+        i = self.i
+        if i < self.end:
+            c = self.b[i]
+            if c < 0x80:  # one byte: nearly every length and tag count
+                self.i = i + 1
+                return c
+        return self._uvarint()
+
+    def _uvarint(self) -> int:
         value = shift = 0
         b, end = self.b, self.end
         while True:
@@ -145,6 +154,10 @@ class _Reader:
 
     def tags(self) -> None:
         if self.flex:
+            i = self.i
+            if i < self.end and self.b[i] == 0:  # no tagged fields: the usual case
+                self.i = i + 1
+                return
             for _ in range(self.uvarint()):
                 self.uvarint()
                 self._take(self.uvarint())
