@@ -202,6 +202,13 @@ def encode_span(record: L7Record) -> bytes:
     )
     attrs = record.attributes if plain else span_attributes(record)  # the copy only when it differs
     parts += [_key_value(key, value) for key, value in attrs.items()]
+    for link_trace, link_span in record.links:  # Span.links (13): Link {trace_id = 1, span_id = 2}
+        parts.append(
+            _field(
+                b"\x6a",
+                _field(b"\x0a", bytes.fromhex(link_trace)) + _field(b"\x12", bytes.fromhex(link_span)),
+            )
+        )
     parts.append(_STATUS_ERROR if record.error else _STATUS_OK)
     return b"".join(parts)
 

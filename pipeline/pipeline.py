@@ -15,6 +15,7 @@ from collections.abc import Iterable, Mapping, Sequence
 
 from pipeline.conn_table import ConnTable
 from pipeline.exporter import BoundedExporter, Exporter
+from pipeline.links import Linker
 from probes.fragment import Batch
 from protocols.base import L7Record
 
@@ -32,6 +33,7 @@ class Pipeline:
         self.table = table
         self.exporters = list(exporters)
         self.exported = 0
+        self.linker = Linker()
 
     def feed(self, batches: Sequence[Batch], positions: Sequence[Position] = ()) -> int:
         """Batches -> records -> every exporter (observers see every batch); returns the records.
@@ -54,6 +56,7 @@ class Pipeline:
 
     def emit(self, records: list[L7Record]) -> int:
         """The same records to every exporter (fan out once); returns how many."""
+        self.linker.link(records)
         self.exported += export_all(records, self.exporters)
         return len(records)
 

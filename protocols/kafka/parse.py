@@ -353,7 +353,7 @@ def _produce_response(r: _Reader, v: int, f: Frame, state: State) -> None:
             _error(f, r.i16())
             base = r.i64()
             if len(f.batches) < MAX_BATCHES:
-                f.batches.append((topic if not topic.startswith(UNRESOLVED) else "", partition, base, 0))
+                f.batches.append((topic.lstrip(UNRESOLVED), partition, base, 0))
             r.skip((8 if v >= 2 else 0) + (8 if v >= 5 else 0))
             if v >= 8:
                 for _ in range(r.count()):

@@ -80,6 +80,13 @@ def to_record(x: Exchange, conn: ConnInfo) -> L7Record:
     end_ns = x.response.end_ns if x.response is not None else x.request.end_ns
     truncated = x.request.truncated or (x.response is not None and x.response.truncated)
     degraded = req.partial or (resp is not None and (resp.partial or resp.api_key < 0))
+    # Record batches written and read, for the pipeline's producer -> consumer links (pipeline/links.py).
+    produced: tuple[str, ...] = ()
+    consumed: tuple[str, ...] = ()
+    if key == PRODUCE and resp is not None:
+        produced = tuple(f"kafka/{t}/{p}/{base}" for t, p, base, _ in resp.batches if base >= 0)
+    elif key == FETCH and records > 0 and resp is not None:
+        consumed = tuple(f"kafka/{t}/{p}/{base}" for t, p, base, _ in resp.batches)
     return L7Record(
         "kafka",
         conn.role,
@@ -93,4 +100,6 @@ def to_record(x: Exchange, conn: ConnInfo) -> L7Record:
         tuple(k for k in _METRIC_KEYS if k in attrs),
         truncated,
         degraded,
+        produced=produced,
+        consumed=consumed,
     )

@@ -195,7 +195,8 @@ class Frame:
     group: str = ""
     error_code: int = 0  # the first non-zero error code of a response
     records: int = -1  # records in the record batches read; -1: none carried
-    batches: list[tuple[str, int, int, int]] = field(default_factory=list)  # topic, partition, base, n
+    # topic (or its id, hex, when not named), partition, base offset, records (0 in a Produce response)
+    batches: list[tuple[str, int, int, int]] = field(default_factory=list)
     acks: int = -1  # Produce: 0 = the broker sends no response
     max_wait_ms: int = -1  # Fetch request
     parsed: bool = False  # the body's layout is known and was read

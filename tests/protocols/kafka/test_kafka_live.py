@@ -5,6 +5,7 @@ topic and partition, and the record counts read from batch headers add up to wha
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 import signal
@@ -90,6 +91,12 @@ def tcpdump(path: Path, port: int) -> Iterator[None]:
     assert ("\n" + report).count("\n0 packets dropped by kernel") == 1, report
 
 
+def span_of(record: dict) -> tuple[str, str]:
+    """The span ids OTLP export gives a record without a propagated trace (pipeline/otlp.span_ids)."""
+    digest = hashlib.blake2b(record["record_id"].encode(), digest_size=24).digest()
+    return digest[:16].hex(), digest[16:].hex()
+
+
 def of(records: list[dict], role: str, operation: str, topic: str) -> list[dict]:
     return [
         r
@@ -163,6 +170,13 @@ def test_kafka_python_produce_and_consume(kafka_broker: Broker, tmp_path: Path) 
             )
         groups = {r["attributes"].get("messaging.consumer.group.name") for r in recs if r["role"] == role}
         assert f"g-{topic}" in groups
+    # Producer -> consumer links (pipeline/links.py): the consumer's Fetch links to the producer's spans.
+    producer_spans = {span_of(r) for r in of(recs, "client", "Produce", topic)}
+    links = [
+        (x["trace_id"], x["span_id"]) for r in of(recs, "client", "Fetch", topic) for x in r.get("links", [])
+    ]
+    assert links and set(links) <= producer_spans
+    assert len(set(links)) == len(producer_spans)  # every batch produced was read, and linked
     # One record per Produce per side: as many client-side as server-side records.
     assert len(of(recs, "client", "Produce", topic)) == len(of(recs, "server", "Produce", topic))
 
