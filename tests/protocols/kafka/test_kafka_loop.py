@@ -218,3 +218,29 @@ def test_mutated_messages_are_bounded_and_accounted(data: st.DataObject) -> None
     loop.feed(RESP, bytes(resps))
     loop.run(eof=True)
     assert len(loop.records) <= 2 and not loop.queues[REQ] and not loop.queues[RESP]
+
+
+def test_the_registry_detects_kafka_among_every_protocol() -> None:
+    """Every registered protocol's detect runs on a new connection: only Kafka claims Kafka bytes."""
+    from pipeline.framing import ConnParser, Limits
+    from pipeline.health import Health
+    from protocols.registry import PROTOCOLS
+    from tests.support.loop import Wire, conn
+
+    info = conn()
+    parser, w = ConnParser(info, PROTOCOLS, Limits(), Health()), Wire(info)
+    for spec in PROTOCOLS:
+        if spec.name != "kafka":
+            for data in (
+                wire.api_versions_request(3, 0),
+                wire.produce_request(9, 1, "t", {0: wire.batch(2)}),
+            ):
+                assert not spec.detect(data, REQ), spec.name
+    req = wire.api_versions_request(3, 0) + wire.metadata_request(12, 1, ["t"])
+    resp = wire.api_versions_response(3, 0) + wire.metadata_response(12, 1, [("t", 0)])
+    from probes.fragment import Io
+
+    parser.add(w.frag(Io.RECV, req))
+    parser.add(w.frag(Io.SEND, resp))
+    records = parser.process(final=True)
+    assert [r.name for r in records] == ["ApiVersions", "Metadata"]
