@@ -73,10 +73,11 @@ class _Bad(Exception):
 class _Reader:
     """A cursor over one message's body: `end` bytes are in view, `limit` is where the message ends."""
 
-    __slots__ = ("b", "end", "flex", "i", "limit")
+    __slots__ = ("b", "end", "flex", "i", "last_id", "limit")
 
     def __init__(self, b: memoryview, i: int, end: int, limit: int, flex: bool) -> None:
         self.b, self.i, self.end, self.limit, self.flex = b, i, end, limit, flex
+        self.last_id = ""  # the id (hex) of the topic last read by id
 
     def _take(self, n: int) -> int:
         i = self.i
@@ -165,10 +166,12 @@ class _Reader:
     def topic(self, by_id: bool, state: State) -> str:
         """A topic name, or a topic id resolved through the names Metadata responses gave ("" unknown)."""
         if not by_id:
+            self.last_id = ""
             return self.string()
         i = self._take(16)
         topic_id = bytes(self.b[i : i + 16])
-        return state.topic_ids.get(topic_id) or UNRESOLVED + topic_id.hex()
+        self.last_id = topic_id.hex()
+        return state.topic_ids.get(topic_id) or UNRESOLVED + self.last_id
 
 
 def _add_topic(f: Frame, name: str) -> None:
@@ -186,12 +189,21 @@ def _add_partition(f: Frame, partition: int) -> None:
         f.partitions.append(partition)
 
 
+def _batch_topic(r: _Reader, state: State, topic: str) -> str:
+    """A batch's topic for the pipeline's links: its name and its id ("name|id"), as far as known, so a
+    writer naming the topic one way and a reader the other still meet."""
+    if topic.startswith(UNRESOLVED):
+        return topic[1:]
+    topic_id = r.last_id or state.topic_names.get(topic, "")
+    return f"{topic}|{topic_id}" if topic_id else topic
+
+
 def _error(f: Frame, code: int) -> None:
     if code and not f.error_code:
         f.error_code = code
 
 
-def _records(r: _Reader, f: Frame, topic: str, partition: int) -> None:
+def _records(r: _Reader, f: Frame, topic: str, partition: int, state: State) -> None:
     """A records field: the batches' base offsets and record counts from their headers, values unread."""
     n = r.length()
     if f.records < 0:
@@ -217,9 +229,7 @@ def _records(r: _Reader, f: Frame, topic: str, partition: int) -> None:
         if count > 0:
             f.records += count
             if len(f.batches) < MAX_BATCHES:
-                f.batches.append(
-                    (topic if not topic.startswith(UNRESOLVED) else "", partition, int(base), count)
-                )
+                f.batches.append((_batch_topic(r, state, topic), partition, int(base), count))
         p = nxt
     r.skip(n)
 
@@ -237,7 +247,7 @@ def _produce_request(r: _Reader, v: int, f: Frame, state: State) -> None:
         for _ in range(r.count()):
             partition = r.i32()
             _add_partition(f, partition)
-            _records(r, f, topic, partition)
+            _records(r, f, topic, partition, state)
             r.tags()
         r.tags()
 
@@ -353,7 +363,7 @@ def _produce_response(r: _Reader, v: int, f: Frame, state: State) -> None:
             _error(f, r.i16())
             base = r.i64()
             if len(f.batches) < MAX_BATCHES:
-                f.batches.append((topic.lstrip(UNRESOLVED), partition, base, 0))
+                f.batches.append((_batch_topic(r, state, topic), partition, base, 0))
             r.skip((8 if v >= 2 else 0) + (8 if v >= 5 else 0))
             if v >= 8:
                 for _ in range(r.count()):
@@ -387,7 +397,7 @@ def _fetch_response(r: _Reader, v: int, f: Frame, state: State) -> None:
                     r.tags()
             if v >= 11:
                 r.skip(4)
-            _records(r, f, topic, partition)
+            _records(r, f, topic, partition, state)
             r.tags()
         r.tags()
 
@@ -431,7 +441,10 @@ def _metadata_response(r: _Reader, v: int, f: Frame, state: State) -> None:
             if name:
                 if len(state.topic_ids) >= MAX_TOPIC_IDS:
                     state.topic_ids.clear()
+                if len(state.topic_names) >= MAX_TOPIC_IDS:
+                    state.topic_names.clear()
                 state.topic_ids[bytes(r.b[i : i + 16])] = name
+                state.topic_names[name] = bytes(r.b[i : i + 16]).hex()
         _add_topic(f, name)
         if v >= 1:
             r.skip(1)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterable
 
 from protocols.base import AttrValue, ConnInfo, L7Record
 from protocols.kafka.types import FETCH, OFFSET_COMMIT, PRODUCE, Exchange, api_name, error_name
@@ -29,6 +30,11 @@ _METRIC_KEYS = (
 )
 
 
+def _keys(batches: Iterable[tuple[str, int, int]]) -> tuple[str, ...]:
+    """One key per batch per way its topic is known (name, id): `kafka/<topic>/<partition>/<base>`."""
+    return tuple(f"kafka/{t}/{p}/{base}" for topics, p, base in batches for t in topics.split("|"))
+
+
 def to_record(x: Exchange, conn: ConnInfo) -> L7Record:
     req = x.request.frame
     resp = x.response.frame if x.response is not None else None
@@ -38,16 +44,16 @@ def to_record(x: Exchange, conn: ConnInfo) -> L7Record:
     op_type = _OPERATION_TYPE.get(key)
     if op_type:
         attrs["messaging.operation.type"] = op_type
-    # Topics and partitions: the request names them (a Fetch response may hold fewer partitions).
-    topic = req.topics[0] if req.topic_count == 1 and len(req.topics) == 1 else ""
-    if not topic and resp is not None and resp.topic_count == 1 and len(resp.topics) == 1:
-        topic = resp.topics[0]
+    # Topics and partitions: the request names them; an incremental Fetch (a fetch session) may name none,
+    # and then its response does.
+    named = resp if resp is not None and req.topic_count == 0 else req
+    topic = named.topics[0] if named.topic_count == 1 and len(named.topics) == 1 else ""
     if topic:
         attrs["messaging.destination.name"] = topic
-    elif req.topic_count == 1 and len(req.topic_ids) == 1:  # named by id, and the name was not seen
-        attrs[TOPIC_ID] = str(uuid.UUID(req.topic_ids[0]))
-    if req.partition_count == 1:
-        attrs["messaging.destination.partition.id"] = str(req.partitions[0])
+    elif named.topic_count == 1 and len(named.topic_ids) == 1:  # named by id, and the name was not seen
+        attrs[TOPIC_ID] = str(uuid.UUID(named.topic_ids[0]))
+    if named.partition_count == 1:
+        attrs["messaging.destination.partition.id"] = str(named.partitions[0])
     group = req.group or (resp.group if resp is not None else "")
     if group:
         attrs["messaging.consumer.group.name"] = group
@@ -84,9 +90,9 @@ def to_record(x: Exchange, conn: ConnInfo) -> L7Record:
     produced: tuple[str, ...] = ()
     consumed: tuple[str, ...] = ()
     if key == PRODUCE and resp is not None:
-        produced = tuple(f"kafka/{t}/{p}/{base}" for t, p, base, _ in resp.batches if base >= 0)
+        produced = _keys((t, p, base) for t, p, base, _ in resp.batches if base >= 0)
     elif key == FETCH and records > 0 and resp is not None:
-        consumed = tuple(f"kafka/{t}/{p}/{base}" for t, p, base, _ in resp.batches)
+        consumed = _keys((t, p, base) for t, p, base, _ in resp.batches)
     return L7Record(
         "kafka",
         conn.role,

@@ -195,7 +195,7 @@ class Frame:
     group: str = ""
     error_code: int = 0  # the first non-zero error code of a response
     records: int = -1  # records in the record batches read; -1: none carried
-    # topic (or its id, hex, when not named), partition, base offset, records (0 in a Produce response)
+    # topic ("name|id hex", as far as known), partition, base offset, records (0 in a Produce response)
     batches: list[tuple[str, int, int, int]] = field(default_factory=list)
     acks: int = -1  # Produce: 0 = the broker sends no response
     max_wait_ms: int = -1  # Fetch request
@@ -216,6 +216,7 @@ class State:
     # correlation id -> (api key, api version) of requests awaiting a response (insertion order)
     pending: dict[int, tuple[int, int]] = field(default_factory=dict)
     topic_ids: dict[bytes, str] = field(default_factory=dict)  # from Metadata v10+ responses
+    topic_names: dict[str, str] = field(default_factory=dict)  # the reverse: name -> id (hex)
     unmatched: int = 0  # frames stitch dropped unpaired since take_unmatched
 
 

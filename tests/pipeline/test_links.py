@@ -70,3 +70,25 @@ def test_writers_are_bounded_oldest_forgotten_first() -> None:
     consumer = fetch(100, 103, 106)
     linker.link([consumer])
     assert consumer.links == (ids(writers[1]), ids(writers[2]))
+
+
+def test_a_writer_naming_the_topic_by_id_meets_a_reader_naming_it_by_name() -> None:
+    """The Java producer (Produce v13, topic id, no Metadata on its connection) and a consumer whose
+    connection's Metadata response gave both the name and the id: the batch keys meet on the id."""
+    from tests.support.loop import conn
+
+    req = wire.produce_request(13, 1, "", {0: wire.batch(3)})
+    writer = exchange(req, wire.produce_response(13, 1, "", [(0, 0, 500)]), Role.CLIENT, "n/1/1/1")
+    assert writer.produced == (f"kafka/{wire.TOPIC_ID.hex()}/0/500",)
+    loop = Loop(SPEC, info=conn(Role.CLIENT, conn_id="n/2/2/2"))
+    loop.feed(REQ, wire.metadata_request(12, 1, ["orders"]))
+    loop.feed(RESP, wire.metadata_response(12, 1, [("orders", 0)]))
+    loop.feed(REQ, wire.fetch_request(12, 2, "orders", [0]))
+    loop.feed(RESP, wire.fetch_response(12, 2, "orders", [(0, 0, wire.batch(3, base=500))]))
+    loop.run(eof=True)
+    reader = loop.records[-1]
+    assert reader.consumed == ("kafka/orders/0/500", f"kafka/{wire.TOPIC_ID.hex()}/0/500")
+    linker = Linker()
+    linker.link([writer])
+    linker.link([reader])
+    assert reader.links == (ids(writer),)

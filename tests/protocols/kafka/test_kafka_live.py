@@ -26,6 +26,7 @@ from tests.test_end_to_end import base_env, l7scope
 
 pytestmark = pytest.mark.kernel
 JAVA_PRODUCER = Path(__file__).resolve().parent / "JavaProducer.java"
+JAVA_CONSUMER = Path(__file__).resolve().parent / "JavaConsumer.java"
 
 
 @contextmanager
@@ -119,6 +120,20 @@ def java_produced(records: list[dict], role: str) -> int:
     )
 
 
+def java_fetches(records: list[dict]) -> list[dict]:
+    return [
+        r
+        for r in records
+        if r["role"] == "client"
+        and r["attributes"].get("messaging.client.id") == "java-consumer"
+        and r["attributes"]["messaging.operation.name"] == "Fetch"
+    ]
+
+
+def java_consumed(records: list[dict]) -> int:
+    return sum(r["attributes"].get("messaging.batch.message_count", 0) for r in java_fetches(records))
+
+
 def test_kafka_python_produce_and_consume(kafka_broker: Broker, tmp_path: Path) -> None:
     from kafka import KafkaConsumer, KafkaProducer
 
@@ -181,7 +196,7 @@ def test_kafka_python_produce_and_consume(kafka_broker: Broker, tmp_path: Path) 
     assert len(of(recs, "client", "Produce", topic)) == len(of(recs, "server", "Produce", topic))
 
 
-def test_java_client_producer(kafka_broker: Broker, tmp_path: Path) -> None:
+def test_java_client_producer_and_consumer(kafka_broker: Broker, tmp_path: Path) -> None:
     topic, n = f"java-{uuid.uuid4().hex[:8]}", 5000
     create_topic(kafka_broker.bootstrap, topic, partitions=1)
     with recording(tmp_path, kafka_broker.port) as records:
@@ -201,7 +216,23 @@ def test_java_client_producer(kafka_broker: Broker, tmp_path: Path) -> None:
             timeout=120,
         )
         assert done.returncode == 0, done.stderr[-2000:]
-        recs = records(lambda rs: java_produced(rs, "server") >= n and java_produced(rs, "client") >= n)
+        done = subprocess.run(
+            [
+                JAVA,
+                "-cp",
+                f"{kafka_broker.libs}/*",
+                str(JAVA_CONSUMER),
+                kafka_broker.bootstrap,
+                topic,
+                str(n),
+                f"g-{topic}",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert done.returncode == 0, done.stdout + done.stderr[-2000:]
+        recs = records(lambda rs: java_produced(rs, "server") >= n and java_consumed(rs) >= n)
     for role in ("client", "server"):
         produces = [
             r for r in recs if r["role"] == role and r["attributes"].get("messaging.client.id") == "java-perf"
@@ -217,6 +248,27 @@ def test_java_client_producer(kafka_broker: Broker, tmp_path: Path) -> None:
         assert sum(r["attributes"]["messaging.batch.message_count"] for r in produces) == n, role
         assert all(r["attributes"]["messaging.destination.partition.id"] == "0" for r in produces)
         assert all(r["error_type"] is None and not r["truncated"] for r in produces)
+    # The Java consumer (Fetch v17+, topics by id): every record read is counted on its side, and its
+    # Fetch spans link to the producer's Produce spans (both name the topic the same way: by id).
+    fetches = java_fetches(recs)
+    assert java_consumed(recs) == n
+    assert all(
+        r["attributes"].get("messaging.destination.name") == topic
+        or "l7scope.kafka.topic_id" in r["attributes"]
+        for r in fetches
+        if r["attributes"].get("messaging.batch.message_count")
+    )
+    producer_spans = {
+        span_of(r)
+        for r in recs
+        if r["role"] == "client"
+        and r["attributes"].get("messaging.client.id") == "java-perf"
+        and r["attributes"]["messaging.operation.name"] == "Produce"
+    }
+    links = {(x["trace_id"], x["span_id"]) for r in fetches for x in r.get("links", [])}
+    assert links and links <= producer_spans
+    groups = {r["attributes"].get("messaging.consumer.group.name") for r in recs if r["role"] == "client"}
+    assert f"g-{topic}" in groups
 
 
 @pytest.mark.root

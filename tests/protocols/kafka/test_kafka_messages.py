@@ -178,3 +178,18 @@ def test_an_api_without_a_known_layout_is_named_and_reports_no_error() -> None:
     resp = (4 + 6).to_bytes(4, "big") + b"\x00\x00\x00\x09" + b"\x00\x00\x00\x00\x00\x2a"
     a = one(req, resp)
     assert a["_name"] == "DescribeConfigs" and a["_error"] is None and a["messaging.client.id"] == "app-1"
+
+
+def test_an_incremental_fetch_names_its_topic_from_the_response() -> None:
+    """A fetch session's incremental Fetch may list no topics: the response's topic and partition."""
+    loop = Loop(SPEC)
+    one(wire.metadata_request(12, 1, ["orders"]), wire.metadata_response(12, 1, [("orders", 0)]), loop)
+    from kafka.protocol.consumer.fetch import FetchRequest
+
+    empty = FetchRequest[12](
+        replica_id=-1, max_wait_ms=500, min_bytes=1, max_bytes=1 << 20, session_id=7, topics=[]
+    )
+    req = wire.request(empty, 2)
+    a = one(req, wire.fetch_response(12, 2, "orders", [(3, 0, wire.batch(4))]), loop)
+    assert a["_name"] == "poll orders" and a["messaging.destination.partition.id"] == "3"
+    assert a["messaging.batch.message_count"] == 4
