@@ -15,7 +15,7 @@ from collections import OrderedDict
 from pipeline.otlp import span_ids
 from protocols.base import L7Record, Role
 
-MAX_WRITERS = 100_000  # message keys remembered (about 150 bytes each)
+MAX_WRITERS = 50_000  # message keys remembered (about 280 bytes each: 14 MB at most)
 MAX_LINKS = 32  # links per record (a Fetch may return many batches)
 
 
