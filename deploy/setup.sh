@@ -23,7 +23,7 @@ command -v apt-get >/dev/null || fail "this script needs a Debian or Ubuntu mach
 case "$mode" in setup | run | test) ;; *) fail "unknown mode '$mode': use run, test, or nothing" ;; esac
 
 # -- system packages ---------------------------------------------------------------------------
-runtime=(python3 python3-venv python3-bpfcc ca-certificates iproute2)
+runtime=(python3 python3-venv python3-bpfcc ca-certificates iproute2 graphviz)
 testing=(curl nginx mariadb-server tshark tcpdump wrk openjdk-17-jdk-headless nodejs maven
          prometheus prometheus-alertmanager librsvg2-bin tmux procps util-linux)
 want=("${runtime[@]}")
