@@ -117,8 +117,9 @@ class _Histogram:
     collected_ns: list[int | None] = field(default_factory=list)  # per reader; delta starts from it
 
 
-# A record's group: its duration series, and per body size (attribute key, metric, series once recorded)
-_Group = tuple[_Series, list[list[Any]]]
+# A record's group: its attributes, its duration series, and per body size [attribute key, metric, series
+# once recorded]. The attributes are the measurement's (an overflow series has other ones).
+_Group = tuple[Attrs, _Series, list[list[Any]]]
 
 
 def _canonical(attrs: Attrs) -> tuple[tuple[str, str, Any], ...]:
@@ -167,24 +168,27 @@ class RedAggregator:
                 group = groups.get(key)
                 if group is None:
                     group = groups[key] = self._group(r, svc)
-                duration, sizes = group
+                measured, duration, sizes = group
                 elapsed = r.end_ns - r.start_ns
                 value = (elapsed if elapsed > 0 else 0) / 1e9  # L7Record.duration_s, inlined
                 i = duration.put(value)
                 if exemplars:
-                    duration.slots[i] = (seq, value, time_ns(), r.record_id, r.trace_id, duration.attributes)
+                    duration.slots[i] = (seq, value, time_ns(), r.record_id, r.trace_id, measured)
                 for size in sizes:
                     n = attrs.get(size[0])
                     if isinstance(n, int) and not isinstance(n, bool) and n >= 0:
                         series = size[2]
                         if series is None:
-                            series = size[2] = self._series(size[1], "By", duration.attributes)
+                            series = size[2] = self._series(size[1], "By", measured)
                         series.put(n)  # no exemplars on body sizes (as before: they cost)
 
     def _group(self, r: L7Record, svc: tuple[str, str]) -> _Group:
-        attrs: Attrs = {"service.name": svc[0], "host.name": svc[1]} | self.attributes(r)
-        duration = self._series(r.metric, "s", attrs)
-        return duration, [[key, name, None] for key, name in self.sizes(r.metric)]
+        attrs: Attrs = {"service.name": svc[0], "host.name": svc[1], **self.attributes(r)}
+        return (
+            attrs,
+            self._series(r.metric, "s", attrs),
+            [[key, name, None] for key, name in self.sizes(r.metric)],
+        )
 
     def _series(self, name: str, unit: str, attrs: Attrs) -> _Series:
         now = time_ns()

@@ -357,7 +357,7 @@ class RedMetrics(BoundedExporter):
             size_buckets=SIZE_BUCKETS, exemplars=self.exemplars,
         )  # fmt: skip
         for i, reader in enumerate(readers):
-            reader._set_collect_callback(self._collector(reader, i))
+            reader._set_collect_callback(self._collector(reader, i))  # type: ignore[arg-type]
         self._lag: dict[tuple[str, int], int] = {}
         self._flags = Health()  # truncated/degraded records, observed beside the pipeline's own counters
         for name, unit, text, pick in HEALTH_COUNTERS:
@@ -383,8 +383,8 @@ class RedMetrics(BoundedExporter):
 
     def _collector(self, reader: MetricReader, index: int) -> Callable[..., MetricsData | None]:
         """The reader's collect callback: the SDK's collection, and the RED histograms in l7scope's scope."""
-        sdk_collect = reader._collect
-        assert sdk_collect is not None  # registered by the MeterProvider
+        sdk_collect: Any = reader._collect  # the MeterProvider's (its annotation in the SDK is not right)
+        assert sdk_collect is not None
         temporality = next(
             t for k, t in reader._instrument_class_temporality.items() if issubclass(k, Histogram)
         )
