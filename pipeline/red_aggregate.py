@@ -145,6 +145,7 @@ class RedAggregator:
     size_buckets: tuple[float, ...] = ()
     exemplars: bool = True
     limit: int = CARDINALITY_LIMIT
+    max_groups: int = 16384  # records' lookup keys remembered; past it a new key takes the slow path
 
     def __post_init__(self) -> None:
         self._lock = threading.Lock()
@@ -167,7 +168,9 @@ class RedAggregator:
                 key = (r.metric, svc, r.metric_attributes, r.error_type, *map(attrs.get, r.metric_attributes))
                 group = groups.get(key)
                 if group is None:
-                    group = groups[key] = self._group(r, svc)
+                    group = self._group(r, svc)
+                    if len(groups) < self.max_groups:  # bounded: values past the series limit keep coming
+                        groups[key] = group
                 measured, duration, sizes = group
                 elapsed = r.end_ns - r.start_ns
                 value = (elapsed if elapsed > 0 else 0) / 1e9  # L7Record.duration_s, inlined

@@ -175,7 +175,8 @@ def test_exemplars_are_the_last_record_per_bucket_with_its_span_ids() -> None:
 
 def test_overflow_series_past_the_cardinality_limit_and_services_past_the_cap() -> None:
     """Past CARDINALITY_LIMIT attribute sets a histogram gets one `otel.metric.overflow` series (whose
-    exemplars keep the attributes), as in the SDK; past `max_services`, the overflow service."""
+        exemplars keep the attributes), as in the SDK; past `max_services`, the overflow service. Lookup keys
+    past `max_groups` are not remembered (a new value per record must not grow memory) and still count."""
     base = records(1, seed=1)[0]
     many = [
         dataclasses.replace(
@@ -188,6 +189,7 @@ def test_overflow_series_past_the_cardinality_limit_and_services_past_the_cap() 
     ]  # fmt: skip
     ours = InMemoryMetricReader()
     red = RedMetrics(build_meter_provider([ours]), Health(), max_services=256)
+    red._red.max_groups = 1000  # lookup keys remembered: the rest take the slow path, to the same series
     sdk = InMemoryMetricReader()
     reference = SdkReference(build_meter_provider([sdk]), max_services=256)
     red.export(many)
@@ -197,3 +199,4 @@ def test_overflow_series_past_the_cardinality_limit_and_services_past_the_cap() 
     (overflow,) = [p for key, p in points.items() if ("otel.metric.overflow", True) in key[-1]]
     assert overflow["count"] == 150 and overflow["exemplars"][0][0]["db.namespace"] == f"n{len(many) - 1}"
     assert any(dict(key[0]).get("service.name") == OVERFLOW_SERVICE for key in points)
+    assert len(red._red._groups) == 1000  # bounded, however many attribute values come
