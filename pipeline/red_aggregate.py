@@ -112,7 +112,6 @@ class _Histogram:
     unit: str
     description: str
     bounds: tuple[float, ...]
-    created_ns: int
     series: dict[tuple[tuple[str, str, Any], ...], _Series] = field(default_factory=dict)
     collected_ns: list[int | None] = field(default_factory=list)  # per reader; delta starts from it
 
@@ -198,9 +197,7 @@ class RedAggregator:
         hist = self._histograms.get(name)
         if hist is None:
             bounds = self.buckets(name) if unit == "s" else self.size_buckets
-            hist = _Histogram(
-                name, unit, self.describe(name), bounds, now, collected_ns=[None] * self.readers
-            )
+            hist = _Histogram(name, unit, self.describe(name), bounds, collected_ns=[None] * self.readers)
             self._histograms[name] = hist
         canonical = _canonical(attrs)
         series = hist.series.get(canonical)
