@@ -8,6 +8,7 @@ an exemplar context holding the record's span), kept in tests/support only as th
 from __future__ import annotations
 
 import dataclasses
+import urllib.request
 from collections.abc import Iterator
 from typing import Any
 
@@ -200,3 +201,30 @@ def test_overflow_series_past_the_cardinality_limit_and_services_past_the_cap() 
     assert overflow["count"] == 150 and overflow["exemplars"][0][0]["db.namespace"] == f"n{len(many) - 1}"
     assert any(dict(key[0]).get("service.name") == OVERFLOW_SERVICE for key in points)
     assert len(red._red._groups) == 1000  # bounded, however many attribute values come
+
+
+def test_same_prometheus_exposition() -> None:
+    """The two paths scraped from real `/metrics` endpoints: the same RED lines, to the character."""
+    from pipeline.prometheus import PrometheusEndpoint
+
+    def scrape(endpoint: PrometheusEndpoint) -> list[str]:
+        url = f"http://127.0.0.1:{endpoint.port}/metrics"
+        with urllib.request.urlopen(url, timeout=5) as resp:
+            text = resp.read().decode()
+        return sorted(line for line in text.splitlines() if line.startswith(("http_", "rpc_", "db_")))
+
+    ours, sdk = PrometheusEndpoint("127.0.0.1:0"), PrometheusEndpoint("127.0.0.1:0")
+    red = RedMetrics(build_meter_provider([ours.reader]), Health())
+    provider = build_meter_provider([sdk.reader])
+    reference = SdkReference(provider)
+    try:
+        for batch in batches(records(600, seed=13), 200):
+            red.export(batch)
+            reference.export(batch)
+            lines = scrape(ours)
+            assert lines == scrape(sdk) and len(lines) > 1000
+        assert any(line.startswith("http_server_request_duration_seconds_bucket{") for line in lines)
+        assert any('le="+Inf"' in line for line in lines) and any("_sum{" in line for line in lines)
+    finally:
+        red.close()  # shuts its reader and endpoint down
+        provider.shutdown()
