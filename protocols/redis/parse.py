@@ -58,7 +58,8 @@ _BAD_LINE = re.compile(rb"[\x00\r\n]")
 _CONTROL = re.compile(rb"[\x00-\x08\x0b-\x1f\x7f]")
 _WORD = re.compile(rb"[A-Za-z][A-Za-z0-9_.|-]{0,63}")
 _ERROR_PREFIX = re.compile(rb"[A-Z][A-Z0-9_-]{1,31}(?= |\Z)")
-_RETRY = object()  # the copied window ended inside a message: copy more of the stream and parse again
+_RETRY = object()  # the copied window ended inside a message: copy more of the stream, parse again
+_new = tuple.__new__  # builds Frame NamedTuples without their Python-level __new__
 
 # Inline commands accepted at detection: known Redis commands that are not also a command of HTTP,
 # SMTP (HELO, QUIT, ...), POP3 (USER, PASS, STAT, LIST, ...), FTP (TYPE, ...) or memcached (get, set,
@@ -69,7 +70,9 @@ _INLINE_DETECT = (
     "SUBSCRIBE PSUBSCRIBE PUBLISH MULTI EXEC SETEX SETNX MGET MSET INCRBY SCAN SLOWLOG"
 )
 INLINE_DETECT = frozenset(_INLINE_DETECT.split())
-_REQUEST_CANDIDATE = re.compile(rb"\*[1-9][0-9]{0,9}\r\n\$[1-9][0-9]?\r\n|(?<=\n)[A-Za-z]{3,16}[ \r]")
+_REQUEST_CANDIDATE = re.compile(
+    rb"\*[1-9][0-9]{0,9}\r\n\$[1-9][0-9]?\r\n|(?:^|(?<=\n))[A-Za-z][A-Za-z_-]{1,31}[ \r\n]"
+)
 _REPLY_CANDIDATE = re.compile(rb"[-+:$*_%~,(#=!>|]")
 _SCAN_LIMIT = 1 << 16  # candidates examined per find_boundary call
 _PROBE = 1024  # bytes looked at to validate a boundary candidate
@@ -113,8 +116,15 @@ def parse_frame(buf: memoryview, direction: Direction, state: State) -> ParseRes
     n = len(buf)
     if n == 0:
         return NEED_DATA
-    if part is None and request and buf[0] != ARRAY:
-        return _inline(buf)
+    if part is None:
+        if request:
+            if buf[0] != ARRAY:
+                return _inline(buf)
+            fast = _fast_command(bytes(buf[:WINDOW]))
+        else:
+            fast = _fast_reply(bytes(buf[:WINDOW]))
+        if fast is not None:
+            return fast
     window = WINDOW
     while True:
         if window >= n:
@@ -124,6 +134,66 @@ def parse_frame(buf: memoryview, direction: Direction, state: State) -> ParseRes
         if result is not _RETRY:
             return result  # type: ignore[return-value]
         window *= 8
+
+
+def _fast_command(data: bytes) -> Parsed[Frame] | None:
+    """The common command: a short array of short bulk strings, all in view. None: let _scan decide."""
+    e = data.find(b"\r\n", 1, 6)
+    if e < 0:
+        return None
+    s = data[1:e]
+    if not s.isdigit():
+        return None
+    count = int(s)
+    if not 0 < count <= 64:
+        return None
+    pos = e + 2
+    name, sub, number = "", "", -1
+    for i in range(count):
+        e = data.find(b"\r\n", pos + 1, pos + 8)
+        s = data[pos + 1 : e]
+        if e < 0 or data[pos] != BULK or not s.isdigit():
+            return None
+        body = e + 2
+        end = body + int(s)
+        if data[end : end + 2] != b"\r\n":
+            return None
+        if i < 2:
+            if i == 0:
+                name = _upper(data[body:end]) if end - body <= NAME_MAX else ""
+            elif name in CONTAINERS:
+                sub = _subcommand(name, data[body:end])
+            elif name in NUMBERED:
+                number = _command_number(data[body:end])
+        pos = end + 2
+    return Parsed(_new(Frame, (K_COMMAND, name, sub, count - 1, number)), pos)
+
+
+def _fast_reply(data: bytes) -> Parsed[Frame] | None:
+    """The common replies: a status, an error, an integer, a short bulk string. None: let _scan decide."""
+    t = data[0]
+    if t == BULK:
+        e = data.find(b"\r\n", 1, 8)
+        s = data[1:e]
+        if e < 0 or not s.isdigit():
+            return None
+        length = int(s)
+        end = e + 2 + length
+        if data[end : end + 2] != b"\r\n":
+            return None
+        return Parsed(_new(Frame, (BULK, "", "", length, -1)), end + 2)
+    if t in (SIMPLE, ERROR, INTEGER):
+        e = data.find(b"\r\n", 1, 128)
+        s = data[1:e]
+        if e < 0 or _BAD_LINE.search(s):
+            return None
+        if t == INTEGER:
+            if not _integer(s) or len(s) > 20:
+                return None
+            return Parsed(_new(Frame, (t, "", "", 0, int(s))), e + 2)
+        name = _error_prefix(s) if t == ERROR else s[:WORD_MAX].decode("latin-1")
+        return Parsed(_new(Frame, (t, name, "", 0, -1)), e + 2)
+    return None
 
 
 def _bad(state: State, slot: int, reason: str) -> Invalid:
@@ -353,7 +423,9 @@ def _first_command(b: bytes) -> str | None:
     return _upper(b[f + 2 : f + 2 + length])
 
 
-def _plausible_inline(b: bytes) -> bool:
+def _plausible_inline(b: bytes, known: frozenset[str] = INLINE_DETECT) -> bool:
+    """A whole command line (CRLF-ended) whose first word is one of `known` (detection: INLINE_DETECT;
+    resync on a connection known to speak Redis: any command)."""
     e = b.find(b"\r\n", 0, 1024)
     if e <= 0:
         return False
@@ -361,7 +433,7 @@ def _plausible_inline(b: bytes) -> bool:
     if _CONTROL.search(line) or b" HTTP/" in line or not line.isascii():
         return False
     word = line.split(b" ", 1)[0]
-    return _upper(word) in INLINE_DETECT and word.isalpha()
+    return _upper(word) in known and _WORD.fullmatch(word) is not None
 
 
 def _messages_valid(b: bytes, request: bool, limit: int = 8) -> int:
@@ -430,7 +502,7 @@ def find_boundary(buf: memoryview, direction: Direction, start: int) -> int | No
                 name = _first_command(head)
                 if name is not None and _known(name) and _messages_valid(head, True, 2) >= 0:
                     return i
-            elif _plausible_inline(head):
+            elif _plausible_inline(head, COMMANDS):  # detect() stays strict on what follows it
                 return i
         elif (i == 0 or (buf[i - 2] == 13 and buf[i - 1] == 10)) and _plausible_first_reply(head):
             n = _messages_valid(head, False, 4)

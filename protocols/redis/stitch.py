@@ -120,6 +120,7 @@ def _exchange(req: Timed[Frame], r: Timed[Frame], state: State) -> Exchange:
         state.resp3 = f.number == 3
     elif command == "RESET":
         state.db, state.resp3, state.subscribed, state.multi, state.multi_db = "0", False, False, False, ""
+        x.namespace = "0"
     return x
 
 
