@@ -74,6 +74,7 @@ _REQUEST_CANDIDATE = re.compile(
     rb"\*[1-9][0-9]{0,9}\r\n\$[1-9][0-9]?\r\n|(?:^|(?<=\n))[A-Za-z][A-Za-z_-]{1,31}[ \r\n]"
 )
 _REPLY_CANDIDATE = re.compile(rb"[-+:$*_%~,(#=!>|]")
+_BULK_BEFORE = re.compile(rb"(?:\A|\n)\$?[0-9]+\r\n\Z")  # a bulk header (or its tail) ends the line before
 _SCAN_LIMIT = 1 << 16  # candidates examined per find_boundary call
 _PROBE = 1024  # bytes looked at to validate a boundary candidate
 
@@ -197,7 +198,10 @@ def _fast_reply(data: bytes) -> Parsed[Frame] | None:
 
 
 def _bad(state: State, slot: int, reason: str) -> Invalid:
+    """Reject a message: after a rejected reply, the pairing of the next exchange is in doubt."""
     state.partial[slot] = None
+    if slot:
+        state.desynced = True
     return Invalid(reason)
 
 
@@ -502,9 +506,15 @@ def find_boundary(buf: memoryview, direction: Direction, start: int) -> int | No
                 name = _first_command(head)
                 if name is not None and _known(name) and _messages_valid(head, True, 2) >= 0:
                     return i
-            elif _plausible_inline(head, COMMANDS):  # detect() stays strict on what follows it
-                return i
-        elif (i == 0 or (buf[i - 2] == 13 and buf[i - 1] == 10)) and _plausible_first_reply(head):
+            elif _plausible_inline(head, COMMANDS) and not _BULK_BEFORE.search(
+                bytes(buf[max(i - 24, 0) : i])
+            ):
+                return i  # a line of a known command, not the body of a bulk string (detect() stays strict)
+        elif (
+            i == 0 or buf[i - 1] == 0 or (buf[i - 2] == 13 and buf[i - 1] == 10)
+        ) and _plausible_first_reply(
+            head
+        ):  # after a line, or after zeros standing in for bytes the capture did not copy
             n = _messages_valid(head, False, 4)
             if n >= 2 or (n == 1 and _reply_fills(head)):
                 return i
