@@ -56,8 +56,14 @@ def stitch(reqs: deque[Timed[Frame]], resps: deque[Timed[Frame]], state: State) 
                 state.unmatched += 1
                 continue
             reqs.popleft()
-            resps.popleft()
-            x = _exchange(req, r, state)
+            if state.desynced and reqs and reqs[0].start_ns <= r.start_ns:
+                # After lost bytes, a reply begun after the next command was sent: the head's own reply
+                # was what got lost (as far as the times tell; a pipelining client looks the same).
+                x = Exchange(f.name, f.sub, f.elements, req.start_ns, max(req.end_ns, reqs[0].start_ns),
+                             req.position, state.db, truncated=True, degraded=True)  # fmt: skip
+            else:
+                resps.popleft()
+                x = _exchange(req, r, state)
         if state.desynced:
             x.degraded = True
             state.desynced = False
