@@ -132,6 +132,17 @@ def redis_writes(n: int) -> Writes:
     return out
 
 
+def redis_pipelined_writes(n: int) -> Writes:
+    """The same commands as redis-benchmark -P 16 sends them: 16 in one write, their replies in one read."""
+    pairs = redis_writes(n)
+    out: Writes = []
+    for at in range(0, len(pairs), 32):
+        chunk = pairs[at : at + 32]
+        out.append((REQ, b"".join(data for d, data in chunk if d is REQ)))
+        out.append((RESP, b"".join(data for d, data in chunk if d is RESP)))
+    return out
+
+
 # -- the two loops -----------------------------------------------------------------------------------
 
 
@@ -204,6 +215,7 @@ def main() -> None:
         ("grpc", http2.SPEC, grpc_writes, 30_000),
         ("mysql", mysql.SPEC, mysql_writes, 50_000),
         ("redis", redis.SPEC, redis_writes, 100_000),
+        ("redis-P16", redis.SPEC, redis_pipelined_writes, 100_000),
     ]
     print(f"python {sys.version.split()[0]}, one core, best of {seconds:.0f} s per loop, interleaved")
     print(f"{'protocol':<8} {'exchanges/s':>12} {'bare /s':>12} {'ratio':>7} {'target':>8}")
