@@ -37,8 +37,11 @@ from protocols.redis.types import (
     NAME_MAX,
     NULL,
     NUMBERED,
+    OTHER,
+    PUSH_WORDS,
     SIMPLE,
     SKIP_MIN,
+    STATUS_WORDS,
     STREAM_MIN,
     SUBCOMMANDS,
     VERBATIM,
@@ -93,6 +96,24 @@ def _integer(s: bytes) -> bool:
 
 def _upper(b: bytes) -> str:
     return b.decode("latin-1").upper()
+
+
+def _command_name(b: bytes) -> str:
+    """A known command's name, upper-cased; OTHER for anything else (which might be anything)."""
+    name = _upper(b) if len(b) <= NAME_MAX else OTHER
+    return name if name in COMMANDS else OTHER
+
+
+def _status_word(s: bytes) -> str:
+    """A status reply the stitcher acts on ("OK", "QUEUED", ...), else "": no other text is kept."""
+    word = s.decode("latin-1") if len(s) <= WORD_MAX else ""
+    return word if word in STATUS_WORDS else ""
+
+
+def _first_word(s: bytes) -> str:
+    """The first element of an aggregate when it names a pub/sub or push message kind, else ""."""
+    word = s.decode("latin-1").lower() if len(s) <= WORD_MAX else ""
+    return word if word in PUSH_WORDS else ""
 
 
 def _command_number(b: bytes) -> int:
@@ -161,7 +182,7 @@ def _fast_command(data: bytes) -> Parsed[Frame] | None:
             return None
         if i < 2:
             if i == 0:
-                name = _upper(data[body:end]) if end - body <= NAME_MAX else ""
+                name = _command_name(data[body:end])
             elif name in CONTAINERS:
                 sub = _subcommand(name, data[body:end])
             elif name in NUMBERED:
@@ -192,7 +213,7 @@ def _fast_reply(data: bytes) -> Parsed[Frame] | None:
             if not _integer(s) or len(s) > 20:
                 return None
             return Parsed(_new(Frame, (t, "", "", 0, int(s))), e + 2)
-        name = _error_prefix(s) if t == ERROR else s[:WORD_MAX].decode("latin-1")
+        name = _error_prefix(s) if t == ERROR else _status_word(s)
         return Parsed(_new(Frame, (t, name, "", 0, -1)), e + 2)
     return None
 
@@ -270,13 +291,13 @@ def _scan(
                     if request:
                         value = data[body : end - 2]
                         if idx == 0:
-                            name = _upper(value) if length <= NAME_MAX else ""
+                            name = _command_name(value)
                         elif name in CONTAINERS:
                             sub = _subcommand(name, value)
                         elif name in NUMBERED:
                             number = _command_number(value)
                     elif idx == 0 and length <= WORD_MAX:
-                        name = data[body : end - 2].decode("latin-1").lower()
+                        name = _first_word(data[body : end - 2])
                 elif depth == 0 and t == BLOB_ERROR:
                     name = _error_prefix(data[body : end - 2])
                 pos = end
@@ -330,9 +351,9 @@ def _scan(
                 if _BAD_LINE.search(s):
                     return _bad(state, slot, "bad simple string")
                 if depth == 0:
-                    name = _error_prefix(s) if t == ERROR else s[:WORD_MAX].decode("latin-1")
+                    name = _error_prefix(s) if t == ERROR else _status_word(s)
                 elif depth == 1 and idx == 0 and t == SIMPLE:
-                    name = s[:WORD_MAX].decode("latin-1").lower()
+                    name = _first_word(s)
             elif t == NULL:
                 if s:
                     return _bad(state, slot, "bad null")
@@ -396,7 +417,7 @@ def _inline(buf: memoryview) -> ParseResult:
         return Parsed(Frame(K_EMPTY), e + 1)
     if _CONTROL.search(line) or not _WORD.fullmatch(words[0]):
         return Invalid("bad inline command")
-    name = _upper(words[0])
+    name = _command_name(words[0])
     sub, number = "", -1
     if len(words) > 1:
         if name in CONTAINERS:

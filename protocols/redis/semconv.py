@@ -6,10 +6,9 @@ from functools import lru_cache
 
 from protocols.base import AttrValue, ConnInfo, L7Record
 from protocols.network_semconv import add_peers
-from protocols.redis.types import COMMANDS, Exchange
+from protocols.redis.types import COMMANDS, OTHER, Exchange
 
 METRIC = "db.client.operation.duration"
-OTHER = "_OTHER"  # db.operation.name of a command this parser does not know: keeps the label bounded
 PLACEHOLDERS = 32  # "?" written per command in db.query.text; more arguments are written " ..."
 _METRIC_KEYS = (
     "db.system.name", "db.namespace", "db.operation.name", "server.address", "server.port",

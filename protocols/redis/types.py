@@ -79,6 +79,10 @@ SUBSCRIBE = frozenset(("SUBSCRIBE", "PSUBSCRIBE", "SSUBSCRIBE"))
 UNSUBSCRIBE = frozenset(("UNSUBSCRIBE", "PUNSUBSCRIBE", "SUNSUBSCRIBE"))
 SUBSCRIPTIONS = SUBSCRIBE | UNSUBSCRIBE
 MESSAGES = frozenset(("message", "pmessage", "smessage"))  # RESP2 pub/sub deliveries (not replies)
+# The only reply text a frame keeps: statuses acted on, and first words naming a message kind.
+STATUS_WORDS = frozenset(("OK", "QUEUED", "PONG", "RESET"))
+PUSH_WORDS = MESSAGES | {s.lower() for s in SUBSCRIPTIONS} | {"pong", "invalidate"}
+OTHER = "_OTHER"  # the name of a command this parser does not know: keeps db.operation.name bounded
 
 
 class Frame(NamedTuple):

@@ -343,3 +343,35 @@ def test_replies_are_never_commands() -> None:
     assert SPEC.detect(cmd("GET", "k"), Direction.REQUEST)
     for reply, _ in REPLIES:
         assert not SPEC.detect(reply, Direction.REQUEST), reply
+
+
+def test_frames_keep_no_user_data() -> None:
+    """Unknown command names, status texts and aggregates' first elements may be anything (a password
+    typed as a command, a stored value): frames keep only words from the protocol's own vocabulary."""
+    for data, direction in (
+        (cmd("hunter2-typed-as-a-command", "x"), REQ),
+        (b"hunter2-inline-word arg\r\n", REQ),
+        (b"+hunter2-status\r\n", RESP),
+        (b"*2\r\n$14\r\nhunter2-stored\r\n:1\r\n", RESP),
+        (b"*2\r\n+hunter2-simple\r\n:1\r\n", RESP),
+        (b"-ERR hunter2 in an error message\r\n", RESP),
+    ):
+        result = parse_frame(memoryview(data), direction, State())
+        assert isinstance(result, Parsed) and "hunter2" not in repr(result.frame), data
+    lp = loop()
+    lp.feed(REQ, cmd("hunter2-typed-as-a-command"))
+    lp.feed(RESP, b"-ERR unknown command 'hunter2-typed-as-a-command'\r\n")
+    (r,) = lp.records
+    assert r.name == "_OTHER" and r.error_type == "ERR" and "hunter2" not in repr(lp.exchanges) + repr(r)
+
+
+def test_the_live_table_of_run_and_top_shows_redis_rows() -> None:
+    from pipeline.live_table import LiveTable
+
+    lp = loop()
+    lp.feed(REQ, cmd("GET", "a") + cmd("GET", "b") + cmd("LPUSH", "a", "x"))
+    lp.feed(RESP, bulk("1") + b"$-1\r\n-WRONGTYPE Operation against a key\r\n")
+    table = LiveTable(clock=lambda: 100.0)
+    table.export(lp.records)
+    rows = {(r.protocol, r.role, r.name): (r.requests, r.errors) for r in table.rows()}
+    assert rows == {("redis", "server", "GET"): (2, 0), ("redis", "server", "LPUSH"): (1, 1)}
