@@ -524,6 +524,8 @@ def find_boundary(buf: memoryview, direction: Direction, start: int) -> int | No
         head = bytes(buf[i : i + _PROBE])
         if request:
             if head[0] == ARRAY:
+                if i > 0 and not (buf[i - 2] == 13 and buf[i - 1] == 10):
+                    continue  # a command follows the CRLF that ended the one before it
                 name = _first_command(head)
                 if name is not None and _known(name) and _messages_valid(head, True, 2) >= 0:
                     return i

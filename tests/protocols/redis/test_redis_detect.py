@@ -162,3 +162,23 @@ def test_find_boundary_is_strict_inside_values() -> None:
     assert find_boundary(memoryview(b"\xff" * 5000), RESP, 0) is None
     wire = b"junk\r\n" + cmd("GET", "k")
     assert find_boundary(memoryview(wire), REQ, 1) == 6
+
+
+def test_a_command_glued_to_other_bytes_is_no_boundary() -> None:
+    """A command starts a stream or follows the CRLF ending the one before it: a PING right after a
+    TLS record's head (inside what the record says is its payload) claims nothing."""
+    data = b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" + bytes(200) + cmd("PING")
+    assert find_boundary(memoryview(data), REQ, 1) is None
+    assert find_boundary(memoryview(b"+OK\r\n" + cmd("PING")), REQ, 1) == 5
+
+
+def test_commands_after_uncopied_bytes_resync_at_the_next_whole_command() -> None:
+    lp = loop()
+    first = cmd("SET", "k", "v" * 100)
+    lp.feed(REQ, first[:6], length=len(first))  # the capture copied 6 bytes: the rest zero-filled
+    lp.feed(REQ, cmd("GET", "k") + cmd("PING"))
+    lp.feed(RESP, b"+OK\r\n$-1\r\n+PONG\r\n")
+    lp.run(eof=True)
+    # The commands lost with the gap leave their replies in doubt: what follows is marked degraded.
+    assert lp.errors == [] and [(r.name, r.degraded) for r in lp.records] == [("PING", True)]
+    assert lp.health.total("gaps") == 1 and lp.health.total("unmatched_frames") == 2
