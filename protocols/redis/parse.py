@@ -73,10 +73,17 @@ _INLINE_DETECT = (
     "SUBSCRIBE PSUBSCRIBE PUBLISH MULTI EXEC SETEX SETNX MGET MSET INCRBY SCAN SLOWLOG"
 )
 INLINE_DETECT = frozenset(_INLINE_DETECT.split())
+# Candidates: a command array's header after a CRLF (or first), or a line starting with a word.
 _REQUEST_CANDIDATE = re.compile(
-    rb"\*[1-9][0-9]{0,9}\r\n\$[1-9][0-9]?\r\n|(?:^|(?<=\n))[A-Za-z][A-Za-z_-]{1,31}[ \r\n]"
+    rb"(?:^|(?<=\r\n))\*[1-9][0-9]{0,9}\r\n\$[1-9][0-9]?\r\n|(?:^|(?<=\n))([A-Za-z][A-Za-z_-]{1,31})[ \r\n]"
 )
-_REPLY_CANDIDATE = re.compile(rb"[-+:$*_%~,(#=!>|]")
+# A reply's first line, whole, after a line end or after zeros (bytes the capture did not copy): the
+# regex rejects nearly every false candidate before any copy or scan.
+_REPLY_LINE = (
+    rb"(?:[+-][^\r\n\x00]{0,1024}|:[-+]?[0-9]{1,20}|[$*%~>|=!](?:-1|[0-9]{1,13})|_|#[tf]"
+    rb"|,[^\r\n\x00]{1,64}|\([-+]?[0-9]{1,1024})\r\n"
+)
+_REPLY_CANDIDATE = re.compile(rb"(?:^|(?<=\n)|(?<=\x00))(?=" + _REPLY_LINE + rb")")
 _BULK_BEFORE = re.compile(rb"(?:\A|\n)\$?[0-9]+\r\n\Z")  # a bulk header (or its tail) ends the line before
 _SCAN_LIMIT = 1 << 16  # candidates examined per find_boundary call
 _PROBE = 1024  # bytes looked at to validate a boundary candidate
@@ -521,23 +528,22 @@ def find_boundary(buf: memoryview, direction: Direction, start: int) -> int | No
         if k >= _SCAN_LIMIT:
             return None
         i = m.start()
-        head = bytes(buf[i : i + _PROBE])
         if request:
-            if head[0] == ARRAY:
-                if i > 0 and not (buf[i - 2] == 13 and buf[i - 1] == 10):
-                    continue  # a command follows the CRLF that ended the one before it
+            word = m.group(1)
+            if word is None:
+                head = bytes(buf[i : i + _PROBE])
                 name = _first_command(head)
                 if name is not None and _known(name) and _messages_valid(head, True, 2) >= 0:
                     return i
-            elif _plausible_inline(head, COMMANDS) and not _BULK_BEFORE.search(
-                bytes(buf[max(i - 24, 0) : i])
+            elif (
+                _upper(word) in COMMANDS
+                and not _BULK_BEFORE.search(bytes(buf[max(i - 24, 0) : i]))
+                and _plausible_inline(bytes(buf[i : i + _PROBE]), COMMANDS)
             ):
                 return i  # a line of a known command, not the body of a bulk string (detect() stays strict)
-        elif (
-            i == 0 or buf[i - 1] == 0 or (buf[i - 2] == 13 and buf[i - 1] == 10)
-        ) and _plausible_first_reply(
-            head
-        ):  # after a line, or after zeros standing in for bytes the capture did not copy
+            continue
+        head = bytes(buf[i : i + _PROBE])
+        if _plausible_first_reply(head):
             n = _messages_valid(head, False, 4)
             if n >= 2 or (n == 1 and _reply_fills(head)):
                 return i
