@@ -80,6 +80,8 @@ def _drop_pushes(reqs: deque[Timed[Frame]], resps: deque[Timed[Frame]], state: S
                 head = reqs[0].frame.name
                 if head in SUBSCRIPTIONS and f.name == head.lower():
                     return  # RESP3: a subscription's confirmation is a push
+        elif state.monitor and f.kind == SIMPLE and not f.name:
+            pass  # MONITOR's feed: "+<time> [<db> <client>] <command>", no reply to anything
         elif not (
             f.kind == ARRAY
             and f.name in MESSAGES
@@ -120,12 +122,15 @@ def _exchange(req: Timed[Frame], r: Timed[Frame], state: State) -> Exchange:
             state.multi_db = str(f.number)  # takes effect when EXEC runs the transaction
         elif rf.name == "OK":
             state.db = x.namespace = str(f.number)
+    elif command == "MONITOR" and rf.kind == SIMPLE and rf.name == "OK":
+        state.monitor = True
     elif command == "MULTI":
         state.multi, state.multi_db = True, ""
     elif command == "HELLO" and f.number in (2, 3):
         state.resp3 = f.number == 3
     elif command == "RESET":
         state.db, state.resp3, state.subscribed, state.multi, state.multi_db = "0", False, False, False, ""
+        state.monitor = False
         x.namespace = "0"
     return x
 

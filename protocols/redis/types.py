@@ -147,6 +147,7 @@ class State:
     resp3: bool = False  # HELLO 3 answered
     subscribed: bool = False  # RESP2: arrays "message"/"pmessage"/"smessage" are deliveries
     multi: bool = False  # between MULTI and EXEC/DISCARD
+    monitor: bool = False  # MONITOR answered: the server streams one status line per command it runs
     multi_db: str = ""  # a SELECT queued in the transaction: the database after EXEC
     paired: int = 0  # exchanges made on this connection
     pushes: int = 0  # out-of-band messages seen (pub/sub deliveries, invalidations): not exchanges

@@ -375,3 +375,19 @@ def test_the_live_table_of_run_and_top_shows_redis_rows() -> None:
     table.export(lp.records)
     rows = {(r.protocol, r.role, r.name): (r.requests, r.errors) for r in table.rows()}
     assert rows == {("redis", "server", "GET"): (2, 0), ("redis", "server", "LPUSH"): (1, 1)}
+
+
+def test_monitor_feed_lines_are_not_replies() -> None:
+    lp = loop()
+    lp.feed(REQ, cmd("MONITOR"))
+    lp.feed(RESP, b"+OK\r\n")
+    feed = b'+1700000000.123456 [0 127.0.0.1:5555] "set" "k" "v"\r\n'
+    lp.feed(RESP, feed * 30)
+    lp.feed(REQ, cmd("RESET"))
+    lp.feed(RESP, feed + b"+RESET\r\n")
+    lp.feed(REQ, cmd("GET", "k"))
+    lp.feed(RESP, bulk("v"))
+    lp.run(eof=True)
+    assert [r.name for r in lp.records] == ["MONITOR", "RESET", "GET"]
+    assert lp.state.pushes == 31 and not lp.state.monitor
+    assert lp.health.total("unmatched_frames") == 0 and '"k"' not in repr(lp.queues)
