@@ -410,8 +410,11 @@ def _frame(request: bool, kind: int, name: str, sub: str, count: int, number: in
 
 def _inline(buf: memoryview) -> ParseResult:
     """An inline command: one line, arguments separated by spaces (redis-server's own inline form)."""
-    data = bytes(buf[: LINE_MAX + 2])
+    data = bytes(buf[:1024])  # most lines are short: a pipeline of them must not copy 64 KiB each
     e = data.find(b"\n")
+    if e < 0 and len(buf) > len(data):
+        data = bytes(buf[: LINE_MAX + 2])
+        e = data.find(b"\n")
     if e < 0:
         if _CONTROL.search(data):
             return Invalid("bad inline command")

@@ -391,3 +391,11 @@ def test_monitor_feed_lines_are_not_replies() -> None:
     assert [r.name for r in lp.records] == ["MONITOR", "RESET", "GET"]
     assert lp.state.pushes == 31 and not lp.state.monitor
     assert lp.health.total("unmatched_frames") == 0 and '"k"' not in repr(lp.queues)
+
+
+def test_a_pipeline_of_inline_commands_and_a_long_inline_line() -> None:
+    lp = loop()
+    lp.feed(REQ, b"INCR n\r\n" * 5000 + b"SET k " + b"v" * 5000 + b"\r\n")
+    lp.feed(RESP, b"".join(b":%d\r\n" % i for i in range(5000)) + b"+OK\r\n")
+    assert [r.name for r in lp.records] == ["INCR"] * 5000 + ["SET"]
+    assert lp.records[-1].attributes["db.query.text"] == "SET ? ?" and lp.errors == []
