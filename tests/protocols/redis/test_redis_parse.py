@@ -399,3 +399,14 @@ def test_a_pipeline_of_inline_commands_and_a_long_inline_line() -> None:
     lp.feed(RESP, b"".join(b":%d\r\n" % i for i in range(5000)) + b"+OK\r\n")
     assert [r.name for r in lp.records] == ["INCR"] * 5000 + ["SET"]
     assert lp.records[-1].attributes["db.query.text"] == "SET ? ?" and lp.errors == []
+
+
+def test_joining_a_subscribed_resp2_connection_counts_deliveries_as_pushes() -> None:
+    lp = loop(detect=True)
+    message = b"*3\r\n$7\r\nmessage\r\n$4\r\nnews\r\n$5\r\nhello\r\n"
+    lp.feed(RESP, message * 3 + b"*4\r\n$8\r\npmessage\r\n$2\r\nn*\r\n$4\r\nnews\r\n$1\r\nx\r\n")
+    lp.feed(REQ, cmd("PING"))
+    lp.feed(RESP, message + b"*2\r\n$4\r\npong\r\n$0\r\n\r\n")
+    lp.run(eof=True)
+    assert [r.name for r in lp.records] == ["PING"] and lp.state.pushes == 5 and lp.state.subscribed
+    assert lp.health.total("unmatched_frames") == 0 and lp.errors == []
