@@ -471,25 +471,24 @@ def _plausible_inline(b: bytes, known: frozenset[str] = INLINE_DETECT) -> bool:
     return _upper(word) in known and _WORD.fullmatch(word) is not None
 
 
-def _messages_valid(b: bytes, request: bool, limit: int = 8) -> int:
-    """How many complete messages start b (up to `limit`), or -1 when one is invalid. Messages released
-    in pieces (a long bulk string or aggregate) count as complete."""
+def _messages_valid(b: bytes, request: bool, limit: int = 8, strict: bool = True) -> int:
+    """How many complete messages start b (up to `limit`); with `strict`, -1 when one of them is
+    invalid, else the count of those before it. Messages released in pieces (a long bulk string or
+    aggregate) count as complete."""
     state = State()
     slot = 0 if request else 1
     pos, seen = 0, 0
     while pos < len(b) and seen < limit:
         view = b[pos:]
-        if request and view[0] != ARRAY:
-            return -1
-        result = _scan(view, True, request, None, state, slot)
-        if isinstance(result, Invalid):
-            return -1
+        result = None if request and view[0] != ARRAY else _scan(view, True, request, None, state, slot)
+        if isinstance(result, Parsed) and request and not _known(result.frame.name):
+            result = None  # K_EMPTY's name is "": no command either
+        if result is None or isinstance(result, Invalid):
+            return -1 if strict else seen
         if isinstance(result, Skip):
             return seen + 1
         if not isinstance(result, Parsed):
             return seen
-        if request and not (result.frame.kind == K_COMMAND and _known(result.frame.name)):
-            return -1
         seen += 1
         pos += result.size
     return seen
@@ -536,7 +535,7 @@ def find_boundary(buf: memoryview, direction: Direction, start: int) -> int | No
             if word is None:
                 head = bytes(buf[i : i + _PROBE])
                 name = _first_command(head)
-                if name is not None and _known(name) and _messages_valid(head, True, 2) >= 0:
+                if name is not None and _known(name) and _messages_valid(head, True, 1) >= 0:
                     return i
             elif (
                 _upper(word) in COMMANDS
@@ -547,7 +546,7 @@ def find_boundary(buf: memoryview, direction: Direction, start: int) -> int | No
             continue
         head = bytes(buf[i : i + _PROBE])
         if _plausible_first_reply(head):
-            n = _messages_valid(head, False, 4)
+            n = _messages_valid(head, False, 4, strict=False)  # junk after a reply is not its fault
             if n >= 2 or (n == 1 and _reply_fills(head)):
                 return i
     return None
