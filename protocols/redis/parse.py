@@ -39,6 +39,7 @@ from protocols.redis.types import (
     NUMBERED,
     OTHER,
     PUSH_WORDS,
+    REPLY_MODES,
     SIMPLE,
     SKIP_MIN,
     STATUS_WORDS,
@@ -123,6 +124,11 @@ def _first_word(s: bytes) -> str:
     return word if word in PUSH_WORDS else ""
 
 
+def _reply_mode(b: bytes) -> int:
+    """CLIENT REPLY's mode: REPLY_ON, REPLY_OFF, REPLY_SKIP, or -1."""
+    return REPLY_MODES.get(_upper(b) if len(b) <= 4 else "", -1)
+
+
 def _command_number(b: bytes) -> int:
     return int(b) if b.isdigit() and len(b) <= 9 else -1
 
@@ -187,9 +193,12 @@ def _fast_command(data: bytes) -> Parsed[Frame] | None:
         end = body + int(s)
         if data[end : end + 2] != b"\r\n":
             return None
-        if i < 2:
+        if i < 3:
             if i == 0:
                 name = _command_name(data[body:end])
+            elif i == 2:
+                if sub == "REPLY":
+                    number = _reply_mode(data[body:end])
             elif name in CONTAINERS:
                 sub = _subcommand(name, data[body:end])
             elif name in NUMBERED:
@@ -294,11 +303,14 @@ def _scan(
                     continue
                 if data[end - 2] != 13 or data[end - 1] != 10:
                     return _bad(state, slot, "bad bulk terminator")
-                if depth == 1 and idx < 2:
+                if depth == 1 and idx < 3:
                     if request:
                         value = data[body : end - 2]
                         if idx == 0:
                             name = _command_name(value)
+                        elif idx == 2:
+                            if sub == "REPLY":
+                                number = _reply_mode(value)
                         elif name in CONTAINERS:
                             sub = _subcommand(name, value)
                         elif name in NUMBERED:
@@ -432,6 +444,8 @@ def _inline(buf: memoryview) -> ParseResult:
     if len(words) > 1:
         if name in CONTAINERS:
             sub = _subcommand(name, words[1])
+            if sub == "REPLY" and len(words) > 2:
+                number = _reply_mode(words[2])
         elif name in NUMBERED:
             number = _command_number(words[1])
     return Parsed(Frame(K_COMMAND, name, sub, len(words) - 1, number), e + 1)

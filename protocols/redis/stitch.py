@@ -18,6 +18,9 @@ from protocols.redis.types import (
     K_EMPTY,
     MESSAGES,
     PUSH,
+    REPLY_OFF,
+    REPLY_ON,
+    REPLY_SKIP,
     SIMPLE,
     SUBSCRIPTIONS,
     Exchange,
@@ -43,10 +46,15 @@ def stitch(reqs: deque[Timed[Frame]], resps: deque[Timed[Frame]], state: State) 
             reqs.popleft()
             state.unmatched += 1
             continue
-        if f.name in SUBSCRIPTIONS:
-            x = _subscription(reqs, resps, state)
-            if x is None:
+        if (state.replies_off or state.skip_next or f.sub == "REPLY") and _unanswered(f, state):
+            reqs.popleft()  # the server sends nothing back for it: the record ends with the command
+            x = Exchange(f.name, f.sub, f.elements, req.start_ns, req.end_ns, req.position, state.db,
+                         truncated=req.truncated)  # fmt: skip
+        elif f.name in SUBSCRIPTIONS:
+            subscribed = _subscription(reqs, resps, state)
+            if subscribed is None:
                 return out
+            x = subscribed
         else:
             if not resps:
                 return out
@@ -69,6 +77,25 @@ def stitch(reqs: deque[Timed[Frame]], resps: deque[Timed[Frame]], state: State) 
             state.desynced = False
         state.paired += 1
         out.append(x)
+
+
+def _unanswered(f: Frame, state: State) -> bool:
+    """Whether redis-server answers nothing to this command (CLIENT REPLY OFF/SKIP and what they
+    silence); updates the modes."""
+    if f.name == "CLIENT" and f.sub == "REPLY":
+        if f.number == REPLY_ON:
+            state.replies_off = state.skip_next = False
+            return False  # answered: +OK
+        if f.number == REPLY_OFF:
+            state.replies_off = True
+            return True
+        if f.number == REPLY_SKIP:
+            state.skip_next = not state.replies_off
+            return True
+    if state.skip_next:
+        state.skip_next = False
+        return True
+    return state.replies_off
 
 
 def _drop_pushes(reqs: deque[Timed[Frame]], resps: deque[Timed[Frame]], state: State) -> None:

@@ -83,6 +83,8 @@ MESSAGES = frozenset(("message", "pmessage", "smessage"))  # RESP2 pub/sub deliv
 # The only reply text a frame keeps: statuses acted on, and first words naming a message kind.
 STATUS_WORDS = frozenset(("OK", "QUEUED", "PONG", "RESET"))
 PUSH_WORDS = MESSAGES | {s.lower() for s in SUBSCRIPTIONS} | {"pong", "invalidate"}
+REPLY_ON, REPLY_OFF, REPLY_SKIP = 1, 0, 2  # CLIENT REPLY ON|OFF|SKIP, kept in Frame.number
+REPLY_MODES = {"ON": REPLY_ON, "OFF": REPLY_OFF, "SKIP": REPLY_SKIP}
 OTHER = "_OTHER"  # the name of a command this parser does not know: keeps db.operation.name bounded
 
 
@@ -97,7 +99,7 @@ class Frame(NamedTuple):
     name: str = ""  # command (upper-cased, <= NAME_MAX) | error prefix | simple string | first word
     sub: str = ""  # request: a known subcommand word ("GET" of CONFIG GET), upper-cased
     elements: int = 0  # request: arguments after the command; reply: aggregate elements (-1: null)
-    number: int = -1  # request: SELECT/HELLO's number; reply: the integer, or the last integer element
+    number: int = -1  # request: SELECT/HELLO's number, CLIENT REPLY's mode; reply: the (last) integer
 
 
 @dataclass(slots=True)
@@ -149,6 +151,8 @@ class State:
     subscribed: bool = False  # RESP2: arrays "message"/"pmessage"/"smessage" are deliveries
     multi: bool = False  # between MULTI and EXEC/DISCARD
     monitor: bool = False  # MONITOR answered: the server streams one status line per command it runs
+    replies_off: bool = False  # CLIENT REPLY OFF: commands go unanswered until CLIENT REPLY ON
+    skip_next: bool = False  # CLIENT REPLY SKIP: the next command goes unanswered
     multi_db: str = ""  # a SELECT queued in the transaction: the database after EXEC
     paired: int = 0  # exchanges made on this connection
     pushes: int = 0  # out-of-band messages seen (pub/sub deliveries, invalidations): not exchanges

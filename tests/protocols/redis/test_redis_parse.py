@@ -410,3 +410,21 @@ def test_joining_a_subscribed_resp2_connection_counts_deliveries_as_pushes() -> 
     lp.run(eof=True)
     assert [r.name for r in lp.records] == ["PING"] and lp.state.pushes == 5 and lp.state.subscribed
     assert lp.health.total("unmatched_frames") == 0 and lp.errors == []
+
+
+def test_client_reply_off_and_skip_leave_commands_unanswered_without_mispairing() -> None:
+    lp = loop()
+    lp.feed(REQ, cmd("CLIENT", "REPLY", "OFF") + cmd("SET", "a", "1") + cmd("INCR", "n"))
+    lp.feed(REQ, cmd("CLIENT", "REPLY", "ON") + cmd("GET", "a"))
+    lp.feed(RESP, b"+OK\r\n" + bulk("1"))
+    lp.feed(REQ, b"CLIENT REPLY SKIP\r\n" + cmd("DEL", "a") + cmd("EXISTS", "a"))
+    lp.feed(RESP, b":0\r\n")
+    lp.run(eof=True)
+    assert [r.attributes["db.query.text"] for r in lp.records] == [
+        "CLIENT REPLY ?", "SET ? ?", "INCR ?", "CLIENT REPLY ?", "GET ?",
+        "CLIENT REPLY ?", "DEL ?", "EXISTS ?",
+    ]  # fmt: skip
+    unanswered = [lp.records[i] for i in (0, 1, 2, 5, 6)]  # each ends with its own command
+    assert all(r.end_ns == r.start_ns for r in unanswered)
+    assert lp.records[4].end_ns > lp.records[4].start_ns and lp.records[7].end_ns == lp.clock
+    assert lp.health.total("unmatched_frames") == 0 and lp.errors == []
