@@ -138,9 +138,35 @@ BPF_ARRAY(l7_filter_on, __u8, L7_FILTER_MAX);
 #define L7_MAX_U64(a, b) ((a) > (b) ? (a) : (b))
 #define L7_PRESSURE L7_MAX_U64((__u64)L7_RING_BYTES / 4, (__u64)L7_RING_BYTES - (12ULL << 20))
 #define L7_PRESSURE_HIGH L7_MAX_U64((__u64)L7_RING_BYTES / 2, (__u64)L7_RING_BYTES - (8ULL << 20))
-/* How full the ring is, without a helper bcc lacks (ringbuf_query): [0] ring bytes written since the
- * agent's last drain (added here, zeroed there), [1] bytes the agent left unread at that drain. */
+/* How full the ring is, without a helper bcc lacks (ringbuf_query): [0] the ring bytes written (added
+ * here after every record), [1] the ring bytes the agent has consumed (stored there after each drain).
+ * Both only grow and each has one writer, so no write between a drain and its update goes uncounted. */
 BPF_ARRAY(l7_ring_fill, __u64, 2);
+
+/* A record of `size` bytes went into the ring: count what it takes there (8-byte header, 8-aligned). */
+static __always_inline void l7_ring_wrote(__u64 size)
+{
+	__u32 zero = 0;
+	__u64 *written = l7_ring_fill.lookup(&zero);
+	if (written)
+		__sync_fetch_and_add(written, (size + 8 + 7) & ~7ULL);
+}
+
+static __always_inline __u64 l7_ring_used(void)
+{
+	__u32 zero = 0, one = 1;
+	__u64 *written = l7_ring_fill.lookup(&zero), *consumed = l7_ring_fill.lookup(&one);
+	if (!written || !consumed)
+		return 0;
+	__u64 w = *written, c = *consumed;
+	return w > c ? w - c : 0; /* c > w only while a committed record is not counted yet */
+}
+
+/* Room for a record of `size` bytes, with a margin for the other CPUs' writes in flight. */
+static __always_inline int l7_ring_room(__u64 size)
+{
+	return l7_ring_used() + size + L7_CHUNK_SIZE * 2 < (__u64)L7_RING_BYTES;
+}
 
 /* An SSL call in flight on a thread (ssl_trace.bpf.c): the syscalls it makes name its socket. */
 struct l7_tls_call {
@@ -166,6 +192,31 @@ static __always_inline void l7_count(__u32 idx, __u64 n)
 	__u64 *v = l7_stats.lookup(&idx);
 	if (v)
 		*v += n; /* per-CPU slot, programs on one CPU do not nest */
+}
+
+/* The kernel sometimes refuses a ring write with room to spare (measured on 6.18 with two CPUs
+ * writing: about 1 event in 40k, the retry right after failing too in most cases): such a write is
+ * tried again a few times, and if it still fails it is counted apart from a full ring. */
+#define L7_WRITE_RETRIES 3
+
+/* Write one record; 0, or the counter its loss went to (L7_STAT_LOST_EVENTS: the ring was full, or
+ * L7_STAT_REFUSED_EVENTS). */
+static __always_inline int l7_write(void *record, __u64 size)
+{
+	int err = l7_events.ringbuf_output(record, size, BPF_RB_NO_WAKEUP);
+#pragma unroll
+	for (int i = 0; i < L7_WRITE_RETRIES; i++) {
+		if (err && l7_ring_room(size))
+			err = l7_events.ringbuf_output(record, size, BPF_RB_NO_WAKEUP);
+	}
+	if (err == 0) {
+		l7_count(L7_STAT_EVENTS, 1);
+		l7_ring_wrote(size);
+		return 0;
+	}
+	int lost = l7_ring_room(size) ? L7_STAT_REFUSED_EVENTS : L7_STAT_LOST_EVENTS;
+	l7_count(lost, 1);
+	return lost;
 }
 
 static __always_inline int l7_enter(__s32 fd, __u64 buf, __u32 vlen, __u8 buf_kind, __u8 io, __u8 source)
@@ -346,10 +397,7 @@ static __always_inline void l7_emit_lifecycle(void *ctx, struct l7_conn *c, __u8
 		e.position = c->tls ? c->tls_send_bytes : c->send_bytes;
 		e.length = c->tls ? c->tls_recv_bytes : c->recv_bytes;
 	}
-	if (l7_events.ringbuf_output(&e, sizeof(e), BPF_RB_NO_WAKEUP) == 0)
-		l7_count(L7_STAT_EVENTS, 1);
-	else
-		l7_count(L7_STAT_LOST_EVENTS, 1);
+	l7_write(&e, sizeof(e));
 }
 
 /* From now on the connection's payload is OpenSSL plaintext. If ciphertext already went out as
@@ -380,15 +428,12 @@ static __always_inline void l7_output(struct l7_scratch *s, __u64 pos, __u64 cop
 	s->hdr.data_len = copied;
 	s->hdr.chunk = chunk;
 	__u64 size = sizeof(struct l7_event) + (copied > L7_CHUNK_SIZE ? L7_CHUNK_SIZE : copied);
-	if (l7_events.ringbuf_output(&s->hdr, size, BPF_RB_NO_WAKEUP) == 0) {
-		l7_count(L7_STAT_EVENTS, 1);
+	int lost = l7_write(&s->hdr, size);
+	if (lost == 0) {
 		s->full_streak = 0;
-		__u32 since = 0;
-		__u64 *written = l7_ring_fill.lookup(&since);
-		if (written)
-			__sync_fetch_and_add(written, (size + 8 + 7) & ~7ULL); /* + the record header, aligned */
+	} else if (lost == L7_STAT_REFUSED_EVENTS) {
+		l7_count(L7_STAT_REFUSED_BYTES, length); /* not a full ring: no shedding */
 	} else {
-		l7_count(L7_STAT_LOST_EVENTS, 1);
 		l7_count(L7_STAT_LOST_BYTES, length);
 		__u64 now = bpf_ktime_get_ns();
 		/* The probe after a shed window continues the streak: a ring that stays full keeps shedding. */
@@ -408,8 +453,7 @@ static __always_inline void l7_emit_data(struct l7_call *call, struct l7_conn *c
 	if (!s)
 		return;
 	/* The ring is full: shed the call before any copy, so overload costs the traced process little.
-	 * Counted like a failed write. A lone failed write (seen now and then with room to spare) does not
-	 * shed. */
+	 * Counted like a failed write. */
 	if (s->full_streak >= L7_SHED_AFTER && bpf_ktime_get_ns() - s->full_ts < L7_SHED_NS) {
 		l7_count(L7_STAT_LOST_EVENTS, 1);
 		l7_count(L7_STAT_LOST_BYTES, ret);
@@ -431,9 +475,7 @@ static __always_inline void l7_emit_data(struct l7_call *call, struct l7_conn *c
 	 * counted, not copied. Messages and their headers start calls and stay whole; bulk body bytes go
 	 * uncopied (parsers pass bodies by length) instead of whole calls, the small messages right after
 	 * a burst among them, being shed once the ring is full. */
-	__u32 since = 0, left = 1;
-	__u64 *written = l7_ring_fill.lookup(&since), *unread = l7_ring_fill.lookup(&left);
-	__u64 fill = (written ? *written : 0) + (unread ? *unread : 0);
+	__u64 fill = l7_ring_used();
 	__u64 cap = (__u64)L7_CHUNK_SIZE * L7_MAX_CHUNKS;
 	if (fill > L7_PRESSURE_HIGH)
 		cap = L7_CHUNK_SIZE / 16;
@@ -739,10 +781,7 @@ TRACEPOINT_PROBE(sched, sched_process_exec)
 	e.tid = args->pid;
 	e.fd = -1;
 	bpf_get_current_comm(e.comm, sizeof(e.comm));
-	if (l7_events.ringbuf_output(&e, sizeof(e), BPF_RB_NO_WAKEUP) == 0)
-		l7_count(L7_STAT_EVENTS, 1);
-	else
-		l7_count(L7_STAT_LOST_EVENTS, 1);
+	l7_write(&e, sizeof(e));
 	return 0;
 }
 

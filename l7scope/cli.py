@@ -37,6 +37,10 @@ EXAMPLES = """examples:
   l7scope run --map-out map.svg                write the service map (.svg, .dot, .json) at exit
   l7scope map --from records.jsonl -o map.svg  draw the service map of a JSON-lines records file
   l7scope alerts check rules.yaml              validate an alert rules file (one line per problem)
+  l7scope alerts evaluate --rules rules.yaml --kafka kafka:9092 --alertmanager http://am:9093
+                                               alert rules over whole services, from the records topic
+                                               (`pipeline` leaves export.alert_rules to it when it
+                                               writes that topic)
 
 exit codes: 0 ok, 1 runtime failure, 2 usage/config/environment problem, 3 unreachable dependency
   (Kafka, OTLP), 4 not stopped within 4 s of SIGINT/SIGTERM/--duration (forced; logs where it was
@@ -70,7 +74,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     agent = sub.add_parser("agent", help="capture and publish fragments to Kafka")
     agent.add_argument("--duration", type=_seconds, help="stop after this many seconds")
 
-    pipe = sub.add_parser("pipeline", help="consume fragments from Kafka and export records")
+    pipe = sub.add_parser(
+        "pipeline",
+        help="consume fragments from Kafka and export records",
+        description="One member of the pipeline consumer group. Alert rules (export.alert_rules) are "
+        "not evaluated here while records go to the records topic (export.records_topic auto/on): a "
+        "replica sees only its partitions, so run `l7scope alerts evaluate` on that topic instead. "
+        "With export.records_topic = off they are evaluated in this replica, over its partitions only.",
+    )
     _add_export(pipe)
     pipe.add_argument("--group", help="consumer group (default from config: l7scope-pipeline)")
     start = pipe.add_mutually_exclusive_group()
@@ -103,9 +114,43 @@ def main(argv: Sequence[str] | None = None) -> int:
     service_map.add_argument("--format", choices=("dot", "json", "svg"), help="default: from -o, else dot")
     service_map.add_argument("-o", "--output", metavar="FILE", help="default: standard output")
 
-    alerts = sub.add_parser("alerts", help="alert rules: `alerts check RULES` validates a file")
+    alerts = sub.add_parser(
+        "alerts", help="alert rules: `alerts check RULES` validates a file, `alerts evaluate` runs them"
+    )
     alerts_sub = alerts.add_subparsers(dest="alerts_command", required=True)
     alerts_sub.add_parser("check", help="validate a YAML rules file").add_argument("rules")
+    evaluate = alerts_sub.add_parser(
+        "evaluate",
+        help="evaluate alert rules on the records topic (whole services; for scaled-out pipelines)",
+        description="Consume the records topic (keyed by service) as one consumer group and evaluate "
+        "the rules over whole services, in record time. `l7scope pipeline` does not evaluate "
+        "export.alert_rules while its records go to that topic: run this instead (one process, or "
+        "several in one group: each evaluates the services of its partitions). A rebalance or "
+        "restart starts the windows empty: an alert may take one window to fire again.",
+    )
+    evaluate.add_argument("--rules", metavar="FILE", help="YAML rules file (default: export.alert_rules)")
+    evaluate.add_argument("--kafka", metavar="BROKERS", help="host:port[,...] (default: kafka.bootstrap)")
+    evaluate.add_argument(
+        "--alertmanager", metavar="URL", help="base URL (default: export.alertmanager_url; '' for none)"
+    )
+    evaluate.add_argument(
+        "--group", default="l7scope-alerts", help="consumer group (default: l7scope-alerts)"
+    )
+    evaluate.add_argument(
+        "--lateness",
+        type=_seconds,
+        default=10.0,
+        metavar="SECONDS",
+        help="how late a record may arrive and still be in the window when it is evaluated (default 10)",
+    )
+    evaluate.add_argument(
+        "--export",
+        action="append",
+        default=[],
+        metavar="prometheus:HOST:PORT",
+        help="serve its counters (late records, failed notifications) on /metrics",
+    )
+    evaluate.add_argument("--duration", type=_seconds, help="stop after this many seconds")
 
     args = parser.parse_args(argv)
     setup_logging(args.verbose)
@@ -424,6 +469,8 @@ def cmd_map(config: Config, args: argparse.Namespace) -> int:
 
 
 def cmd_alerts(config: Config, args: argparse.Namespace) -> int:
+    if args.alerts_command == "evaluate":
+        return cmd_alerts_evaluate(config, args)
     from pipeline.alert_rules import check_rules, load_rules
 
     try:
@@ -440,6 +487,45 @@ def cmd_alerts(config: Config, args: argparse.Namespace) -> int:
     if errors:
         return EXIT_FAILURE
     print(f"{args.rules}: {len(load_rules(args.rules).rules)} rules OK")
+    return EXIT_OK
+
+
+def cmd_alerts_evaluate(config: Config, args: argparse.Namespace) -> int:
+    """Alert rules over the records topic: exit 2 on a bad rules file, 3 when Kafka does not answer."""
+    from pipeline.alert_rules import load_rules
+
+    for spec in args.export:
+        if not spec.startswith("prometheus:"):
+            raise ConfigError(
+                f"alerts evaluate --export {spec}: it writes no records: use prometheus:HOST:PORT"
+            )
+    rules = args.rules or config.export.alert_rules
+    if not rules:
+        raise ConfigError("alerts evaluate: no rules: give --rules FILE or set export.alert_rules")
+    if not Path(rules).is_file():
+        raise _Unavailable(f"cannot read {rules}: name a YAML rules file (--rules)")
+    load_rules(rules)  # every problem now, before joining the group (RulesError: exit 2)
+    if args.kafka:
+        config = dataclasses.replace(config, kafka=dataclasses.replace(config.kafka, bootstrap=args.kafka))
+    url = config.export.alertmanager_url if args.alertmanager is None else args.alertmanager
+    if config.export.prometheus:  # its own counters on /metrics: the address is checked up front
+        from l7scope.outputs import check_prometheus
+
+        check_prometheus(config.export.prometheus)
+    from l7scope.doctor import brokers_unreachable
+
+    problem = brokers_unreachable(config.kafka)
+    if problem is not None:
+        raise _Unreachable(f"cannot reach Kafka: {problem}: start the broker or give --kafka HOST:PORT")
+    from pipeline.alerts_source import run_alert_evaluator
+
+    stop = _stop_event(args.duration)
+    _kafka_errors(
+        lambda: run_alert_evaluator(
+            config, os.environ, stop, rules, url, group=args.group, lateness_s=args.lateness
+        ),
+        config,
+    )
     return EXIT_OK
 
 

@@ -4,6 +4,13 @@ Each rule keeps, per group (service, plus its `group_by` fields), a ring of time
 counts and a log-bucketed latency histogram, so memory does not grow with traffic. Alerts go to
 Alertmanager's v2 API (firing, re-sent while firing, then resolved), to the alerts topic as the
 protobuf `Alert`, and to the log.
+
+Time is the records' own (their end, Unix time), not their arrival: a record lands in the slice of
+when the exchange happened, however late it reached the evaluator. The windows are evaluated at the
+watermark, the newest record time seen minus `lateness_s` (the wall clock minus `lateness_s` once no
+record has come for that long), so records up to `lateness_s` late are all in the window when it is
+evaluated; older ones still count in the windows that cover them, and records older than the
+watermark minus a rule's window can count in nothing and are counted as `alert_records_late`.
 """
 
 from __future__ import annotations
@@ -24,25 +31,22 @@ from typing import Any, Protocol
 from pipeline.alert_rules import Rule, RuleSet, field_value
 from pipeline.exporter import Exporter
 from pipeline.health import Health
+from pipeline.latency_buckets import bucket_of, percentile_ms
+from pipeline.root_cause import CallHistory
 from protocols.base import L7Record
 
 log = logging.getLogger("l7scope.alerts")
 
-BUCKET_BASE = 1.05  # latency histogram resolution: 5%
 SLICES_PER_SHORTEST = 10  # slices per shortest window of a rule
 MAX_SLICES = 720
 MAX_GROUPS_PER_RULE = 1000
+EMBEDDED_LATENESS_S = 2.0  # `l7scope run`/`replay`: records reach the evaluator in-process, ~at once
 GroupKey = tuple[str, ...]
 
 
-def bucket_of(ms: float) -> int:
-    return math.ceil(math.log(max(ms * 1000.0, 1.0), BUCKET_BASE))
-
-
-def bucket_value_ms(bucket: int) -> float:
-    """The geometric middle of a bucket, in milliseconds."""
-    middle: float = BUCKET_BASE ** (bucket - 0.5)
-    return middle / 1000.0
+def record_time(r: L7Record) -> float:
+    """When the exchange happened, in Unix seconds: its response's last byte (else its first byte)."""
+    return (r.end_ns or r.start_ns) / 1e9
 
 
 @dataclass(slots=True)
@@ -62,32 +66,31 @@ class Totals:
     latency: Counter[int] = field(default_factory=Counter)
 
     def percentile_ms(self, q: float) -> float:
-        total = sum(self.latency.values())
-        rank, seen = max(1, math.ceil(q * total)), 0
-        for bucket in sorted(self.latency):
-            seen += self.latency[bucket]
-            if seen >= rank:
-                return bucket_value_ms(bucket)
-        return 0.0
+        return percentile_ms(self.latency, q)
 
 
 class Window:
-    """A ring of time slices covering a rule's longest window."""
+    """A ring of time slices covering a rule's longest window, plus `lateness_s` ahead of the
+    watermark (records newer than it wait there until the watermark passes them)."""
 
-    def __init__(self, rule: Rule) -> None:
+    def __init__(self, rule: Rule, lateness_s: float = 0.0) -> None:
         self.rule = rule
         self.width = rule.shortest_s / SLICES_PER_SHORTEST
-        slots = math.ceil(rule.horizon_s / self.width) + 1
+        span = rule.horizon_s + lateness_s
+        slots = math.ceil(span / self.width) + 2
         if slots > MAX_SLICES:  # very long windows: coarser slices
-            self.width = rule.horizon_s / (MAX_SLICES - 1)
+            self.width = span / (MAX_SLICES - 2)
             slots = MAX_SLICES
         self.slices: list[Slice | None] = [None] * slots
         self.keep_latency = rule.kind == "latency"
 
-    def add(self, now: float, r: L7Record) -> None:
-        index = int(now / self.width)
+    def add(self, t: float, r: L7Record) -> bool:
+        """Count `r` in the slice of time `t`; False when the ring has moved past it (too old)."""
+        index = int(t / self.width)
         pos = index % len(self.slices)
         s = self.slices[pos]
+        if s is not None and s.index > index:
+            return False
         if s is None or s.index != index:
             s = self.slices[pos] = Slice(index)
         s.requests += 1
@@ -96,6 +99,7 @@ class Window:
         s.bad += r.error or bool(self.rule.slow_ms and ms > self.rule.slow_ms)
         if self.keep_latency:
             s.latency[bucket_of(ms)] += 1
+        return True
 
     def totals(self, now: float, seconds: float) -> Totals:
         newest = int(now / self.width)
@@ -111,7 +115,9 @@ class Window:
         return t
 
     def empty(self, now: float) -> bool:
-        return self.totals(now, self.rule.horizon_s).requests == 0
+        """Nothing in the rule's horizon at `now`, nor waiting ahead of it."""
+        oldest = int(now / self.width) - max(1, round(self.rule.horizon_s / self.width)) + 1
+        return not any(s is not None and s.index >= oldest and s.requests for s in self.slices)
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,10 +180,10 @@ class Notifier(Protocol):
 
 @dataclass(slots=True)
 class _State:
-    since: float  # when the condition started to hold (monotonic)
+    since: float  # when the condition started to hold (watermark: record time)
     starts_at: float = 0.0  # wall-clock firing start
     firing: bool = False
-    last_sent: float = 0.0
+    last_sent: float = 0.0  # monotonic
 
 
 def _label_name(key: str) -> str:
@@ -185,7 +191,8 @@ def _label_name(key: str) -> str:
 
 
 class AlertEvaluator(Exporter):
-    """Exporter keeping per-rule windows; `evaluate()` runs on its own timer thread after `start()`."""
+    """Exporter keeping per-rule windows in record time; `evaluate()` runs on its own timer thread
+    after `start()`, at the watermark (`watermark()`)."""
 
     def __init__(
         self,
@@ -194,13 +201,23 @@ class AlertEvaluator(Exporter):
         notifiers: list[Notifier],
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
+        lateness_s: float = 0.0,
     ) -> None:
         self.ruleset = ruleset
         self.health = health
         self.notifiers = notifiers
         self.clock, self.wall = clock, wall
+        self.lateness_s = lateness_s
         self._windows: dict[str, dict[GroupKey, Window]] = {r.alert: {} for r in ruleset.rules}
+        # What each service served and called, for the root cause of an alert that fires: the alert
+        # window and the one before it, at the finest slicing of any rule.
+        self._history = CallHistory(
+            min((r.shortest_s for r in ruleset.rules), default=60.0) / SLICES_PER_SHORTEST,
+            2 * max((r.horizon_s for r in ruleset.rules), default=60.0) + lateness_s,
+        )
         self._states: dict[tuple[str, GroupKey], _State] = {}
+        self._newest = 0.0  # the newest record time seen (never ahead of the wall clock)
+        self._last_arrival = -math.inf  # monotonic time of the last records
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -221,12 +238,25 @@ class AlertEvaluator(Exporter):
     def export(self, records: list[L7Record]) -> None:
         if not records:
             return
-        now = self.clock()
+        wall = self.wall()
+        # A record stamped ahead of this clock (a skewed agent) counts as now: it must not carry the
+        # watermark past the other records.
+        times = [min(record_time(r) or wall, wall) for r in records]
+        late: Counter[str] = Counter()
         with self._lock:
+            self._last_arrival = self.clock()
+            watermarks = []  # each record is judged by the watermark of the records before it
+            for r, t in zip(records, times, strict=True):
+                self._newest = max(self._newest, t)
+                watermarks.append(self._newest - self.lateness_s)
+                self._history.add(t, r)
             for rule in self.ruleset.rules:
                 windows = self._windows[rule.alert]
-                for r in records:
+                for r, t, watermark in zip(records, times, watermarks, strict=True):
                     if not rule.match.matches(r):
+                        continue
+                    if t < watermark - rule.horizon_s:  # it can count in no window any more
+                        late[rule.alert] += 1
                         continue
                     key = tuple(field_value(r, g) for g in rule.group_by)
                     window = windows.get(key)
@@ -234,18 +264,42 @@ class AlertEvaluator(Exporter):
                         if len(windows) >= MAX_GROUPS_PER_RULE:
                             self.health.count("alert_groups_dropped", rule.alert)
                             continue
-                        window = windows[key] = Window(rule)
-                    window.add(now, r)
+                        window = windows[key] = Window(rule, self.lateness_s)
+                    if not window.add(t, r):
+                        late[rule.alert] += 1
+        for alert, n in late.items():
+            self.health.count("alert_records_late", alert, n, reason="older than window + lateness")
+
+    def watermark(self) -> float:
+        """The record time the windows are evaluated at: the newest record time seen minus the
+        lateness allowance; once no record has come for that long, the wall clock minus it."""
+        with self._lock:
+            return self._watermark()
+
+    def _watermark(self) -> float:
+        if self.clock() - self._last_arrival >= self.lateness_s:  # idle: time goes on without records
+            self._newest = max(self._newest, self.wall())
+        return self._newest - self.lateness_s
+
+    def reset(self) -> None:
+        """Forget every window and alert state (e.g. the records' partitions moved to another
+        evaluator): firing alerts are neither re-sent nor resolved from here; Alertmanager lets them
+        expire at their endsAt unless their new owner fires them again."""
+        with self._lock:
+            for windows in self._windows.values():
+                windows.clear()
+            self._states.clear()
 
     def evaluate(self) -> list[Alert]:
         """One round: state changes and re-sends, handed to every notifier; returns what was sent."""
-        now, wall = self.clock(), self.wall()
+        mono, wall = self.clock(), self.wall()
         out: list[Alert] = []
         with self._lock:
+            now = self._watermark()
             for rule in self.ruleset.rules:
                 windows = self._windows[rule.alert]
                 for key, window in list(windows.items()):
-                    alert = self._step(rule, key, measure(rule, window, now), now, wall)
+                    alert = self._step(rule, key, measure(rule, window, now), now, mono, wall)
                     if alert is not None:
                         out.append(alert)
                     if (rule.alert, key) not in self._states and window.empty(now):
@@ -255,27 +309,30 @@ class AlertEvaluator(Exporter):
                 notifier.notify(out)
         return out
 
-    def _step(self, rule: Rule, key: GroupKey, m: Measure, now: float, wall: float) -> Alert | None:
+    def _step(
+        self, rule: Rule, key: GroupKey, m: Measure, now: float, mono: float, wall: float
+    ) -> Alert | None:
+        """`now`: the watermark (`for` is record time); `mono`: for re-sends; `wall`: for Alertmanager."""
         state = self._states.get((rule.alert, key))
         if not m.active:
             if state is None:
                 return None
             del self._states[(rule.alert, key)]
-            return self._alert(rule, key, m, "resolved", state.starts_at, wall) if state.firing else None
+            return self._alert(rule, key, m, "resolved", state.starts_at, wall, now) if state.firing else None
         if state is None:
             state = self._states[(rule.alert, key)] = _State(since=now)
         if not state.firing and now - state.since >= rule.for_s:
-            state.firing, state.starts_at, state.last_sent = True, wall, now
-        elif state.firing and now - state.last_sent >= self.ruleset.resend_interval_s:
-            state.last_sent = now
+            state.firing, state.starts_at, state.last_sent = True, wall, mono
+        elif state.firing and mono - state.last_sent >= self.ruleset.resend_interval_s:
+            state.last_sent = mono
         else:
             return None
         # Alertmanager drops an alert not re-sent by endsAt, so a stopped l7scope does not leave it firing.
         ends_at = wall + 4 * self.ruleset.resend_interval_s
-        return self._alert(rule, key, m, "firing", state.starts_at, ends_at)
+        return self._alert(rule, key, m, "firing", state.starts_at, ends_at, now)
 
     def _alert(
-        self, rule: Rule, key: GroupKey, m: Measure, state: str, starts_at: float, ends_at: float
+        self, rule: Rule, key: GroupKey, m: Measure, state: str, starts_at: float, ends_at: float, now: float
     ) -> Alert:
         group = dict(zip(rule.group_by, key, strict=True))
         labels = {"alertname": rule.alert, "severity": "warning"}
@@ -298,6 +355,13 @@ class AlertEvaluator(Exporter):
             f"last {_window_text(rule)} is {m.value_text}, threshold {m.threshold_text}; "
             f"{m.requests} requests.",
         }
+        values["root_cause"] = ""
+        if state == "firing":
+            latency = rule.kind == "latency" or (rule.kind == "burn_rate" and bool(rule.slow_ms))
+            kind = "latency" if latency else "errors"
+            cause = self._history.explain(group["service"], kind, now, rule.window_s)
+            values["root_cause"] = annotations["root_cause"] = cause.summary()
+            annotations["root_cause_evidence"] = cause.evidence()
         for name, template in rule.annotations:
             annotations[name] = template.format_map(values)
         return Alert(rule.alert, state, labels, annotations, starts_at, ends_at, m.value)
@@ -392,7 +456,11 @@ def encode_alert(a: Alert) -> bytes:
 
 
 def build_alerting(
-    rules_path: str, alertmanager_url: str, health: Health, kafka: Any = None
+    rules_path: str,
+    alertmanager_url: str,
+    health: Health,
+    kafka: Any = None,
+    lateness_s: float = EMBEDDED_LATENESS_S,
 ) -> AlertEvaluator:
     """Rules file -> a started evaluator with the log, Alertmanager (if a URL) and Kafka (if given)."""
     from pipeline.alert_rules import load_rules
@@ -402,4 +470,4 @@ def build_alerting(
         notifiers.append(AlertmanagerNotifier(alertmanager_url, health))
     if kafka is not None:
         notifiers.append(KafkaAlertNotifier(kafka, health))
-    return AlertEvaluator(load_rules(rules_path), health, notifiers).start()
+    return AlertEvaluator(load_rules(rules_path), health, notifiers, lateness_s=lateness_s).start()

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import heapq
 import logging
 import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
+from operator import attrgetter
 
 from pipeline.framing import AnySpec, ConnParser, Limits, ParserStuck
 from pipeline.health import Health
-from probes.fragment import Batch, Fragment
-from protocols.base import L7Record
+from probes.fragment import Batch, Fragment, Io
+from protocols.base import ConnInfo, L7Record
 
 log = logging.getLogger("l7scope.conn_table")
 _LOGGED_STUCK = 1024  # connection ids remembered so each stuck connection is logged once
@@ -57,17 +59,20 @@ class ConnTable:
         `partition`/`offset` (from Kafka) let `low_water` and `flush_partitions` work per partition.
         """
         conn_id = batch.conn.conn_id
-        parser = self._conns.get(conn_id)
-        if parser is None:
-            parser = self._conns[conn_id] = ConnParser(batch.conn, self.protocols, self.limits, self.health)
-        else:
-            self._conns.move_to_end(conn_id)
+        parser = self._parser(batch.conn)
         self._last_seen[conn_id] = self.clock()
-        # Threads writing one socket on several CPUs can reorder a batch; sorting keeps a stream's start.
         fragments = batch.fragments
-        for fragment in sorted(fragments, key=_stream_order) if len(fragments) > 1 else fragments:
+        records: list[L7Record] = []
+        added, every = 0, self.limits.parse_every
+        for fragment in in_order(fragments) if len(fragments) > 1 else fragments:
             parser.add(fragment)
-        records = self._process(conn_id, parser)
+            added += fragment.length
+            if added >= every and not parser.waiting_on_hole():  # a hole waits for the batch's end
+                added = 0
+                records += self._process(conn_id, parser)
+                if conn_id not in self._conns:  # stuck: the rest starts a new parser, as a later batch would
+                    parser = self._parser(batch.conn)
+        records += self._process(conn_id, parser)
         if conn_id not in self._conns:  # its parser was stuck: the connection is forgotten
             return records + self._enforce_bounds()
         if partition >= 0:
@@ -79,6 +84,14 @@ class ConnTable:
         if batch.closed is not None:
             records += self._drop(conn_id, final=True)
         return records + self._enforce_bounds()
+
+    def _parser(self, conn: ConnInfo) -> ConnParser:
+        parser = self._conns.get(conn.conn_id)
+        if parser is None:
+            parser = self._conns[conn.conn_id] = ConnParser(conn, self.protocols, self.limits, self.health)
+        else:
+            self._conns.move_to_end(conn.conn_id)
+        return parser
 
     def low_water(self, partition: int) -> int | None:
         """The earliest offset on `partition` that an unfinished connection still needs, if any."""
@@ -169,5 +182,23 @@ def _unfinished(parser: ConnParser) -> bool:
     return bool(parser.buffered() or requests or responses or parser.mid_message())
 
 
-def _stream_order(fragment: Fragment) -> tuple[int, int]:
-    return fragment.io, fragment.position
+def in_order(fragments: list[Fragment]) -> list[Fragment]:
+    """Each direction in position order (threads writing one socket on several CPUs can reorder a
+    batch: sorting keeps a stream's start), the two merged by capture time: a batch parsed part way
+    (Limits.parse_every) has then seen both directions up to one moment, as at a batch boundary.
+    A batch comes in capture order: it is returned as it is unless a direction goes back."""
+    last = [-1, -1]
+    for f in fragments:
+        if f.position < last[f.io]:
+            break
+        last[f.io] = f.position
+    else:
+        return fragments
+    send = sorted((f for f in fragments if f.io is Io.SEND), key=_POSITION)
+    recv = sorted((f for f in fragments if f.io is Io.RECV), key=_POSITION)
+    if not send or not recv:
+        return send or recv
+    return list(heapq.merge(send, recv, key=_TS))
+
+
+_POSITION, _TS = attrgetter("position"), attrgetter("ts_ns")

@@ -53,6 +53,10 @@ class Limits:
     fill_limit: int = 1 << 20  # uncopied bytes zero-filled rather than treated as a gap
     hole_rounds: int = 2  # rounds a hole may wait for late fragments before it is declared lost
     resync_keep: int = 64  # bytes kept when no boundary is found (a boundary may straddle)
+    # A batch's bytes are parsed every this many as they are added, not only at its end: a burst (a
+    # 50 MB body) then has its body skipped as it arrives instead of buffered as zero-filled bytes, and
+    # a fragment lost inside that body is a hole in a skipped span, not a gap before unparsed headers.
+    parse_every: int = 1 << 20
 
 
 _RECORD_FIELDS = (

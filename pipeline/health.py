@@ -8,7 +8,7 @@ from collections import Counter
 # Every counter that means data was lost, in pipeline order: each stop summary lists them all (0
 # included, so a clean run shows it), and each is exported as a reason-labelled metric.
 LOSSES = (
-    "capture_lost_events",  # the kernel ring was full (the CPU budget paused the drain, or a burst)
+    "capture_lost_events",  # "ring full" (the CPU budget paused the drain, or a burst); "write refused"
     "dropped_batches",  # the embedded queue was full, or Kafka could not take them
     "dropped_fragments",  # the fragments in those batches
     "parse_errors",  # bytes no parser could read
@@ -21,6 +21,7 @@ LOSSES = (
     "export_dropped",  # records an exporter never sent (its queue full, or still queued at exit)
     "dropped_records",  # records the records topic could not take
     "alerts_failed",  # alert notifications not delivered
+    "alert_records_late",  # records older than every alert window still open (the watermark - window)
 )
 
 

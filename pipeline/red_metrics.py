@@ -234,6 +234,19 @@ def by_reason(counter: str) -> Callable[[Snapshot], Observed]:
     return pick
 
 
+def by_alert_rule(counter: str) -> Callable[[Snapshot], Observed]:
+    """A counter labelled with the alert rule it concerns (e.g. alert_records_late)."""
+
+    def pick(snapshot: Snapshot) -> Observed:
+        return [
+            (v, _attrs(l7scope_alert=label, reason=r))
+            for (n, label, r), v in snapshot.items()
+            if n == counter
+        ]
+
+    return pick
+
+
 # Loss counters of exporters, and the exporter each names (their label, else the one given here).
 _EXPORT_FAILED = {"export_failed": "", "alerts_failed": "alertmanager"}
 _EXPORT_DROPPED = {"export_dropped": "", "dropped_records": "records_topic", "dropped_alerts": "alerts_topic"}
@@ -298,6 +311,12 @@ HEALTH_COUNTERS: tuple[tuple[str, str, str, Callable[[Snapshot], Observed]], ...
         "{item}",
         "records or spans an exporter dropped before sending (queue full, still queued at exit)",
         by_exporter(_EXPORT_DROPPED),
+    ),
+    (
+        "l7scope.alerts.late_records",
+        "{record}",
+        "records older than the watermark minus an alert rule's window: in none of its windows",
+        by_alert_rule("alert_records_late"),
     ),
 )
 

@@ -70,9 +70,21 @@ def build_exporters(
         from pipeline.topology import Topology
 
         exporters.append(Topology(config.export.map_out, file_mode=file_mode(config.export.file_mode)))
-    if config.export.alert_rules:
+    if config.export.alert_rules and consuming and records_topic:
+        # A replica sees only its partitions' connections: its windows would hold part of each service
+        # (an alert firing once per replica, or never). The records topic has every service whole.
+        log.warning(
+            "export.alert_rules is not evaluated by `l7scope pipeline` while records go to %s: "
+            "run `l7scope alerts evaluate` (one consumer group on that topic) for alerting",
+            config.kafka.records_topic,
+        )
+    elif config.export.alert_rules:
         from pipeline.alerts import build_alerting
 
+        if consuming:
+            log.warning("alert rules evaluated in this replica over its own partitions only: with "
+                        "more than one replica, turn export.records_topic on and run `l7scope alerts "
+                        "evaluate`")  # fmt: skip
         kafka = config.kafka if records_topic else None  # alerts go to Kafka where records do
         export = config.export
         exporters.append(build_alerting(export.alert_rules, export.alertmanager_url, health, kafka))
@@ -134,17 +146,22 @@ def drain_forever(
     log.info("drain stopped", extra={
         "drained_events": int(events + len(drained)), "drain_busy_s": round(busy, 3),
         "kernel_events": getattr(kernel, "events", -1),
-        "kernel_lost_events": getattr(kernel, "lost_events", -1), "cpu_paused_s": round(budget.paused_s, 3),
+        "kernel_lost_events": getattr(kernel, "lost_events", -1),
+        "kernel_refused_events": getattr(kernel, "refused_events", -1),
+        "cpu_paused_s": round(budget.paused_s, 3),
         "ring_reader": getattr(capture, "ring_reader", "")})  # fmt: skip
 
 
 class CaptureLosses:
     """The kernel's loss counters (probes.capture.CaptureStats) into Health, as deltas, twice a second."""
 
-    # (counter, CaptureStats field, reason): the kernel sheds what the ring has no room for.
+    # (counter, CaptureStats field, reason): the kernel sheds what the ring has no room for, and counts
+    # apart the writes it refused with room to spare (bpf/socket_trace.bpf.c, l7_write).
     FIELDS = (
         ("capture_lost_events", "lost_events", "ring full"),
         ("capture_lost_bytes", "lost_bytes", "ring full"),
+        ("capture_lost_events", "refused_events", "write refused"),
+        ("capture_lost_bytes", "refused_bytes", "write refused"),
         ("capture_truncated", "truncated", "copy limit"),
     )
 

@@ -52,7 +52,7 @@ EVENT_HEADER = struct.Struct("<" + "".join(code for _, code in EVENT_LAYOUT) + "
 RING_FAST = struct.Struct("<I4xQQQQ8xIIiIBBxB")
 KIND_DATA, KIND_OPEN, KIND_CLOSE, KIND_EXEC = 0, 1, 2, 3
 STAT_EVENTS, STAT_LOST_EVENTS, STAT_LOST_BYTES, STAT_TRUNCATED, STAT_TLS_CIPHER_BYTES = 0, 1, 2, 3, 4
-STAT_COUNT = 5
+STAT_COUNT = 7
 AF_INET6 = 10
 _V4_MAPPED = b"\0" * 10 + b"\xff\xff"
 _IO = (Io.SEND, Io.RECV)
@@ -116,6 +116,8 @@ class CaptureStats:
     lost_bytes: int  # syscall bytes those lost events accounted for
     truncated: int  # syscalls whose payload was not copied in full
     tls_cipher_bytes: int = 0  # ciphertext of TLS connections: counted, not emitted (plaintext is)
+    refused_events: int = 0  # events whose ring write the kernel refused with room to spare (retried)
+    refused_bytes: int = 0  # syscall bytes those refused events accounted for
 
 
 class Capture:
@@ -141,7 +143,8 @@ class Capture:
         self._raw: list[bytes] = []
         self.records_read = 0  # ring records drained: equals stats().events once the ring is empty
         self._next_clock_check = 0.0
-        self._unread = 0  # ring bytes the last drain left unread (told to the kernel)
+        self._consumed = 0  # ring bytes consumed, as last told to the kernel (l7_ring_fill[1])
+        self._ring_fill = self._bpf[b"l7_ring_fill"]
         # Before attaching: a connection opened from here on is seen from its handshake.
         services = dict(item.partition("=")[::2] for item in options.services)
         self._decoder = EventDecoder(
@@ -229,10 +232,11 @@ class Capture:
                 raise
             ring.release(position)
             self.records_read += records
-            self._tell_fill(produced - position)
+            self._tell_consumed(position)
         else:
+            written = self._ring_fill[ctypes.c_int(0)].value  # before the drain: all of it is consumed
             self._bpf.ring_buffer_consume()
-            self._tell_fill(0)
+            self._tell_consumed(written)
         if self._raw:
             raw = self._raw[:]
             self._raw.clear()
@@ -246,13 +250,12 @@ class Capture:
                 self.tls.recheck()
         return out
 
-    def _tell_fill(self, unread: int) -> None:
-        """How full the ring is now, for the kernel's copy-less-under-pressure rule (l7_ring_fill)."""
-        fill = self._bpf[b"l7_ring_fill"]
-        fill[ctypes.c_int(0)] = ctypes.c_uint64(0)  # written since: counted again from now
-        if unread or self._unread:
-            fill[ctypes.c_int(1)] = ctypes.c_uint64(unread)
-        self._unread = unread
+    def _tell_consumed(self, position: int) -> None:
+        """The ring bytes consumed so far, for the kernel's fill estimate (l7_ring_fill: written - consumed)
+        behind its copy-less-under-pressure rule. The ring's positions start at 0, as the count does."""
+        if position != self._consumed:
+            self._consumed = position
+            self._ring_fill[ctypes.c_int(1)] = ctypes.c_uint64(position)
 
     def stats(self) -> CaptureStats:
         table = self._bpf[b"l7_stats"]

@@ -76,7 +76,9 @@ enum l7_stat {
 	L7_STAT_LOST_BYTES = 2, /* syscall bytes those lost events accounted for */
 	L7_STAT_TRUNCATED = 3, /* syscalls whose payload was not copied in full */
 	L7_STAT_TLS_CIPHER_BYTES = 4, /* ciphertext bytes of TLS connections: counted, not emitted */
-	L7_STAT_MAX = 5,
+	L7_STAT_REFUSED_EVENTS = 5, /* events whose ring write failed with room to spare, retries too */
+	L7_STAT_REFUSED_BYTES = 6, /* syscall bytes those refused events accounted for */
+	L7_STAT_MAX = 7,
 };
 
 struct l7_event {

@@ -100,7 +100,9 @@ def test_configmap_config_loads_with_the_real_loader(tmp_path: Path) -> None:
 
 
 def test_pipeline_replicas_within_partitions() -> None:
-    deployment = next(d for _, d in MANIFESTS if d["kind"] == "Deployment")
+    deployment = next(
+        d for _, d in MANIFESTS if d["kind"] == "Deployment" and d["metadata"]["name"] == "l7scope-pipeline"
+    )
     topics = {
         d["metadata"]["name"]: d
         for d in documents(DEPLOY / "kafka" / "strimzi.yaml")
@@ -135,6 +137,20 @@ def test_strimzi_resources_have_their_required_fields() -> None:
     for d in docs:
         if d["kind"] == "KafkaTopic":
             assert isinstance(d["spec"]["partitions"], int) and d["spec"]["partitions"] >= 1
+
+
+def test_the_alert_rules_of_the_evaluator_deployment_are_valid(tmp_path: Path) -> None:
+    """The rules ConfigMap mounted by `l7scope alerts evaluate` passes the real rules checker."""
+    from pipeline.alert_rules import check_rules
+
+    cm = next(
+        d for _, d in MANIFESTS if d["kind"] == "ConfigMap" and d["metadata"]["name"] == "l7scope-alert-rules"
+    )
+    (tmp_path / "rules.yaml").write_text(cm["data"]["rules.yaml"])
+    assert check_rules(str(tmp_path / "rules.yaml")) == []
+    deployment = next(d for _, d in MANIFESTS if d["metadata"]["name"] == "l7scope-alerts")
+    args = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert args[2:5] == ["alerts", "evaluate", "--rules"]
 
 
 def test_alertmanager_sample_passes_amtool() -> None:

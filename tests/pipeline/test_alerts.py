@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -15,11 +16,10 @@ from pipeline.alerts import (
     AlertEvaluator,
     AlertmanagerNotifier,
     Window,
-    bucket_of,
-    bucket_value_ms,
     encode_alert,
 )
 from pipeline.health import Health
+from pipeline.latency_buckets import bucket_of, bucket_value_ms
 from proto import records_pb2 as pb
 from protocols.base import ConnInfo, Endpoint, L7Record, Role
 
@@ -70,6 +70,12 @@ def rec(ms: float, service: str = "python3", name: str = "GET /work", error: boo
     return L7Record("http", Role.SERVER, name, 0, int(ms * 1e6), conn, "m", "500" if error else None)
 
 
+def feed(ev: AlertEvaluator, records: list[L7Record]) -> None:
+    """The records as they happen now: each ends at the evaluator's wall clock."""
+    end = int(ev.wall() * 1e9)
+    ev.export([dataclasses.replace(r, start_ns=end - (r.end_ns - r.start_ns), end_ns=end) for r in records])
+
+
 def evaluator(rules: str = RULES) -> tuple[AlertEvaluator, Clock, Collect]:
     ruleset, errors = parse_rules(rules)
     assert ruleset is not None, errors
@@ -85,11 +91,11 @@ def test_bucket_resolution() -> None:
 def test_latency_rule_pending_firing_resent_resolved() -> None:
     ev, clock, _ = evaluator()
     for _ in range(10):
-        ev.export([rec(300), rec(250)])
+        feed(ev, [rec(300), rec(250)])
         clock.t += 0.2
     assert [a for a in ev.evaluate() if a.rule == "WorkSlow"] == []  # pending: `for: 2s` not passed
     clock.t += 2.0
-    ev.export([rec(300)])
+    feed(ev, [rec(300)])
     (alert,) = [a for a in ev.evaluate() if a.rule == "WorkSlow"]
     assert alert.state == "firing" and 285 < alert.value < 315
     assert alert.labels == {
@@ -99,18 +105,18 @@ def test_latency_rule_pending_firing_resent_resolved() -> None:
     assert "p90 latency of python3 (GET /work) over the last 5s is" in alert.annotations["description"]
     assert alert.ends_at == alert.starts_at + 40  # 4 x resend_interval: expires if l7scope stops
     clock.t += 1
-    ev.export([rec(300)])
+    feed(ev, [rec(300)])
     assert [a.rule for a in ev.evaluate()] == []  # still firing, not re-sent before resend_interval
     clock.t += 3
-    ev.export([rec(300)] * 3)
+    feed(ev, [rec(300)] * 3)
     clock.t += 7
-    ev.export([rec(300)])
+    feed(ev, [rec(300)])
     resent = [a for a in ev.evaluate() if a.rule == "WorkSlow"]
     assert [a.state for a in resent] == ["firing"] and resent[0].starts_at == alert.starts_at
     clock.t += 1
-    ev.export([rec(2)] * 50)  # fast again: the 5 s window still holds slow ones
+    feed(ev, [rec(2)] * 50)  # fast again: the 5 s window still holds slow ones
     clock.t += 5.5
-    ev.export([rec(2)] * 50)
+    feed(ev, [rec(2)] * 50)
     (resolved,) = [a for a in ev.evaluate() if a.rule == "WorkSlow"]
     assert resolved.state == "resolved" and resolved.ends_at == clock.t + 1e9
     assert resolved.value < 5
@@ -118,33 +124,33 @@ def test_latency_rule_pending_firing_resent_resolved() -> None:
 
 def test_other_routes_and_services_are_separate_groups() -> None:
     ev, clock, _ = evaluator()
-    ev.export([rec(300, name="GET /other"), rec(300, service="nginx")])
+    feed(ev, [rec(300, name="GET /other"), rec(300, service="nginx")])
     ev.evaluate()
     clock.t += 3
-    ev.export([rec(300, name="GET /other"), rec(300, service="nginx")])
+    feed(ev, [rec(300, name="GET /other"), rec(300, service="nginx")])
     alerts = [a for a in ev.evaluate() if a.rule == "WorkSlow"]
     assert [a.labels["service"] for a in alerts] == ["nginx"]
 
 
 def test_error_ratio_needs_min_requests() -> None:
     ev, _, _ = evaluator()
-    ev.export([rec(1, error=True)] * 4)
+    feed(ev, [rec(1, error=True)] * 4)
     assert [a.rule for a in ev.evaluate() if a.rule == "WorkErrors"] == []  # 4 < min_requests
-    ev.export([rec(1)] * 6)
+    feed(ev, [rec(1)] * 6)
     (alert,) = [a for a in ev.evaluate() if a.rule == "WorkErrors"]
     assert alert.value == pytest.approx(0.4) and "40.00%" in alert.annotations["summary"]
 
 
 def test_burn_rate_needs_both_windows() -> None:
     ev, clock, _ = evaluator()
-    ev.export([rec(150)] * 5 + [rec(1)] * 95)  # 5% bad = burn 5x: below factor 10
+    feed(ev, [rec(150)] * 5 + [rec(1)] * 95)  # 5% bad = burn 5x: below factor 10
     assert [a.rule for a in ev.evaluate() if a.rule == "WorkBurn"] == []
     clock.t += 30
-    ev.export([rec(150)] * 30 + [rec(1)] * 70)  # long: 35/200 = 17.5x, short: 30%: 30x
+    feed(ev, [rec(150)] * 30 + [rec(1)] * 70)  # long: 35/200 = 17.5x, short: 30%: 30x
     (alert,) = [a for a in ev.evaluate() if a.rule == "WorkBurn"]
     assert alert.value == pytest.approx(17.5) and alert.labels["alertname"] == "WorkBurn"
     clock.t += 10
-    ev.export([rec(1)] * 100)  # short window healthy again: resolves though the long one burns
+    feed(ev, [rec(1)] * 100)  # short window healthy again: resolves though the long one burns
     (resolved,) = [a for a in ev.evaluate() if a.rule == "WorkBurn"]
     assert resolved.state == "resolved"
 
@@ -157,7 +163,7 @@ def test_windows_are_bounded() -> None:
     assert len(Window(ruleset.rules[0]).slices) == MAX_SLICES
     ev, clock, _ = evaluator()
     for i in range(1500):
-        ev.export([rec(1, service=f"s{i}")])
+        feed(ev, [rec(1, service=f"s{i}")])
     assert len(ev._windows["WorkBurn"]) == 1000 and ev.health.total("alert_groups_dropped") > 0
     clock.t += 120
     ev.evaluate()
@@ -206,7 +212,6 @@ def test_alertmanager_payload_over_http() -> None:
 def test_the_service_label_is_the_spans_service_name_not_the_process() -> None:
     """A container (or `capture.services`) names the service: spans and RED metrics said `checkout`,
     alerts said `python3`, so a rule matching `checkout*` never fired."""
-    import dataclasses
 
     from protocols.base import service_name
 
@@ -214,9 +219,9 @@ def test_the_service_label_is_the_spans_service_name_not_the_process() -> None:
     ev, clock, _ = evaluator(rules)
     slow = rec(300)
     slow = dataclasses.replace(slow, conn=dataclasses.replace(slow.conn, service="checkout-api"))
-    ev.export([slow])
+    feed(ev, [slow])
     ev.evaluate()
     clock.t += 3
-    ev.export([slow])
+    feed(ev, [slow])
     (alert,) = [a for a in ev.evaluate() if a.rule == "WorkSlow"]
     assert alert.labels["service"] == service_name(slow.conn) == "checkout-api"

@@ -256,3 +256,31 @@ def test_client_requests_carry_url_full_and_servers_do_not() -> None:
     w = Wire(server)
     (rec,) = run(ConnTable(PROTOCOLS, Health()), server, w.frag(Io.RECV, REQ), w.frag(Io.SEND, RESP_200))
     assert "url.full" not in rec.attributes
+
+
+def test_a_fragment_lost_inside_a_large_body_in_one_batch_costs_only_that_bodys_bytes() -> None:
+    """Was: a whole 50 MB upload arriving in one batch was buffered as zero-filled bytes before any
+    parsing, so the fragments after one lost in its body (held behind the hole) outgrew the 4 MiB
+    bound, the hole was forced and the unparsed head went with it: the POST, its response and the
+    request after it lost (a `run` under a 50 MB POST, one ring event lost). Now the batch is parsed as
+    it is added, the body is skipped as it arrives, and the hole is only a hole in the skipped body."""
+    info, health = conn(), Health()
+    table, w = ConnTable(PROTOCOLS, health), Wire(info)
+    body, piece, copied = 52 << 20, 16 << 10, 4096  # nginx reads 16 KiB; the ring holds 4 KiB of each
+    head = b"POST /submit HTTP/1.1\r\nHost: t\r\nContent-Length: %d\r\n\r\n" % body
+    frags = [w.frag(Io.RECV, head)]
+    for n in range(body // piece):
+        if n == 2200:  # ~35 MB in: one event lost, its bytes never seen
+            w.pos[Io.RECV] += piece
+            continue
+        frags.append(w.frag(Io.RECV, b"p" * copied, length=piece))
+    created = b"HTTP/1.1 201 Created\r\nContent-Length: 8\r\n\r\naccepted"
+    frags += [w.frag(Io.SEND, created), w.frag(Io.RECV, REQ), w.frag(Io.SEND, RESP_200)]
+    recs = run(table, info, *frags)
+    got = [
+        (r.attributes["http.request.method"], r.attributes["http.response.status_code"], r.truncated)
+        for r in recs
+    ]
+    assert got == [("POST", 201, True), ("GET", 200, False)]
+    assert recs[0].attributes["http.request.body.size"] == body
+    assert health.total("gaps") == 0 and health.total("unmatched_frames") == 0

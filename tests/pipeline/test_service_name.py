@@ -119,7 +119,7 @@ rules:
         def close(self) -> None:
             pass
 
-    ev = AlertEvaluator(ruleset, Health(), [Collect()], clock=lambda: clock[0], wall=lambda: clock[0] + 1e9)
+    ev = AlertEvaluator(ruleset, Health(), [Collect()], clock=lambda: clock[0], wall=lambda: r.end_ns / 1e9)
     ev.export([r])
     (alert,) = [a for a in ev.evaluate() if a.rule == "Slow"]
     return alert.labels["service"]

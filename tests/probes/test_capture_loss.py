@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from probes.capture import Capture, CaptureOptions
+from probes.capture import Capture, CaptureOptions, CaptureStats
 from probes.fragment import Batch, ConnEvent, Fragment
 from tests.probes.capture_helpers import free_port, load_capture, stop
 
@@ -66,6 +66,18 @@ def traced_bytes(events: list[Fragment | ConnEvent]) -> int:
     return sum(e.length for e in events if isinstance(e, Fragment))
 
 
+def all_read(cap: Capture) -> int:
+    """Records read once the ring is drained again: every event counted so far has then been read (the
+    count can only be ahead: exec events of other processes are not filtered and keep coming)."""
+    cap.poll()
+    return cap.records_read
+
+
+def missed_bytes(after: CaptureStats, before: CaptureStats) -> int:
+    """Bytes of the events the ring had no room for or the kernel refused to write, both counted."""
+    return after.lost_bytes + after.refused_bytes - before.lost_bytes - before.refused_bytes
+
+
 def closed_capture(tmp_path_factory: pytest.TempPathFactory, ring_bytes: int) -> Iterator[Capture]:
     """Closed from the start (a port nobody uses): other processes' connections are never included, so
     the counters hold the ping-pong's events only, even on a busy machine."""
@@ -91,10 +103,10 @@ def test_small_ring_drops_are_counted_exactly(small_ring: Capture) -> None:
     events, round_trips = pingpong(small_ring, seconds=1.0, drain_every=None)  # drained only at the end
     after = small_ring.stats()
     lost_events = after.lost_events - before.lost_events
-    lost_bytes = after.lost_bytes - before.lost_bytes
+    lost_bytes = missed_bytes(after, before)
     assert round_trips > 1000 and lost_events > 0
     # Every event written arrived; every event that did not fit is counted as lost, with its bytes.
-    assert after.events - before.events == small_ring.records_read - read_before
+    assert after.events - before.events <= all_read(small_ring) - read_before
     payload = 64 * round_trips * 4  # each round trip: client send + server recv + server send + client recv
     assert traced_bytes(events) + lost_bytes == payload
     print(f"\n{round_trips} round trips, {lost_events} events lost ({lost_bytes} bytes)")
@@ -107,9 +119,11 @@ def test_normal_ring_drained_on_a_timer_loses_nothing(normal_ring: Capture) -> N
     events, round_trips = pingpong(capture, seconds=1.0, drain_every=0.01)
     after = capture.stats()
     assert round_trips > 1000
-    assert after.lost_events == before.lost_events and after.lost_bytes == before.lost_bytes
-    assert after.events - before.events == capture.records_read - read_before
-    assert traced_bytes(events) == 64 * round_trips * 4
+    assert after.lost_events == before.lost_events and after.lost_bytes == before.lost_bytes  # never full
+    assert after.events - before.events <= all_read(capture) - read_before
+    # Writes the kernel refused with room to spare (after retries: rare) are counted, never silent.
+    assert traced_bytes(events) + missed_bytes(after, before) == 64 * round_trips * 4
+    print(f"\n{round_trips} round trips, {after.refused_events - before.refused_events} writes refused")
 
 
 def test_losses_reach_health_from_the_drain_loop(small_ring: Capture) -> None:
@@ -122,8 +136,8 @@ def test_losses_reach_health_from_the_drain_loop(small_ring: Capture) -> None:
     drain_forever(small_ring, batches.append, stop_drain, 0.01, health)
     stats = small_ring.stats()
     assert stats.lost_events > 0
-    assert health.total("capture_lost_events") == stats.lost_events
-    assert health.total("capture_lost_bytes") == stats.lost_bytes
+    assert health.total("capture_lost_events") == stats.lost_events + stats.refused_events
+    assert health.total("capture_lost_bytes") == stats.lost_bytes + stats.refused_bytes
     assert health.total("capture_truncated") == stats.truncated
     assert health.snapshot()[("capture_lost_events", "kernel", "ring full")] == stats.lost_events
 
@@ -151,7 +165,7 @@ def test_a_drain_over_its_cpu_budget_pauses_and_the_kernel_counts_what_it_sheds(
         stop_drain.set()
         drain.join(timeout=10)
     used, wall = time.process_time() - cpu0, time.monotonic() - wall0
-    lost_bytes = small_ring.stats().lost_bytes - before.lost_bytes
+    lost_bytes = missed_bytes(small_ring.stats(), before)
     assert budget.paused_s > 0.5 and lost_bytes > 0
     assert traced_bytes(delivered) + lost_bytes == 64 * round_trips * 4  # shed, never silently
     assert used < 0.1 * wall + 0.1, f"{used:.2f} CPU s in {wall:.2f} s: the budget did not hold"
