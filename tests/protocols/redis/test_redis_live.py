@@ -119,6 +119,7 @@ def test_redis_py_both_protocols_recorded_on_both_sides(tmp_path: Path) -> None:
         expected = sum(ran.values())  # everything but the INFO of commandstats itself
         recs = read_records(out, port, 2 * expected)
     summary = run.log("pipeline stopped")
+    assert summary, "".join(run.lines[-20:])
     log = "".join(run.lines)
     sides = by_side(recs)
     for side in ("client", "server"):
@@ -153,6 +154,7 @@ def test_redis_benchmark_pipelined_every_command_once_per_side(tmp_path: Path) -
         ran = commandstats(port)
         recs = read_records(out, port, 4 * n)
     summary = run.log("pipeline stopped")
+    assert summary, "".join(run.lines[-20:])  # the stop summary is logged once the pipeline has stopped
     assert ran["SET"] == ran["GET"] == n
     sides = by_side(recs)
     for side in ("client", "server"):
