@@ -8,7 +8,15 @@ import pytest
 
 from protocols.base import Direction
 from protocols.registry import PROTOCOLS
-from tests.pipeline.progress_inputs import HTTP1_VALID, MYSQL_VALID, QUERY, RESULT
+from tests.pipeline.progress_inputs import (
+    HTTP1_VALID,
+    MYSQL_VALID,
+    QUERY,
+    REDIS_GET,
+    REDIS_VALID,
+    REDIS_VALUE,
+    RESULT,
+)
 from tests.protocols.http2.h2_traffic import Conversation
 from tests.support.loop import REQ, RESP, Loop
 
@@ -42,7 +50,11 @@ def mysql() -> tuple[Script, list[Script]]:
     return MYSQL_VALID, [[(REQ, QUERY), (RESP, RESULT)] for _ in range(3)]
 
 
-CONVERSATIONS = {"http1": http1, "http2": http2, "mysql": mysql}
+def redis() -> tuple[Script, list[Script]]:
+    return REDIS_VALID, [[(REQ, REDIS_GET), (RESP, REDIS_VALUE)] for _ in range(3)]
+
+
+CONVERSATIONS = {"http1": http1, "http2": http2, "mysql": mysql, "redis": redis}
 
 
 def converse(protocol: str, damage: str) -> tuple[Loop, int]:
