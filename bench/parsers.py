@@ -115,6 +115,34 @@ def mysql_writes(n: int) -> Writes:
     return out
 
 
+def _resp_command(*args: bytes) -> bytes:
+    return b"*%d\r\n" % len(args) + b"".join(b"$%d\r\n%s\r\n" % (len(a), a) for a in args)
+
+
+def redis_writes(n: int) -> Writes:
+    """SET key value -> +OK alternating with GET key -> a 32-byte bulk string, one write each."""
+    out: Writes = []
+    value = b"v" * 32
+    for i in range(n):
+        key = b"key:%012d" % i
+        if i % 2:
+            out += [(REQ, _resp_command(b"SET", key, value)), (RESP, b"+OK\r\n")]
+        else:
+            out += [(REQ, _resp_command(b"GET", key)), (RESP, b"$32\r\n" + value + b"\r\n")]
+    return out
+
+
+def redis_pipelined_writes(n: int) -> Writes:
+    """The same commands as redis-benchmark -P 16 sends them: 16 in one write, their replies in one read."""
+    pairs = redis_writes(n)
+    out: Writes = []
+    for at in range(0, len(pairs), 32):
+        chunk = pairs[at : at + 32]
+        out.append((REQ, b"".join(data for d, data in chunk if d is REQ)))
+        out.append((RESP, b"".join(data for d, data in chunk if d is RESP)))
+    return out
+
+
 # -- the two loops -----------------------------------------------------------------------------------
 
 
@@ -194,7 +222,7 @@ def measure(fn: Callable[[], object], seconds: float) -> float:
 
 
 def main() -> None:
-    from protocols import http1, http2, kafka, mysql
+    from protocols import http1, http2, kafka, mysql, redis
 
     seconds = float(sys.argv[1]) if len(sys.argv) > 1 else 2.0
     chosen = set(sys.argv[2:])
@@ -203,6 +231,8 @@ def main() -> None:
         ("http1", http1.SPEC, http1_writes, 100_000),
         ("grpc", http2.SPEC, grpc_writes, 30_000),
         ("mysql", mysql.SPEC, mysql_writes, 50_000),
+        ("redis", redis.SPEC, redis_writes, 100_000),
+        ("redis-P16", redis.SPEC, redis_pipelined_writes, 100_000),
         ("kafka", kafka.SPEC, kafka_writes, 50_000),
     ]
     print(f"python {sys.version.split()[0]}, one core, best of {seconds:.0f} s per loop, interleaved")

@@ -23,8 +23,8 @@ command -v apt-get >/dev/null || fail "this script needs a Debian or Ubuntu mach
 case "$mode" in setup | run | test) ;; *) fail "unknown mode '$mode': use run, test, or nothing" ;; esac
 
 # -- system packages ---------------------------------------------------------------------------
-runtime=(python3 python3-venv python3-bpfcc ca-certificates iproute2)
-testing=(curl nginx mariadb-server tshark tcpdump wrk openjdk-17-jre-headless maven
+runtime=(python3 python3-venv python3-bpfcc ca-certificates iproute2 graphviz)
+testing=(curl nginx mariadb-server redis-server redis-tools tshark tcpdump wrk openjdk-17-jdk-headless nodejs maven
          prometheus prometheus-alertmanager librsvg2-bin tmux procps util-linux)
 want=("${runtime[@]}")
 [ "$mode" = test ] && want+=("${testing[@]}")

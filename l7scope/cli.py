@@ -51,7 +51,8 @@ exit codes: 0 ok, 1 runtime failure, 2 usage/config/environment problem, 3 unrea
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="l7scope",
-        description="eBPF L7 APM: HTTP/1.1, HTTP/2, gRPC and MySQL exchanges from every TCP connection.",
+        description="eBPF L7 APM: HTTP/1.1, HTTP/2, gRPC, MySQL and Redis exchanges from every TCP "
+        "connection.",
         epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

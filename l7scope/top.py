@@ -63,7 +63,7 @@ def draw(screen: Any, table: LiveTable, sort: str, health: Health, status: str) 
     for i, row in enumerate(rows):
         put(2 + i, format_row(row))
     if not rows:
-        put(2, "(waiting for traffic: HTTP/1.1, HTTP/2, gRPC and MySQL on any TCP connection)")
+        put(2, "(waiting for traffic: HTTP/1.1, HTTP/2, gRPC, MySQL and Redis on any TCP connection)")
     put(height - 2, footer(health))
     put(height - 1, status)
     screen.refresh()

@@ -116,7 +116,9 @@ class LiveTable(Exporter):
                 ROW.format(r.service[:16], r.protocol, r.role, r.name[:40], r.requests, r.errors, p50, p99)
             )
         if not rows:
-            lines.append("(waiting for traffic: HTTP/1.1, HTTP/2, gRPC and MySQL on any TCP connection)")
+            lines.append(
+                "(waiting for traffic: HTTP/1.1, HTTP/2, gRPC, MySQL and Redis on any TCP connection)"
+            )
         if footer:
             lines.append(footer)
         return "\n".join(lines)

@@ -97,10 +97,15 @@ def resource_attributes(conn: ConnInfo) -> dict[str, AttrValue]:
 
 def span_ids(record: L7Record) -> tuple[bytes, bytes, bytes]:
     """(trace id, span id, parent span id): deterministic, so re-processing yields the same span."""
-    digest = hashlib.blake2b(record.record_id.encode(), digest_size=24).digest()
-    trace_id = bytes.fromhex(record.trace_id) if record.trace_id else digest[:16]
+    trace_id, span_id = record_span_ids(record.record_id, record.trace_id)
     parent = bytes.fromhex(record.parent_span_id) if record.parent_span_id else b""
-    return trace_id, digest[16:], parent
+    return trace_id, span_id, parent
+
+
+def record_span_ids(record_id: str, trace_id: str) -> tuple[bytes, bytes]:
+    """(trace id, span id) of the span of the record with these ids (metric exemplars keep only them)."""
+    digest = hashlib.blake2b(record_id.encode(), digest_size=24).digest()
+    return (bytes.fromhex(trace_id) if trace_id else digest[:16]), digest[16:]
 
 
 def span_attributes(record: L7Record) -> dict[str, AttrValue]:

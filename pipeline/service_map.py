@@ -1,6 +1,6 @@
 """The service map as drawn: services and the edges between them, with each edge's figures.
 
-Built by `pipeline.topology`, drawn by it (JSON, DOT) and by `pipeline.topology_svg`.
+Built by `pipeline.topology`, written by it as JSON and drawn by `pipeline.topology_svg` (DOT, SVG).
 """
 
 from __future__ import annotations
@@ -24,13 +24,12 @@ class Edge:
     connections: int
 
     def label(self) -> str:
+        """Two lines: protocols and rate (or connections), then errors and p99 (or bytes moved)."""
         proto = "/".join(self.protocols) or "tcp"
         if not self.requests:
-            return f"{proto}  {self.connections} conn  {_size(self.request_bytes + self.response_bytes)}"
-        return (
-            f"{proto}  {self.rate_per_s:.2f} req/s  err {self.error_ratio * 100:.1f}%  "
-            f"p50 {self.p50_ms:.2f} ms"
-        )
+            return f"{proto} · {self.connections} conn\n{_size(self.request_bytes + self.response_bytes)}"
+        errors = f"err {self.error_ratio * 100:.1f}% · p99 {_ms(self.p99_ms)} ms"
+        return f"{proto} · {self.rate_per_s:.2f} req/s\n{errors}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +37,10 @@ class ServiceMap:
     services: tuple[str, ...]
     edges: tuple[Edge, ...]
     window_s: float  # the time the rates are computed over
+
+
+def _ms(value: float) -> str:
+    return f"{value:.2f}" if value < 10 else f"{value:.0f}"
 
 
 def _size(n: int) -> str:

@@ -20,7 +20,7 @@ from typing import Generic, TypeVar
 
 from pipeline.exporter import Exporter
 from pipeline.service_map import Edge, ServiceMap
-from pipeline.topology_svg import to_svg
+from pipeline.topology_svg import to_dot, to_svg
 from probes.fragment import Batch, Io
 from protocols.base import ConnInfo, Endpoint, L7Record, Role, service_name
 
@@ -269,19 +269,6 @@ def to_json(m: ServiceMap) -> str:
         {"window_s": m.window_s, "services": list(m.services), "edges": [asdict(e) for e in m.edges]},
         indent=2,
     )
-
-
-def _dot_id(s: str) -> str:
-    return '"' + s.replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-
-def to_dot(m: ServiceMap) -> str:
-    lines = ["digraph l7scope {", "  rankdir=LR;", "  node [shape=box, style=rounded];"]
-    lines += [f"  {_dot_id(s)};" for s in m.services]
-    for e in m.edges:
-        lines.append(f"  {_dot_id(e.client)} -> {_dot_id(e.server)} [label={_dot_id(e.label())}];")
-    lines.append("}")
-    return "\n".join(lines) + "\n"
 
 
 def render(m: ServiceMap, fmt: str) -> str:

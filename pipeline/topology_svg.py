@@ -1,95 +1,78 @@
-"""The service map as a standalone SVG: a layered left-to-right drawing, clients left, servers right.
+"""The service map drawn by Graphviz: DOT text, and SVG (or PNG) laid out by its `dot` engine.
 
-Layers come from the longest call path reaching each service; no graphviz needed.
+Left to right by call direction, one node per service: databases as cylinders, peers not traced on
+this node (an address) as dashed boxes. Each edge carries its protocols, rate, error ratio and p99, and
+is coloured by health: red from 5% errors, orange from 1%, green below, grey for bytes-only
+connections. The DOT text needs nothing; drawing it needs Graphviz's `dot` program (the `graphviz`
+binding runs it), so a map file can always be written as .dot and drawn elsewhere.
 """
 
 from __future__ import annotations
 
-from xml.sax.saxutils import escape
+import re
+
+import graphviz  # type: ignore[import-untyped]
 
 from pipeline.service_map import Edge, ServiceMap
 
-CHAR_W, BOX_H, LAYER_GAP, ROW_GAP, MARGIN = 7.2, 44, 240, 56, 30
-FONT = "font-family='DejaVu Sans, Helvetica, Arial, sans-serif'"
+DATABASES = frozenset({"mysql", "postgres", "postgresql", "redis"})
+_ADDRESS = re.compile(r"^(?:\d{1,3}(?:\.\d{1,3}){3}|\[?[0-9a-fA-F:]+\]?)(?::\d+)?$")  # ip, ip:port, [v6]:port
+FONT = "DejaVu Sans,Helvetica,Arial,sans-serif"
+RED, ORANGE, GREEN, GREY = "#c0392b", "#d68910", "#1e8449", "#7f8c8d"
 
 
-def layers(m: ServiceMap) -> dict[str, int]:
-    """Longest-path layering; cycles are cut by bounding the number of relaxation rounds."""
-    layer = dict.fromkeys(m.services, 0)
-    for _ in range(len(m.services)):
-        changed = False
-        for e in m.edges:
-            if e.client != e.server and layer[e.server] < layer[e.client] + 1 <= len(m.services):
-                layer[e.server] = layer[e.client] + 1
-                changed = True
-        if not changed:
-            break
-    return layer
-
-
-def _edge_lines(e: Edge) -> tuple[str, str]:
-    proto = "/".join(e.protocols) or "tcp"
-    if not e.requests:
-        return f"{proto} · {e.connections} conn", f"{e.request_bytes + e.response_bytes} bytes"
-    return f"{proto} · {e.rate_per_s:.2f} req/s", f"err {e.error_ratio * 100:.1f}% · p50 {_ms(e.p50_ms)} ms"
-
-
-def _ms(value: float) -> str:
-    return f"{value:.2f}" if value < 10 else f"{value:.0f}"
+def to_dot(m: ServiceMap) -> str:
+    """The map as a Graphviz digraph (the text `dot` lays out)."""
+    databases = {e.server for e in m.edges if DATABASES.intersection(e.protocols)}
+    lines = [
+        "digraph l7scope {",
+        f"  graph [rankdir=LR, fontname={_q(FONT)}, fontsize=13, labelloc=t, nodesep=0.5, ranksep=1.2,",
+        f"         label={_q(f'l7scope service map · rates over {m.window_s:.0f} s')}];",
+        f"  node [fontname={_q(FONT)}, fontsize=12, style=filled, fillcolor={_q('#eef4fb')},"
+        f" color={_q('#3a6ea5')}, penwidth=1.5];",
+        f"  edge [fontname={_q(FONT)}, fontsize=10, penwidth=1.6];",
+    ]
+    for s in m.services:
+        lines.append(f"  {_q(s)} [{_node_style(s, s in databases)}];")
+    for e in m.edges:
+        color = _health(e)
+        lines.append(f"  {_q(e.client)} -> {_q(e.server)} [label={_q(e.label())}, color={_q(color)},"
+                     f" fontcolor={_q(color)}];")  # fmt: skip
+    lines.append("}")
+    return "\n".join(lines) + "\n"
 
 
 def to_svg(m: ServiceMap) -> str:
-    layer = layers(m)
-    columns: dict[int, list[str]] = {}
-    for s in sorted(m.services):
-        columns.setdefault(layer[s], []).append(s)
-    box_w = max([CHAR_W * len(s) + 24 for s in m.services] + [120.0])
-    boxes: dict[str, tuple[float, float]] = {}  # top-left corner
-    for col, names in columns.items():
-        for row, s in enumerate(names):
-            boxes[s] = (MARGIN + col * (box_w + LAYER_GAP), MARGIN + 20 + row * (BOX_H + ROW_GAP))
-    width = MARGIN * 2 + (max(columns, default=0) + 1) * (box_w + LAYER_GAP) - LAYER_GAP
-    height = MARGIN * 2 + 90 + max((len(v) for v in columns.values()), default=1) * (BOX_H + ROW_GAP)
-    out = [
-        f"<svg xmlns='http://www.w3.org/2000/svg' width='{width:.0f}' height='{height:.0f}' "
-        f"viewBox='0 0 {width:.0f} {height:.0f}' {FONT} font-size='12'>",
-        "<defs><marker id='arrow' viewBox='0 0 10 10' refX='10' refY='5' markerWidth='8' "
-        "markerHeight='8' orient='auto-start-reverse'><path d='M0,0 L10,5 L0,10 z' fill='#555'/>"
-        "</marker></defs>",
-        f"<rect width='{width:.0f}' height='{height:.0f}' fill='white'/>",
-        f"<text x='{MARGIN}' y='{MARGIN}' font-size='13' fill='#333'>l7scope service map · rates over "
-        f"{m.window_s:.0f} s</text>",
-    ]
-    for e in m.edges:
-        out += _arrow(e, boxes, box_w)
-    for s, (x, y) in boxes.items():
-        out.append(
-            f"<rect x='{x:.0f}' y='{y:.0f}' width='{box_w:.0f}' height='{BOX_H}' rx='8' "
-            "fill='#eef4fb' stroke='#3a6ea5' stroke-width='1.5'/>"
-        )
-        out.append(
-            f"<text x='{x + box_w / 2:.0f}' y='{y + BOX_H / 2 + 4:.0f}' text-anchor='middle' "
-            f"font-size='13' font-weight='bold' fill='#1c3550'>{escape(s)}</text>"
-        )
-    out.append("</svg>")
-    return "\n".join(out) + "\n"
+    return draw(m, "svg").decode()
 
 
-def _arrow(e: Edge, boxes: dict[str, tuple[float, float]], box_w: float) -> list[str]:
-    (cx, cy), (sx, sy) = boxes[e.client], boxes[e.server]
-    color = "#c0392b" if e.error_ratio > 0 else "#555"
-    top, bottom = _edge_lines(e)
-    if sx > cx:  # forward: right side of the client to the left side of the server
-        x1, y1, x2, y2 = cx + box_w, cy + BOX_H / 2, sx, sy + BOX_H / 2
-        path = f"M{x1:.0f},{y1:.0f} L{x2:.0f},{y2:.0f}"
-        lx, ly = (x1 + x2) / 2, (y1 + y2) / 2
-    else:  # same column or backwards: a loop below the boxes
-        x1, y1, x2, y2 = cx + box_w / 2, cy + BOX_H, sx + box_w / 3, sy + BOX_H
-        drop = max(y1, y2) + ROW_GAP * 0.8
-        path = f"M{x1:.0f},{y1:.0f} C{x1:.0f},{drop:.0f} {x2:.0f},{drop:.0f} {x2:.0f},{y2:.0f}"
-        lx, ly = (x1 + x2) / 2, drop + 36  # the label goes under the loop, not across it
-    return [
-        f"<path d='{path}' fill='none' stroke='{color}' stroke-width='1.6' marker-end='url(#arrow)'/>",
-        f"<text x='{lx:.0f}' y='{ly - 18:.0f}' text-anchor='middle' fill='{color}'>{escape(top)}</text>",
-        f"<text x='{lx:.0f}' y='{ly - 5:.0f}' text-anchor='middle' fill='{color}'>{escape(bottom)}</text>",
-    ]
+def draw(m: ServiceMap, fmt: str) -> bytes:
+    """The map laid out by Graphviz's `dot` in `fmt` (svg, png, ...)."""
+    drawn: bytes = graphviz.Source(to_dot(m)).pipe(format=fmt, engine="dot")
+    return drawn
+
+
+def is_address(name: str) -> bool:
+    """A peer named by its address: not traced on this node."""
+    return bool(_ADDRESS.match(name))
+
+
+def _node_style(name: str, database: bool) -> str:
+    if database:
+        return f"shape=cylinder, fillcolor={_q('#fdf2e9')}, color={_q('#a04000')}"
+    if is_address(name):
+        return f"shape=box, style={_q('dashed,rounded')}, color={_q(GREY)}, fontcolor={_q('#555555')}"
+    return "shape=box, style=" + _q("filled,rounded")
+
+
+def _health(e: Edge) -> str:
+    if not e.requests:
+        return GREY
+    if e.error_ratio >= 0.05:
+        return RED
+    return ORANGE if e.error_ratio >= 0.01 else GREEN
+
+
+def _q(text: str) -> str:
+    """A DOT quoted string: backslashes and quotes escaped, newlines as centred line breaks."""
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'

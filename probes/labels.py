@@ -11,9 +11,12 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import unquote
+
+from probes.command_name import command_name
 
 # 64 hex digits at the end of a path element: "docker-<id>.scope", "cri-containerd-<id>.scope",
 # "crio-<id>.scope", "libpod-<id>.scope", or a bare "<id>" (cgroupfs drivers).
@@ -53,16 +56,38 @@ def pod_uid(cgroup_text: str) -> str:
     return m.group(1).replace("_", "-") if m else ""
 
 
-def service_name(labels: Labels, mapping: Mapping[str, str], pod_labels: Mapping[str, str]) -> str:
-    """The connection's `service`: config mapping (container, process or executable name) first, then
-    pod labels, then the container or process name, as `protocols.base.service_name` continues it."""
+def service_name(
+    labels: Labels,
+    mapping: Mapping[str, str],
+    pod_labels: Mapping[str, str],
+    env: Mapping[str, str] | None = None,
+    argv: Sequence[str] = (),
+) -> str:
+    """The connection's `service`: the config mapping (container, process or executable name) first,
+    then what the process names itself (`OTEL_SERVICE_NAME`, then `service.name` in
+    `OTEL_RESOURCE_ATTRIBUTES`), then pod labels, then the container name, then the program its command
+    line runs (probes.command_name), then the process name."""
     for key in (labels.container, labels.process, labels.executable):
         if key and key in mapping:
             return mapping[key]
+    env = env or {}
+    own = env.get("OTEL_SERVICE_NAME", "").strip() or resource_attributes(env).get("service.name", "")
+    if own:
+        return own
     for key in ("app.kubernetes.io/name", "app"):
         if pod_labels.get(key):
             return pod_labels[key]
-    return labels.container or labels.process
+    return labels.container or command_name(argv) or labels.process
+
+
+def resource_attributes(env: Mapping[str, str]) -> dict[str, str]:
+    """`OTEL_RESOURCE_ATTRIBUTES` (`key=value,...`, values percent-encoded) as the SDKs read it."""
+    out = {}
+    for item in env.get("OTEL_RESOURCE_ATTRIBUTES", "").split(","):
+        key, sep, value = item.partition("=")
+        if sep and key.strip() and value.strip():
+            out[key.strip()] = unquote(value.strip())
+    return out
 
 
 def parse_pod_labels(text: str) -> dict[str, str]:
@@ -80,6 +105,14 @@ def _read(path: Path) -> str:
         return path.read_text()
     except (OSError, UnicodeDecodeError):
         return ""
+
+
+def _cmdline(base: Path) -> list[str]:
+    try:
+        raw = (base / "cmdline").read_bytes()
+    except OSError:
+        return []
+    return [arg.decode(errors="replace") for arg in raw.split(b"\0") if arg]
 
 
 def _environ(proc: Path, pid: int) -> dict[str, str]:
@@ -135,14 +168,14 @@ class ProcessLabels:
         uid = pod_uid(cgroup)
         pod = namespace = container = ""
         pod_labels: dict[str, str] = {}
+        env = _environ(self._proc, pid)
         if uid:
             pod_labels = parse_pod_labels(_read(base / "root" / PODINFO_LABELS))
-            env = _environ(self._proc, pid)
             pod = env.get("POD_NAME") or env.get("HOSTNAME", "")
             namespace = env.get("POD_NAMESPACE") or _read(base / "root" / SA_NAMESPACE).strip()
             container = env.get("CONTAINER_NAME") or self._only_container(uid)
         labels = Labels(process, executable, container_id(cgroup), uid, pod, namespace, container)
-        service = service_name(labels, self._services, pod_labels)
+        service = service_name(labels, self._services, pod_labels, env, _cmdline(base))
         return Labels(process, executable, labels.container_id, uid, pod, namespace, container, service)
 
     def _only_container(self, uid: str) -> str:

@@ -119,6 +119,30 @@ MYSQL_BAD: Script = [
     (RESP, packet(1, b"\xff\x28\x04", length=2)),
 ]
 
+# -- Redis ------------------------------------------------------------------------------------------
+
+REDIS_GET = b"*2\r\n$3\r\nGET\r\n$1\r\nk\r\n"
+REDIS_VALUE = b"$5\r\nvalue\r\n"
+REDIS_VALID: Script = [
+    (REQ, b"*2\r\n$5\r\nHELLO\r\n$1\r\n3\r\n"),
+    (RESP, b"%1\r\n$5\r\nproto\r\n:3\r\n"),
+    (REQ, REDIS_GET + b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$1\r\nv\r\n"),
+    (RESP, REDIS_VALUE + b"+OK\r\n"),
+    (REQ, b"*2\r\n$9\r\nSUBSCRIBE\r\n$1\r\nc\r\n"),
+    (RESP, b">3\r\n$9\r\nsubscribe\r\n$1\r\nc\r\n:1\r\n>3\r\n$7\r\nmessage\r\n$1\r\nc\r\n$1\r\nm\r\n"),
+]
+REDIS_BAD: Script = [
+    (RESP, b"*1\r\n" * 100 + b":1\r\n"),  # nested deeper than the cap
+    (RESP, b"*2147483648\r\n"),  # more elements than INT_MAX
+    (RESP, b"$1000000000\r\nabc"),  # a 1 GB bulk string announced, 3 bytes sent
+    (REQ, b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$99999999999\r\n"),
+    (REQ, b"*0\r\n*-1\r\n\r\n"),  # commands redis-server ignores
+    (RESP, b"$3\r\nabcXY"),  # a bulk string not ended by CRLF
+    (RESP, b"|1\r\n+a\r\n|1\r\n+b\r\n"),  # attributes with no reply after them
+    (REQ, b"PING\x00\r\n"),
+    (RESP, b"?\r\n" * 20),
+]
+
 # -- Kafka ------------------------------------------------------------------------------------------
 
 
@@ -155,8 +179,14 @@ KAFKA_BAD: Script = [
     (REQ, struct.pack(">ihhih", 10, 3, 0, 9, 200)),  # a client id longer than the message
 ]
 
-VALID = {"http1": HTTP1_VALID, "http2": HTTP2_VALID, "mysql": MYSQL_VALID, "kafka": KAFKA_VALID}
-BAD = {"http1": HTTP1_BAD, "http2": HTTP2_BAD, "mysql": MYSQL_BAD, "kafka": KAFKA_BAD}
+VALID = {
+    "http1": HTTP1_VALID,
+    "http2": HTTP2_VALID,
+    "mysql": MYSQL_VALID,
+    "redis": REDIS_VALID,
+    "kafka": KAFKA_VALID,
+}
+BAD = {"http1": HTTP1_BAD, "http2": HTTP2_BAD, "mysql": MYSQL_BAD, "redis": REDIS_BAD, "kafka": KAFKA_BAD}
 
 
 # -- a capture file ---------------------------------------------------------------------------------

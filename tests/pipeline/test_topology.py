@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import json
+import struct
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
 
 from pipeline.jsonl import JsonlExporter
+from pipeline.service_map import Edge, ServiceMap
 from pipeline.topology import Topology, read_jsonl_records, render
-from pipeline.topology_svg import layers
+from pipeline.topology_svg import draw
 from probes.fragment import Batch, ConnEvent, Fragment, Io
 from protocols.base import ConnInfo, Endpoint, L7Record, Role
 
@@ -104,7 +106,6 @@ def three_tier() -> Topology:
 
 def test_renderers_show_three_tiers() -> None:
     m = three_tier().snapshot()
-    assert layers(m) == {"curl": 0, "python3": 1, "mariadbd": 2}
     doc = json.loads(render(m, "json"))
     assert {(e["client"], e["server"], tuple(e["protocols"])) for e in doc["edges"]} == {
         ("curl", "python3", ("http",)),
@@ -113,18 +114,35 @@ def test_renderers_show_three_tiers() -> None:
     dot = render(m, "dot")
     assert '"curl" -> "python3"' in dot and '"python3" -> "mariadbd"' in dot and "rankdir=LR" in dot
     svg = ET.fromstring(render(m, "svg"))
-    texts = [t.text for t in svg.iter("{http://www.w3.org/2000/svg}text")]
+    texts = [t.text for t in svg.iter(SVG + "text")]
     assert {"curl", "python3", "mariadbd"} <= set(texts)
     assert any(t and t.startswith("mysql · ") for t in texts)
-    assert any(t and "p50 25 ms" in t for t in texts)
+    assert any(t and "p99 25 ms" in t for t in texts)
+    x = node_x(svg)  # laid out left to right by call direction
+    assert x["curl"] < x["python3"] < x["mariadbd"]
+    assert "shape=cylinder" in dot.split('"mariadbd" [')[1].split("\n")[0]  # a database
 
 
 def test_cycles_do_not_hang_the_layout() -> None:
     back = conn("n1/3/10/1", DB, WEB, Role.CLIENT, "mariadbd")
     t = three_tier()
     t.export([rec(back, "http", 1)])
-    svg = render(t.snapshot(), "svg")
-    assert svg.count("marker-end=") == 3
+    svg = ET.fromstring(render(t.snapshot(), "svg"))
+    assert len([g for g in svg.iter(SVG + "g") if g.get("class") == "edge"]) == 3
+
+
+SVG = "{http://www.w3.org/2000/svg}"
+
+
+def node_x(svg: ET.Element) -> dict[str, float]:
+    """Each node's centre x in a Graphviz SVG (its <g class="node"> holds <title>name</title>)."""
+    out = {}
+    for g in svg.iter(SVG + "g"):
+        if g.get("class") == "node":
+            title, text = g.find(SVG + "title"), g.find(SVG + "text")
+            assert title is not None and text is not None
+            out[str(title.text)] = float(text.get("x", "0"))
+    return out
 
 
 def test_jsonl_file_round_trip(tmp_path: Path) -> None:
@@ -159,3 +177,35 @@ def test_edges_name_services_as_spans_do() -> None:
     t.export([rec(web_c, "mysql", 1), rec(db_s, "mysql", 1)])
     (edge,) = t.snapshot().edges
     assert (edge.client, edge.server) == (service_name(web_c), service_name(db_s))
+
+
+def synthetic_map(services: int = 30) -> ServiceMap:
+    """A 30-service system: gateways fanning out to services, services to databases and caches, some
+    peers known only by address, errors at several levels."""
+    names = [f"svc-{i:02d}" for i in range(services - 4)] + ["orders-db", "users-db", "cache", "10.0.0.7:443"]
+    edges = []
+    for i in range(services - 4):
+        server = names[(i * 7 + 3) % (services - 4)]
+        if server != names[i]:
+            edges.append(Edge(names[i], server, ("http",), 100 + i, i % 7, 10.0 + i, (i % 7) / (100 + i), 3.0,
+                              12.5 + i, 1000, 2000, 2))  # fmt: skip
+        db = names[-4 + i % 4]
+        protocol = {"orders-db": ("mysql",), "users-db": ("postgresql",), "cache": ("redis",)}.get(db, ())
+        requests = 50 if protocol else 0
+        edges.append(Edge(names[i], db, protocol, requests, 0, 5.0, 0.0, 1.0, 4.0, 10, 20, 1))
+    return ServiceMap(tuple(sorted(names)), tuple(edges), 60.0)
+
+
+def test_a_30_service_map_draws_every_node_and_edge_label(tmp_path: Path) -> None:
+    m = synthetic_map()
+    svg = ET.fromstring(render(m, "svg"))
+    texts = {t.text for t in svg.iter(SVG + "text")}
+    assert set(m.services) <= texts
+    for edge in m.edges:
+        assert set(edge.label().split("\n")) <= texts, edge.label()
+    assert len([g for g in svg.iter(SVG + "g") if g.get("class") == "edge"]) == len(m.edges)
+    png = draw(m, "png")
+    assert png.startswith(b"\x89PNG\r\n\x1a\n")
+    width, height = struct.unpack(">II", png[16:24])  # IHDR
+    assert width > 600 and height > 400
+    (tmp_path / "map-30.png").write_bytes(png)

@@ -41,6 +41,18 @@ def test_service_name_precedence() -> None:
     assert service_name(lab, {}, {"app.kubernetes.io/name": "cart", "app": "x"}) == "cart"
     assert service_name(lab, {}, {}) == "api"
     assert service_name(Labels(process="nginx"), {}, {}) == "nginx"
+    # What the process names itself comes after the mapping and before everything else.
+    env = {"OTEL_SERVICE_NAME": "orders", "OTEL_RESOURCE_ATTRIBUTES": "service.name=other"}
+    assert service_name(lab, {"api": "checkout"}, {}, env) == "checkout"
+    assert service_name(lab, {}, {"app": "x"}, env) == "orders"
+    attrs = {"OTEL_RESOURCE_ATTRIBUTES": "deployment.environment=prod, service.name=my%20shop"}
+    assert service_name(lab, {}, {"app": "x"}, attrs) == "my shop"
+    assert service_name(lab, {}, {"app": "x"}, {"OTEL_SERVICE_NAME": " "}) == "x"  # blank: not a name
+    # The command line comes after the container name, before the process name.
+    argv = ["python3", "-m", "orders"]
+    assert service_name(lab, {}, {}, {}, argv) == "api"
+    assert service_name(Labels(process="python3"), {}, {}, {}, argv) == "orders"
+    assert service_name(Labels(process="python3"), {}, {}, {}, ["python3", "-c", "x"]) == "python3"
     assert parse_pod_labels('app="web"\ntier="front"\n') == {"app": "web", "tier": "front"}
 
 
@@ -64,4 +76,5 @@ def test_kubernetes_pod_from_a_proc_tree(tmp_path: Path) -> None:
 def test_this_process() -> None:
     lab = ProcessLabels().get(os.getpid())
     assert lab.executable == os.path.realpath(f"/proc/{os.getpid()}/exe")
-    assert lab.process and lab.service == lab.process and lab.pod == ""
+    assert lab.process and lab.pod == ""
+    assert lab.service == "pytest"  # python -m pytest, or the venv's pytest script: named by its command line

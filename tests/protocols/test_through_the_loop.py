@@ -8,7 +8,16 @@ import pytest
 
 from protocols.base import Direction
 from protocols.registry import PROTOCOLS
-from tests.pipeline.progress_inputs import HTTP1_VALID, KAFKA_VALID, MYSQL_VALID, QUERY, RESULT
+from tests.pipeline.progress_inputs import (
+    HTTP1_VALID,
+    KAFKA_VALID,
+    MYSQL_VALID,
+    QUERY,
+    REDIS_GET,
+    REDIS_VALID,
+    REDIS_VALUE,
+    RESULT,
+)
 from tests.protocols.http2.h2_traffic import Conversation
 from tests.support.loop import REQ, RESP, Loop
 
@@ -42,6 +51,10 @@ def mysql() -> tuple[Script, list[Script]]:
     return MYSQL_VALID, [[(REQ, QUERY), (RESP, RESULT)] for _ in range(3)]
 
 
+def redis() -> tuple[Script, list[Script]]:
+    return REDIS_VALID, [[(REQ, REDIS_GET), (RESP, REDIS_VALUE)] for _ in range(3)]
+
+
 def kafka() -> tuple[Script, list[Script]]:
     from tests.protocols.kafka import wire
 
@@ -55,7 +68,7 @@ def kafka() -> tuple[Script, list[Script]]:
     return KAFKA_VALID, calls
 
 
-CONVERSATIONS = {"http1": http1, "http2": http2, "mysql": mysql, "kafka": kafka}
+CONVERSATIONS = {"http1": http1, "http2": http2, "mysql": mysql, "redis": redis, "kafka": kafka}
 
 
 def converse(protocol: str, damage: str) -> tuple[Loop, int]:

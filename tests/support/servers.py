@@ -189,3 +189,21 @@ def mariadb(data: Path, setup: Sequence[str] = ()) -> Iterator[int]:
         yield port
     finally:
         terminate(proc, timeout_s=20)
+
+
+@contextlib.contextmanager
+def redis(work_dir: Path, port: int | None = None) -> Iterator[int]:
+    """redis-server on 127.0.0.1 (no persistence, files in work_dir) in the foreground; yields the port,
+    stops it by PID."""
+    port = port or free_port()
+    work_dir.mkdir(parents=True, exist_ok=True)
+    proc = subprocess.Popen(
+        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+         "--daemonize", "no", "--dir", str(work_dir), "--logfile", str(work_dir / "redis.log")],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        wait_for_port(port)
+        yield port
+    finally:
+        terminate(proc)
