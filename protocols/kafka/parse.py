@@ -59,7 +59,7 @@ _REQUEST_START = re.compile(
 )
 # A response start: size in [4, 2^30), correlation id >= 0.
 _RESPONSE_START = re.compile(rb"(?=(?!\x00\x00\x00[\x00-\x03])[\x00-\x3f][\s\S]{3}[\x00-\x7f])")
-_NEXT_CORRELATION = 1 << 20  # the next response's correlation id, when in view, is at most this far on
+_NEXT_CORRELATION = 1 << 20  # the next response's correlation id, when in view, is at most this far off
 
 
 class _Short(Exception):
@@ -646,9 +646,11 @@ def find_boundary(buf: memoryview, direction: Direction, start: int) -> int | No
         nxt = p + 4 + size
         if nxt == n:  # ends exactly where the bytes in view end (the end of a read)
             return p
-        if nxt + 8 <= n:  # the next response in view: it must follow on, with a later correlation id
+        if nxt + 8 <= n:  # the next response in view: it must follow on, with a nearby correlation id
             size2, correlation2 = struct.unpack_from(">ii", buf, nxt)
-            if 4 <= size2 <= MAX_SIZE and correlation < correlation2 <= correlation + _NEXT_CORRELATION:
+            # Not always a later one: the Java client numbers a connection's ApiVersions after the
+            # request it was opened for (ApiVersions 8, then JoinGroup 7).
+            if 4 <= size2 <= MAX_SIZE and 0 < abs(correlation2 - correlation) <= _NEXT_CORRELATION:
                 return p
     return None
 

@@ -244,3 +244,20 @@ def test_the_registry_detects_kafka_among_every_protocol() -> None:
     parser.add(w.frag(Io.SEND, resp))
     records = parser.process(final=True)
     assert [r.name for r in records] == ["ApiVersions", "Metadata"]
+
+
+def test_responses_buffered_before_detection_start_at_their_first_byte() -> None:
+    """Java 4.1 consumer, coordinator connection (recorded bytes' shape): ApiVersions is numbered 8 and
+    the JoinGroup it was opened for 7. Both directions were buffered before the loop detected Kafka,
+    so the response stream is resynced from its first byte: it must resume there, not further on (it
+    once took a later, false boundary and lost every exchange of the connection)."""
+    loop = Loop(SPEC, detect=True)
+    loop.feed(REQ, wire.api_versions_request(4, 8))
+    loop.feed(RESP, wire.api_versions_response(4, 8))
+    loop.feed(REQ, wire.group_request("JoinGroup", 9, 7, "grp"))
+    loop.feed(RESP, wire.group_response("JoinGroup", 9, 7, 79))
+    loop.feed(REQ, wire.group_request("SyncGroup", 5, 9, "grp"))
+    loop.feed(RESP, wire.group_response("SyncGroup", 5, 9, 0))
+    loop.run(eof=True)
+    assert [r.name for r in loop.records] == ["ApiVersions", "JoinGroup", "SyncGroup"]
+    assert loop.records[1].error_type == "MEMBER_ID_REQUIRED" and loop.health.total("unmatched_frames") == 0
