@@ -64,7 +64,7 @@ from protocols.postgres.types import (
 V = TypeVar("V")
 ABORTED = "pipeline_aborted"
 _UNANSWERED = frozenset({H, X, T_OPAQUE, PASSWORD, COPY_DATA, COPY_DONE, COPY_FAIL})
-_IGNORED = ASYNC | {T_OPAQUE, T_SSL_REPLY}
+_IGNORED = ASYNC | {T_OPAQUE}
 _EXTENDED = frozenset({P, B, D, C, E})
 _SYNCS = frozenset({S, Q, F, T_STARTUP})  # requests answered by ReadyForQuery
 _COPY_FROM_CLIENT = frozenset({COPY_DATA, COPY_DONE, COPY_FAIL})
@@ -191,6 +191,11 @@ def _answer(
             resps.popleft()
             state.unmatched += 1
             continue
+        if p.frames == 0 and state.desynced and t == Q and _answered_later(reqs, r.start_ns):
+            reqs.popleft()  # its answer was lost in a gap: this one is the next query's
+            state.unmatched += 1
+            state.progress = None
+            return True
         if rt == READY and t not in _SYNCS:
             # The Sync's answer while this request is unanswered: bytes were lost or the capture joined
             # mid-batch. This request is dropped; the ReadyForQuery stays for its Sync.
@@ -249,6 +254,11 @@ def _answer(
             return _done(req, reqs, state, p, out)
         if not (t == D and rt == PARAM_DESC):
             p.degraded = True
+
+
+def _answered_later(reqs: deque[Timed[Msg]], response_start_ns: int) -> bool:
+    """The next query was sent before this answer began (a simple query waits for its answer)."""
+    return len(reqs) > 1 and reqs[1].frame.type == Q and reqs[1].start_ns <= response_start_ns
 
 
 def _tag(p: Progress, tag: bytes) -> None:

@@ -8,7 +8,15 @@ import pytest
 
 from protocols.base import Direction
 from protocols.registry import PROTOCOLS
-from tests.pipeline.progress_inputs import HTTP1_VALID, MYSQL_VALID, QUERY, RESULT
+from tests.pipeline.progress_inputs import (
+    HTTP1_VALID,
+    MYSQL_VALID,
+    PG_QUERY,
+    PG_RESULT,
+    POSTGRES_VALID,
+    QUERY,
+    RESULT,
+)
 from tests.protocols.http2.h2_traffic import Conversation
 from tests.support.loop import REQ, RESP, Loop
 
@@ -42,7 +50,11 @@ def mysql() -> tuple[Script, list[Script]]:
     return MYSQL_VALID, [[(REQ, QUERY), (RESP, RESULT)] for _ in range(3)]
 
 
-CONVERSATIONS = {"http1": http1, "http2": http2, "mysql": mysql}
+def postgres() -> tuple[Script, list[Script]]:
+    return POSTGRES_VALID, [[(REQ, PG_QUERY), (RESP, PG_RESULT)] for _ in range(3)]
+
+
+CONVERSATIONS = {"http1": http1, "http2": http2, "mysql": mysql, "postgres": postgres}
 
 
 def converse(protocol: str, damage: str) -> tuple[Loop, int]:

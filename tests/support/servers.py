@@ -230,7 +230,8 @@ def postgres(setup: Sequence[str] = ()) -> Iterator[tuple[int, Path]]:
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )  # fmt: skip
         wait_for_port(port, timeout=30)
-        with psycopg.connect(host=str(sock), port=port, user="postgres", dbname="postgres", autocommit=True) as c:
+        admin = {"host": str(sock), "port": port, "user": "postgres", "dbname": "postgres"}
+        with psycopg.connect(**admin, autocommit=True) as c:  # type: ignore[arg-type]
             for statement in setup:
                 c.execute(statement.encode())
         yield port, sock
