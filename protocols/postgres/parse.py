@@ -90,50 +90,69 @@ def _startup_params(body: bytes) -> dict[bytes, bytes] | None:
 # -- parse_frame -----------------------------------------------------------------------------------
 
 
+_REQUEST = Direction.REQUEST
+# Per type byte: None (not a message type in that direction) or (bytes of body kept, fixed length or 0).
+_REQ_KIND: list[tuple[int, int] | None] = [
+    (_REQ_CAP.get(t, 0), FIXED_REQUEST.get(t, 0)) if t in FRONTEND else None for t in range(256)
+]
+_RESP_KIND: list[tuple[int, int] | None] = [
+    (_RESP_CAP.get(t, 0), FIXED_RESPONSE.get(t, 0)) if t in BACKEND else None for t in range(256)
+]
+
+
 def parse_frame(buf: memoryview, direction: Direction, state: State) -> ParseResult:
-    n = len(buf)
-    t = buf[0]
     if state.tls or state.ssl_pending:
-        if 0x14 <= t <= 0x17 and n >= 2 and buf[1] == 3:  # a TLS record: ciphertext, passed over
-            if n < 5:
-                return NEED_DATA
-            size = 5 + _be16(buf, 3)
-            return Parsed(Msg(T_OPAQUE, size), min(size, n)) if n >= size else NEED_DATA
-        if direction is Direction.RESPONSE and state.ssl_pending and t in b"NSG":
-            state.ssl_pending = False
-            state.tls = t != 0x4E
-            return Parsed(Msg(T_SSL_REPLY, 1, bytes([t])), 1)
+        special = _special(buf, direction, state)
+        if special is not None:
+            return special
+    n = len(buf)
     if n < 5:
         return NEED_DATA
-    if direction is Direction.REQUEST:
-        if t == 0:
+    t = buf[0]
+    request = direction is _REQUEST
+    kind = (_REQ_KIND if request else _RESP_KIND)[t]
+    if kind is None:
+        if request and t == 0:
             return _untyped(buf, state)
-        if t not in FRONTEND:
-            return Invalid("unknown message type")
-        cap = _REQ_CAP.get(t, 0)
-        fixed = FIXED_REQUEST.get(t)
-    else:
-        if t not in BACKEND:
-            return Invalid("unknown message type")
-        cap = _RESP_CAP.get(t, 0)
-        fixed = FIXED_RESPONSE.get(t)
-    length = _be32(buf, 1)
+        return Invalid("unknown message type")
+    length = (buf[1] << 24) | (buf[2] << 16) | (buf[3] << 8) | buf[4]
     if length < 4 or length > MAX_LEN:
         return Invalid("bad length")
-    if fixed is not None and length != fixed:
+    cap, fixed = kind
+    if fixed and length != fixed:
         return Invalid("bad length for type")
     size = 1 + length
-    body = length - 4
     if n < size:
+        body = length - 4
         keep = body if body < cap else cap
         if body > SKIP_OVER and n >= 5 + keep:  # a long body: keep its head, pass the rest unbuffered
-            return Skip(_message(t, length, buf[5 : 5 + keep], direction), 5 + keep, body - keep)
+            return Skip(_message(t, length, buf[5 : 5 + keep], request), 5 + keep, body - keep)
         return NEED_DATA
-    if t == DATA_ROW and direction is Direction.RESPONSE:
-        return _rows(buf, size)
     if cap == 0:
+        if t == DATA_ROW and not request:
+            return _rows(buf, size)
         return Parsed(_new(Msg, (t, length, b"", 1)), size)
-    return Parsed(_message(t, length, buf[5 : 5 + (body if body < cap else cap)], direction), size)
+    body = length - 4
+    if t in (B, ERROR):
+        return Parsed(_message(t, length, buf[5 : 5 + (body if body < cap else cap)], request), size)
+    return Parsed(_new(Msg, (t, length, bytes(buf[5 : 5 + (body if body < cap else cap)]), 1)), size)
+
+
+def _special(buf: memoryview, direction: Direction, state: State) -> ParseResult | None:
+    """After an SSLRequest/GSSENCRequest: its one-byte answer, and TLS records passed over (ciphertext
+    the capture emitted; the plaintext, when the TLS probes see it, parses as usual). None: plain."""
+    n = len(buf)
+    t = buf[0]
+    if 0x14 <= t <= 0x17 and n >= 2 and buf[1] == 3:  # a TLS record
+        if n < 5:
+            return NEED_DATA
+        size = 5 + _be16(buf, 3)
+        return Parsed(Msg(T_OPAQUE, size), size) if n >= size else NEED_DATA
+    if direction is Direction.RESPONSE and state.ssl_pending and t in b"NSG":
+        state.ssl_pending = False
+        state.tls = t != 0x4E
+        return Parsed(Msg(T_SSL_REPLY, 1, bytes([t])), 1)
+    return None
 
 
 def _rows(buf: memoryview, size: int) -> Parsed[Msg]:
@@ -147,8 +166,8 @@ def _rows(buf: memoryview, size: int) -> Parsed[Msg]:
     return Parsed(_new(Msg, (DATA_ROW, size - 1, b"", count)), end)
 
 
-def _message(t: int, length: int, body: memoryview, direction: Direction) -> Msg:
-    if direction is Direction.REQUEST:
+def _message(t: int, length: int, body: memoryview, request: bool) -> Msg:
+    if request:
         if t == B:  # portal and statement names only: the parameter values that follow are not kept
             raw = bytes(body)
             names = raw.split(b"\x00", 2)

@@ -112,3 +112,20 @@ def analyze(sql: str) -> tuple[str, str, str, int]:
     """(redacted text, operation, table, statement count); only redacted text is cached, so no
     literal outlives a call."""
     return _describe(_TOKENS.sub(_sub, sql))
+
+
+_SAFE: dict[bytes, tuple[str, str, str, int]] = {}  # raw SQL that holds no literal nor comment -> analysis
+_SAFE_CAP = 1024
+
+
+def analyze_bytes(raw: bytes) -> tuple[str, str, str, int]:
+    """analyze() of SQL bytes. Text that redaction leaves as it was (no literal, no comment: typical of
+    prepared statements with $n parameters) is cached by its bytes, since they reveal nothing more."""
+    hit = _SAFE.get(raw)
+    if hit is not None:
+        return hit
+    sql = raw.decode("utf-8", "replace")
+    out = analyze(sql)
+    if out[0] == sql and len(_SAFE) < _SAFE_CAP:
+        _SAFE[raw] = out
+    return out

@@ -15,7 +15,7 @@ from collections import deque
 from typing import TypeVar
 
 from protocols.base import Timed
-from protocols.postgres.sql import analyze
+from protocols.postgres.sql import analyze_bytes
 from protocols.postgres.types import (
     ASYNC,
     BIND_OK,
@@ -102,6 +102,13 @@ def stitch(reqs: deque[Timed[Msg]], resps: deque[Timed[Msg]], state: State) -> l
             continue
         p = state.progress
         if p is None or p.position != req.position:
+            if resps and t in _EXPECTED:  # fast path: a one-message answer (ParseComplete, ...) is in
+                r = resps[0]
+                if r.frame.type in _EXPECTED[t] and r.end_ns >= req.start_ns:
+                    resps.popleft()
+                    reqs.popleft()
+                    _acked(req, req.truncated or r.truncated, state)
+                    continue
             p = state.progress = Progress(req.position)
         x_done = _answer(req, reqs, resps, state, p, out)
         if not x_done:
@@ -115,7 +122,7 @@ def _skipped(req: Timed[Msg], state: State) -> Exchange | None:
     t = f.type
     if t == P:
         name, _, rest = f.data.partition(b"\x00")
-        text, op, table, _ = analyze(rest.partition(b"\x00")[0].decode("utf-8", "replace"))
+        text, op, table, _ = analyze_bytes(rest.partition(b"\x00")[0])
         _remember(state.skipped, b"S" + name, Stmt(text, op, table))
     elif t == B:
         portal, stmt = _names(f.data)
@@ -352,11 +359,11 @@ def _exchange(req: Timed[Msg], state: State, t: int, end_ns: int) -> Exchange:
     x.namespace, x.user = state.database, state.user
     stmt: Stmt | None = None
     if t == Q:
-        text, op, table, _ = analyze(f.data.partition(b"\x00")[0].decode("utf-8", "replace"))
+        text, op, table, _ = analyze_bytes(f.data.partition(b"\x00")[0])
         stmt = Stmt(text, op, table)
     elif t == P:
         name, _, rest = f.data.partition(b"\x00")
-        text, op, table, _ = analyze(rest.partition(b"\x00")[0].decode("utf-8", "replace"))
+        text, op, table, _ = analyze_bytes(rest.partition(b"\x00")[0])
         stmt = Stmt(text, op, table)
     elif t == B:
         stmt = state.stmts.get(_names(f.data)[1])
@@ -377,6 +384,29 @@ def _exchange(req: Timed[Msg], state: State, t: int, end_ns: int) -> Exchange:
     return x
 
 
+def _acked(req: Timed[Msg], truncated: bool, state: State) -> None:
+    """Parse, Bind, Describe or Close succeeded: the statement and portal maps follow the server's."""
+    f = req.frame
+    t = f.type
+    if t == P:
+        name, _, rest = f.data.partition(b"\x00")
+        text, op, table, _ = analyze_bytes(rest.partition(b"\x00")[0])
+        _remember(state.stmts, name, Stmt(text, op, table))
+    elif t == B:
+        portal, stmt = _names(f.data)
+        _remember(state.portals, portal, state.stmts.get(stmt))
+    elif t == C:
+        closed = f.data[1:].partition(b"\x00")[0]
+        if f.data[:1] == b"S":
+            state.stmts.pop(closed, None)
+        else:
+            state.portals.pop(closed, None)
+    if state.batch_start_ns < 0:
+        state.batch_start_ns, state.batch_truncated = req.start_ns, truncated
+    elif truncated:
+        state.batch_truncated = True
+
+
 def _done(req: Timed[Msg], reqs: deque[Timed[Msg]], state: State, p: Progress, out: list[Exchange]) -> bool:
     """The head request is answered: update the statement maps, report what is an exchange."""
     reqs.popleft()
@@ -385,24 +415,8 @@ def _done(req: Timed[Msg], reqs: deque[Timed[Msg]], state: State, p: Progress, o
     t = f.type
     truncated = p.truncated or req.truncated
     if not p.sqlstate:
-        if t == P:
-            name, _, rest = f.data.partition(b"\x00")
-            text, op, table, _ = analyze(rest.partition(b"\x00")[0].decode("utf-8", "replace"))
-            _remember(state.stmts, name, Stmt(text, op, table))
-        elif t == B:
-            portal, stmt = _names(f.data)
-            _remember(state.portals, portal, state.stmts.get(stmt))
-        elif t == C:
-            closed = f.data[1:].partition(b"\x00")[0]
-            if f.data[:1] == b"S":
-                state.stmts.pop(closed, None)
-            else:
-                state.portals.pop(closed, None)
-        if t in (P, B, D, C):
-            if state.batch_start_ns < 0:
-                state.batch_start_ns, state.batch_truncated = req.start_ns, truncated
-            else:
-                state.batch_truncated = state.batch_truncated or truncated
+        if t in _EXPECTED:
+            _acked(req, truncated, state)
             return True
         if t == S:
             return True
