@@ -24,7 +24,7 @@ case "$mode" in setup | run | test) ;; *) fail "unknown mode '$mode': use run, t
 
 # -- system packages ---------------------------------------------------------------------------
 runtime=(python3 python3-venv python3-bpfcc ca-certificates iproute2)
-testing=(curl nginx mariadb-server tshark tcpdump wrk openjdk-17-jre-headless maven
+testing=(curl nginx mariadb-server postgresql tshark tcpdump wrk openjdk-17-jre-headless maven
          prometheus prometheus-alertmanager librsvg2-bin tmux procps util-linux)
 want=("${runtime[@]}")
 [ "$mode" = test ] && want+=("${testing[@]}")
