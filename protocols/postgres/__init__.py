@@ -11,7 +11,8 @@ from protocols.postgres.types import Exchange, Msg, State
 
 def on_gap(state: State, direction: Direction) -> None:
     """Lost bytes: the answer in progress, the batch being assembled and an abort can't be trusted."""
-    state.progress = None  # the framing loop drops queued frames on a gap
+    if state.progress is not None:  # the head request stays queued: its answer lost bytes
+        state.progress.truncated = True
     state.aborted = False
     state.skipped.clear()
     if state.pending_error is not None:  # its Execute's answer can no longer be told apart

@@ -21,10 +21,12 @@ from protocols.postgres.types import (
     BIND_OK,
     CLOSE_OK,
     COMPLETE,
+    COPY_BOTH,
     COPY_DATA,
     COPY_DONE,
     COPY_FAIL,
     COPY_IN,
+    COPY_OUT,
     DATA_ROW,
     EMPTY,
     ERROR,
@@ -74,6 +76,28 @@ _EXPECTED: dict[int, frozenset[int]] = {  # the message that completes each exte
     B: frozenset({BIND_OK}),
     D: frozenset({ROW_DESC, NO_DATA}),
     C: frozenset({CLOSE_OK}),
+}
+_NOTHING: frozenset[int] = frozenset()
+_COPY = frozenset({COPY_IN, COPY_OUT, COPY_BOTH, COPY_DATA, COPY_DONE})
+# What may come in the answer to each request, and what may start it (ErrorResponse always may).
+_CONTINUES: dict[int, frozenset[int]] = {
+    Q: frozenset({ROW_DESC, DATA_ROW, COMPLETE, EMPTY, READY, ERROR}) | _COPY,
+    F: frozenset({FUNC_RESULT, READY, ERROR}),
+    E: frozenset({DATA_ROW, COMPLETE, EMPTY, SUSPENDED, ERROR}) | _COPY,
+    S: frozenset({READY, ERROR}),
+    T_STARTUP: frozenset(),
+    **{k: v | {ERROR} for k, v in _EXPECTED.items()},
+}
+_CONTINUES[D] = _CONTINUES[D] | {PARAM_DESC}
+_STARTS: dict[int, frozenset[int]] = {
+    P: frozenset({PARSE_OK}),
+    B: frozenset({BIND_OK}),
+    D: frozenset({PARAM_DESC, ROW_DESC, NO_DATA}),
+    C: frozenset({CLOSE_OK}),
+    E: frozenset({DATA_ROW, COMPLETE, EMPTY, SUSPENDED, COPY_IN, COPY_OUT, COPY_BOTH}),
+    S: frozenset({READY}),
+    Q: frozenset({ROW_DESC, DATA_ROW, COMPLETE, EMPTY, COPY_IN, COPY_OUT, COPY_BOTH, READY}),
+    F: frozenset({FUNC_RESULT, READY}),
 }
 _KIND = {P: "parse", B: "bind", D: "describe", E: "execute", Q: "query", F: "function"}
 
@@ -198,16 +222,20 @@ def _answer(
             resps.popleft()
             state.unmatched += 1
             continue
-        if p.frames == 0 and state.desynced and t == Q and _answered_later(reqs, r.start_ns):
-            reqs.popleft()  # its answer was lost in a gap: this one is the next query's
+        if state.desynced and t == Q and _answered_later(reqs, r.start_ns):
+            _lost(req, reqs, resps, state, p, out, rt)  # the rest of its answer was lost in a gap:
+            return True  # this message answers the next query, sent before it began
+        if rt not in _CONTINUES.get(t, _NOTHING):
+            # Not part of this request's answer. Bytes were lost (its end among them: a zero-filled tail,
+            # a gap) or the capture joined mid-batch: when a later request's answer starts with it, this
+            # request is finished as far as it was seen and that message stays for the later one.
+            if rt == READY or _later_answers(reqs, rt):
+                _lost(req, reqs, resps, state, p, out, rt)
+                return True
+            resps.popleft()  # answers nothing queued
             state.unmatched += 1
-            state.progress = None
-            return True
-        if rt == READY and t not in _SYNCS:
-            # The Sync's answer while this request is unanswered: bytes were lost or the capture joined
-            # mid-batch. This request is dropped; the ReadyForQuery stays for its Sync.
-            _unanswered(reqs, resps, state)
-            return True
+            p.degraded = True
+            continue
         resps.popleft()
         p.frames += 1
         p.end_ns = r.end_ns
@@ -276,13 +304,40 @@ def _tag(p: Progress, tag: bytes) -> None:
             p.rows = int(last)
 
 
-def _unanswered(reqs: deque[Timed[Msg]], resps: deque[Timed[Msg]], state: State) -> None:
-    """Drop the head request, counted; a ReadyForQuery that no Sync/Query awaits goes too."""
+def _later_answers(reqs: deque[Timed[Msg]], rt: int) -> bool:
+    """A queued request after the head (among the next 64) has an answer that starts with type rt."""
+    for k in range(1, min(len(reqs), 65)):
+        starts = _STARTS.get(reqs[k].frame.type)
+        if starts is not None and rt in starts:
+            return True
+    return False
+
+
+def _lost(
+    req: Timed[Msg],
+    reqs: deque[Timed[Msg]],
+    resps: deque[Timed[Msg]],
+    state: State,
+    p: Progress,
+    out: list[Exchange],
+    rt: int,
+) -> None:
+    """The head request's answer ended unseen: a Query or Execute is recorded as far as it went
+    (truncated, degraded), any other request is counted. A ReadyForQuery that no queued
+    Sync/Query/FunctionCall awaits is counted and dropped too."""
     reqs.popleft()
-    state.unmatched += 1
     state.progress = None
-    state.desynced = True
-    if not any(r.frame.type in _SYNCS for r in reqs):
+    t = req.frame.type
+    if t in (Q, E, F):
+        x = _exchange(req, state, t, p.end_ns)
+        state.batch_start_ns = -1
+        x.sqlstate = x.error_type = p.sqlstate
+        x.returned_rows = p.rows
+        x.truncated = x.degraded = True
+        out.append(_mark(x, state))
+    else:
+        state.unmatched += 1
+    if rt == READY and not any(r.frame.type in _SYNCS for r in reqs):
         resps.popleft()
         state.unmatched += 1
 

@@ -62,6 +62,8 @@ def _clients(port: int) -> None:
         c.execute("SELECT bid FROM pgbench_branches WHERE bid = %s", (1,))
         with pytest.raises(psycopg.errors.UndefinedTable):
             c.execute("SELECT * FROM missing_table")
+        big = c.execute("SELECT repeat('x', 12582912) AS big").fetchone()  # one 12 MiB DataRow
+        assert big is not None and len(big[0]) == 12 << 20
         with c.pipeline():
             for i in range(5):
                 c.execute("SELECT tid FROM pgbench_tellers WHERE tid = %s", (i + 1,))
@@ -81,7 +83,8 @@ def test_psycopg_asyncpg_pgbench_each_exchange_once_per_side(pg: int, tmp_path: 
     out = tmp_path / "records.jsonl"
     env = base_env(L7SCOPE_CAPTURE_ONLY_PORTS=str(pg))
     bench_env = os.environ | {"PGPASSWORD": PASSWORD}
-    with l7scope("run", "--no-table", "--export", f"jsonl:{out}", env=env):
+    map_out = tmp_path / "map.json"
+    with l7scope("run", "--no-table", "--export", f"jsonl:{out}", "--map-out", str(map_out), env=env):
         time.sleep(0.5)
         _clients(pg)
         subprocess.run(
@@ -89,7 +92,7 @@ def test_psycopg_asyncpg_pgbench_each_exchange_once_per_side(pg: int, tmp_path: 
              "-p", str(pg), "-U", "app", "shop"],
             check=True, capture_output=True, timeout=120, env=bench_env,
         )  # fmt: skip
-        per_side = 4 + 5 + 3 + 7 * TRANSACTIONS * CLIENTS
+        per_side = 5 + 5 + 3 + 7 * TRANSACTIONS * CLIENTS
         records = _records(out, pg, 2 * per_side)
     by_side = {side: [r for r in records if r["role"] == side] for side in ("client", "server")}
     for side, recs in by_side.items():
@@ -106,8 +109,13 @@ def test_psycopg_asyncpg_pgbench_each_exchange_once_per_side(pg: int, tmp_path: 
             names[("BEGIN", None)] == TRANSACTIONS * CLIENTS
             and names[("END", None)] == TRANSACTIONS * CLIENTS
         )
+        (big,) = [r for r in recs if r["attributes"].get("db.query.text") == "SELECT repeat(?, ?) AS big"]
+        assert big["attributes"]["db.response.returned_rows"] == 1 and big["error_type"] is None
         ids = [r["record_id"] for r in recs]
         assert len(ids) == len(set(ids)), side  # none twice
         assert all(r["protocol"] == "postgres" for r in recs)
+    edges = [e for e in json.loads(map_out.read_text())["edges"] if "postgres" in e["protocols"]]
+    assert edges and all(e["server"] == "postgres" for e in edges), edges
+    assert sum(e["requests"] for e in edges) >= 7 * TRANSACTIONS * CLIENTS
     text = out.read_text()
     assert PASSWORD not in text and LITERAL not in text

@@ -426,3 +426,42 @@ def test_execute_of_a_statement_prepared_before_the_capture_is_degraded() -> Non
     loop.run(eof=True)
     clean(loop)
     assert [(r.name, r.degraded) for r in loop.records] == [("postgresql", True), ("postgresql", True)]
+
+
+def test_query_whose_end_was_not_copied_does_not_take_the_pipeline_after_it() -> None:
+    """Seen live (psycopg, 12 MiB row): the client's last recv of the result moved 401,468 bytes, of
+    which the capture copied 256, so its CommandComplete and ReadyForQuery were zeros; the pipeline's
+    answers after it were taken as the rest of that query's answer (5 rows, the pipeline lost)."""
+    loop = Loop()
+    logged_in(loop)
+    big = row_description("big") + data_row(b"x" * (12 << 20)) + complete("SELECT 1") + READY_IDLE
+    loop.feed(REQ, query("SELECT repeat('x', 12582912) AS big"))
+    tail = 401_468
+    for k in range(0, len(big) - tail, 1 << 20):
+        piece = big[k : min(k + (1 << 20), len(big) - tail)]
+        loop.feed(RESP, piece[:4096], length=len(piece))
+    loop.feed(RESP, big[-tail:][:256], length=tail)
+    loop.feed(REQ, b"".join(extended("SELECT $1::int AS tid", b"%d" % i) for i in range(5)) + SYNC + FLUSH)
+    loop.feed(RESP, b"".join(extended_answer(("tid",), [(b"1",)]) for _ in range(5)) + READY_IDLE)
+    loop.feed(REQ, query("SELECT 2"))
+    loop.feed(RESP, result(("a",), [(b"2",)]) + READY_IDLE)
+    loop.run(eof=True)
+    assert loop.errors == []
+    names = [(r.name, r.attributes.get("db.response.returned_rows"), r.truncated) for r in loop.records]
+    assert names == [("SELECT", 1, True)] + [("SELECT", 1, False)] * 6
+    assert loop.records[1].attributes["db.query.text"] == "SELECT $1::int AS tid"
+
+
+def test_execute_whose_answer_was_lost_is_recorded_truncated() -> None:
+    loop = Loop()
+    logged_in(loop)
+    loop.feed(REQ, extended("SELECT a FROM t1") + extended("SELECT b FROM t2") + SYNC)
+    # The first Execute's rows and CommandComplete never arrive (a hole the loop already crossed).
+    loop.feed(RESP, PARSE_OK + BIND_OK + row_description("a") + data_row(b"1"))
+    loop.feed(RESP, extended_answer(("b",), [(b"2",)]) + READY_IDLE)
+    loop.run(eof=True)
+    assert loop.errors == []
+    assert [(r.name, r.truncated, r.degraded) for r in loop.records] == [
+        ("SELECT t1", True, True),
+        ("SELECT t2", False, False),
+    ]
