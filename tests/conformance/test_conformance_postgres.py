@@ -5,6 +5,8 @@ prepared statements, recorded with tcpdump. Operations, errors and times (within
 from __future__ import annotations
 
 import asyncio
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -59,6 +61,18 @@ def _traffic(port: int) -> None:
         c.execute("SELECT 1; SELECT 2")
         with pytest.raises(psycopg.errors.UndefinedTable):
             c.execute("SELECT * FROM missing_table")
+        with c.cursor().copy("COPY items (id, name) FROM STDIN") as cp:
+            cp.write_row((10, LITERAL))
+        c.execute("LISTEN jobs")
+        with psycopg.connect(user="app", autocommit=True, **dsn) as other:
+            other.execute("NOTIFY jobs, 'job-1'")
+        time.sleep(0.05)  # the notification arrives while this connection is idle
+        c.execute("SELECT 4")
+        slow = threading.Timer(0.3, c.cancel)  # a CancelRequest on a connection of its own
+        slow.start()
+        with pytest.raises(psycopg.errors.QueryCanceled):
+            c.execute("SELECT pg_sleep(5)")
+        slow.join()
     with psycopg.connect(user="md5user", **dsn) as c:
         c.execute("SELECT 3").fetchall()
     with pytest.raises(psycopg.OperationalError):
@@ -70,8 +84,10 @@ def _traffic(port: int) -> None:
         conn = await asyncpg.connect(
             host="127.0.0.1", port=port, user="app", password=PASSWORD, database="shop", ssl=False
         )
-        assert len(await conn.fetch("SELECT id, name FROM items WHERE id >= $1", 1)) == 2
+        assert len(await conn.fetch("SELECT id, name FROM items WHERE id >= $1", 1)) == 3
         await conn.execute("UPDATE items SET name = $1 WHERE id = $2", LITERAL, 2)
+        async with conn.transaction():  # a cursor: Execute with a row limit, PortalSuspended
+            assert len([r async for r in conn.cursor("SELECT id FROM items", prefetch=1)]) == 3
         await conn.close()
 
     asyncio.run(with_asyncpg())
@@ -143,7 +159,9 @@ def _pair(
                     )
                 batch_start = None
             continue
-        if t == "Startup message":
+        if t == "Cancel request":
+            out.append({**x, "operation": "CANCEL"})
+        elif t == "Startup message":
             end, error = take({"Ready for query", "Error"})
             out.append({**x, "operation": "LOGIN", "end_ns": end, "error": error or None})
         elif t == "Simple query":
@@ -211,7 +229,9 @@ def test_postgres_replay_matches_tshark(pg: int, tmp_path: Path) -> None:
         ("SELEC", "42601") in ops and ("SELECT missing_table", "42P01") in ops and ("SELECT", "22012") in ops
     )
     assert ("SELECT", "pipeline_aborted") in ops and ("LOGIN", "28P01") in ops and ("COPY items", None) in ops
-    assert ("UPDATE items", None) in ops and ops.count(("LOGIN", None)) == 3
+    assert ("UPDATE items", None) in ops and ops.count(("LOGIN", None)) == 4
+    assert ("CANCEL", None) in ops and ("SELECT", "57014") in ops and ("LISTEN", None) in ops
+    assert ops.count(("COPY items", None)) == 2 and ops.count(("SELECT items", None)) >= 4 + 2
     assert all(r["protocol"] == "postgres" and not r["degraded"] for r in records)
     assert {r["attributes"]["db.system.name"] for r in records} == {"postgresql"}
     text = pcap.with_suffix(".jsonl").read_text()
