@@ -143,6 +143,8 @@ def _special(buf: memoryview, direction: Direction, state: State) -> ParseResult
     the capture emitted; the plaintext, when the TLS probes see it, parses as usual). None: plain."""
     n = len(buf)
     t = buf[0]
+    if state.gss:  # GSSAPI-encrypted: opaque to the end (its plaintext is never exposed to probes)
+        return Parsed(Msg(T_OPAQUE, n), n)
     if 0x14 <= t <= 0x17 and n >= 2 and buf[1] == 3:  # a TLS record
         if n < 5:
             return NEED_DATA
@@ -151,6 +153,7 @@ def _special(buf: memoryview, direction: Direction, state: State) -> ParseResult
     if direction is Direction.RESPONSE and state.ssl_pending and t in b"NSG":
         state.ssl_pending = False
         state.tls = t != 0x4E
+        state.gss = t == 0x47
         return Parsed(Msg(T_SSL_REPLY, 1, bytes([t])), 1)
     return None
 

@@ -178,7 +178,7 @@ def _skipped(req: Timed[Msg], state: State) -> Exchange | None:
 
 def _ignored(f: Msg, state: State) -> None:
     if f.type == T_SSL_REPLY:
-        state.tls = f.data == b"S"
+        state.tls = f.data != b"N"
 
 
 def _answer(

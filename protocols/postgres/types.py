@@ -115,6 +115,7 @@ class State:
     database: str = ""
     ssl_pending: bool = False  # SSLRequest/GSSENCRequest sent: the next response byte is its answer
     tls: bool = False  # SSLRequest accepted: TLS records may pass (plaintext comes through TLS probes)
+    gss: bool = False  # GSSENCRequest accepted: the rest of the connection is GSSAPI-encrypted
     stmts: dict[bytes, Stmt] = field(default_factory=dict)
     portals: dict[bytes, Stmt | None] = field(default_factory=dict)
     aborted: bool = False  # an error in an extended-query batch: the server skips to Sync

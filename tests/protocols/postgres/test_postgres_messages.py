@@ -465,3 +465,24 @@ def test_execute_whose_answer_was_lost_is_recorded_truncated() -> None:
         ("SELECT t1", True, True),
         ("SELECT t2", False, False),
     ]
+
+
+def test_gss_encryption_accepted_makes_the_rest_opaque() -> None:
+    loop = Loop()
+    loop.feed(REQ, GSS_REQUEST)
+    loop.feed(RESP, b"G")
+    loop.feed(REQ, b"\x00\x00\x00\x40" + bytes(range(64)))  # GSSAPI-wrapped tokens: never parsed
+    loop.feed(RESP, b"\x00\x00\x00\x20" + bytes(range(32)))
+    loop.run(eof=True)
+    assert loop.errors == [] and loop.records == [] and loop.state.gss
+
+
+def test_gss_encryption_refused_then_plain_login() -> None:
+    loop = Loop()
+    loop.feed(REQ, GSS_REQUEST)
+    loop.feed(RESP, b"N")
+    loop.feed(REQ, startup())
+    loop.feed(RESP, AUTH_OK + READY_IDLE)
+    loop.run(eof=True)
+    clean(loop)
+    assert [r.name for r in loop.records] == ["LOGIN"]
