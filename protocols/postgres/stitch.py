@@ -292,8 +292,12 @@ def _answer(
 
 
 def _answered_later(reqs: deque[Timed[Msg]], response_start_ns: int) -> bool:
-    """The next query was sent before this answer began (a simple query waits for its answer)."""
-    return len(reqs) > 1 and reqs[1].frame.type == Q and reqs[1].start_ns <= response_start_ns
+    """The next request was sent before this message began: a simple-query client sends nothing but
+    COPY data before the ReadyForQuery, so the message answers that later request."""
+    if len(reqs) < 2:
+        return False
+    nxt = reqs[1]
+    return nxt.frame.type not in _COPY_FROM_CLIENT and nxt.start_ns <= response_start_ns
 
 
 def _tag(p: Progress, tag: bytes) -> None:
@@ -337,6 +341,8 @@ def _lost(
         out.append(_mark(x, state))
     else:
         state.unmatched += 1
+        if t in _EXPECTED:  # answered later ones arrived, so it succeeded: the maps follow it
+            _acked(req, True, state)
     if rt == READY and not any(r.frame.type in _SYNCS for r in reqs):
         resps.popleft()
         state.unmatched += 1

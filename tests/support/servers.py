@@ -199,10 +199,11 @@ host all all 127.0.0.1/32 scram-sha-256
 
 
 @contextlib.contextmanager
-def postgres(setup: Sequence[str] = ()) -> Iterator[tuple[int, Path]]:
+def postgres(setup: Sequence[str] = (), tls: bool = False) -> Iterator[tuple[int, Path]]:
     """PostgreSQL 15 on a free 127.0.0.1 port, run as the `postgres` OS user (it refuses root) in a temp
     dir it owns; `setup` run as the superuser over the unix socket. Yields (port, socket dir). Users with
-    passwords authenticate over TCP with SCRAM-SHA-256, the user `md5user` with md5."""
+    passwords authenticate over TCP with SCRAM-SHA-256, the user `md5user` with md5. `tls`: SSLRequest
+    is accepted (a self-signed certificate), else refused."""
     import shutil
     import signal
     import tempfile
@@ -222,15 +223,31 @@ def postgres(setup: Sequence[str] = ()) -> Iterator[tuple[int, Path]]:
             check=True, capture_output=True, timeout=120,
         )  # fmt: skip
         (data / "pg_hba.conf").write_text(PG_HBA)
+        ssl = ["-c", "ssl=off"]
+        if tls:
+            cert, key = self_signed_cert(base)
+            for path in (cert, key):
+                shutil.chown(path, "postgres", "postgres")
+            key.chmod(0o600)
+            ssl = ["-c", "ssl=on", "-c", f"ssl_cert_file={cert}", "-c", f"ssl_key_file={key}"]
         port = free_port()
         proc = subprocess.Popen(
             ["runuser", "-u", "postgres", "--", str(PG_BIN / "postgres"), "-D", str(data), "-p", str(port),
              "-k", str(sock), "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off",
-             "-c", "synchronous_commit=off", "-c", "full_page_writes=off", "-c", "max_connections=50"],
+             "-c", "synchronous_commit=off", "-c", "full_page_writes=off", "-c", "max_connections=50", *ssl],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )  # fmt: skip
         wait_for_port(port, timeout=30)
         admin = {"host": str(sock), "port": port, "user": "postgres", "dbname": "postgres"}
+        deadline = time.monotonic() + 30
+        while True:  # listening comes before accepting: "the database system is starting up"
+            try:
+                psycopg.connect(**admin, connect_timeout=5).close()  # type: ignore[arg-type]
+                break
+            except psycopg.OperationalError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
         with psycopg.connect(**admin, autocommit=True) as c:  # type: ignore[arg-type]
             for statement in setup:
                 c.execute(statement.encode())

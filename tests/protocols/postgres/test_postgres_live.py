@@ -119,3 +119,34 @@ def test_psycopg_asyncpg_pgbench_each_exchange_once_per_side(pg: int, tmp_path: 
     assert sum(e["requests"] for e in edges) >= 7 * TRANSACTIONS * CLIENTS
     text = out.read_text()
     assert PASSWORD not in text and LITERAL not in text
+
+
+def test_tls_plaintext_from_the_tls_probes(tmp_path: Path) -> None:
+    """SSLRequest answered `S`: the socket then carries TLS records, the plaintext comes through the
+    OpenSSL uprobes and starts with the StartupMessage. psql (the system libpq and libssl) and the server
+    are traced through them; psycopg's wheel bundles its own libssl, so only its server side is."""
+    out = tmp_path / "records.jsonl"
+    with postgres(pg_users(PASSWORD), tls=True) as (port, _sock):
+        env = base_env(L7SCOPE_CAPTURE_ONLY_PORTS=str(port))
+        with l7scope("run", "--no-table", "--export", f"jsonl:{out}", env=env):
+            time.sleep(0.5)
+            dsn = {"host": "127.0.0.1", "port": port, "user": "app", "password": PASSWORD, "dbname": "shop"}
+            with psycopg.connect(**dsn, sslmode="require", autocommit=True) as c:
+                assert c.pgconn.ssl_in_use
+                c.execute(f"SELECT '{LITERAL}' AS secret")
+                with pytest.raises(psycopg.errors.UndefinedTable):
+                    c.execute("SELECT * FROM missing_table")
+
+            subprocess.run(  # psql: the system libpq and libssl, probed on the client side too
+                [str(PG_BIN / "psql"), "-X", "-A", "-t", "-c", "SELECT 7 AS n",
+                 f"host=127.0.0.1 port={port} user=app dbname=shop sslmode=require"],
+                check=True, capture_output=True, timeout=30, env=os.environ | {"PGPASSWORD": PASSWORD},
+            )  # fmt: skip
+            records = _records(out, port, 7)
+    got = Counter((r["role"], r["name"], r["error_type"]) for r in records)
+    assert got[("server", "LOGIN", None)] == 2 and got[("client", "LOGIN", None)] == 1, got
+    assert got[("server", "SELECT", None)] == 2 and got[("client", "SELECT", None)] == 1, got
+    assert got[("server", "SELECT missing_table", "42P01")] == 1, got
+    assert all(not r["degraded"] for r in records)
+    text = out.read_text()
+    assert PASSWORD not in text and LITERAL not in text

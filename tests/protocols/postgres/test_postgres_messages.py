@@ -486,3 +486,29 @@ def test_gss_encryption_refused_then_plain_login() -> None:
     loop.run(eof=True)
     clean(loop)
     assert [r.name for r in loop.records] == ["LOGIN"]
+
+
+def test_query_cut_by_a_gap_then_a_pipeline_whose_first_answers_were_lost_too() -> None:
+    """A gap takes a query's CommandComplete/ReadyForQuery and the ParseComplete/BindComplete of the
+    pipeline after it: the RowDescription, DataRow and CommandComplete that follow were sent after the
+    pipeline and are its answers, not the rest of the query's."""
+    loop = Loop()
+    logged_in(loop)
+    loop.feed(REQ, query("SELECT a FROM big"))
+    loop.feed(RESP, row_description("a") + data_row(b"1"))
+    loop.feed(
+        REQ, b"".join(extended("SELECT t FROM tellers WHERE tid = $1", b"%d" % i) for i in range(3)) + SYNC
+    )
+    lost = complete("SELECT 1") + READY_IDLE + PARSE_OK + BIND_OK
+    answers = extended_answer(("t",), [(b"1",)]) * 3 + READY_IDLE
+    loop.wire.pos[loop.io(RESP)] += len(lost)
+    loop.feed(RESP, answers[len(PARSE_OK + BIND_OK) :])
+    loop.run(eof=True)
+    assert loop.errors == []
+    assert [(r.name, r.truncated) for r in loop.records] == [
+        ("SELECT big", True),
+        ("SELECT tellers", True),  # its ParseComplete and BindComplete were lost
+        ("SELECT tellers", False),
+        ("SELECT tellers", False),
+    ]
+    assert len(loop.records) + loop.health.total("unmatched_frames") >= 4
