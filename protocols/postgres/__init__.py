@@ -23,6 +23,12 @@ def on_gap(state: State, direction: Direction) -> None:
     state.desynced = True
 
 
+def on_eof(state: State, direction: Direction) -> None:
+    """The server's side ended: an answer begun and never finished is recorded as far as it went."""
+    if direction is Direction.RESPONSE:
+        state.ended = True
+
+
 SPEC: ProtocolSpec[Msg, State, Exchange] = ProtocolSpec(
     name="postgres",
     detect=detect,
@@ -32,6 +38,7 @@ SPEC: ProtocolSpec[Msg, State, Exchange] = ProtocolSpec(
     stitch=stitch,
     to_record=to_record,
     on_gap=on_gap,
+    on_eof=on_eof,
     exchange_position=lambda x: x.position,
     take_unmatched=take_unmatched,
 )

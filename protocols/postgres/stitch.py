@@ -211,6 +211,11 @@ def _answer(
                 p.truncated = reqs[1].truncated or p.truncated
                 del reqs[1]
         if not resps:
+            if state.ended and (p.frames or state.desynced) and t in (Q, E, F):  # cut by lost bytes
+                # and the close: recorded as far as it went (nothing of it, when the loss took it all)
+                p.truncated = True
+                _lost(req, reqs, resps, state, p, out, -1)
+                return True
             return False
         r = resps[0]
         f = r.frame

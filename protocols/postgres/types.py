@@ -125,5 +125,6 @@ class State:
     batch_start_ns: int = -1  # first Parse/Bind/Describe of the Execute being assembled
     batch_truncated: bool = False
     desynced: bool = False  # bytes were lost: the next exchange is degraded
+    ended: bool = False  # the server's side of the connection closed: no more answers will come
     unmatched: int = 0  # frames dropped unpaired since take_unmatched
     progress: Progress | None = None

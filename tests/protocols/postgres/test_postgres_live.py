@@ -84,15 +84,22 @@ def test_psycopg_asyncpg_pgbench_each_exchange_once_per_side(pg: int, tmp_path: 
     env = base_env(L7SCOPE_CAPTURE_ONLY_PORTS=str(pg))
     bench_env = os.environ | {"PGPASSWORD": PASSWORD}
     map_out = tmp_path / "map.json"
+    dsn = {"host": "127.0.0.1", "port": pg, "user": "app", "password": PASSWORD, "dbname": "shop"}
+    early = psycopg.connect(**dsn, autocommit=True)  # open before the agent: recognised mid-stream
+    early.execute("SELECT 1")
     with l7scope("run", "--no-table", "--export", f"jsonl:{out}", "--map-out", str(map_out), env=env):
         time.sleep(0.5)
+        early.execute("SELECT count(*) FROM pgbench_history")
+        for _ in range(2):
+            early.execute("SELECT count(*) FROM pgbench_history WHERE tid > %s", (0,))
+        early.close()
         _clients(pg)
         subprocess.run(
             [str(PG_BIN / "pgbench"), "-n", "-t", str(TRANSACTIONS), "-c", str(CLIENTS), "-h", "127.0.0.1",
              "-p", str(pg), "-U", "app", "shop"],
             check=True, capture_output=True, timeout=120, env=bench_env,
         )  # fmt: skip
-        per_side = 5 + 5 + 3 + 7 * TRANSACTIONS * CLIENTS
+        per_side = 3 + 5 + 5 + 3 + 7 * TRANSACTIONS * CLIENTS
         records = _records(out, pg, 2 * per_side)
     by_side = {side: [r for r in records if r["role"] == side] for side in ("client", "server")}
     for side, recs in by_side.items():
@@ -109,6 +116,7 @@ def test_psycopg_asyncpg_pgbench_each_exchange_once_per_side(pg: int, tmp_path: 
             names[("BEGIN", None)] == TRANSACTIONS * CLIENTS
             and names[("END", None)] == TRANSACTIONS * CLIENTS
         )
+        assert names[("SELECT pgbench_history", None)] == 3, (side, names)  # the connection already open
         (big,) = [r for r in recs if r["attributes"].get("db.query.text") == "SELECT repeat(?, ?) AS big"]
         assert big["attributes"]["db.response.returned_rows"] == 1 and big["error_type"] is None
         ids = [r["record_id"] for r in recs]

@@ -27,6 +27,7 @@ from conftest import (
     SSL_REQUEST,
     SUSPENDED,
     SYNC,
+    TERMINATE,
     Loop,
     auth,
     bind,
@@ -512,3 +513,29 @@ def test_query_cut_by_a_gap_then_a_pipeline_whose_first_answers_were_lost_too() 
         ("SELECT tellers", False),
     ]
     assert len(loop.records) + loop.health.total("unmatched_frames") >= 4
+
+
+def test_answer_cut_by_lost_bytes_and_the_close_is_recorded_truncated() -> None:
+    """Under ring pressure the capture copied only the head of a query's answer (its last rows,
+    CommandComplete and ReadyForQuery were zeros), then the connection closed: the query is a
+    truncated record with the rows seen, not an unmatched frame."""
+    loop = Loop()
+    logged_in(loop)
+    loop.feed(REQ, query("SELECT a FROM t1"))
+    answer = result(("a",), [(b"1",)] * 3) + READY_IDLE
+    cut = len(row_description("a") + data_row(b"1") * 2) + 3
+    loop.feed(RESP, answer[:cut], length=len(answer))
+    loop.feed(REQ, TERMINATE)
+    loop.run(eof=True)
+    assert loop.errors == [] and loop.health.total("unmatched_frames") == 0
+    assert [(r.name, r.truncated, r.attributes["db.response.returned_rows"]) for r in loop.records] == [
+        ("SELECT t1", True, 2)
+    ]
+
+
+def test_unanswered_execute_at_the_close_is_counted() -> None:
+    loop = Loop()
+    logged_in(loop)
+    loop.feed(REQ, extended("SELECT a FROM t1") + SYNC)
+    loop.run(eof=True)
+    assert loop.records == [] and loop.health.total("unmatched_frames") == 5
