@@ -126,12 +126,20 @@ def stitch(reqs: deque[Timed[Msg]], resps: deque[Timed[Msg]], state: State) -> l
             continue
         p = state.progress
         if p is None or p.position != req.position:
-            if resps and t in _EXPECTED:  # fast path: a one-message answer (ParseComplete, ...) is in
+            if not resps and not state.ended:
+                return out  # nothing has answered it yet
+            if resps:  # fast paths: a one-message answer (ParseComplete, ..., ReadyForQuery) is in
                 r = resps[0]
-                if r.frame.type in _EXPECTED[t] and r.end_ns >= req.start_ns:
+                rt = r.frame.type
+                if t in _EXPECTED and rt in _EXPECTED[t] and r.end_ns >= req.start_ns:
                     resps.popleft()
                     reqs.popleft()
                     _acked(req, req.truncated or r.truncated, state)
+                    continue
+                if t == S and rt == READY and r.end_ns >= req.start_ns and not state.aborted:
+                    resps.popleft()
+                    reqs.popleft()
+                    _synced(state, out)
                     continue
             p = state.progress = Progress(req.position)
         x_done = _answer(req, reqs, resps, state, p, out)
@@ -270,12 +278,7 @@ def _answer(
         if t in _SYNCS:  # Sync, Query, FunctionCall: everything up to ReadyForQuery
             if rt == READY:
                 if t == S:
-                    state.aborted = False
-                    state.batch_start_ns = -1
-                    state.skipped.clear()
-                    if state.pending_error is not None:  # a failed Parse/Bind/Describe with no Execute
-                        out.append(_mark(state.pending_error, state))
-                        state.pending_error = None
+                    _synced(state, out)
                 return _done(req, reqs, state, p, out)
             if rt == COPY_IN:
                 p.copy_in = True
@@ -294,6 +297,17 @@ def _answer(
             return _done(req, reqs, state, p, out)
         if not (t == D and rt == PARAM_DESC):
             p.degraded = True
+
+
+def _synced(state: State, out: list[Exchange]) -> None:
+    """ReadyForQuery answered a Sync: the server runs requests again, a new batch starts."""
+    state.aborted = False
+    state.batch_start_ns = -1
+    if state.skipped:
+        state.skipped.clear()
+    if state.pending_error is not None:  # a failed Parse/Bind/Describe with no Execute
+        out.append(_mark(state.pending_error, state))
+        state.pending_error = None
 
 
 def _answered_later(reqs: deque[Timed[Msg]], response_start_ns: int) -> bool:
