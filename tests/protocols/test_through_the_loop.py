@@ -11,6 +11,9 @@ from protocols.registry import PROTOCOLS
 from tests.pipeline.progress_inputs import (
     HTTP1_VALID,
     MYSQL_VALID,
+    PG_QUERY,
+    PG_RESULT,
+    POSTGRES_VALID,
     QUERY,
     REDIS_GET,
     REDIS_VALID,
@@ -50,11 +53,15 @@ def mysql() -> tuple[Script, list[Script]]:
     return MYSQL_VALID, [[(REQ, QUERY), (RESP, RESULT)] for _ in range(3)]
 
 
+def postgres() -> tuple[Script, list[Script]]:
+    return POSTGRES_VALID, [[(REQ, PG_QUERY), (RESP, PG_RESULT)] for _ in range(3)]
+
+
 def redis() -> tuple[Script, list[Script]]:
     return REDIS_VALID, [[(REQ, REDIS_GET), (RESP, REDIS_VALUE)] for _ in range(3)]
 
 
-CONVERSATIONS = {"http1": http1, "http2": http2, "mysql": mysql, "redis": redis}
+CONVERSATIONS = {"http1": http1, "http2": http2, "mysql": mysql, "postgres": postgres, "redis": redis}
 
 
 def converse(protocol: str, damage: str) -> tuple[Loop, int]:
