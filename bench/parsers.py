@@ -140,6 +140,34 @@ def redis_pipelined_writes(n: int) -> Writes:
         chunk = pairs[at : at + 32]
         out.append((REQ, b"".join(data for d, data in chunk if d is REQ)))
         out.append((RESP, b"".join(data for d, data in chunk if d is RESP)))
+
+
+def _pg(t: bytes, body: bytes = b"") -> bytes:
+    return t + struct.pack(">I", 4 + len(body)) + body
+
+
+def postgres_writes(n: int) -> Writes:
+    """Simple query UPDATE -> CommandComplete + ReadyForQuery, and a psycopg-style extended SELECT
+    (Parse/Bind/Describe/Execute/Sync -> 1, 2, a 2-column RowDescription, 1 DataRow, C, Z), alternately."""
+    field = b"\x00" * 4 + b"\x00\x01" + b"\x00\x00\x00\x19" + b"\xff\xff" + b"\xff\xff\xff\xff" + b"\x00\x00"
+    answer = (
+        _pg(b"1") + _pg(b"2") + _pg(b"T", b"\x00\x02id\x00" + field + b"name\x00" + field)
+        + _pg(b"D", b"\x00\x02\x00\x00\x00\x011\x00\x00\x00\x05apple") + _pg(b"C", b"SELECT 1\x00")
+        + _pg(b"Z", b"I")
+    )  # fmt: skip
+    out: Writes = []
+    for i in range(n):
+        if i % 2:
+            out.append((REQ, _pg(b"Q", b"UPDATE items SET name = 'x%d' WHERE id = %d\x00" % (i, i))))
+            out.append((RESP, _pg(b"C", b"UPDATE 1\x00") + _pg(b"Z", b"I")))
+        else:
+            value = b"%d" % i
+            out.append((REQ, (
+                _pg(b"P", b"\x00SELECT id, name FROM items WHERE id = $1\x00\x00\x00")
+                + _pg(b"B", b"\x00\x00\x00\x00\x00\x01" + struct.pack(">I", len(value)) + value + b"\x00\x00")
+                + _pg(b"D", b"P\x00") + _pg(b"E", b"\x00\x00\x00\x00\x00") + _pg(b"S")
+            )))  # fmt: skip
+            out.append((RESP, answer))
     return out
 
 
@@ -222,7 +250,7 @@ def measure(fn: Callable[[], object], seconds: float) -> float:
 
 
 def main() -> None:
-    from protocols import http1, http2, kafka, mysql, redis
+    from protocols import http1, http2, kafka, mysql, postgres, redis
 
     seconds = float(sys.argv[1]) if len(sys.argv) > 1 else 2.0
     chosen = set(sys.argv[2:])
@@ -231,6 +259,7 @@ def main() -> None:
         ("http1", http1.SPEC, http1_writes, 100_000),
         ("grpc", http2.SPEC, grpc_writes, 30_000),
         ("mysql", mysql.SPEC, mysql_writes, 50_000),
+        ("postgres", postgres.SPEC, postgres_writes, 60_000),
         ("redis", redis.SPEC, redis_writes, 100_000),
         ("redis-P16", redis.SPEC, redis_pipelined_writes, 100_000),
         ("kafka", kafka.SPEC, kafka_writes, 50_000),

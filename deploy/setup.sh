@@ -24,7 +24,8 @@ case "$mode" in setup | run | test) ;; *) fail "unknown mode '$mode': use run, t
 
 # -- system packages ---------------------------------------------------------------------------
 runtime=(python3 python3-venv python3-bpfcc ca-certificates iproute2 graphviz)
-testing=(curl nginx mariadb-server redis-server redis-tools tshark tcpdump wrk openjdk-17-jdk-headless nodejs maven
+testing=(curl nginx mariadb-server postgresql redis-server redis-tools tshark tcpdump wrk openjdk-17-jdk-headless
+         nodejs maven
          prometheus prometheus-alertmanager librsvg2-bin tmux procps util-linux)
 want=("${runtime[@]}")
 [ "$mode" = test ] && want+=("${testing[@]}")

@@ -119,6 +119,49 @@ MYSQL_BAD: Script = [
     (RESP, packet(1, b"\xff\x28\x04", length=2)),
 ]
 
+# -- PostgreSQL -------------------------------------------------------------------------------------
+
+
+def pg(t: bytes, body: bytes = b"", length: int | None = None) -> bytes:
+    return t + struct.pack(">I", 4 + len(body) if length is None else length) + body
+
+
+PG_PARAMS = b"user\x00app\x00database\x00shop\x00\x00"
+PG_STARTUP = struct.pack(">II", 8 + len(PG_PARAMS), 0x00030000) + PG_PARAMS
+PG_LOGIN_OK = pg(b"R", b"\x00\x00\x00\x00") + pg(b"K", b"\x00\x00\x00\x01\x00\x00\x00\x02") + pg(b"Z", b"I")
+PG_QUERY = pg(b"Q", b"SELECT 1\x00")
+PG_RESULT = (
+    pg(b"T", b"\x00\x01a\x00" + bytes(18)) + pg(b"D", b"\x00\x01\x00\x00\x00\x011")
+    + pg(b"C", b"SELECT 1\x00") + pg(b"Z", b"I")
+)  # fmt: skip
+PG_EXTENDED = (
+    pg(b"P", b"\x00SELECT $1\x00\x00\x00") + pg(b"B", b"\x00\x00\x00\x00\x00\x01\x00\x00\x00\x017\x00\x00")
+    + pg(b"E", b"\x00\x00\x00\x00\x00") + pg(b"S")
+)  # fmt: skip
+PG_EXTENDED_ANSWER = (
+    pg(b"1") + pg(b"2") + pg(b"D", b"\x00\x01\x00\x00\x00\x017") + pg(b"C", b"SELECT 1\x00") + pg(b"Z", b"I")
+)
+POSTGRES_VALID: Script = [
+    (REQ, struct.pack(">II", 8, 80877103)),
+    (RESP, b"N"),
+    (REQ, PG_STARTUP),
+    (RESP, PG_LOGIN_OK),
+    (REQ, PG_QUERY),
+    (RESP, PG_RESULT),
+    (REQ, PG_EXTENDED),
+    (RESP, PG_EXTENDED_ANSWER),
+]
+POSTGRES_BAD: Script = [
+    (REQ, pg(b"\xee", b"x")),  # unknown type
+    (REQ, pg(b"Q", b"SELECT 1\x00", length=0x7FFFFFFF)),  # a length near 2^31
+    (RESP, pg(b"D", b"", length=0xFFFFFFFF)),
+    (REQ, pg(b"S", b"", length=3)),  # shorter than its own length field
+    (RESP, pg(b"Z", b"I", length=5000)),  # a fixed-length message with another length
+    (REQ, struct.pack(">II", 9, 0x00030000) + b"\x00"),  # a startup message without a user
+    (RESP, pg(b"D", b"\x00\x01", length=40 << 20) + b"\x00" * 64),  # a big row cut short: skipped
+    (REQ, b"\x00" * 16),  # zero-filled
+]
+
 # -- Redis ------------------------------------------------------------------------------------------
 
 REDIS_GET = b"*2\r\n$3\r\nGET\r\n$1\r\nk\r\n"
@@ -180,13 +223,13 @@ KAFKA_BAD: Script = [
 ]
 
 VALID = {
-    "http1": HTTP1_VALID,
-    "http2": HTTP2_VALID,
-    "mysql": MYSQL_VALID,
-    "redis": REDIS_VALID,
-    "kafka": KAFKA_VALID,
-}
-BAD = {"http1": HTTP1_BAD, "http2": HTTP2_BAD, "mysql": MYSQL_BAD, "redis": REDIS_BAD, "kafka": KAFKA_BAD}
+    "http1": HTTP1_VALID, "http2": HTTP2_VALID, "mysql": MYSQL_VALID, "postgres": POSTGRES_VALID,
+    "redis": REDIS_VALID, "kafka": KAFKA_VALID,
+}  # fmt: skip
+BAD = {
+    "http1": HTTP1_BAD, "http2": HTTP2_BAD, "mysql": MYSQL_BAD, "postgres": POSTGRES_BAD, "redis": REDIS_BAD,
+    "kafka": KAFKA_BAD,
+}  # fmt: skip
 
 
 # -- a capture file ---------------------------------------------------------------------------------

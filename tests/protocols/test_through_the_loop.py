@@ -12,6 +12,9 @@ from tests.pipeline.progress_inputs import (
     HTTP1_VALID,
     KAFKA_VALID,
     MYSQL_VALID,
+    PG_QUERY,
+    PG_RESULT,
+    POSTGRES_VALID,
     QUERY,
     REDIS_GET,
     REDIS_VALID,
@@ -51,6 +54,10 @@ def mysql() -> tuple[Script, list[Script]]:
     return MYSQL_VALID, [[(REQ, QUERY), (RESP, RESULT)] for _ in range(3)]
 
 
+def postgres() -> tuple[Script, list[Script]]:
+    return POSTGRES_VALID, [[(REQ, PG_QUERY), (RESP, PG_RESULT)] for _ in range(3)]
+
+
 def redis() -> tuple[Script, list[Script]]:
     return REDIS_VALID, [[(REQ, REDIS_GET), (RESP, REDIS_VALUE)] for _ in range(3)]
 
@@ -68,7 +75,9 @@ def kafka() -> tuple[Script, list[Script]]:
     return KAFKA_VALID, calls
 
 
-CONVERSATIONS = {"http1": http1, "http2": http2, "mysql": mysql, "redis": redis, "kafka": kafka}
+CONVERSATIONS = {
+    "http1": http1, "http2": http2, "mysql": mysql, "postgres": postgres, "redis": redis, "kafka": kafka,
+}  # fmt: skip
 
 
 def converse(protocol: str, damage: str) -> tuple[Loop, int]:
