@@ -1,0 +1,337 @@
+"""Go `crypto/tls` executables: recognise them, find `(*tls.Conn).Read/Write` and the RETs to probe.
+
+Go links crypto/tls into each executable, so there is no shared library to probe: every Go program
+with TLS is inspected on its own (at start-up, and on exec). Uretprobes cannot be used on Go code
+(they replace the return address on the goroutine's stack, which the runtime moves and walks), so
+the return side is a uprobe on every RET instruction of the function, found by disassembling it.
+
+Where things come from:
+- Go executable and version: the `.go.buildinfo` section (magic "\\xff Go buildinf:").
+- Functions: the ELF symbol table, or `.gopclntab` when the executable is stripped (`-ldflags=-s -w`
+  removes `.symtab` and DWARF; the pcln table stays, the runtime needs it).
+- RET instructions: capstone (a full x86-64 decoder: Go code mixes SSE and integer instructions, and a
+  byte 0xC3 inside another instruction must not be taken for a RET).
+- Struct offsets from `*tls.Conn` to the socket's fd: `LAYOUTS` below.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass, field
+from pathlib import Path
+
+__all__ = [
+    "LAYOUTS",
+    "PROBED",
+    "GoExecutable",
+    "GoUnsupported",
+    "Layout",
+    "NoTls",
+    "inspect",
+    "is_go",
+    "layout_for",
+    "parse_go_version",
+]
+
+# The functions probed, by their Go symbol name.
+READ = "crypto/tls.(*Conn).Read"
+WRITE = "crypto/tls.(*Conn).Write"
+HANDSHAKE = "crypto/tls.(*Conn).handshakeContext"  # every handshake path (client, server, implicit) runs it
+PROBED = (READ, WRITE, HANDSHAKE)
+MIN_VERSION = (1, 17)  # the register ABI (arguments and results in registers) on amd64
+BUILDINFO_MAGIC = b"\xff Go buildinf:"
+EM_X86_64 = 62
+SHT_SYMTAB = 2
+
+
+class GoUnsupported(Exception):
+    """This executable cannot be probed: the message says why (logged once per executable)."""
+
+
+class NoTls(GoUnsupported):
+    """A Go executable without crypto/tls: nothing to probe, nothing wrong."""
+
+
+@dataclass(frozen=True, slots=True)
+class Layout:
+    """Byte offsets from a `*tls.Conn` to the socket's file descriptor.
+
+    tls.Conn.conn is a net.Conn interface (itab, data); its data is a *net.TCPConn, whose embedded
+    net.conn holds fd *netFD; netFD.pfd is an internal/poll.FD whose Sysfd is the descriptor.
+    """
+
+    conn: int  # tls.Conn.conn (the interface; its data word is 8 bytes further)
+    tcp_fd: int  # net.TCPConn -> conn.fd (*netFD)
+    netfd_pfd: int  # netFD.pfd
+    pfd_sysfd: int  # poll.FD.Sysfd
+    source: str
+
+    def values(self) -> tuple[int, int, int, int]:
+        return (self.conn, self.tcp_fd, self.netfd_pfd, self.pfd_sysfd)
+
+
+# From the Go sources of each release: crypto/tls/conn.go (conn is Conn's first field), net/net.go
+# (fd is conn's first field; TCPConn embeds conn first), net/fd_posix.go (pfd is netFD's first field),
+# internal/poll/fd_unix.go (FD starts with fdmu fdMutex{state uint64; rsema, wsema uint32}, 16 bytes,
+# then Sysfd int). Unchanged from Go 1.17 through 1.26; go1.26.8's values are checked by reflect in
+# tests/probes/go_tls_peer (`peer offsets`).
+LAYOUTS: tuple[tuple[tuple[int, int], Layout], ...] = (
+    ((1, 17), Layout(0, 0, 0, 16, "go1.17-1.26 sources; reflect on go1.26.8")),
+)
+NEWEST_KNOWN = (1, 26)
+
+
+def parse_go_version(text: str) -> tuple[int, int]:
+    """(major, minor) of "go1.26.8", "go1.22rc1", "devel go1.27-abc": ValueError when it is none of these."""
+    word = text.split()[-1] if text.startswith("devel") else text
+    rest = word.removeprefix("go")
+    parts = []
+    for piece in rest.split(".")[:2]:
+        digits = ""
+        for ch in piece:
+            if not ch.isdigit():
+                break
+            digits += ch
+        if not digits:
+            break
+        parts.append(int(digits))
+    if len(parts) < 2 or not word.startswith("go"):
+        raise ValueError(f"not a Go version: {text!r}")
+    return parts[0], parts[1]
+
+
+def layout_for(version: tuple[int, int]) -> Layout:
+    if version < MIN_VERSION:
+        raise GoUnsupported(
+            f"Go {version[0]}.{version[1]} passes arguments on the stack (the register ABI came in 1.17)"
+        )
+    chosen = LAYOUTS[0][1]
+    for since, layout in LAYOUTS:
+        if version >= since:
+            chosen = layout
+    return chosen
+
+
+@dataclass(frozen=True, slots=True)
+class Section:
+    name: str
+    kind: int
+    addr: int
+    offset: int
+    size: int
+    link: int
+    entsize: int
+
+
+@dataclass(slots=True)
+class Elf:
+    data: bytes
+    sections: dict[str, Section]
+    by_index: list[Section]
+    exec_type: int  # ET_EXEC (2) or ET_DYN (3: PIE)
+
+    def section_bytes(self, name: str) -> bytes:
+        s = self.sections.get(name)
+        if s is None:
+            return b""
+        return self.data[s.offset : s.offset + s.size]
+
+    def read_at(self, addr: int, size: int) -> bytes:
+        """Bytes at a virtual address, through the section that holds it."""
+        for s in self.by_index:
+            if s.addr and s.addr <= addr and addr + size <= s.addr + s.size and s.kind != 8:  # 8: NOBITS
+                off = s.offset + addr - s.addr
+                return self.data[off : off + size]
+        raise GoUnsupported(f"address {addr:#x} is in no section of the file")
+
+
+def parse_elf(data: bytes) -> Elf:
+    if data[:4] != b"\x7fELF":
+        raise GoUnsupported("not an ELF file")
+    if data[4] != 2 or data[5] != 1:
+        raise GoUnsupported("not a 64-bit little-endian ELF file")
+    (e_type, e_machine) = struct.unpack_from("<HH", data, 16)
+    if e_machine != EM_X86_64:
+        raise GoUnsupported(f"machine {e_machine}: Go TLS probes handle x86-64 only")
+    shoff = struct.unpack_from("<Q", data, 0x28)[0]
+    shentsize, shnum, shstrndx = struct.unpack_from("<HHH", data, 0x3A)
+    raw = []
+    for i in range(shnum):
+        name, kind, _flags, addr, offset, size, link, _info, _align, entsize = struct.unpack_from(
+            "<IIQQQQIIQQ", data, shoff + i * shentsize
+        )
+        raw.append((name, kind, addr, offset, size, link, entsize))
+    if not raw or shstrndx >= len(raw):
+        raise GoUnsupported("no section headers")
+    names_at = raw[shstrndx][3]
+    sections = []
+    for name, kind, addr, offset, size, link, entsize in raw:
+        end = data.index(b"\0", names_at + name)
+        label = data[names_at + name : end].decode(errors="replace")
+        sections.append(Section(label, kind, addr, offset, size, link, entsize))
+    return Elf(data, {s.name: s for s in sections}, sections, e_type)
+
+
+def go_version(elf: Elf) -> str:
+    """The Go version recorded in `.go.buildinfo`."""
+    info = elf.section_bytes(".go.buildinfo")
+    if not info.startswith(BUILDINFO_MAGIC):
+        raise GoUnsupported("not a Go executable (no .go.buildinfo)")
+    ptr_size, flags = info[14], info[15]
+    if flags & 2:  # Go >= 1.18: the strings follow the 32-byte header, each a varint length + bytes
+        length, pos = _uvarint(info, 32)
+        return info[pos : pos + length].decode(errors="replace")
+    if ptr_size != 8:
+        raise GoUnsupported(f"pointer size {ptr_size}")
+    (addr,) = struct.unpack_from("<Q", info, 16)  # Go < 1.18: a pointer to a Go string header
+    ptr, length = struct.unpack("<QQ", elf.read_at(addr, 16))
+    return elf.read_at(ptr, length).decode(errors="replace")
+
+
+def _uvarint(buf: bytes, pos: int) -> tuple[int, int]:
+    value = shift = 0
+    while True:
+        b = buf[pos]
+        pos += 1
+        value |= (b & 0x7F) << shift
+        if b < 0x80:
+            return value, pos
+        shift += 7
+
+
+def symtab_functions(elf: Elf, wanted: tuple[str, ...]) -> dict[str, tuple[int, int]]:
+    """name -> (address, size) for the wanted names found in `.symtab`."""
+    symtab = elf.sections.get(".symtab")
+    if symtab is None or symtab.kind != SHT_SYMTAB:
+        return {}
+    strtab = elf.by_index[symtab.link]
+    names = {n.encode(): n for n in wanted}
+    found: dict[str, tuple[int, int]] = {}
+    data = elf.data
+    for off in range(symtab.offset, symtab.offset + symtab.size, 24):
+        st_name, _info, _other, _shndx, value, size = struct.unpack_from("<IBBHQQ", data, off)
+        start = strtab.offset + st_name
+        end = data.index(b"\0", start)
+        key = data[start:end]
+        if key in names:
+            found[names[key]] = (value, size)
+            if len(found) == len(names):
+                break
+    return found
+
+
+def pclntab_functions(elf: Elf, wanted: tuple[str, ...]) -> dict[str, tuple[int, int]]:
+    """name -> (address, size) from `.gopclntab` (the Go 1.16-1.17 and 1.18+ layouts); a function's size
+    runs to the next function's entry."""
+    tab = elf.section_bytes(".gopclntab")
+    if len(tab) < 8:
+        return {}
+    magic = struct.unpack_from("<I", tab, 0)[0]
+    if magic in (0xFFFFFFF0, 0xFFFFFFF1):  # Go 1.18-1.19, 1.20+
+        header = struct.unpack_from("<8Q", tab, 8)
+        nfunc, _nfiles, text_start, funcname_off, _cu, _file, _pc, funcdata_off = header
+        entry_size, wide = 8, False
+        if text_start == 0 and ".text" in elf.sections:  # left for the runtime to fill in some builds
+            text_start = elf.sections[".text"].addr
+    elif magic == 0xFFFFFFFA:  # Go 1.16-1.17
+        nfunc, _nfiles, funcname_off, _cu, _file, _pc, funcdata_off = struct.unpack_from("<7Q", tab, 8)
+        text_start, entry_size, wide = 0, 16, True
+    else:
+        raise GoUnsupported(f"unknown .gopclntab magic {magic:#x}")
+    functab = funcdata_off
+    names = {n.encode(): n for n in wanted}
+    found: dict[str, tuple[int, int]] = {}
+
+    def entry(i: int) -> tuple[int, int]:
+        if wide:
+            return struct.unpack_from("<QQ", tab, functab + i * entry_size)
+        pc, off = struct.unpack_from("<II", tab, functab + i * entry_size)
+        return text_start + pc, off
+
+    for i in range(nfunc):
+        pc, off = entry(i)
+        fn = functab + off
+        name_off = struct.unpack_from("<i", tab, fn + (8 if wide else 4))[0]
+        start = funcname_off + name_off
+        end = tab.index(b"\0", start)
+        key = tab[start:end]
+        if key in names:
+            found[names[key]] = (pc, entry(i + 1)[0] - pc)
+            if len(found) == len(names):
+                break
+    return found
+
+
+def ret_addresses(code: bytes, addr: int) -> list[int]:
+    """Addresses of the RET instructions of one function's machine code (x86-64)."""
+    import capstone  # late: only Go executables need the disassembler
+
+    md = capstone.Cs(capstone.CS_ARCH_X86, capstone.CS_MODE_64)
+    md.skipdata = True  # padding (int3) and data between functions do not stop the walk
+    return [address for address, _size, mnemonic, _ops in md.disasm_lite(code, addr) if mnemonic == "ret"]
+
+
+@dataclass(frozen=True, slots=True)
+class GoFunction:
+    name: str
+    entry: int
+    rets: tuple[int, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class GoExecutable:
+    path: str
+    version: str
+    symbols_from: str  # "symtab" or "pclntab"
+    layout: Layout
+    functions: dict[str, GoFunction] = field(default_factory=dict)
+
+    def uprobe_count(self) -> int:
+        return sum(1 + (len(f.rets) if f.name != HANDSHAKE else 0) for f in self.functions.values())
+
+
+def is_go(path: str) -> bool:
+    """A quick look at the section headers only: does this file have `.go.buildinfo`?"""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(64)
+            if head[:4] != b"\x7fELF" or head[4] != 2 or head[5] != 1:
+                return False
+            shoff = struct.unpack_from("<Q", head, 0x28)[0]
+            shentsize, shnum, shstrndx = struct.unpack_from("<HHH", head, 0x3A)
+            if not shoff or shnum == 0 or shstrndx >= shnum or shentsize < 64 or shnum > 4096:
+                return False
+            f.seek(shoff)
+            table = f.read(shentsize * shnum)
+            str_off, str_size = struct.unpack_from("<QQ", table, shstrndx * shentsize + 24)
+            f.seek(str_off)
+            names = f.read(min(str_size, 1 << 16))
+    except (OSError, struct.error):
+        return False
+    return b".go.buildinfo\0" in names
+
+
+def inspect(path: str) -> GoExecutable:
+    """Everything needed to probe one Go executable, or GoUnsupported saying why it cannot be."""
+    data = Path(path).read_bytes()
+    elf = parse_elf(data)
+    version = go_version(elf)
+    try:
+        parsed = parse_go_version(version)
+    except ValueError as exc:
+        raise GoUnsupported(str(exc)) from None
+    layout = layout_for(parsed)
+    found = symtab_functions(elf, PROBED)
+    source = "symtab"
+    if READ not in found or WRITE not in found:
+        found = pclntab_functions(elf, PROBED)
+        source = "pclntab"
+    if READ not in found or WRITE not in found:
+        raise NoTls(f"{version}: no crypto/tls.(*Conn).Read/Write (the program does not use crypto/tls)")
+    functions = {}
+    for name, (addr, size) in found.items():
+        rets = tuple(ret_addresses(elf.read_at(addr, size), addr)) if name != HANDSHAKE else ()
+        if name != HANDSHAKE and not rets:
+            raise GoUnsupported(f"{version}: no RET instruction found in {name}")
+        functions[name] = GoFunction(name, addr, rets)
+    return GoExecutable(path, version, source, layout, functions)
