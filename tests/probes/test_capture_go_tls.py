@@ -1,0 +1,174 @@
+"""Go crypto/tls plaintext through uprobes at the entry and every RET of (*tls.Conn).Read/Write: a Go
+net/http HTTPS server and client (tests/probes/go_tls_peer), HTTP/1.1 and HTTP/2 (ALPN), built with
+symbols and stripped, started after the tracer (found through exec) and before it (start-up scan).
+Both ends' streams must be exactly the plaintext, in order, with no ciphertext as payload."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+from probes.capture import Capture
+from probes.fragment import ConnEvent, Io, Source
+from protocols.base import Role
+from tests.probes.capture_helpers import (
+    Event,
+    assert_contiguous,
+    closes_of,
+    collect,
+    fragments,
+    free_port,
+    load_capture,
+    stop,
+    stream,
+)
+from tests.support.go_peers import build_peers
+from tests.support.servers import self_signed_cert
+
+pytestmark = pytest.mark.kernel
+
+H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+
+
+@pytest.fixture(scope="module")
+def peers() -> tuple[Path, Path, Path]:
+    return build_peers()
+
+
+@pytest.fixture(scope="module")
+def cert(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    return self_signed_cert(tmp_path_factory.mktemp("go-tls-cert"))
+
+
+@contextmanager
+def go_server(binary: Path, cert: tuple[Path, Path]) -> Iterator[tuple[subprocess.Popen[bytes], int]]:
+    port = free_port()
+    proc = subprocess.Popen([str(binary), "server", f"127.0.0.1:{port}", str(cert[0]), str(cert[1])],
+                            stdout=subprocess.PIPE)  # fmt: skip
+    try:
+        assert proc.stdout is not None and proc.stdout.readline() == b"ready\n"
+        yield proc, port
+    finally:
+        stop(proc)
+
+
+def wait_probed(cap: Capture, binary: Path, seconds: float = 10.0) -> list[Event]:
+    """Poll until the tracer probes `binary` (through the exec event of a process running it)."""
+    events: list[Event] = []
+    deadline = time.monotonic() + seconds
+    st = binary.stat()
+    while time.monotonic() < deadline:
+        events += cap.poll()
+        assert cap.tls.go is not None
+        if (st.st_dev, st.st_ino) in cap.tls.go.probed:
+            return events
+        time.sleep(0.01)
+    raise AssertionError(f"{binary} was not probed; refused: {cap.tls.go.refused if cap.tls.go else None}")
+
+
+def run_client(binary: Path, port: int, n: int, proto: str) -> tuple[int, str]:
+    """The Go client's n GETs over one connection; returns its pid and output."""
+    proc = subprocess.Popen([str(binary), "client", f"https://127.0.0.1:{port}/hello/", str(n), proto],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    return proc.pid, out.decode()
+
+
+def tls_conn(events: list[Event], role: Role, port: int, pid: int) -> ConnEvent:
+    found = [
+        e for e in events
+        if isinstance(e, ConnEvent) and not e.closed and e.info.role == role and e.info.pid == pid
+        and (e.info.local.port if role == Role.SERVER else e.info.remote.port) == port
+    ]  # fmt: skip
+    assert len(found) == 1, f"expected one {role.name} connection of pid {pid} on port {port}: {found}"
+    return found[0]
+
+
+def plaintext(events: list[Event], conn: ConnEvent, io: Io) -> bytes:
+    """The direction's stream: all of it from the TLS uprobes, contiguous, and as long as CLOSE says."""
+    frags = fragments(events, conn.info.conn_id, io)
+    assert frags, (conn.info.conn_id, io)
+    assert {f.source for f in frags} == {Source.TLS}, "ciphertext leaked as a syscall payload"
+    data = stream(frags)
+    assert assert_contiguous(frags) == len(data)
+    closes = closes_of(events, conn.info.conn_id)
+    assert len(closes) == 1
+    assert (closes[0].send_bytes if io == Io.SEND else closes[0].recv_bytes) == len(data)
+    return data
+
+
+def exchange(cap: Capture, binary: Path, port: int, server_pid: int, n: int, proto: str) -> list[Event]:
+    client_pid, out = run_client(binary, port, n, proto)
+    version = "HTTP/1.1" if proto == "h1" else "HTTP/2.0"
+    assert out.count(f"200 {version} hello") == n, out
+
+    def both_closed(events: list[Event]) -> bool:
+        return sum(1 for e in events if isinstance(e, ConnEvent) and e.closed and port in
+                   (e.info.local.port, e.info.remote.port)) >= 2  # fmt: skip
+
+    time.sleep(0.2)
+    events = collect(cap, 10, both_closed)
+    client = tls_conn(events, Role.CLIENT, port, client_pid)
+    server = tls_conn(events, Role.SERVER, port, server_pid)
+    assert client.info.process == server.info.process == binary.name
+    requests, responses = plaintext(events, client, Io.SEND), plaintext(events, client, Io.RECV)
+    assert plaintext(events, server, Io.RECV) == requests
+    assert plaintext(events, server, Io.SEND) == responses
+    if proto == "h1":
+        assert requests.count(b"GET /hello/") == n and requests.startswith(b"GET /hello/0 HTTP/1.1\r\n")
+        assert responses.count(b"HTTP/1.1 200 OK\r\n") == n
+        for i in range(n):
+            assert b"hello /hello/%d over HTTP/1.1\n" % i in responses
+    else:
+        assert requests.startswith(H2_PREFACE)
+        for i in range(n):
+            assert b"hello /hello/%d over HTTP/2.0\n" % i in responses  # DATA frames, uncompressed
+    return events
+
+
+@pytest.fixture(scope="module")
+def capture(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Capture]:
+    cap = load_capture(tmp_path_factory)
+    try:
+        yield cap
+    finally:
+        cap.close()
+
+
+@pytest.mark.parametrize("proto", ["h1", "h2"])
+@pytest.mark.parametrize("build", ["symbols", "stripped"])
+def test_go_https_server_and_client_plaintext_both_sides(
+    capture: Capture, peers: tuple[Path, Path, Path], cert: tuple[Path, Path], build: str, proto: str
+) -> None:
+    binary = peers[0] if build == "symbols" else peers[1]
+    capture.poll()
+    with go_server(binary, cert) as (server, port):
+        wait_probed(capture, binary)  # started after the tracer: found through its exec event
+        exchange(capture, binary, port, server.pid, 5, proto)
+    assert capture.tls.go is not None and not capture.tls.go.refused
+
+
+def test_go_server_running_before_the_tracer_is_found_at_startup(
+    tmp_path_factory: pytest.TempPathFactory, peers: tuple[Path, Path, Path], cert: tuple[Path, Path],
+    tmp_path: Path,
+) -> None:  # fmt: skip
+    # A copy: a new inode, which no tracer of this module has probed yet.
+    binary = tmp_path / "gopeer-early"
+    binary.write_bytes(peers[1].read_bytes())
+    binary.chmod(0o755)
+    with go_server(binary, cert) as (server, port):
+        cap = load_capture(tmp_path_factory)
+        try:
+            assert cap.tls.go is not None
+            names = [e.path for e in cap.tls.go.executables]
+            assert f"/proc/{server.pid}/exe" in names, names
+            cap.poll()
+            exchange(cap, binary, port, server.pid, 3, "h1")
+        finally:
+            cap.close()
