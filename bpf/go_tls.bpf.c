@@ -128,12 +128,15 @@ int l7_go_tls_return(struct pt_regs *ctx)
 		return 0;
 	struct l7_fd_key fk = {.tgid = tgid, .fd = call.fd};
 	__u64 *skp = l7_fd_socks.lookup(&fk);
-	if (!skp)
-		return 0; /* no syscall bound this fd: its connection is unknown (or excluded before binding) */
-	__u64 sk = *skp;
-	struct l7_conn *c = l7_conns.lookup(&sk);
-	if (!c || !c->bound || c->excluded || c->pid != tgid || c->fd != call.fd)
+	struct l7_conn *c = skp ? l7_conns.lookup(skp) : 0;
+	if (!c || !c->bound || c->pid != tgid || c->fd != call.fd) {
+		/* No syscall bound this fd to a TCP connection (nor a pending mark): dropped, counted. */
+		l7_count(L7_STAT_TLS_UNMAPPED, 1);
+		l7_count(L7_STAT_TLS_UNMAPPED_BYTES, (__u64)n);
 		return 0;
+	}
+	if (c->excluded)
+		return 0; /* filtered out on purpose */
 	l7_mark_tls(ctx, c);
 	__u64 len = (__u64)n;
 	__u64 pos = call.io == L7_IO_SEND ? __sync_fetch_and_add(&c->tls_send_bytes, len)

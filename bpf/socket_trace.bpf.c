@@ -747,6 +747,7 @@ TRACEPOINT_PROBE(sock, inet_sock_set_state)
 TRACEPOINT_PROBE(syscalls, sys_enter_close)
 {
 	struct l7_fd_key key = {.tgid = bpf_get_current_pid_tgid() >> 32, .fd = (__s32)args->fd};
+	l7_go_tls_fds.delete(&key); /* a Go TLS mark never consumed (not a TCP socket) must not outlive its fd */
 	__u64 *skp = l7_fd_socks.lookup(&key);
 	if (!skp)
 		return 0;

@@ -53,7 +53,7 @@ EVENT_HEADER = struct.Struct("<" + "".join(code for _, code in EVENT_LAYOUT) + "
 RING_FAST = struct.Struct("<I4xQQQQ8xIIiIBBxB")
 KIND_DATA, KIND_OPEN, KIND_CLOSE, KIND_EXEC = 0, 1, 2, 3
 STAT_EVENTS, STAT_LOST_EVENTS, STAT_LOST_BYTES, STAT_TRUNCATED, STAT_TLS_CIPHER_BYTES = 0, 1, 2, 3, 4
-STAT_COUNT = 7
+STAT_COUNT = 9
 AF_INET6 = 10
 _V4_MAPPED = b"\0" * 10 + b"\xff\xff"
 _IO = (Io.SEND, Io.RECV)
@@ -122,6 +122,8 @@ class CaptureStats:
     tls_cipher_bytes: int = 0  # ciphertext of TLS connections: counted, not emitted (plaintext is)
     refused_events: int = 0  # events whose ring write the kernel refused with room to spare (retried)
     refused_bytes: int = 0  # syscall bytes those refused events accounted for
+    tls_unmapped: int = 0  # TLS plaintext calls dropped: no syscall named their socket (OpenSSL, Go)
+    tls_unmapped_bytes: int = 0  # plaintext bytes of those calls
 
 
 class Capture:

@@ -5,7 +5,9 @@ Both ends' streams must be exactly the plaintext, in order, with no ciphertext a
 
 from __future__ import annotations
 
+import socket
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -172,3 +174,50 @@ def test_go_server_running_before_the_tracer_is_found_at_startup(
             exchange(cap, binary, port, server.pid, 3, "h1")
         finally:
             cap.close()
+
+
+def test_tls_over_a_unix_socket_is_counted_and_a_tcp_socket_reusing_its_fd_stays_plaintext(
+    capture: Capture, peers: tuple[Path, Path, Path], cert: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """A tls.Conn over a Unix socket names no TCP connection: its plaintext calls are counted as dropped
+    (tls_unmapped), and the TLS mark its handshake left on the fd must not make the TCP connection that
+    reuses the fd number hide its plaintext payload (it did until close() cleared the mark)."""
+    binary = peers[0]
+    msg = b"unix-tls-" + b"x" * 55
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+
+    def echo_once() -> None:
+        conn, _ = listener.accept()
+        with conn:
+            data = b""
+            while len(data) < len(msg):
+                data += conn.recv(len(msg) - len(data))
+            conn.sendall(data)
+
+    echo = threading.Thread(target=echo_once, daemon=True)
+    echo.start()
+    capture.poll()
+    with go_server(binary, cert):
+        wait_probed(capture, binary)  # the short-lived unix run below is then probed from its exec
+        before = capture.stats()
+        args = ["unix", str(tmp_path / "s"), str(cert[0]), str(cert[1]), msg.decode(), f"127.0.0.1:{port}"]
+        proc = subprocess.run([str(binary), *args], capture_output=True, timeout=30)
+    assert proc.stdout == msg + b"\n" + msg + b"\n", proc.stderr
+    echo.join(10)
+    listener.close()
+
+    def tcp_closed(events: list[Event]) -> bool:
+        return any(isinstance(e, ConnEvent) and e.closed and e.info.remote.port == port for e in events)
+
+    events = collect(capture, 10, tcp_closed)
+    after = capture.stats()
+    # Client Write, server Read, server Write, client Read: each moved the whole message.
+    assert after.tls_unmapped_bytes - before.tls_unmapped_bytes == 4 * len(msg)
+    assert after.tls_unmapped - before.tls_unmapped >= 4
+    tcp = [e for e in events if isinstance(e, ConnEvent) and not e.closed and e.info.remote.port == port]
+    assert len(tcp) == 1, tcp
+    for io in (Io.SEND, Io.RECV):
+        frags = fragments(events, tcp[0].info.conn_id, io)
+        assert {f.source for f in frags} == {Source.SYSCALL}
+        assert stream(frags) == msg

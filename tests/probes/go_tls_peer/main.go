@@ -4,6 +4,8 @@
 //	peer server ADDR CERT KEY        serve /hello/<n>, /echo (POST) until killed; prints "ready" once listening
 //	peer client URL N h1|h2          N sequential GET requests over one kept-alive connection
 //	peer offsets                     tls.Conn.conn, netFD.pfd, poll.FD.Sysfd offsets, via reflect
+//	peer unix PATH CERT KEY MSG ADDR TLS over a Unix socket (the client sends MSG, the server echoes it),
+//	                                 both ends closed, then MSG in plaintext over TCP to ADDR (fds reused)
 package main
 
 import (
@@ -66,6 +68,54 @@ func offsets() {
 		conn.Offset, tcp.Field(0).Offset+fd.Offset, pfd.Offset, sysfd.Offset)
 }
 
+func unixEcho(path, certFile, keyFile, msg, addr string) {
+	cert, err := tls.LoadX509KeyPair(certFile, keyFile)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	ln, err := net.Listen("unix", path)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	served := make(chan bool)
+	go func() {
+		defer close(served)
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		s := tls.Server(c, &tls.Config{Certificates: []tls.Certificate{cert}})
+		buf := make([]byte, len(msg))
+		io.ReadFull(s, buf)
+		s.Write(buf)
+		s.Close()
+	}()
+	raw, err := net.Dial("unix", path)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	c := tls.Client(raw, &tls.Config{InsecureSkipVerify: true})
+	c.Write([]byte(msg))
+	buf := make([]byte, len(msg))
+	io.ReadFull(c, buf)
+	c.Close()
+	<-served
+	fmt.Println(string(buf))
+	plain, err := net.Dial("tcp", addr)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	plain.Write([]byte(msg))
+	io.ReadFull(plain, buf)
+	plain.Close()
+	ln.Close() // after the TCP dial: the listener's fd is not free for it, the TLS ones are
+	fmt.Println(string(buf))
+}
+
 func main() {
 	switch os.Args[1] {
 	case "server":
@@ -75,5 +125,7 @@ func main() {
 		client(os.Args[2], n, os.Args[4])
 	case "offsets":
 		offsets()
+	case "unix":
+		unixEcho(os.Args[2], os.Args[3], os.Args[4], os.Args[5], os.Args[6])
 	}
 }
