@@ -5,8 +5,8 @@
  *         goroutine may move between threads while it waits for the socket;
  *   every RET of those functions (uretprobes would corrupt Go stacks): n > 0 plaintext bytes, copied
  *         with source TLS at the connection's plaintext positions, as for OpenSSL;
- *   entry of (*tls.Conn).handshakeContext: the connection is TLS from now on, so its handshake
- *         ciphertext is counted and never emitted as payload.
+ *   entry of (*tls.Conn).clientHandshake/serverHandshake: the connection is TLS from now on, so its
+ *         handshake ciphertext is counted and never emitted as payload.
  * Register ABI (Go >= 1.17): amd64 arguments RAX, RBX, RCX...; results RAX, RBX...; g in R14.
  * arm64: X0, X1, X2...; g in X28.
  * The fd is reached from the *tls.Conn through the offsets in l7_go_layout (probes/gotls.py LAYOUTS):

@@ -7,7 +7,8 @@ the return side is a uprobe on every RET instruction of the function, found by d
 
 Where things come from:
 - Go executable and version: the `.go.buildinfo` section (magic "\\xff Go buildinf:").
-- Functions: the ELF symbol table, or `.gopclntab` when the executable is stripped (`-ldflags=-s -w`
+- Functions: (*tls.Conn).Read, Write (entry and every RET), clientHandshake and serverHandshake (entry)
+  in the ELF symbol table, or `.gopclntab` when the executable is stripped (`-ldflags=-s -w`
   removes `.symtab` and DWARF; the pcln table stays, the runtime needs it).
 - RET instructions: capstone (a full x86-64 decoder: Go code mixes SSE and integer instructions, and a
   byte 0xC3 inside another instruction must not be taken for a RET).
@@ -36,8 +37,13 @@ __all__ = [
 # The functions probed, by their Go symbol name.
 READ = "crypto/tls.(*Conn).Read"
 WRITE = "crypto/tls.(*Conn).Write"
-HANDSHAKE = "crypto/tls.(*Conn).handshakeContext"  # every handshake path (client, server, implicit) runs it
-PROBED = (READ, WRITE, HANDSHAKE)
+# The handshake itself (run once per connection), not handshakeContext, which Read and Write call every
+# time (uprobe hits cost ~10-20 us each on the measured VMs). Each is optional: a program that only
+# dials (or only serves) has the other one removed by the linker.
+CLIENT_HANDSHAKE = "crypto/tls.(*Conn).clientHandshake"
+SERVER_HANDSHAKE = "crypto/tls.(*Conn).serverHandshake"
+HANDSHAKES = (CLIENT_HANDSHAKE, SERVER_HANDSHAKE)
+PROBED = (READ, WRITE, *HANDSHAKES)
 MIN_VERSION = (1, 17)  # the register ABI (arguments and results in registers) on amd64
 BUILDINFO_MAGIC = b"\xff Go buildinf:"
 EM_X86_64 = 62
@@ -287,7 +293,7 @@ class GoExecutable:
     functions: dict[str, GoFunction] = field(default_factory=dict)
 
     def uprobe_count(self) -> int:
-        return sum(1 + (len(f.rets) if f.name != HANDSHAKE else 0) for f in self.functions.values())
+        return sum(1 + len(f.rets) for f in self.functions.values())
 
 
 def is_go(path: str) -> bool:
@@ -330,8 +336,8 @@ def inspect(path: str) -> GoExecutable:
         raise NoTls(f"{version}: no crypto/tls.(*Conn).Read/Write (the program does not use crypto/tls)")
     functions = {}
     for name, (addr, size) in found.items():
-        rets = tuple(ret_addresses(elf.read_at(addr, size), addr)) if name != HANDSHAKE else ()
-        if name != HANDSHAKE and not rets:
+        rets = tuple(ret_addresses(elf.read_at(addr, size), addr)) if name in (READ, WRITE) else ()
+        if name in (READ, WRITE) and not rets:
             raise GoUnsupported(f"{version}: no RET instruction found in {name}")
         functions[name] = GoFunction(name, addr, rets)
     return GoExecutable(path, version, source, layout, functions)

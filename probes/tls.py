@@ -79,7 +79,8 @@ class Library:
 GO_ENTRY_PROGRAMS = {
     gotls.READ: "l7_go_tls_read_enter",
     gotls.WRITE: "l7_go_tls_write_enter",
-    gotls.HANDSHAKE: "l7_go_tls_handshake_enter",
+    gotls.CLIENT_HANDSHAKE: "l7_go_tls_handshake_enter",
+    gotls.SERVER_HANDSHAKE: "l7_go_tls_handshake_enter",
 }
 GO_RETURN_PROGRAM = "l7_go_tls_return"
 
