@@ -18,7 +18,7 @@ Where things come from:
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 __all__ = [
@@ -115,6 +115,9 @@ def layout_for(version: tuple[int, int]) -> Layout:
     for since, layout in LAYOUTS:
         if version >= since:
             chosen = layout
+    if version > NEWEST_KNOWN:  # said in the "probing" log line: a wrong layout reads no fd, nothing else
+        newest = f"{NEWEST_KNOWN[0]}.{NEWEST_KNOWN[1]}"
+        return replace(chosen, source=f"{chosen.source}; Go {version[0]}.{version[1]} is newer than {newest}")
     return chosen
 
 

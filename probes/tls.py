@@ -166,8 +166,8 @@ class GoProbes:
             return False
         self.uprobes += done
         self.executables.append(exe)
-        log.info("Go TLS: probing %s (%s, functions from %s, %d uprobes)", name, exe.version,
-                 exe.symbols_from, done)  # fmt: skip
+        log.info("Go TLS: probing %s (%s, functions from %s, %d uprobes, offsets: %s)", name, exe.version,
+                 exe.symbols_from, done, exe.layout.source)  # fmt: skip
         return True
 
 

@@ -1,6 +1,6 @@
 """Go crypto/tls plaintext through uprobes at the entry and every RET of (*tls.Conn).Read/Write: a Go
 net/http HTTPS server and client (tests/probes/go_tls_peer), HTTP/1.1 and HTTP/2 (ALPN), built with
-symbols and stripped, started after the tracer (found through exec) and before it (start-up scan).
+symbols, stripped and as a PIE, started after the tracer (found through exec) and before it (start-up scan).
 Both ends' streams must be exactly the plaintext, in order, with no ciphertext as payload."""
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 
 
 @pytest.fixture(scope="module")
-def peers() -> tuple[Path, Path, Path]:
+def peers() -> tuple[Path, Path, Path, Path]:
     return build_peers()
 
 
@@ -144,11 +144,11 @@ def capture(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Capture]:
 
 
 @pytest.mark.parametrize("proto", ["h1", "h2"])
-@pytest.mark.parametrize("build", ["symbols", "stripped"])
+@pytest.mark.parametrize("build", ["symbols", "stripped", "pie"])
 def test_go_https_server_and_client_plaintext_both_sides(
-    capture: Capture, peers: tuple[Path, Path, Path], cert: tuple[Path, Path], build: str, proto: str
+    capture: Capture, peers: tuple[Path, Path, Path, Path], cert: tuple[Path, Path], build: str, proto: str
 ) -> None:
-    binary = peers[0] if build == "symbols" else peers[1]
+    binary = {"symbols": peers[0], "stripped": peers[1], "pie": peers[3]}[build]
     capture.poll()
     with go_server(binary, cert) as (server, port):
         wait_probed(capture, binary)  # started after the tracer: found through its exec event
@@ -157,7 +157,7 @@ def test_go_https_server_and_client_plaintext_both_sides(
 
 
 def test_go_server_running_before_the_tracer_is_found_at_startup(
-    tmp_path_factory: pytest.TempPathFactory, peers: tuple[Path, Path, Path], cert: tuple[Path, Path],
+    tmp_path_factory: pytest.TempPathFactory, peers: tuple[Path, Path, Path, Path], cert: tuple[Path, Path],
     tmp_path: Path,
 ) -> None:  # fmt: skip
     # A copy: a new inode, which no tracer of this module has probed yet.
@@ -177,7 +177,7 @@ def test_go_server_running_before_the_tracer_is_found_at_startup(
 
 
 def test_tls_over_a_unix_socket_is_counted_and_a_tcp_socket_reusing_its_fd_stays_plaintext(
-    capture: Capture, peers: tuple[Path, Path, Path], cert: tuple[Path, Path], tmp_path: Path
+    capture: Capture, peers: tuple[Path, Path, Path, Path], cert: tuple[Path, Path], tmp_path: Path
 ) -> None:
     """A tls.Conn over a Unix socket names no TCP connection: its plaintext calls are counted as dropped
     (tls_unmapped), and the TLS mark its handshake left on the fd must not make the TCP connection that
@@ -221,3 +221,30 @@ def test_tls_over_a_unix_socket_is_counted_and_a_tcp_socket_reusing_its_fd_stays
         frags = fragments(events, tcp[0].info.conn_id, io)
         assert {f.source for f in frags} == {Source.SYSCALL}
         assert stream(frags) == msg
+
+
+def test_uprobe_cap_refuses_an_executable_and_says_so_once(
+    tmp_path_factory: pytest.TempPathFactory, peers: tuple[Path, Path, Path, Path], cert: tuple[Path, Path],
+    caplog: pytest.LogCaptureFixture,
+) -> None:  # fmt: skip
+    """With room for one executable's uprobes (19 on go1.26.8), a second executable is refused, with the
+    cap named, and logged once however many times it runs."""
+    symbols, stripped = peers[0], peers[1]
+    cap = load_capture(tmp_path_factory, go_tls_max_uprobes=25)
+    try:
+        assert cap.tls.go is not None
+        with go_server(symbols, cert):
+            wait_probed(cap, symbols)
+        caplog.set_level("WARNING", logger="l7scope.tls")
+        for _ in range(2):
+            with go_server(stripped, cert):
+                deadline = time.monotonic() + 10
+                while str(stripped) not in cap.tls.go.refused and time.monotonic() < deadline:
+                    cap.poll()
+                    time.sleep(0.01)
+        assert "capture.go_tls_max_uprobes" in cap.tls.go.refused[str(stripped)]
+        assert cap.tls.go.uprobes <= 25
+        said = [r for r in caplog.records if str(stripped) in r.getMessage()]
+        assert len(said) == 1, [r.getMessage() for r in said]
+    finally:
+        cap.close()

@@ -68,7 +68,7 @@ def expected(process: str) -> Counter[tuple[str, str, str, str, int]]:
 
 
 def test_go_https_records_both_sides_h1_h2_symbols_and_stripped(tmp_path: Path) -> None:
-    peer, stripped, _ = build_peers()
+    peer, stripped, _, _ = build_peers()
     cert = self_signed_cert(tmp_path)
     late = tmp_path / "gostripped"  # a new inode: nothing has probed it before this agent
     late.write_bytes(stripped.read_bytes())

@@ -16,7 +16,7 @@ from tests.support.go_peers import build_peers, go_binary
 
 
 @pytest.fixture(scope="module")
-def peers() -> tuple[Path, Path, Path]:
+def peers() -> tuple[Path, Path, Path, Path]:
     return build_peers()
 
 
@@ -55,7 +55,8 @@ def test_layout_refuses_the_stack_abi_and_covers_newer_releases() -> None:
     with pytest.raises(gotls.GoUnsupported, match="register ABI"):
         gotls.layout_for((1, 16))
     assert gotls.layout_for((1, 17)).values() == (0, 0, 0, 16)
-    assert gotls.layout_for((1, 30)) == gotls.LAYOUTS[-1][1]
+    newer = gotls.layout_for((1, 30))
+    assert newer.values() == gotls.LAYOUTS[-1][1].values() and "newer than 1.26" in newer.source
 
 
 def test_ret_finding_ignores_c3_bytes_inside_other_instructions() -> None:
@@ -81,12 +82,13 @@ def test_non_go_files_are_not_go(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_symtab_and_pclntab_agree_with_the_go_toolchain(peers: tuple[Path, Path, Path]) -> None:
-    peer, stripped, _ = peers
+def test_symtab_and_pclntab_agree_with_the_go_toolchain(peers: tuple[Path, Path, Path, Path]) -> None:
+    peer, stripped, _, pie = peers
     go = go_binary()
     assert go is not None
     version = subprocess.run([go, "version"], capture_output=True, text=True, check=True).stdout.split()[2]
     full, bare = gotls.inspect(str(peer)), gotls.inspect(str(stripped))
+    assert gotls.inspect(str(pie)).functions.keys() == full.functions.keys()  # ELF type DYN: same lookup
     assert gotls.is_go(str(peer)) and gotls.is_go(str(stripped))
     assert full.version == bare.version == version
     assert (full.symbols_from, bare.symbols_from) == ("symtab", "pclntab")
@@ -101,7 +103,7 @@ def test_symtab_and_pclntab_agree_with_the_go_toolchain(peers: tuple[Path, Path,
 
 
 @pytest.mark.slow
-def test_a_go_program_without_crypto_tls_has_nothing_to_probe(peers: tuple[Path, Path, Path]) -> None:
+def test_a_go_program_without_crypto_tls_has_nothing_to_probe(peers: tuple[Path, Path, Path, Path]) -> None:
     plain = peers[2]
     assert gotls.is_go(str(plain))
     with pytest.raises(gotls.NoTls):
@@ -109,7 +111,7 @@ def test_a_go_program_without_crypto_tls_has_nothing_to_probe(peers: tuple[Path,
 
 
 @pytest.mark.slow
-def test_the_layout_table_matches_reflect_on_this_toolchain(peers: tuple[Path, Path, Path]) -> None:
+def test_the_layout_table_matches_reflect_on_this_toolchain(peers: tuple[Path, Path, Path, Path]) -> None:
     out = subprocess.run([str(peers[0]), "offsets"], capture_output=True, text=True, check=True, timeout=30)
     got = dict(line.rsplit(" ", 1) for line in out.stdout.splitlines())
     layout = gotls.layout_for(gotls.parse_go_version(gotls.inspect(str(peers[0])).version))

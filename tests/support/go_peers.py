@@ -28,9 +28,10 @@ def cache_root() -> Path:
     return Path(os.environ.get("L7SCOPE_CACHE", "/var/cache/l7scope"))
 
 
-def build_peers() -> tuple[Path, Path, Path]:
-    """(peer, stripped peer, plain): the peer twice, the second built with -ldflags=-s -w (no symbols, no
-    DWARF), and a Go program without crypto/tls (go_tls_peer/notls)."""
+def build_peers() -> tuple[Path, Path, Path, Path]:
+    """(peer, stripped peer, plain, pie): the peer, the same built with -ldflags=-s -w (no symbols, no
+    DWARF), a Go program without crypto/tls (go_tls_peer/notls), and the peer as a position-independent
+    executable (-buildmode=pie, ELF type DYN)."""
     go = go_binary()
     if go is None:
         raise RuntimeError("no Go toolchain: deploy/setup.sh test installs golang")
@@ -39,9 +40,9 @@ def build_peers() -> tuple[Path, Path, Path]:
     for source in sorted(p for p in PEER_SRC.rglob("*") if p.is_file()):
         digest.update(str(source.relative_to(PEER_SRC)).encode() + source.read_bytes())
     out = cache_root() / "go-peers" / digest.hexdigest()[:16]
-    peer, stripped, plain = out / "peer", out / "peer-stripped", out / "plain"
-    if peer.exists() and stripped.exists() and plain.exists():
-        return peer, stripped, plain
+    peer, stripped, plain, pie = out / "peer", out / "peer-stripped", out / "plain", out / "peer-pie"
+    if peer.exists() and stripped.exists() and plain.exists() and pie.exists():
+        return peer, stripped, plain, pie
     out.mkdir(parents=True, exist_ok=True)
     env = {
         **os.environ,
@@ -50,10 +51,11 @@ def build_peers() -> tuple[Path, Path, Path]:
         "GOTOOLCHAIN": "local",
         "CGO_ENABLED": "0",
     }
-    builds = ((peer, [], "."), (stripped, ["-ldflags=-s -w"], "."), (plain, [], "./notls"))
+    builds = ((peer, [], "."), (stripped, ["-ldflags=-s -w"], "."), (plain, [], "./notls"),
+              (pie, ["-buildmode=pie"], "."))  # fmt: skip
     for target, flags, package in builds:
         tmp = target.with_suffix(".tmp")
         subprocess.run([go, "build", *flags, "-o", str(tmp), package], cwd=PEER_SRC, env=env, check=True,
                        capture_output=True, timeout=600)  # fmt: skip
         tmp.rename(target)
-    return peer, stripped, plain
+    return peer, stripped, plain, pie
