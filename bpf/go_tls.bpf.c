@@ -46,7 +46,8 @@ struct l7_go_call {
 	__u8 pad[3];
 };
 /* LRU: a call whose RET never runs (a panic through it) ages out. */
-BPF_TABLE("lru_hash", struct l7_go_key, struct l7_go_call, l7_go_calls, 16384);
+/* Sized for many idle keep-alive connections, each with a goroutine parked in Read. */
+BPF_TABLE("lru_hash", struct l7_go_key, struct l7_go_call, l7_go_calls, 65536);
 
 /* The socket fd under a *tls.Conn, or -1 (a tls.Conn over something else than a socket reads garbage
  * here: such an fd names no connection of this process, or one of its own that is then marked TLS). */
@@ -93,6 +94,9 @@ static __always_inline int l7_go_enter(struct pt_regs *ctx, __u8 io)
 	__s32 fd = l7_go_fd(L7_GO_ARG0(ctx));
 	if (fd < 0)
 		return 0;
+	/* A connection whose handshake went by before the probes (opened before the agent, or before this
+	 * executable was probed) is marked here, before the syscall this call makes moves ciphertext. */
+	l7_go_mark(ctx, tgid, fd);
 	struct l7_go_key key = {.g = L7_GO_G(ctx), .tgid = tgid};
 	struct l7_go_call call = {.buf = L7_GO_ARG1(ctx), .fd = fd, .io = io};
 	l7_go_calls.update(&key, &call);

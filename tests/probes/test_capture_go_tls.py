@@ -248,3 +248,60 @@ def test_uprobe_cap_refuses_an_executable_and_says_so_once(
         assert len(said) == 1, [r.getMessage() for r in said]
     finally:
         cap.close()
+
+
+def test_a_keepalive_connection_opened_before_the_tracer_turns_plaintext(
+    tmp_path_factory: pytest.TempPathFactory, peers: tuple[Path, Path, Path, Path], cert: tuple[Path, Path]
+) -> None:
+    """Request 0 before the tracer loads, 1-3 after, on one HTTP/1.1 connection. Each side parks a Read
+    before the tracer (net/http's readers wait for the next message), so that call's bytes are not
+    seen: the server's request 1 and the client's response 1. Everything after is plaintext. The client
+    marks its connection TLS at its first probed Write entry, before that call's syscall binds it: no
+    ciphertext from it at all (it was one ciphertext payload and a second generation before)."""
+    binary = peers[0]
+    with go_server(binary, cert) as (server, port):
+        args = ["client", f"https://127.0.0.1:{port}/hello/", "4", "h1", "wait"]
+        client = subprocess.Popen([str(binary), *args], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        assert client.stdin is not None and client.stdout is not None
+        try:
+
+            def request() -> bytes:
+                client.stdin.write(b"\n")  # type: ignore[union-attr]
+                client.stdin.flush()  # type: ignore[union-attr]
+                return client.stdout.readline()  # type: ignore[union-attr]
+
+            assert request() == b"200 HTTP/1.1 hello /hello/0 over HTTP/1.1\n"
+            cap = load_capture(tmp_path_factory)
+            try:
+                cap.poll()
+                for i in (1, 2, 3):
+                    assert request() == b"200 HTTP/1.1 hello /hello/%d over HTTP/1.1\n" % i
+                client.stdin.write(b"\n")
+                client.stdin.close()
+                client.wait(timeout=10)
+
+                def both_closed(events: list[Event]) -> bool:
+                    return sum(1 for e in events if isinstance(e, ConnEvent) and e.closed and port in
+                               (e.info.local.port, e.info.remote.port)) >= 2  # fmt: skip
+
+                events = collect(cap, 10, both_closed)
+            finally:
+                cap.close()
+        finally:
+            stop(client)
+    opens = [e for e in events if isinstance(e, ConnEvent) and not e.closed]
+    client_gens = [e for e in opens if e.info.pid == client.pid and e.info.remote.port == port]
+    server_gens = [e for e in opens if e.info.pid == server.pid and e.info.local.port == port]
+    assert len(client_gens) == 1, client_gens
+    assert server_gens, opens
+    sent = plaintext(events, client_gens[0], Io.SEND)
+    assert [line.split()[1] for line in sent.split(b"\r\n") if line.startswith(b"GET ")] == [
+        b"/hello/1", b"/hello/2", b"/hello/3"
+    ]  # fmt: skip
+    got = plaintext(events, client_gens[0], Io.RECV)
+    assert b"hello /hello/2 over" in got and b"hello /hello/3 over" in got
+    last = server_gens[-1]  # the first may hold the one ciphertext read of the Read parked before the tracer
+    served = plaintext(events, last, Io.RECV)
+    assert b"GET /hello/2 " in served and b"GET /hello/3 " in served
+    answered = plaintext(events, last, Io.SEND)
+    assert all(b"hello /hello/%d over" % i in answered for i in (1, 2, 3))

@@ -2,13 +2,15 @@
 // client making N requests over one connection, plus the struct offsets l7scope's Go TLS probes use.
 //
 //	peer server ADDR CERT KEY        serve /hello/<n>, /echo (POST) until killed; prints "ready" once listening
-//	peer client URL N h1|h2          N sequential GET requests over one kept-alive connection
+//	peer client URL N h1|h2 [wait]   N sequential GET requests over one kept-alive connection; with
+//	                                 wait, each after a line on stdin, and one more line before exiting
 //	peer offsets                     tls.Conn.conn, netFD.pfd, poll.FD.Sysfd offsets, via reflect
 //	peer unix PATH CERT KEY MSG ADDR TLS over a Unix socket (the client sends MSG, the server echoes it),
 //	                                 both ends closed, then MSG in plaintext over TCP to ADDR (fds reused)
 package main
 
 import (
+	"bufio"
 	"crypto/tls"
 	"fmt"
 	"io"
@@ -41,10 +43,14 @@ func serve(addr, cert, key string) {
 	os.Exit(1)
 }
 
-func client(url string, n int, proto string) {
+func client(url string, n int, proto string, wait bool) {
+	in := bufio.NewReader(os.Stdin)
 	tr := &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}, ForceAttemptHTTP2: proto == "h2"}
 	c := &http.Client{Transport: tr}
 	for i := 0; i < n; i++ {
+		if wait {
+			in.ReadString('\n')
+		}
 		resp, err := c.Get(url + strconv.Itoa(i))
 		if err != nil {
 			fmt.Fprintln(os.Stderr, err)
@@ -53,6 +59,9 @@ func client(url string, n int, proto string) {
 		body, _ := io.ReadAll(resp.Body)
 		resp.Body.Close()
 		fmt.Printf("%d %s %s", resp.StatusCode, resp.Proto, body)
+	}
+	if wait {
+		in.ReadString('\n') // the connection stays open until told
 	}
 }
 
@@ -122,7 +131,7 @@ func main() {
 		serve(os.Args[2], os.Args[3], os.Args[4])
 	case "client":
 		n, _ := strconv.Atoi(os.Args[3])
-		client(os.Args[2], n, os.Args[4])
+		client(os.Args[2], n, os.Args[4], len(os.Args) > 5 && os.Args[5] == "wait")
 	case "offsets":
 		offsets()
 	case "unix":
