@@ -12,12 +12,14 @@ Where things come from:
   removes `.symtab` and DWARF; the pcln table stays, the runtime needs it).
 - RET instructions: capstone (a full x86-64 decoder: Go code mixes SSE and integer instructions, and a
   byte 0xC3 inside another instruction must not be taken for a RET).
-- Struct offsets from `*tls.Conn` to the socket's fd: `LAYOUTS` below.
+- Struct offsets from `*tls.Conn` to the socket's fd: DWARF when the executable has it (`dwarf_layout`),
+  else `LAYOUTS` below; `Layout.source` says which.
 """
 
 from __future__ import annotations
 
 import struct
+import zlib
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -132,6 +134,7 @@ class Section:
     size: int
     link: int
     entsize: int
+    compressed: bool = False
 
 
 @dataclass(slots=True)
@@ -168,18 +171,18 @@ def parse_elf(data: bytes) -> Elf:
     shentsize, shnum, shstrndx = struct.unpack_from("<HHH", data, 0x3A)
     raw = []
     for i in range(shnum):
-        name, kind, _flags, addr, offset, size, link, _info, _align, entsize = struct.unpack_from(
+        name, kind, flags, addr, offset, size, link, _info, _align, entsize = struct.unpack_from(
             "<IIQQQQIIQQ", data, shoff + i * shentsize
         )
-        raw.append((name, kind, addr, offset, size, link, entsize))
+        raw.append((name, kind, addr, offset, size, link, entsize, bool(flags & SHF_COMPRESSED)))
     if not raw or shstrndx >= len(raw):
         raise GoUnsupported("no section headers")
     names_at = raw[shstrndx][3]
     sections = []
-    for name, kind, addr, offset, size, link, entsize in raw:
+    for name, kind, addr, offset, size, link, entsize, compressed in raw:
         end = data.index(b"\0", names_at + name)
         label = data[names_at + name : end].decode(errors="replace")
-        sections.append(Section(label, kind, addr, offset, size, link, entsize))
+        sections.append(Section(label, kind, addr, offset, size, link, entsize, compressed))
     return Elf(data, {s.name: s for s in sections}, sections, e_type)
 
 
@@ -280,6 +283,192 @@ def ret_addresses(code: bytes, addr: int) -> list[int]:
     return [address for address, _size, mnemonic, _ops in md.disasm_lite(code, addr) if mnemonic == "ret"]
 
 
+# DWARF: the struct offsets of the Go types on the way from *tls.Conn to the fd, when the executable
+# has DWARF (not stripped with -w). Go's compiler writes type names inline (DW_FORM_string), so each
+# struct is found by its name's bytes and checked to be a structure_type DIE before it is read.
+SHF_COMPRESSED = 0x800
+DW_TAG_STRUCTURE, DW_TAG_MEMBER = 0x13, 0x0D
+DW_AT_NAME, DW_AT_MEMBER_LOCATION = 0x03, 0x38
+DW_FORM_STRING, DW_FORM_IMPLICIT_CONST = 0x08, 0x21
+# form -> fixed size (DWARF 32-bit, 8-byte addresses); -1: ULEB128, -2: SLEB128, -3: string, -4: block1,
+# -5: ULEB-sized block
+_FORM_SIZE = {
+    0x01: 8, 0x05: 2, 0x06: 4, 0x07: 8, 0x08: -3, 0x09: -5, 0x0A: -4, 0x0B: 1, 0x0C: 1, 0x0D: -2,
+    0x0E: 4, 0x0F: -1, 0x10: 4, 0x11: 1, 0x12: 2, 0x13: 4, 0x14: 8, 0x15: -1, 0x17: 4, 0x18: -5,
+    0x19: 0, 0x1A: -1, 0x1B: -1, 0x1E: 16, 0x1F: 4, 0x21: 0, 0x25: 1, 0x26: 2, 0x29: 1, 0x2A: 2,
+}  # fmt: skip
+# (struct, member) pairs whose offsets make a Layout; net.TCPConn embeds net.conn as its field "conn".
+DWARF_MEMBERS = (
+    ("crypto/tls.Conn", "conn"), ("net.TCPConn", "conn"), ("net.conn", "fd"), ("net.netFD", "pfd"),
+    ("internal/poll.FD", "Sysfd"),
+)  # fmt: skip
+
+
+def debug_section(elf: Elf, name: str) -> bytes:
+    """A .debug_* section, decompressed (SHF_COMPRESSED with zlib, or the older .zdebug_* form)."""
+    s = elf.sections.get(name)
+    if s is not None:
+        raw = elf.data[s.offset : s.offset + s.size]
+        if s.compressed:
+            ch_type = struct.unpack_from("<I", raw, 0)[0]
+            if ch_type != 1:  # ELFCOMPRESS_ZLIB
+                raise GoUnsupported(f"{name}: compression type {ch_type}")
+            return zlib.decompress(raw[24:])
+        return raw
+    z = elf.section_bytes(".z" + name[1:])
+    if z.startswith(b"ZLIB"):
+        return zlib.decompress(z[12:])
+    return b""
+
+
+def _uleb(buf: bytes, pos: int) -> tuple[int, int]:
+    return _uvarint(buf, pos)
+
+
+def _sleb(buf: bytes, pos: int) -> tuple[int, int]:
+    value = shift = 0
+    while True:
+        b = buf[pos]
+        pos += 1
+        value |= (b & 0x7F) << shift
+        shift += 7
+        if b < 0x80:
+            if b & 0x40:
+                value -= 1 << shift
+            return value, pos
+
+
+Abbrev = tuple[int, bool, tuple[tuple[int, int, int], ...]]  # tag, has children, (attr, form, implicit)
+
+
+def parse_abbrevs(data: bytes, offset: int) -> dict[int, Abbrev]:
+    table: dict[int, Abbrev] = {}
+    pos = offset
+    while True:
+        code, pos = _uleb(data, pos)
+        if code == 0:
+            return table
+        tag, pos = _uleb(data, pos)
+        children = data[pos] == 1
+        pos += 1
+        attrs = []
+        while True:
+            attr, pos = _uleb(data, pos)
+            form, pos = _uleb(data, pos)
+            implicit = 0
+            if form == DW_FORM_IMPLICIT_CONST:
+                implicit, pos = _sleb(data, pos)
+            if attr == 0 and form == 0:
+                break
+            attrs.append((attr, form, implicit))
+        table[code] = (tag, children, tuple(attrs))
+
+
+def _read_die(
+    info: bytes, pos: int, abbrevs: dict[int, Abbrev]
+) -> tuple[int, Abbrev | None, dict[int, object]]:
+    """(position after the DIE, its abbrev or None for a null entry, its name and member-location values)."""
+    code, pos = _uleb(info, pos)
+    if code == 0:
+        return pos, None, {}
+    abbrev = abbrevs.get(code)
+    if abbrev is None:
+        raise GoUnsupported(f"DWARF: unknown abbrev {code}")
+    values: dict[int, object] = {}
+    for attr, form, implicit in abbrev[2]:
+        size = _FORM_SIZE.get(form)
+        if size is None:
+            raise GoUnsupported(f"DWARF: form {form:#x} not handled")
+        start = pos
+        value: object = None
+        if size >= 0:
+            pos += size
+            if size in (1, 2, 4, 8):
+                value = int.from_bytes(info[start:pos], "little")
+        elif size == -1:
+            value, pos = _uleb(info, pos)
+        elif size == -2:
+            value, pos = _sleb(info, pos)
+        elif size == -3:
+            end = info.index(b"\0", pos)
+            value, pos = info[pos:end].decode(errors="replace"), end + 1
+        elif size == -4:
+            pos += 1 + info[pos]
+        else:
+            length, pos = _uleb(info, pos)
+            pos += length
+        if form == DW_FORM_IMPLICIT_CONST:
+            value = implicit
+        if attr in (DW_AT_NAME, DW_AT_MEMBER_LOCATION):
+            values[attr] = value
+    return pos, abbrev, values
+
+
+def _unit_abbrev_offset(info: bytes, target: int) -> int:
+    """The abbrev table offset of the unit that holds `target` (DWARF 4 and 5, 32-bit)."""
+    pos = 0
+    while pos < len(info):
+        length, version = struct.unpack_from("<IH", info, pos)
+        end = pos + 4 + length
+        if pos <= target < end:
+            (offset,) = struct.unpack_from("<I", info, pos + (8 if version >= 5 else 6))
+            return int(offset)
+        pos = end
+    raise GoUnsupported("DWARF: offset outside every unit")
+
+
+def struct_members(info: bytes, abbrev_data: bytes, name: str) -> dict[str, int]:
+    """member name -> offset of the Go struct type `name`, from its structure_type DIE."""
+    needle = name.encode() + b"\0"
+    start = 0
+    tables: dict[int, dict[int, Abbrev]] = {}
+    while True:
+        at = info.find(needle, start)
+        if at < 0:
+            raise GoUnsupported(f"DWARF: no struct {name}")
+        start = at + 1
+        if at == 0 or info[at - 1] >= 0x80:  # the abbrev code before the name: one byte in Go's tables
+            continue
+        offset = _unit_abbrev_offset(info, at)
+        abbrevs = tables.get(offset) or tables.setdefault(offset, parse_abbrevs(abbrev_data, offset))
+        abbrev = abbrevs.get(info[at - 1])
+        if abbrev is None or abbrev[0] != DW_TAG_STRUCTURE or not abbrev[1]:
+            continue
+        if not abbrev[2] or abbrev[2][0][:2] != (DW_AT_NAME, DW_FORM_STRING):
+            continue
+        pos, _, _ = _read_die(info, at - 1, abbrevs)
+        members: dict[str, int] = {}
+        depth = 1
+        while depth:
+            pos, child, values = _read_die(info, pos, abbrevs)
+            if child is None:
+                depth -= 1
+                continue
+            if depth == 1 and child[0] == DW_TAG_MEMBER:
+                member, location = values.get(DW_AT_NAME), values.get(DW_AT_MEMBER_LOCATION)
+                if isinstance(member, str) and isinstance(location, int):
+                    members[member] = location
+            if child[1]:
+                depth += 1
+        return members
+
+
+def dwarf_layout(elf: Elf) -> Layout | None:
+    """The Layout read from DWARF, or None when the executable has none (stripped with -w)."""
+    info = debug_section(elf, ".debug_info")
+    if not info:
+        return None
+    abbrev_data = debug_section(elf, ".debug_abbrev")
+    found = []
+    for struct_name, member in DWARF_MEMBERS:
+        members = struct_members(info, abbrev_data, struct_name)
+        if member not in members:
+            raise GoUnsupported(f"DWARF: {struct_name} has no member {member}")
+        found.append(members[member])
+    conn, tcp_conn, conn_fd, pfd, sysfd = found
+    return Layout(conn, tcp_conn + conn_fd, pfd, sysfd, "DWARF")
+
+
 @dataclass(frozen=True, slots=True)
 class GoFunction:
     name: str
@@ -330,6 +519,10 @@ def inspect(path: str) -> GoExecutable:
     except ValueError as exc:
         raise GoUnsupported(str(exc)) from None
     layout = layout_for(parsed)
+    try:
+        layout = dwarf_layout(elf) or layout
+    except (GoUnsupported, IndexError, ValueError, struct.error, zlib.error) as exc:
+        layout = replace(layout, source=f"{layout.source} (DWARF unreadable: {exc})")
     found = symtab_functions(elf, PROBED)
     source = "symtab"
     if READ not in found or WRITE not in found:

@@ -117,3 +117,31 @@ def test_the_layout_table_matches_reflect_on_this_toolchain(peers: tuple[Path, P
     layout = gotls.layout_for(gotls.parse_go_version(gotls.inspect(str(peers[0])).version))
     assert (int(got["tls.Conn.conn"]), int(got["net.conn.fd"]), int(got["net.netFD.pfd"]),
             int(got["poll.FD.Sysfd"])) == layout.values()  # fmt: skip
+
+
+@pytest.mark.slow
+def test_offsets_come_from_dwarf_when_present_else_from_the_table(
+    peers: tuple[Path, Path, Path, Path],
+) -> None:
+    peer, stripped, _, pie = peers
+    table = gotls.layout_for(gotls.parse_go_version(gotls.inspect(str(peer)).version))
+    for with_dwarf in (peer, pie):
+        layout = gotls.inspect(str(with_dwarf)).layout
+        assert layout.source == "DWARF" and layout.values() == table.values()
+    assert gotls.dwarf_layout(gotls.parse_elf(stripped.read_bytes())) is None  # -w: no DWARF
+    assert gotls.inspect(str(stripped)).layout == table
+
+
+@pytest.mark.slow
+def test_unreadable_dwarf_falls_back_to_the_table_and_says_why(
+    peers: tuple[Path, Path, Path, Path], tmp_path: Path
+) -> None:
+    data = bytearray(peers[0].read_bytes())
+    info = gotls.parse_elf(bytes(data)).sections[".debug_info"]
+    assert info.compressed
+    data[info.offset : info.offset + 4] = (2).to_bytes(4, "little")  # ELFCOMPRESS_ZSTD: not read here
+    copy = tmp_path / "peer"
+    copy.write_bytes(bytes(data))
+    layout = gotls.inspect(str(copy)).layout
+    assert layout.values() == gotls.LAYOUTS[-1][1].values()
+    assert "DWARF unreadable: .debug_info: compression type 2" in layout.source
