@@ -471,9 +471,13 @@ class ConnParser:
             candidates = [self.request_io, Io.RECV if self.request_io == Io.SEND else Io.SEND]
         else:
             candidates = [self.request_io]
+        # A request seen as one is the stronger sign: some responses read as requests too (a Redis array
+        # reply holding "PING" is what the command looks like), so replies decide only when no request does.
         for req in candidates:
-            resp = Io.RECV if req == Io.SEND else Io.SEND
-            if claims(spec, heads[req], Direction.REQUEST) or claims(spec, heads[resp], Direction.RESPONSE):
+            if claims(spec, heads[req], Direction.REQUEST):
+                return req
+        for req in candidates:
+            if claims(spec, heads[Io.RECV if req == Io.SEND else Io.SEND], Direction.RESPONSE):
                 return req
         return None
 

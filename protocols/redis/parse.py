@@ -528,8 +528,8 @@ def detect(head: bytes, direction: Direction) -> bool:
     if direction is Direction.REQUEST:
         if b[0] != ARRAY:
             return _plausible_inline(b)
-        name = _first_command(b)
-        return name is not None and _known(name) and _messages_valid(b, True) >= 0
+        name = _first_command(b)  # a complete, known first command; a later one may be a module's
+        return name is not None and _known(name) and _messages_valid(b, True, 1) >= 0
     if not _plausible_first_reply(b):
         return False
     n = _messages_valid(b, False)

@@ -101,8 +101,6 @@ def _random(seed: int, size: int) -> tuple[bytes, bytes]:
 
 CASES: dict[str, tuple[bytes, bytes]] = {
     "tls": (_client_hello(), _tls_server()),
-    "postgresql": _postgres(),
-    "redis": _redis(),
     "kafka": _kafka(),
     **{
         f"random-{seed}-{size}": _random(seed, size)
@@ -140,6 +138,18 @@ def test_not_claimed_by_any_protocol(name: str, role: Role) -> None:
     assert records == []
     assert health.total("unclaimed_connections") == 1, health.snapshot()
     assert health.total("parse_errors") == 0 and health.total("exchanges") == 0
+
+
+# Parsed protocols since: each must be claimed by its own parser only, whichever end is traced.
+OWN: dict[str, tuple[bytes, bytes]] = {"postgres": _postgres(), "redis": _redis()}
+
+
+@pytest.mark.parametrize("role", [Role.SERVER, Role.CLIENT, Role.UNKNOWN], ids=lambda r: r.name.lower())
+@pytest.mark.parametrize("name", sorted(OWN))
+def test_claimed_by_its_own_protocol_only(name: str, role: Role) -> None:
+    records, health = _run(name, *OWN[name], role)
+    assert records and {r.protocol for r in records} == {name}
+    assert health.total("parse_errors") == 0 and health.total("unclaimed_connections") == 0
 
 
 def test_the_same_loop_does_claim_real_protocol_bytes() -> None:
