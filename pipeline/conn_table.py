@@ -9,8 +9,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from pipeline.framing import AnySpec, ConnParser, Limits, ParserStuck
-from pipeline.health import Health
 from probes.fragment import Batch, Fragment
+from probes.health import Health
 from protocols.base import L7Record
 
 log = logging.getLogger("l7scope.conn_table")

@@ -48,10 +48,10 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
 
 from pipeline.exporter import BoundedExporter
-from pipeline.health import Health
 from pipeline.otlp import OtlpEndpoint, span_ids
 from pipeline.service_graph import GRACE_S, SERVICE_GRAPH_INSTRUMENTS, ServiceGraphMetrics
 from probes.fragment import Batch
+from probes.health import Health
 from protocols.base import AttrValue, ConnInfo, L7Record, service_name
 
 log = logging.getLogger("l7scope.metrics")

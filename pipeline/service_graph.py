@@ -19,9 +19,9 @@ from typing import Any
 
 from opentelemetry.metrics import Meter
 
-from pipeline.health import Health
 from pipeline.topology import GRACE_S, SERVER, FarEndWait, Topology
 from probes.fragment import Batch, Io
+from probes.health import Health
 from protocols.base import ConnInfo, L7Record
 
 PREFIX = "l7scope.service_graph"

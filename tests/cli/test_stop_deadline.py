@@ -169,8 +169,8 @@ def test_pipeline_with_a_hanging_parser_exits_within_5s_of_sigterm(
     tmp_path: Path, kafka_bootstrap: str, kafka_topic
 ) -> None:
     from l7scope.config import KafkaConfig
-    from pipeline.health import Health
     from probes.batcher import Batcher
+    from probes.health import Health
     from probes.pcap import read_pcap
     from probes.publisher import KafkaPublisher
 

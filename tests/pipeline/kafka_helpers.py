@@ -19,8 +19,8 @@ from kafka import KafkaConsumer, TopicPartition
 
 from l7scope.config import Config, KafkaConfig
 from pipeline.exporter import Exporter
-from pipeline.health import Health
 from pipeline.run import run_pipeline
+from probes.health import Health
 from protocols.base import L7Record
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -167,7 +167,7 @@ def start_group(
     Child `i` gets the arguments `extra(i)` and the environment `env | env_of(i)`."""
     # All at once, right after the topic was created: the first generation's leader may assign before
     # it has the topic's partitions ("No partition metadata for topic") and must then rejoin to take
-    # them, the case that used to leave a member hung (pipeline/kafka_source.finish_interrupted_rejoins).
+    # them, the case that used to leave a member hung (probes/kafka_io.finish_interrupted_rejoins).
     children = [Child("pipeline", *extra(i), env=env | env_of(i)) for i in range(n)]
 
     def settled() -> bool:  # every member owns some partitions, together all, none twice

@@ -19,7 +19,7 @@ from pipeline.alerts import (
     bucket_value_ms,
     encode_alert,
 )
-from pipeline.health import Health
+from probes.health import Health
 from proto import records_pb2 as pb
 from protocols.base import ConnInfo, Endpoint, L7Record, Role
 

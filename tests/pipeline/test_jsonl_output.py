@@ -17,9 +17,9 @@ from pathlib import Path
 import pytest
 
 from l7scope.outputs import open_private
-from pipeline.health import Health
 from pipeline.jsonl import RETRY_S, JsonlExporter
 from pipeline.topology import Topology
+from probes.health import Health
 from protocols.base import ConnInfo, Endpoint, L7Record, Role
 from tests.support.http_traffic import HttpTarget
 
@@ -84,7 +84,7 @@ def test_full_disk_is_counted_logged_once_and_retried(caplog: pytest.LogCaptureF
 FILE_SIZE_LIMIT = """
 import os, resource, signal, sys, json
 sys.path.insert(0, {root!r})
-from pipeline.health import Health
+from probes.health import Health
 from pipeline.jsonl import JsonlExporter
 from tests.pipeline.test_jsonl_output import record
 signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # over the limit: EFBIG, as ENOSPC on a full disk

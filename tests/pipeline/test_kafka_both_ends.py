@@ -17,8 +17,8 @@ from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from pipeline.health import Health
 from pipeline.service_graph import GRACE_S
+from probes.health import Health
 from probes.publisher import KafkaPublisher, fragments_key
 from tests.pipeline.kafka_helpers import Child, child_env, config_for, read_topic, start_group, wait_for
 from tests.support.http_traffic import Client, HttpTarget, both_ends, server_end

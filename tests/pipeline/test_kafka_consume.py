@@ -13,10 +13,10 @@ from kafka.admin import KafkaAdminClient, NewPartitions
 
 from l7scope.config import Config
 from pipeline.conn_table import ConnTable
-from pipeline.health import Health
-from pipeline.kafka_source import KafkaSource, StartAt
 from pipeline.run import default_protocols
 from probes.codec import encode_batch
+from probes.health import Health
+from probes.kafka_io import KafkaSource, StartAt
 from probes.publisher import KafkaPublisher
 from proto import fragments_pb2 as pb
 from tests.pipeline.kafka_helpers import config_for, pipeline_thread, wait_for

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.health import Health
 from pipeline.records_sink import decode_record
+from probes.health import Health
 from probes.publisher import KafkaPublisher
 from tests.pipeline.kafka_helpers import child_env, config_for, read_topic, start_group, wait_for
 from tests.support.http_traffic import Client, HttpTarget, batches, paced

@@ -15,8 +15,8 @@ from typing import Any
 
 import pytest
 
-from pipeline.health import Health, loss_details, stop_summary
 from pipeline.otlp import ExportError, HttpSender, OtlpEndpoint, OtlpSpanExporter, failure
+from probes.health import Health, loss_details, stop_summary
 from tests.pipeline.test_otlp_spans import record
 from tests.support.kafka_broker import free_port
 from tests.support.otlp_receiver import ExportTraceRequest, OtlpReceiver, flatten_spans

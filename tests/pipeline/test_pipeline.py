@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from pipeline.conn_table import ConnTable, TableLimits
 from pipeline.exporter import BoundedExporter, Exporter
-from pipeline.health import Health
 from pipeline.pipeline import Pipeline
 from pipeline.run import default_protocols
 from probes.fragment import Batch, Fragment, Io
+from probes.health import Health
 from protocols.base import ConnInfo, Endpoint, L7Record, Role
 
 

@@ -33,9 +33,9 @@ from test_framing import conn, run
 
 from pipeline.conn_table import ConnTable
 from pipeline.framing import ConnParser, Limits, ParserStuck
-from pipeline.health import Health
 from pipeline.stream import DataStream
 from probes.fragment import Io
+from probes.health import Health
 from protocols import http1
 from protocols.base import Direction, Role
 from protocols.registry import PROTOCOLS

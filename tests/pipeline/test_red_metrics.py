@@ -11,7 +11,6 @@ from typing import Any
 import pytest
 from opentelemetry.sdk.metrics.export import HistogramDataPoint, InMemoryMetricReader, MetricsData
 
-from pipeline.health import Health
 from pipeline.otlp import span_ids
 from pipeline.prometheus import PrometheusEndpoint, parse_address
 from pipeline.red_metrics import (
@@ -25,6 +24,7 @@ from pipeline.red_metrics import (
     split_by_service,
 )
 from probes.fragment import Batch, Fragment, Io
+from probes.health import Health
 from protocols.base import ConnInfo, Endpoint, L7Record, Role
 from tests.support.otlp_receiver import OtlpReceiver
 

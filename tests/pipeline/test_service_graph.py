@@ -7,10 +7,10 @@ from typing import Any
 
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
-from pipeline.health import Health
 from pipeline.pipeline import notify_observers
 from pipeline.red_metrics import DURATION_BUCKETS, INSTRUMENTS, RedMetrics, build_meter_provider
 from probes.fragment import Batch, Fragment, Io
+from probes.health import Health
 from protocols.base import ConnInfo, Endpoint, L7Record, Role
 
 CLIENT_EP, API_EP, API_OUT, DB_EP = (
