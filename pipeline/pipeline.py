@@ -1,6 +1,7 @@
 """One pipeline for every command: batches in, records out to every exporter, once.
 
-`feed` applies batches (at their Kafka position, when they have one) to the connection table, `tick`
+`feed` applies batches (at their Kafka position, when they have one) to the connection table and hands
+its two outputs to every exporter: each batch's activity on its connection, then the records. `tick`
 ends idle connections, `close` flushes the table once and fans the records out once, then closes
 the exporters. `exported` counts every record handed over: what the stop summaries add up. Sources
 (the in-process queue, Kafka, a capture file) and the Kafka committer are wired around it in
@@ -34,18 +35,14 @@ class Pipeline:
         self.exported = 0
 
     def feed(self, batches: Sequence[Batch], positions: Sequence[Position] = ()) -> int:
-        """Batches -> records -> every exporter (observers see every batch); returns the records.
+        """Batches -> the table -> activity, then records, to every exporter; returns the records.
 
         `positions`, when given, are the batches' Kafka positions (one each): the table keeps the
         earliest an unfinished connection still needs (`low_water`)."""
-        notify_observers(self.exporters, batches)
-        records: list[L7Record] = []
-        if positions:
-            for batch, (partition, offset) in zip(batches, positions, strict=True):
-                records += self.table.apply(batch, partition, offset)
-        else:
-            for batch in batches:
-                records += self.table.apply(batch)
+        records, activity = self.table.feed(batches, positions)
+        if activity:
+            for exporter in self.exporters:
+                exporter.export_activity(activity)
         return self.emit(records)
 
     def tick(self) -> int:
@@ -95,14 +92,6 @@ class Pipeline:
             except Exception:  # one exporter failing to close must not keep the others from closing
                 log.exception("closing %s failed", type(exporter).__name__)
         return flushed
-
-
-def notify_observers(exporters: Sequence[Exporter], batches: Sequence[Batch]) -> None:
-    """Connection-level observers (the service map) see every batch, parsed or not."""
-    if batches:
-        batches = list(batches)
-        for exporter in exporters:
-            exporter.observe(batches)
 
 
 def export_all(records: list[L7Record], exporters: Sequence[Exporter]) -> int:

@@ -47,10 +47,10 @@ from opentelemetry.sdk.metrics.view import ExplicitBucketHistogramAggregation, V
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
 
+from pipeline.conn_table import ConnActivity
 from pipeline.exporter import BoundedExporter
 from pipeline.otlp import OtlpEndpoint, span_ids
 from pipeline.service_graph import GRACE_S, SERVICE_GRAPH_INSTRUMENTS, ServiceGraphMetrics
-from probes.fragment import Batch
 from probes.health import Health
 from protocols.base import AttrValue, ConnInfo, L7Record, service_name
 
@@ -407,9 +407,9 @@ class RedMetrics(BoundedExporter):
                 self._flags.count("degraded_exchanges", r.protocol, reason="record")
         self._graph.export(records)
 
-    def observe(self, batches: list[Batch]) -> None:
+    def export_activity(self, activity: list[ConnActivity]) -> None:
         """Connections (parsed or not) for the service graph's bytes and connection counters."""
-        self._graph.observe(batches)
+        self._graph.export_activity(activity)
 
     def close(self) -> None:
         self.close_within(10.0)
