@@ -104,9 +104,11 @@ class ConnTable:
     def __len__(self) -> int:
         return len(self._conns)
 
-    def feed(self, batches: Sequence[Batch], positions: Sequence[tuple[int, int]] = ()) -> Fed:
+    def feed(
+        self, batches: Sequence[Batch], positions: Sequence[tuple[int, int]] = (), activity: bool = True
+    ) -> Fed:
         """`apply` each batch (at its (partition, offset), when given: one each); returns the records
-        they completed and each batch's activity on its connection."""
+        they completed and each batch's activity on its connection (none when not `activity`)."""
         records: list[L7Record] = []
         apply = self.apply
         if positions:
@@ -115,7 +117,7 @@ class ConnTable:
         else:
             for batch in batches:
                 records += apply(batch)
-        return Fed(records, [activity_of(batch) for batch in batches])
+        return Fed(records, [activity_of(batch) for batch in batches] if activity else [])
 
     def apply(self, batch: Batch, partition: int = -1, offset: int = -1) -> list[L7Record]:
         """Feed one connection's batch; returns the exchanges it completed.

@@ -1,10 +1,11 @@
 """What every exporter is to the pipeline: `export` and `close`, and the hooks it may override.
 
 Exporters take the pipeline's outputs, never raw capture batches. The hooks have no-op defaults, so
-the pipeline calls each on every exporter (no probing): `export_activity` (the connection table's
-other output: each batch's bytes on its connection, parsed or not: the service map and graph),
-`flush` (before an offset commit: what was handed over is acknowledged), `set_consumer_lag` (a Kafka
-source's lag, after a poll). An exporter
+the pipeline calls each on every exporter (no probing per call): `export_activity` (the connection
+table's other output: each batch's bytes on its connection, parsed or not: the service map and
+graph; the table makes it only when some exporter overrides this hook, seen once when the Pipeline
+is built), `flush` (before an offset commit: what was handed over is acknowledged),
+`set_consumer_lag` (a Kafka source's lag, after a poll). An exporter
 that talks to a collector is a `BoundedExporter`: at the stop it shares a deadline with the others.
 """
 

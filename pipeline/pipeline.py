@@ -32,6 +32,8 @@ class Pipeline:
     def __init__(self, table: ConnTable, exporters: Sequence[Exporter]) -> None:
         self.table = table
         self.exporters = list(exporters)
+        # Activity goes to the exporters that override its hook; with none, the table makes none.
+        self.activity_exporters = [e for e in self.exporters if overrides_activity(e)]
         self.exported = 0
 
     def feed(self, batches: Sequence[Batch], positions: Sequence[Position] = ()) -> int:
@@ -39,9 +41,9 @@ class Pipeline:
 
         `positions`, when given, are the batches' Kafka positions (one each): the table keeps the
         earliest an unfinished connection still needs (`low_water`)."""
-        records, activity = self.table.feed(batches, positions)
+        records, activity = self.table.feed(batches, positions, activity=bool(self.activity_exporters))
         if activity:
-            for exporter in self.exporters:
+            for exporter in self.activity_exporters:
                 exporter.export_activity(activity)
         return self.emit(records)
 
@@ -92,6 +94,10 @@ class Pipeline:
             except Exception:  # one exporter failing to close must not keep the others from closing
                 log.exception("closing %s failed", type(exporter).__name__)
         return flushed
+
+
+def overrides_activity(exporter: Exporter) -> bool:
+    return type(exporter).export_activity is not Exporter.export_activity
 
 
 def export_all(records: list[L7Record], exporters: Sequence[Exporter]) -> int:

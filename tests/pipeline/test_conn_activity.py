@@ -90,3 +90,28 @@ def test_table_feed_at_positions_is_apply_batch_by_batch() -> None:
     assert [r.record_id for r in records] == [r.record_id for r in expected] and len(records) == 1
     assert activity == [activity_of(b) for b in batches]
     assert fed.low_water(2) == applied.low_water(2) == 12  # the third request still waits for its answer
+
+
+class RecordsOnly(Exporter):
+    def __init__(self) -> None:
+        self.names: list[str] = []
+
+    def export(self, records: list[L7Record]) -> None:
+        self.names += [r.name for r in records]
+
+    def close(self) -> None:
+        pass
+
+
+def test_activity_is_made_only_when_an_exporter_takes_it() -> None:
+    """Per-batch work no exporter asked for: a pipeline of records-only exporters makes no activity."""
+    request, response = b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n", b"HTTP/1.1 204 No Content\r\n\r\n"
+    batches = [Batch(CONN, [frag(Io.RECV, 0, len(request), 1_000, request)]),
+               Batch(CONN, [frag(Io.SEND, 0, len(response), 2_000, response)])]  # fmt: skip
+    only = RecordsOnly()
+    pipeline = Pipeline(ConnTable(default_protocols(), Health()), [only])
+    assert pipeline.activity_exporters == []
+    assert pipeline.table.feed(batches[:1], activity=False).activity == []
+    assert pipeline.feed(batches[1:]) == 1 and only.names == ["GET /a"]
+    log = Log()
+    assert Pipeline(ConnTable(default_protocols(), Health()), [only, log]).activity_exporters == [log]
