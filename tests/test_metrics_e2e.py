@@ -23,6 +23,7 @@ from tests.support.kafka_broker import free_port
 from tests.support.l7scope_proc import L7scopeProcess, base_env
 from tests.support.otlp_receiver import OtlpReceiver
 from tests.support.servers import curl_keepalive_three, nginx, terminate, wait_for_port
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.kernel
 
@@ -73,13 +74,15 @@ def query(base: str, promql: str) -> list[dict[str, Any]]:
 
 
 def wait_for_series(base: str, promql: str, count: int, timeout_s: float = 30) -> list[dict[str, Any]]:
-    deadline = time.monotonic() + timeout_s
+    """The series `promql` selects once `count` of them have a value of at least 1 (or at the timeout)."""
     result: list[dict[str, Any]] = []
-    while time.monotonic() < deadline:
+
+    def enough() -> bool:
+        nonlocal result
         result = query(base, promql)
-        if len(result) >= count and all(float(r["value"][1]) >= 1 for r in result):
-            return result
-        time.sleep(0.5)
+        return len(result) >= count and all(float(r["value"][1]) >= 1 for r in result)
+
+    wait_for(enough, timeout_s, every_s=0.5)
     return result
 
 
