@@ -42,11 +42,11 @@ from kafka import KafkaConsumer, TopicPartition
 
 from l7scope.config import Config, KafkaConfig
 from pipeline.exporter import Exporter
-from pipeline.health import Health
 from pipeline.otlp import varint
 from pipeline.run import run_pipeline
 from probes.codec import SCHEMA_VERSION, encode_conn
 from probes.fragment import Batch, Io
+from probes.health import Health
 from probes.publisher import KafkaPublisher
 from proto import fragments_pb2 as pb
 from protocols.base import L7Record

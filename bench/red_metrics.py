@@ -34,8 +34,8 @@ sys.path[:] = [
 
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader, MetricReader
 
-from pipeline.health import Health
 from pipeline.red_metrics import RedMetrics, build_meter_provider
+from probes.health import Health
 from protocols.base import L7Record
 
 # by path: an earlier tree (--root) has no tests/support/sdk_red_metrics.py

@@ -18,8 +18,8 @@ from l7scope.logs import setup_logging
 from l7scope.redact import redact
 
 if TYPE_CHECKING:
-    from pipeline.health import Health
     from probes.capture import Capture
+    from probes.health import Health
     from probes.pcap import PcapReader
 
 EXAMPLES = """examples:
@@ -338,7 +338,7 @@ def cmd_pipeline(config: Config, args: argparse.Namespace) -> int:
     from pipeline.run import run_pipeline
 
     if args.from_time is not None:
-        from pipeline.kafka_source import StartAt
+        from probes.kafka_io import StartAt
 
         try:
             StartAt.parse_time(args.from_time)
@@ -379,8 +379,8 @@ def cmd_replay(config: Config, args: argparse.Namespace) -> int:
     unsupported link type (what came before the damage is still exported, a warning line says where),
     or an exporter failed; 2 when the file cannot be replayed at all (checked before anything starts)."""
     from l7scope.progress import ProgressBar
-    from pipeline.health import Health
     from pipeline.run import run_replay
+    from probes.health import Health
     from probes.pcap import CaptureFileError, PcapReader
 
     health = Health()

@@ -17,8 +17,8 @@ from typing import Any
 
 from l7scope.config import Config, kafka_client_settings
 from l7scope.redact import redact
-from pipeline.health import Health
 from pipeline.live_table import LiveTable, Row
+from probes.health import Health
 
 KEYS = {ord("r"): "rate", ord("e"): "errors", ord("l"): "latency"}
 HEADER = "{:<16} {:<8} {:<6} {:<36} {:>9} {:>6} {:>9} {:>9} {:>9}"

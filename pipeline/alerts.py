@@ -30,9 +30,9 @@ from typing import Any, Protocol
 
 from pipeline.alert_rules import Rule, RuleSet, field_value
 from pipeline.exporter import Exporter
-from pipeline.health import Health
 from pipeline.latency_buckets import bucket_of, percentile_ms
 from pipeline.root_cause import CallHistory
+from probes.health import Health
 from protocols.base import L7Record
 
 log = logging.getLogger("l7scope.alerts")
@@ -432,7 +432,7 @@ class KafkaAlertNotifier:
     """The protobuf `Alert` on the alerts topic, keyed by service; bounded and counted like records."""
 
     def __init__(self, kafka: Any, health: Health, **producer_overrides: Any) -> None:
-        from pipeline.bounded_send import KafkaSender
+        from probes.kafka_io import KafkaSender
 
         self.sender = KafkaSender(
             kafka, kafka.alerts_topic, health, unit="alerts", client_id="l7scope-alerts", **producer_overrides

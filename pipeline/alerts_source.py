@@ -26,9 +26,9 @@ from kafka.errors import KafkaError
 
 from l7scope.config import Config, KafkaConfig, kafka_client_settings
 from pipeline.alerts import build_alerting
-from pipeline.health import Health
-from pipeline.kafka_source import ensure_topics, finish_interrupted_rejoins
 from pipeline.records_sink import BadRecord, decode_record
+from probes.health import Health
+from probes.kafka_io import ensure_topics, finish_interrupted_rejoins
 from protocols.base import L7Record
 
 log = logging.getLogger("l7scope.alerts")

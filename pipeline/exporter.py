@@ -1,8 +1,11 @@
 """What every exporter is to the pipeline: `export` and `close`, and the hooks it may override.
 
-The hooks have no-op defaults, so the pipeline calls each on every exporter (no probing): `observe`
-(connections, parsed or not: the service map and graph), `flush` (before an offset commit: what was
-handed over is acknowledged), `set_consumer_lag` (a Kafka source's lag, after a poll). An exporter
+Exporters take the pipeline's outputs, never raw capture batches. The hooks have no-op defaults, so
+the pipeline calls each on every exporter (no probing per call): `export_activity` (the connection
+table's other output: each batch's bytes on its connection, parsed or not: the service map and
+graph; the table makes it only when some exporter overrides this hook, seen once when the Pipeline
+is built), `flush` (before an offset commit: what was handed over is acknowledged),
+`set_consumer_lag` (a Kafka source's lag, after a poll). An exporter
 that talks to a collector is a `BoundedExporter`: at the stop it shares a deadline with the others.
 """
 
@@ -10,7 +13,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 
-from probes.fragment import Batch
+from pipeline.conn_table import ConnActivity
 from protocols.base import L7Record
 
 
@@ -21,8 +24,8 @@ class Exporter(ABC):
     @abstractmethod
     def close(self) -> None: ...
 
-    def observe(self, batches: list[Batch]) -> None:  # noqa: B027  (a hook: no-op by default)
-        """Every batch the pipeline is fed, parsed or not."""
+    def export_activity(self, activity: list[ConnActivity]) -> None:  # noqa: B027  (a hook: no-op by default)
+        """Each batch's activity on its connection, parsed or not; before the records of the same feed."""
 
     def flush(self) -> None:  # noqa: B027
         """Before offsets are committed: what `export` was given is durable when this returns."""

@@ -11,9 +11,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from pipeline.health import Health
 from pipeline.stream import DataStream
 from probes.fragment import Fragment, Io, Source
+from probes.health import Health
 from protocols.base import (
     ConnInfo,
     Direction,

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from typing import Any
 
 from pipeline.exporter import Exporter
-from pipeline.health import Health
+from probes.health import Health
 from protocols.base import L7Record, service_name
 
 log = logging.getLogger("l7scope.jsonl")

@@ -26,7 +26,7 @@ from opentelemetry.proto.trace.v1 import trace_pb2 as trace
 
 from pipeline.attr_value import typed
 from pipeline.exporter import BoundedExporter
-from pipeline.health import Health
+from probes.health import Health
 from protocols.base import AttrValue, ConnInfo, L7Record, Role, service_name
 
 log = logging.getLogger("l7scope.otlp")

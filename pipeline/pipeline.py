@@ -1,6 +1,7 @@
 """One pipeline for every command: batches in, records out to every exporter, once.
 
-`feed` applies batches (at their Kafka position, when they have one) to the connection table, `tick`
+`feed` applies batches (at their Kafka position, when they have one) to the connection table and hands
+its two outputs to every exporter: each batch's activity on its connection, then the records. `tick`
 ends idle connections, `close` flushes the table once and fans the records out once, then closes
 the exporters. `exported` counts every record handed over: what the stop summaries add up. Sources
 (the in-process queue, Kafka, a capture file) and the Kafka committer are wired around it in
@@ -32,22 +33,20 @@ class Pipeline:
     def __init__(self, table: ConnTable, exporters: Sequence[Exporter]) -> None:
         self.table = table
         self.exporters = list(exporters)
+        # Activity goes to the exporters that override its hook; with none, the table makes none.
+        self.activity_exporters = [e for e in self.exporters if overrides_activity(e)]
         self.exported = 0
         self.linker = Linker()
 
     def feed(self, batches: Sequence[Batch], positions: Sequence[Position] = ()) -> int:
-        """Batches -> records -> every exporter (observers see every batch); returns the records.
+        """Batches -> the table -> activity, then records, to every exporter; returns the records.
 
         `positions`, when given, are the batches' Kafka positions (one each): the table keeps the
         earliest an unfinished connection still needs (`low_water`)."""
-        notify_observers(self.exporters, batches)
-        records: list[L7Record] = []
-        if positions:
-            for batch, (partition, offset) in zip(batches, positions, strict=True):
-                records += self.table.apply(batch, partition, offset)
-        else:
-            for batch in batches:
-                records += self.table.apply(batch)
+        records, activity = self.table.feed(batches, positions, activity=bool(self.activity_exporters))
+        if activity:
+            for exporter in self.activity_exporters:
+                exporter.export_activity(activity)
         return self.emit(records)
 
     def tick(self) -> int:
@@ -100,12 +99,8 @@ class Pipeline:
         return flushed
 
 
-def notify_observers(exporters: Sequence[Exporter], batches: Sequence[Batch]) -> None:
-    """Connection-level observers (the service map) see every batch, parsed or not."""
-    if batches:
-        batches = list(batches)
-        for exporter in exporters:
-            exporter.observe(batches)
+def overrides_activity(exporter: Exporter) -> bool:
+    return type(exporter).export_activity is not Exporter.export_activity
 
 
 def export_all(records: list[L7Record], exporters: Sequence[Exporter]) -> int:

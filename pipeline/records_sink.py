@@ -14,10 +14,10 @@ from google.protobuf.message import DecodeError
 
 from l7scope.config import KafkaConfig
 from pipeline.attr_value import typed
-from pipeline.bounded_send import KafkaSender
 from pipeline.exporter import Exporter
-from pipeline.health import Health
 from probes.codec import decode_conn, encode_conn, encode_role
+from probes.health import Health
+from probes.kafka_io import KafkaSender
 from proto import records_pb2 as pb
 from protocols.base import AttrValue, L7Record, Role, service_name
 

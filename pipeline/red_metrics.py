@@ -49,12 +49,12 @@ from opentelemetry.sdk.metrics.view import ExplicitBucketHistogramAggregation, V
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
+from pipeline.conn_table import ConnActivity
 from pipeline.exporter import BoundedExporter
-from pipeline.health import Health
 from pipeline.otlp import OtlpEndpoint
 from pipeline.red_aggregate import RedAggregator
 from pipeline.service_graph import GRACE_S, SERVICE_GRAPH_INSTRUMENTS, ServiceGraphMetrics
-from probes.fragment import Batch
+from probes.health import Health
 from protocols.base import AttrValue, ConnInfo, L7Record, service_name
 
 log = logging.getLogger("l7scope.metrics")
@@ -424,9 +424,9 @@ class RedMetrics(BoundedExporter):
                 self._flags.count("degraded_exchanges", r.protocol, reason="record")
         self._graph.export(records)
 
-    def observe(self, batches: list[Batch]) -> None:
+    def export_activity(self, activity: list[ConnActivity]) -> None:
         """Connections (parsed or not) for the service graph's bytes and connection counters."""
-        self._graph.observe(batches)
+        self._graph.export_activity(activity)
 
     def close(self) -> None:
         self.close_within(10.0)

@@ -23,13 +23,13 @@ from pipeline.conn_table import ConnTable, TableLimits
 from pipeline.cpu_budget import CpuBudget
 from pipeline.exporter import Exporter
 from pipeline.framing import AnySpec
-from pipeline.health import Health, stop_summary, summary_text
 from pipeline.jsonl import JsonlExporter
 from pipeline.live_table import LiveTable
 from pipeline.otlp import OtlpEndpoint, OtlpSpanExporter
 from pipeline.pipeline import Pipeline
 from probes.batcher import Batcher
 from probes.fragment import Batch, ConnEvent, Fragment
+from probes.health import Health, stop_summary, summary_text
 
 log = logging.getLogger("l7scope.run")
 
@@ -320,7 +320,7 @@ def run_pipeline(
     Offsets are committed after the records were handed to (and flushed by) every exporter, held back
     to the earliest message an unfinished connection still needs, so a crash re-reads, never skips.
     """
-    from pipeline.kafka_source import KafkaSource, StartAt, ensure_topics
+    from probes.kafka_io import KafkaSource, StartAt, ensure_topics
 
     health = health or Health()
     ensure_topics(config.kafka, config.kafka.fragments_topic)

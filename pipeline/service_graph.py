@@ -14,19 +14,19 @@ from __future__ import annotations
 
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import Any
 
 from opentelemetry.metrics import Meter
 
-from pipeline.health import Health
+from pipeline.conn_table import ConnActivity
 from pipeline.topology import GRACE_S, SERVER, FarEndWait, Topology
-from probes.fragment import Batch, Io
+from probes.health import Health
 from protocols.base import ConnInfo, L7Record
 
 PREFIX = "l7scope.service_graph"
 OVERFLOW_EDGE = "l7scope.overflow"  # client and server of every edge past `max_edges`
-Waiting = L7Record | tuple[ConnInfo, int]  # a record, or (connection, bytes) from a batch
+Waiting = L7Record | ConnActivity
 # (name, kind, unit, description): red_metrics.INSTRUMENTS lists these for the dashboard test.
 SERVICE_GRAPH_INSTRUMENTS: tuple[tuple[str, str, str, str], ...] = (
     (f"{PREFIX}.requests", "counter", "{request}", "requests per edge client -> server"),
@@ -38,7 +38,7 @@ SERVICE_GRAPH_INSTRUMENTS: tuple[tuple[str, str, str, str], ...] = (
 
 
 class ServiceGraphMetrics:
-    """Records and batches -> per-edge counters and a duration histogram on the caller's Meter."""
+    """Records and connection activity -> per-edge counters and a duration histogram on the caller's Meter."""
 
     def __init__(
         self,
@@ -90,22 +90,18 @@ class ServiceGraphMetrics:
             self.topology.learn(r.conn)
         self._count(self._wait.split([r.conn for r in records], list(records)))
 
-    def observe(self, batches: Iterable[Batch]) -> None:
-        batches = list(batches)
-        for batch in batches:  # every end first, so halves seen in one round join
-            self.topology.learn(batch.conn)
-        sizes: list[Waiting] = [
-            (b.conn, sum(f.length for f in b.fragments if f.io in (Io.SEND, Io.RECV))) for b in batches
-        ]
-        self._count(self._wait.split([b.conn for b in batches], sizes))
+    def export_activity(self, activity: list[ConnActivity]) -> None:
+        for a in activity:  # every end first, so halves seen in one round join
+            self.topology.learn(a.conn)
+        self._count(self._wait.split([a.conn for a in activity], list(activity)))
 
     def _count(self, items: list[Waiting]) -> None:
         records = [item for item in items if isinstance(item, L7Record)]
         if records:
             self._count_records(records)
-        sizes = [item for item in items if not isinstance(item, L7Record)]
-        if sizes:
-            self._count_bytes(sizes)
+        activity = [item for item in items if isinstance(item, ConnActivity)]
+        if activity:
+            self._count_bytes(activity)
 
     def _count_records(self, records: list[L7Record]) -> None:
         groups: dict[tuple[str, str, str], list[L7Record]] = {}
@@ -131,9 +127,10 @@ class ServiceGraphMetrics:
             if failed:
                 self._failed.add(failed, {"client": client, "server": server, "protocol": protocol})
 
-    def _count_bytes(self, sizes: list[tuple[ConnInfo, int]]) -> None:
+    def _count_bytes(self, activity: list[ConnActivity]) -> None:
         totals: dict[tuple[str, str], list[int]] = {}  # edge -> [new connections, bytes]
-        for conn, size in sizes:
+        for a in activity:
+            conn = a.conn
             edge = self._edge(conn)
             if edge is None:
                 continue
@@ -143,7 +140,7 @@ class ServiceGraphMetrics:
                 while len(self._seen_conns) > self.max_conns:
                     self._seen_conns.popitem(last=False)
                 total[0] += 1
-            total[1] += size
+            total[1] += a.sent + a.received
         # One add per edge per call, as in `_count_records`.
         for (client, server), (connections, size) in totals.items():
             attrs = {"client": client, "server": server}

@@ -1,4 +1,4 @@
-"""The service map: edges client service -> server service, from records and from raw connections.
+"""The service map: edges client service -> server service, from records and connection activity.
 
 A service is the traced end's service.name (`protocols.base.service_name`); the far end is
 "ip:port" (an untraced server) or "ip" (an untraced client, whose port is ephemeral) unless the same
@@ -18,10 +18,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Generic, TypeVar
 
+from pipeline.conn_table import ConnActivity
 from pipeline.exporter import Exporter
 from pipeline.service_map import Edge, ServiceMap
 from pipeline.topology_svg import to_dot, to_svg
-from probes.fragment import Batch, Io
 from protocols.base import ConnInfo, Endpoint, L7Record, Role, service_name
 
 CLIENT, SERVER = "client", "server"
@@ -60,7 +60,7 @@ def _percentile(values: Iterable[float], q: float) -> float:
 
 
 class Topology(Exporter):
-    """Exporter (records) and batch observer (connections) building the service map; bounded."""
+    """Exporter of records and connection activity building the service map; bounded."""
 
     def __init__(
         self,
@@ -84,7 +84,7 @@ class Topology(Exporter):
         self._nodes: dict[tuple[str, str], str] = {}  # the node an edge was first seen on, for its names
         self._first_ns = 0
         self._last_ns = 0
-        self._wait: FarEndWait[L7Record | Batch] = FarEndWait(self, grace_s, clock)
+        self._wait: FarEndWait[L7Record | ConnActivity] = FarEndWait(self, grace_s, clock)
 
     # -- naming -----------------------------------------------------------------------------------
 
@@ -150,40 +150,37 @@ class Topology(Exporter):
 
     # -- inputs -----------------------------------------------------------------------------------
 
-    def observe(self, batches: Iterable[Batch]) -> None:
+    def export_activity(self, activity: list[ConnActivity]) -> None:
         """Connections and their bytes, whether or not an L7 protocol was parsed on them."""
-        batches = list(batches)
-        for batch in batches:  # learn every end first, so halves in one round join
-            self.learn(batch.conn)
-        self._place(self._wait.split([b.conn for b in batches], list(batches)))
+        for a in activity:  # learn every end first, so halves in one round join
+            self.learn(a.conn)
+        self._place(self._wait.split([a.conn for a in activity], list(activity)))
 
     def export(self, records: list[L7Record]) -> None:
         for r in records:
             self.learn(r.conn)
         self._place(self._wait.split([r.conn for r in records], list(records)))
 
-    def _place(self, items: list[L7Record | Batch]) -> None:
+    def _place(self, items: list[L7Record | ConnActivity]) -> None:
         for item in items:
-            if isinstance(item, Batch):
-                self._place_batch(item)
+            if isinstance(item, ConnActivity):
+                self._place_activity(item)
             else:
                 self._place_record(item)
 
-    def _place_batch(self, batch: Batch) -> None:
-        client, server, observer = self.edge_of(batch.conn)
-        side = self._side(client, server, observer, batch.conn.node)
+    def _place_activity(self, a: ConnActivity) -> None:
+        client, server, observer = self.edge_of(a.conn)
+        side = self._side(client, server, observer, a.conn.node)
         if side is None:
             return
-        if batch.conn.conn_id not in self._seen_conns:
+        if a.conn.conn_id not in self._seen_conns:
             side.connections += 1
-            self._seen_conns[batch.conn.conn_id] = None
+            self._seen_conns[a.conn.conn_id] = None
             while len(self._seen_conns) > self.max_conns:
                 self._seen_conns.popitem(last=False)
-        sent = sum(f.length for f in batch.fragments if f.io == Io.SEND)
-        received = sum(f.length for f in batch.fragments if f.io == Io.RECV)
         # The client sends requests; the server receives them.
-        side.request_bytes += sent if observer == CLIENT else received
-        side.response_bytes += received if observer == CLIENT else sent
+        side.request_bytes += a.sent if observer == CLIENT else a.received
+        side.response_bytes += a.received if observer == CLIENT else a.sent
 
     def _place_record(self, r: L7Record) -> None:
         client, server, observer = self.edge_of(r.conn)

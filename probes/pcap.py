@@ -27,8 +27,8 @@ from pathlib import Path
 
 import dpkt
 
-from pipeline.health import Health
 from probes.fragment import ConnEvent, Fragment, Io, Source
+from probes.health import Health
 from protocols.base import ConnInfo, Endpoint, Role
 
 log = logging.getLogger("l7scope.pcap")

@@ -1,6 +1,6 @@
 """Publishes batches to the fragments topic, keyed by connection; never blocks the capture drain.
 
-The sending (background connect/retry, memory bound, counted drops) is pipeline/bounded_send.py's
+The sending (background connect/retry, memory bound, counted drops) is probes/kafka_io.py's
 KafkaSender, shared with the records and alerts topics; here a batch becomes one keyed message.
 
 The key (`fragments_key`) is the node and the connection's two endpoints in a fixed order, so both
@@ -13,10 +13,10 @@ from __future__ import annotations
 from typing import Any
 
 from l7scope.config import KafkaConfig
-from pipeline.bounded_send import KafkaSender
-from pipeline.health import Health
 from probes.codec import encode_batch
 from probes.fragment import Batch
+from probes.health import Health
+from probes.kafka_io import KafkaSender
 from protocols.base import ConnInfo, Endpoint
 
 _UNSPECIFIED = ("", "0.0.0.0", "::")

@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
-import sys
 import threading
 import time
 import urllib.parse
@@ -18,39 +17,28 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_end_to_end import base_env
+from tests.support.http_server import App, Reply, Request, child_http_server, service_of
+from tests.support.l7scope_proc import L7scopeProcess, base_env
 
 pytestmark = [pytest.mark.kernel, pytest.mark.timeout(90)]
 
 ALERTMANAGER = "/usr/bin/prometheus-alertmanager"
 
-SERVICE = """
-import sys, time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-delay = [0.3]
+def slow_then_fast() -> App:
+    """The service l7scope watches (served by a child process): GET /work takes 300 ms until GET
+    /mode/fast, then 1 ms."""
+    delay = [0.3]
 
-class Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-
-    def do_GET(self):
-        if self.path == "/mode/fast":
+    def app(request: Request) -> Reply:
+        if request.path == "/mode/fast":
             delay[0] = 0.001
-        elif self.path == "/work":
+        elif request.path == "/work":
             time.sleep(delay[0])
-        body = b"ok"
-        self.send_response(200)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
+        return Reply(200, b"ok")
 
-    def log_message(self, *args):
-        pass
+    return app
 
-server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-print(server.server_port, flush=True)
-server.serve_forever()
-"""
 
 RULES = """
 evaluation_interval: 1s
@@ -115,44 +103,6 @@ def alertmanager(work: Path) -> Iterator[str]:
         stop(proc)
 
 
-@contextmanager
-def service(work: Path) -> Iterator[tuple[int, int]]:
-    (work / "service.py").write_text(SERVICE)
-    proc = subprocess.Popen([sys.executable, str(work / "service.py")], stdout=subprocess.PIPE, text=True)
-    try:
-        assert proc.stdout is not None
-        yield int(proc.stdout.readline()), proc.pid
-    finally:
-        stop(proc)
-
-
-@contextmanager
-def l7scope_run(env: dict[str, str], *args: str) -> Iterator[list[str]]:
-    """`l7scope run ARGS`, its stderr drained into a list by a thread (a full pipe would block it)."""
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "l7scope.cli", "run", "--no-table", *args],
-        env=env, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    lines: list[str] = []
-    ready = threading.Event()
-
-    def drain() -> None:
-        assert proc.stderr is not None
-        for line in proc.stderr:
-            lines.append(line)
-            if "capturing" in line:
-                ready.set()
-        ready.set()
-
-    threading.Thread(target=drain, daemon=True).start()
-    try:
-        if not ready.wait(40) or proc.poll() is not None:
-            pytest.fail("l7scope run did not start:\n" + "".join(lines))
-        yield lines
-    finally:
-        stop(proc)
-
-
 def active_alerts(url: str) -> list[dict]:
     query = urllib.parse.urlencode({"filter": 'alertname="WorkSlow"'})
     with urllib.request.urlopen(f"{url}/api/v2/alerts?{query}", timeout=5) as response:
@@ -160,14 +110,20 @@ def active_alerts(url: str) -> list[dict]:
     return [a for a in alerts if a["status"]["state"] == "active"]
 
 
+APP = "tests.test_alerting_e2e:slow_then_fast"
+
+
 def test_latency_rule_fires_into_alertmanager_and_resolves(tmp_path: Path) -> None:
     rules = tmp_path / "rules.yaml"
     rules.write_text(RULES)
     started = time.monotonic()
-    with alertmanager(tmp_path / "am") as am_url, service(tmp_path) as (port, _pid):
+    with (
+        alertmanager(tmp_path / "am") as am_url,
+        child_http_server(APP) as (port, _pid),
+    ):
         env = base_env(L7SCOPE_EXPORT_ALERT_RULES=str(rules), L7SCOPE_EXPORT_ALERTMANAGER_URL=am_url)
-        name = "service"  # `python .../service.py`: named by the program its command line runs
-        with l7scope_run(env) as log:
+        name = service_of(APP)  # the service names itself
+        with L7scopeProcess("run", "--no-table", env=env, ready_timeout_s=40) as run:
             stop_clients = threading.Event()
 
             def client() -> None:
@@ -182,7 +138,7 @@ def test_latency_rule_fires_into_alertmanager_and_resolves(tmp_path: Path) -> No
                 deadline = time.monotonic() + 20
                 while not (firing := active_alerts(am_url)) and time.monotonic() < deadline:
                     time.sleep(0.5)
-                assert len(firing) == 1, "".join(log)
+                assert len(firing) == 1, run.text()
                 labels = firing[0]["labels"]
                 assert labels == {
                     "alertname": "WorkSlow", "service": name, "name": "GET /work",
@@ -199,13 +155,13 @@ def test_latency_rule_fires_into_alertmanager_and_resolves(tmp_path: Path) -> No
                 while active_alerts(am_url) and time.monotonic() < deadline:
                     time.sleep(0.5)
                 # Gone well before the firing alert's endsAt (4 x 10 s): l7scope sent the resolution.
-                assert active_alerts(am_url) == [], "".join(log)
+                assert active_alerts(am_url) == [], run.text()
                 assert time.monotonic() - fast_at < 15
             finally:
                 stop_clients.set()
                 for c in clients:
                     c.join(timeout=10)
             time.sleep(0.5)
-        text = "".join(log)
+        text = run.text()
         assert "alert WorkSlow firing" in text and "alert WorkSlow resolved" in text
     assert time.monotonic() - started < 60

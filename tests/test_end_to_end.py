@@ -5,65 +5,20 @@ a real Kafka broker, the pipeline consumer group, and a real OTLP receiver; then
 from __future__ import annotations
 
 import json
-import os
-import signal
 import subprocess
-import sys
 import time
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
+from tests.support.l7scope_proc import L7scopeProcess, base_env
 from tests.support.otlp_receiver import OtlpReceiver
 from tests.support.servers import curl_keepalive_three, nginx
 
 pytestmark = pytest.mark.kernel
 
 EXPECTED = {("GET", "/ok", 200), ("GET", "/missing", 404), ("POST", "/submit", 201)}
-
-
-@contextmanager
-def l7scope(*args: str, env: dict[str, str], ready: str = "capturing") -> Iterator[subprocess.Popen[str]]:
-    """`l7scope ARGS` as a child; waits for its `ready` log line; SIGTERM (then SIGKILL) by PID."""
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "l7scope.cli", *args], env=env, stderr=subprocess.PIPE, text=True
-    )
-    assert proc.stderr is not None
-    lines: list[str] = []
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        line = proc.stderr.readline()
-        if not line:
-            break
-        lines.append(line)
-        if ready in line:
-            break
-    else:
-        proc.kill()
-    if proc.poll() is not None or not lines or ready not in lines[-1]:
-        proc.kill()
-        pytest.fail(f"l7scope {' '.join(args)} did not become ready:\n{''.join(lines)}")
-    try:
-        yield proc
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-
-def base_env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "L7SCOPE_"))}
-    return (
-        env
-        | {"L7SCOPE_CAPTURE_HEADER_CACHE": os.environ.get("L7SCOPE_CACHE", "/var/cache/l7scope") + "/headers"}
-        | extra
-    )
 
 
 def by_role(records: list[tuple[str, str, str, int]]) -> dict[str, set[tuple[str, str, int]]]:
@@ -85,8 +40,8 @@ def test_agent_kafka_pipeline_otlp(tmp_path: Path, kafka_bootstrap: str, otlp_re
     )
     with (
         nginx(tmp_path / "nginx") as port,
-        l7scope("agent", env=env),
-        l7scope("pipeline", env=env, ready="consuming"),
+        L7scopeProcess("agent", env=env),
+        L7scopeProcess("pipeline", env=env, ready="consuming"),
     ):
         sent_ns = time.time_ns()
         curl_keepalive_three(port)
@@ -132,7 +87,7 @@ def test_embedded_run_writes_jsonl(tmp_path: Path) -> None:
     out = tmp_path / "records.jsonl"
     with (
         nginx(tmp_path / "nginx") as port,
-        l7scope("run", "--export", f"jsonl:{out}", "--no-table", env=base_env()),
+        L7scopeProcess("run", "--export", f"jsonl:{out}", "--no-table", env=base_env()),
     ):
         curl_keepalive_three(port)
         deadline = time.monotonic() + 20
@@ -191,7 +146,7 @@ def test_traceparent_joins_the_trace_and_no_secret_leaves(
     )
     with (
         nginx(tmp_path / "nginx") as port,
-        l7scope("run", "--export", f"jsonl:{out}", "--no-table", env=env) as proc,
+        L7scopeProcess("run", "--export", f"jsonl:{out}", "--no-table", env=env) as proc,
     ):
         headers = [f"traceparent: 00-{trace_id}-{parent}-01", f"Authorization: Bearer {SECRETS[0]}",
                    f"Cookie: session={SECRETS[1]}"]  # fmt: skip
@@ -204,8 +159,7 @@ def test_traceparent_joins_the_trace_and_no_secret_leaves(
             if len(spans) >= 2 and otlp_receiver.metric_requests:
                 break
             time.sleep(0.25)
-    assert proc.stderr is not None
-    log = proc.stderr.read()
+    log = proc.text()
     assert sorted(s["kind"] for s in spans) == ["CLIENT", "SERVER"]
     assert {(s["trace_id"], s["parent_span_id"]) for s in spans} == {(trace_id, parent)}
     assert {s["attributes"]["url.query"] for s in spans} == {"api_key=REDACTED&page=2"}

@@ -20,9 +20,10 @@ import pytest
 
 from pipeline.red_metrics import DURATION_BUCKETS
 from tests.support.kafka_broker import free_port
+from tests.support.l7scope_proc import L7scopeProcess, base_env
 from tests.support.otlp_receiver import OtlpReceiver
 from tests.support.servers import curl_keepalive_three, nginx, terminate, wait_for_port
-from tests.test_end_to_end import base_env, l7scope
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.kernel
 
@@ -73,13 +74,15 @@ def query(base: str, promql: str) -> list[dict[str, Any]]:
 
 
 def wait_for_series(base: str, promql: str, count: int, timeout_s: float = 30) -> list[dict[str, Any]]:
-    deadline = time.monotonic() + timeout_s
+    """The series `promql` selects once `count` of them have a value of at least 1 (or at the timeout)."""
     result: list[dict[str, Any]] = []
-    while time.monotonic() < deadline:
+
+    def enough() -> bool:
+        nonlocal result
         result = query(base, promql)
-        if len(result) >= count and all(float(r["value"][1]) >= 1 for r in result):
-            return result
-        time.sleep(0.5)
+        return len(result) >= count and all(float(r["value"][1]) >= 1 for r in result)
+
+    wait_for(enough, timeout_s, every_s=0.5)
     return result
 
 
@@ -94,7 +97,7 @@ def test_prometheus_scrapes_red_metrics_of_real_http(tmp_path: Path, otlp_receiv
     )
     with (
         renamed_nginx(tmp_path / "nginx", service) as port,
-        l7scope("run", "--no-table", env=env),
+        L7scopeProcess("run", "--no-table", env=env),
         prometheus_server(tmp_path / "prom", f"127.0.0.1:{metrics_port}") as prom,
     ):
         wait_for_port(metrics_port)
@@ -181,7 +184,7 @@ def test_grpc_and_mysql_spans_and_metrics(tmp_path: Path, otlp_receiver: OtlpRec
     with (
         mariadb(tmp_path / "db", [*app_user(password), *tables]) as db_port,
         echo_server() as grpc_port,
-        l7scope("run", "--no-table", env=env),
+        L7scopeProcess("run", "--no-table", env=env),
         prometheus_server(tmp_path / "prom", f"127.0.0.1:{metrics_port}") as prom,
     ):
         make_calls(grpc_port)

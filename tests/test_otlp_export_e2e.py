@@ -21,11 +21,10 @@ from typing import Any
 import pytest
 
 from tests.support.kafka_broker import free_port
-from tests.support.l7scope_proc import L7scopeProcess
+from tests.support.l7scope_proc import L7scopeProcess, base_env
 from tests.support.otlp_receiver import OtlpReceiver
 from tests.support.paced_load import nginx_with_status, paced_get, served_requests
 from tests.support.servers import wait_for_port
-from tests.test_end_to_end import base_env
 
 pytestmark = pytest.mark.kernel
 

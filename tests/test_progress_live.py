@@ -17,8 +17,8 @@ import pytest
 
 from tests.pipeline.progress_inputs import GET_OK, NEGATIVE_REQUEST
 from tests.support.http_traffic import HttpTarget
+from tests.support.l7scope_proc import L7scopeProcess, base_env
 from tests.support.servers import nginx
-from tests.test_end_to_end import base_env, l7scope
 
 pytestmark = pytest.mark.kernel
 
@@ -48,7 +48,7 @@ def test_negative_content_length_is_one_parse_error_and_monitoring_goes_on(tmp_p
     with (
         nginx(tmp_path / "nginx") as port,
         HttpTarget() as keep_alive,
-        l7scope("run", "--no-table", "--export", f"jsonl:{out}", env=base_env()) as proc,
+        L7scopeProcess("run", "--no-table", "--export", f"jsonl:{out}", env=base_env()) as proc,
     ):
         time.sleep(0.5)
         with socket.create_connection(("127.0.0.1", port)) as first:  # nginx: 400, then it closes
@@ -73,11 +73,10 @@ def test_negative_content_length_is_one_parse_error_and_monitoring_goes_on(tmp_p
             time.sleep(0.25)
         assert recorded() == servers
         sent = time.monotonic()
-        proc.send_signal(signal.SIGTERM)
-        rc = proc.wait(timeout=10)
+        proc.signal(signal.SIGTERM)
+        rc = proc.wait(10)
         took = time.monotonic() - sent
-        assert proc.stderr is not None
-        logs = [json.loads(line) for line in proc.stderr.read().splitlines() if line.startswith("{")]
+        logs = [json.loads(line) for line in proc.text().splitlines() if line.startswith("{")]
     assert rc == 0 and took < 5.0, (rc, took)
     (summary,) = [line for line in logs if line["msg"].startswith("pipeline stopped")]
     assert summary["parse_errors"] >= 2  # the two malformed requests, at least from the servers' side

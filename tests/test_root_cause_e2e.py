@@ -22,9 +22,9 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.l7scope_proc import L7scopeProcess, base_env
 from tests.support.servers import app_user, mariadb
-from tests.test_alerting_e2e import alertmanager, l7scope_run, stop
-from tests.test_end_to_end import base_env
+from tests.test_alerting_e2e import alertmanager, stop
 
 pytestmark = [pytest.mark.kernel, pytest.mark.timeout(240)]
 PASSWORD = "cause-pass"
@@ -172,7 +172,8 @@ def test_alerts_name_the_call_that_explains_them(tmp_path: Path) -> None:
         tier(tmp_path, "frontend", FRONTEND, str(api_port)) as front_port,
     ):
         env = base_env(L7SCOPE_EXPORT_ALERT_RULES=str(rules), L7SCOPE_EXPORT_ALERTMANAGER_URL=am)
-        with load(front_port), l7scope_run(env) as log:  # warm (connections made) before capture starts
+        with load(front_port), L7scopeProcess("run", "--no-table", env=env) as run:  # warm load first
+            log = run.lines
 
             def mode(name: str) -> None:
                 urllib.request.urlopen(f"http://127.0.0.1:{api_port}/mode/{name}", timeout=5).read()
@@ -193,5 +194,5 @@ def test_alerts_name_the_call_that_explains_them(tmp_path: Path) -> None:
             assert errors["annotations"]["root_cause"] == "the call frontend -> api", errors["annotations"]
             mode("normal")
             wait(lambda: not alerts(am, "FrontendErrors"), 30, log)
-        text = "".join(log)
+        text = run.text()
     assert "alert FrontendSlow firing" in text and "alert FrontendErrors resolved" in text

@@ -6,7 +6,6 @@ import os
 import re
 import socket
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,16 +15,13 @@ import pytest
 from l7scope import cli
 from l7scope.config import NOT_CONFIG_VARIABLES, config_variables
 from probes import kernel_headers
+from tests.support.l7scope_proc import NOBODY, run_l7scope
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-NOBODY = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
-
-
 def l7scope_as_nobody(*args: str) -> subprocess.CompletedProcess[str]:
-    command = [*NOBODY, sys.executable, "-m", "l7scope.cli", *args]
-    return subprocess.run(command, capture_output=True, text=True, timeout=60, cwd=ROOT)
+    return run_l7scope(*args, prefix=NOBODY)
 
 
 @pytest.mark.parametrize("command", ["run", "agent"])
@@ -90,9 +86,7 @@ def clean_env(**extra: str) -> dict[str, str]:
 
 
 def l7scope_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    command = [sys.executable, "-m", "l7scope.cli", *args]
-    env = env or clean_env()
-    return subprocess.run(command, capture_output=True, text=True, timeout=60, cwd=ROOT, env=env)
+    return run_l7scope(*args, env=env or clean_env())
 
 
 def assert_one_line(done: subprocess.CompletedProcess[str], *expected: str) -> str:
@@ -254,9 +248,6 @@ def test_variables_the_project_sets_are_all_accepted() -> None:
 
 def test_jsonl_to_a_closed_standard_output() -> None:
     """`l7scope run --export jsonl:- >&-`"""
-    command = [sys.executable, "-m", "l7scope.cli", "run", "--duration", "1", "--export", "jsonl:-"]
-    done = subprocess.run(
-        command, stderr=subprocess.PIPE, text=True, timeout=60, cwd=ROOT, env=clean_env(),
-        preexec_fn=lambda: os.close(1),
-    )  # fmt: skip
+    done = run_l7scope("run", "--duration", "1", "--export", "jsonl:-", env=clean_env(),
+                       stderr=subprocess.PIPE, preexec_fn=lambda: os.close(1))  # fmt: skip
     assert_one_line(done, "standard output is closed", "redirect it")

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import io
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -14,17 +12,10 @@ from l7scope import doctor
 from l7scope.config import load
 from l7scope.logs import JsonFormatter
 from tests.support.kafka_broker import free_port
+from tests.support.l7scope_proc import NOBODY, run_l7scope
 from tests.support.otlp_receiver import OtlpReceiver
 
 ROOT = Path(__file__).resolve().parents[2]
-NOBODY = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
-
-
-def l7scope(
-    *args: str, prefix: tuple[str, ...] = (), env: dict[str, str] | None = None
-) -> subprocess.CompletedProcess[str]:
-    command = [*prefix, sys.executable, "-m", "l7scope.cli", *args]
-    return subprocess.run(command, capture_output=True, text=True, timeout=60, cwd=ROOT, env=env)
 
 
 def rows(stdout: str) -> dict[str, str]:
@@ -45,7 +36,7 @@ def clean_env() -> dict[str, str]:
 
 @pytest.mark.kernel  # creates a BPF ring buffer map and finds BTF or headers for bcc
 def test_doctor_passes_on_this_machine() -> None:
-    done = l7scope("doctor", env=clean_env())
+    done = run_l7scope("doctor", env=clean_env())
     assert done.returncode == 0, done.stdout + done.stderr
     status = rows(done.stdout)
     for name in ("privileges", "kernel", "btf-or-headers", "tracefs", "bcc", "ring-buffer", "libssl"):
@@ -54,7 +45,7 @@ def test_doctor_passes_on_this_machine() -> None:
 
 
 def test_doctor_as_nobody_names_root_and_the_fix() -> None:
-    done = l7scope("doctor", prefix=tuple(NOBODY), env=clean_env())
+    done = run_l7scope("doctor", prefix=NOBODY, env=clean_env())
     assert done.returncode == 2, done.stdout + done.stderr
     status = rows(done.stdout)
     assert status["privileges"] == "FAIL" and status["ring-buffer"] == "FAIL"
@@ -130,7 +121,7 @@ def test_unreachable_kafka_and_otlp_exit_3() -> None:
         "L7SCOPE_KAFKA_BOOTSTRAP": f"127.0.0.1:{port}",
         "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{free_port()}",
     }
-    done = l7scope("doctor", env=env)
+    done = run_l7scope("doctor", env=env)
     assert done.returncode == 3, done.stdout + done.stderr
     status = rows(done.stdout)
     assert status["kafka"] == "UNREACHABLE" and status["otlp"] == "UNREACHABLE"
@@ -142,7 +133,7 @@ def test_reachable_kafka_and_otlp(kafka_bootstrap: str, otlp_receiver: OtlpRecei
         "L7SCOPE_KAFKA_BOOTSTRAP": kafka_bootstrap,
         "OTEL_EXPORTER_OTLP_ENDPOINT": otlp_receiver.http_endpoint,
     }
-    done = l7scope("doctor", "--kafka", env=env)
+    done = run_l7scope("doctor", "--kafka", env=env)
     assert done.returncode == 0, done.stdout + done.stderr
     status = rows(done.stdout)
     assert status["kafka"] == "ok" and status["otlp"] == "ok", done.stdout

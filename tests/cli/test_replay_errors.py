@@ -10,7 +10,6 @@ import re
 import shutil
 import struct
 import subprocess
-import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,17 +18,14 @@ import pytest
 
 from probes.pcap import UNSUPPORTED
 from tests.probes.test_pcap_errors import DAMAGED, PCAP, PCAPNG, Damaged, pcap_records, pcapng_blocks, put_u32
+from tests.support.l7scope_proc import NOBODY, run_l7scope
 
 REPO = Path(__file__).resolve().parents[2]
-NOBODY = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
 
 
 def replay(path: Path | str, out: Path, as_nobody: bool = False) -> subprocess.CompletedProcess[str]:
-    command = [sys.executable, "-m", "l7scope.cli", "replay", str(path), "--export", f"jsonl:{out}"]
-    return subprocess.run(
-        [*NOBODY, *command] if as_nobody else command,
-        cwd=REPO, capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+    return run_l7scope("replay", str(path), "--export", f"jsonl:{out}", prefix=NOBODY if as_nobody else (),
+                       cwd=REPO, timeout_s=120)  # fmt: skip
 
 
 def records(out: Path) -> list[dict[str, object]]:

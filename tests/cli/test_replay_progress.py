@@ -5,13 +5,13 @@ from __future__ import annotations
 import os
 import pty
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from l7scope.progress import ProgressBar, render
 from tests.support.corpus import CORPUS
+from tests.support.l7scope_proc import run_l7scope
 
 REPO = Path(__file__).resolve().parents[2]
 PCAP = CORPUS / "mysql" / "171-mysql.pcap"
@@ -48,10 +48,9 @@ def test_bar_throttles_but_always_draws_the_end() -> None:
 
 
 def _replay(stderr: int | None) -> subprocess.CompletedProcess[bytes]:
-    return subprocess.run(
-        [sys.executable, "-m", "l7scope.cli", "replay", str(PCAP), "--export", f"jsonl:{os.devnull}"],
-        cwd=REPO, stdout=subprocess.DEVNULL, stderr=stderr if stderr is not None else subprocess.PIPE,
-        timeout=120, check=True,
+    return run_l7scope(
+        "replay", str(PCAP), "--export", f"jsonl:{os.devnull}", cwd=REPO, timeout_s=120, check=True,
+        text=False, stdout=subprocess.DEVNULL, stderr=stderr if stderr is not None else subprocess.PIPE,
     )  # fmt: skip
 
 

@@ -7,15 +7,10 @@ import contextlib
 import io
 import json
 import logging
-import os
-import signal
 import socket
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import grpc
@@ -24,6 +19,7 @@ import pytest
 from l7scope.logs import setup_logging
 from l7scope.redact import redact, redact_url
 from tests.support.grpc_echo import echo_server
+from tests.support.l7scope_proc import L7scopeProcess, base_env, run_l7scope
 
 ROOT = Path(__file__).resolve().parents[2]
 BEARER = "Bearer SECRET-TOKEN-6f1e2d"
@@ -31,12 +27,6 @@ API_KEY = "APIKEY-SECRET-9c8b7a"
 OTLP_PASSWORD = "OTLP-PASSWORD-5a4b3c"
 KAFKA_PASSWORD = "KAFKA-PASSWORD-2d3e4f"
 SECRETS = ("SECRET-TOKEN-6f1e2d", "APIKEY-SECRET-9c8b7a", OTLP_PASSWORD, KAFKA_PASSWORD)
-
-
-def clean_env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "L7SCOPE_"))}
-    cache = os.environ.get("L7SCOPE_CACHE", "/var/cache/l7scope")
-    return env | {"L7SCOPE_CAPTURE_HEADER_CACHE": f"{cache}/headers"} | extra
 
 
 def sasl_env() -> dict[str, str]:
@@ -54,26 +44,6 @@ def closed_port() -> int:
         return s.getsockname()[1]
 
 
-@contextmanager
-def running(args: list[str], env: dict[str, str], log: Path, ready: str) -> Iterator[subprocess.Popen[bytes]]:
-    """`l7scope ARGS` with stderr into `log`, once `ready` is logged; SIGTERM (then SIGKILL) by PID."""
-    with log.open("wb") as err:
-        proc = subprocess.Popen([sys.executable, "-m", "l7scope.cli", *args], env=env, stderr=err, cwd=ROOT)
-    try:
-        deadline = time.monotonic() + 60
-        while ready not in log.read_text(errors="replace"):
-            assert proc.poll() is None and time.monotonic() < deadline, log.read_text(errors="replace")
-            time.sleep(0.1)
-        yield proc
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-
 def grpc_records(path: Path, port: int) -> list[dict]:
     if not path.exists():
         return []
@@ -86,14 +56,14 @@ def test_verbose_run_logs_no_header_password_or_url_credentials(tmp_path: Path) 
     """`l7scope -v run` traces gRPC calls carrying authorization and x-api-key, exports spans to an
     endpoint URL with a password (nothing listens there: every export fails and is logged), with a
     SASL password configured: none of the secrets is in its log; the lines that carry them are."""
-    records, log = tmp_path / "records.jsonl", tmp_path / "stderr.log"
-    env = clean_env(
+    records = tmp_path / "records.jsonl"
+    env = base_env(
         OTEL_EXPORTER_OTLP_ENDPOINT=f"http://l7user:{OTLP_PASSWORD}@127.0.0.1:{closed_port()}",
         OTEL_EXPORTER_OTLP_TIMEOUT="1000",
         **sasl_env(),
     )
     args = ["-v", "run", "--no-table", "--export", f"jsonl:{records}"]
-    with running(args, env, log, ready="capturing"), echo_server() as port:
+    with L7scopeProcess(*args, env=env, ready_timeout_s=60) as run, echo_server() as port:
         metadata = (("authorization", BEARER), ("x-api-key", API_KEY))
         with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
             unary = channel.unary_unary("/conf.v1.Echo/Unary")
@@ -102,9 +72,8 @@ def test_verbose_run_logs_no_header_password_or_url_credentials(tmp_path: Path) 
                 assert unary(b"ping", timeout=10, metadata=metadata) == b"pong:ping"
                 time.sleep(0.5)
         assert len(grpc_records(records, port)) >= 2  # the headers were decoded (both ends)
-        while "OTLP span export" not in log.read_text() and time.monotonic() < deadline:
-            time.sleep(0.2)
-    text = log.read_text(errors="replace")
+        run.wait_for_line("OTLP span export", deadline - time.monotonic())
+    text = run.text()
     for secret in SECRETS:
         assert secret not in text, f"{secret} is in the log:\n{text}"
     assert "Traceback" not in text
@@ -125,24 +94,22 @@ def test_verbose_doctor_kafka_does_not_log_the_sasl_password(tmp_path: Path) -> 
                 listener.accept()[0].close()
                 accepted.append(1)
 
-    log = tmp_path / "stderr.log"
-    with socket.socket() as listener, log.open("wb") as err:
+    out = tmp_path / "stdout.log"
+    with socket.socket() as listener, out.open("w") as stdout:
         listener.bind(("127.0.0.1", 0))
         listener.listen()
         threading.Thread(target=hang_up, args=(listener,), daemon=True).start()
-        env = clean_env(L7SCOPE_KAFKA_BOOTSTRAP=f"127.0.0.1:{listener.getsockname()[1]}", **sasl_env())
-        command = [sys.executable, "-m", "l7scope.cli", "-v", "doctor", "--kafka"]
-        proc = subprocess.Popen(command, env=env, cwd=ROOT, stdout=err, stderr=err)
+        env = base_env(L7SCOPE_KAFKA_BOOTSTRAP=f"127.0.0.1:{listener.getsockname()[1]}", **sasl_env())
+        doctor = L7scopeProcess("-v", "doctor", "--kafka", env=env, ready=None, stdout=stdout)
         try:
             deadline = time.monotonic() + 30
             while len(accepted) < 2 and time.monotonic() < deadline:  # doctor's TCP check, then the client
                 time.sleep(0.05)
             time.sleep(0.5)
         finally:
-            proc.kill()
-            proc.wait()
+            doctor.kill()
     assert len(accepted) >= 2  # the admin client was started with the SASL configuration
-    text = log.read_text(errors="replace")
+    text = out.read_text(errors="replace") + doctor.text()
     assert KAFKA_PASSWORD not in text
     assert "Starting KafkaAdminClient with configuration" not in text
 
@@ -151,10 +118,7 @@ def test_verbose_doctor_kafka_does_not_log_the_sasl_password(tmp_path: Path) -> 
 def test_config_type_error_hides_the_password_at_any_verbosity(tmp_path: Path, verbose: list[str]) -> None:
     config = tmp_path / "l7scope.toml"
     config.write_text(f'[kafka]\nsasl_plain_password = ["{KAFKA_PASSWORD}"]\n')
-    done = subprocess.run(
-        [sys.executable, "-m", "l7scope.cli", *verbose, "--config", str(config), "run", "--duration", "1"],
-        env=clean_env(), cwd=ROOT, capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
+    done = run_l7scope(*verbose, "--config", str(config), "run", "--duration", "1", env=base_env())
     assert done.returncode == 2
     assert "kafka.sasl_plain_password must be a string, got a list (value not shown)" in done.stderr
     assert KAFKA_PASSWORD not in done.stderr

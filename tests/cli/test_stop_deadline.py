@@ -11,7 +11,6 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
-import threading
 import time
 import uuid
 from pathlib import Path
@@ -21,6 +20,7 @@ import pytest
 from l7scope import stopping
 from l7scope.stopping import EXIT_STUCK, StopRequest
 from tests.pipeline.progress_inputs import negative_content_length_pcap
+from tests.support.l7scope_proc import L7scopeProcess
 
 REPO = Path(__file__).resolve().parents[2]
 MARK = "parser now hanging"
@@ -61,7 +61,8 @@ sys.exit(main(sys.argv[1:]))
 
 
 def child(tmp_path: Path, *args: str, hang: bool = True, file_capture: bool = False,
-          env: dict[str, str] | None = None) -> subprocess.Popen[str]:  # fmt: skip
+          env: dict[str, str] | None = None, ready_timeout_s: float = 60.0) -> L7scopeProcess:  # fmt: skip
+    """The child, once the parser says it hangs (`hang`), else at once."""
     script = tmp_path / "l7scope_child.py"
     script.write_text(PRELUDE + (FILE_CAPTURE if file_capture else "") + MAIN)
     pcap = negative_content_length_pcap(tmp_path / "neg.pcap")
@@ -70,43 +71,19 @@ def child(tmp_path: Path, *args: str, hang: bool = True, file_capture: bool = Fa
         "L7SCOPE_CAPTURE_HEADER_CACHE": str(tmp_path),
         **(env or {}),
     }  # fmt: skip
-    return subprocess.Popen(
-        [sys.executable, str(script), *args], cwd=tmp_path, env=environment, text=True,
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-    )  # fmt: skip
+    return L7scopeProcess(*args, env=environment, cwd=tmp_path, command=(sys.executable, str(script)),
+                          ready=MARK if hang else None, ready_timeout_s=ready_timeout_s)  # fmt: skip
 
 
-def wait_for_mark(proc: subprocess.Popen[str], timeout: float = 60.0) -> float:
-    """Reads stderr until the parser says it hangs; returns that moment (monotonic)."""
-    assert proc.stderr is not None
-    lines: list[str] = []
-    found = threading.Event()
-
-    def read() -> None:
-        assert proc.stderr is not None
-        for line in proc.stderr:
-            lines.append(line)
-            if MARK in line:
-                found.set()
-                return
-
-    threading.Thread(target=read, daemon=True).start()
-    if not found.wait(timeout):
-        proc.kill()
-        pytest.fail("the child never reached the hanging parser:\n" + "".join(lines))
-    return time.monotonic()
-
-
-def finish(proc: subprocess.Popen[str], since: float, within: float = 5.0) -> tuple[int, float, str]:
+def finish(run: L7scopeProcess, since: float, within: float = 5.0) -> tuple[int, float, str]:
     try:
-        rc = proc.wait(timeout=within + 10)
+        rc = run.proc.wait(timeout=within + 10)
     except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
+        run.kill()
         pytest.fail(f"still running {within + 10} s after the stop request")
     took = time.monotonic() - since
-    assert proc.stderr is not None
-    return rc, took, proc.stderr.read()
+    run.wait(5)  # the rest of its log
+    return rc, took, run.text()
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
@@ -114,9 +91,8 @@ def test_replay_with_a_hanging_parser_exits_within_5s_of_a_signal(
     tmp_path: Path, sig: signal.Signals
 ) -> None:
     proc = child(tmp_path, "replay", "neg.pcap", "--export", "jsonl:out.jsonl")
-    wait_for_mark(proc)
     sent = time.monotonic()
-    proc.send_signal(sig)
+    proc.signal(sig)
     rc, took, err = finish(proc, sent)
     assert rc == EXIT_STUCK and took < 5.0, (rc, took, err)
     assert f"did not stop within 4 s of the stop request ({sig.name}): exiting with code 4" in err
@@ -125,11 +101,10 @@ def test_replay_with_a_hanging_parser_exits_within_5s_of_a_signal(
 
 def test_a_second_signal_exits_at_once(tmp_path: Path) -> None:
     proc = child(tmp_path, "replay", "neg.pcap")
-    wait_for_mark(proc)
-    proc.send_signal(signal.SIGTERM)
+    proc.signal(signal.SIGTERM)
     time.sleep(0.5)
     sent = time.monotonic()
-    proc.send_signal(signal.SIGINT)
+    proc.signal(signal.SIGINT)
     rc, took, err = finish(proc, sent)
     assert rc == EXIT_STUCK and took < 1.5, (rc, took, err)
     assert "second SIGINT: not waiting for the graceful stop" in err
@@ -137,7 +112,7 @@ def test_a_second_signal_exits_at_once(tmp_path: Path) -> None:
 
 def test_run_with_a_hanging_parser_exits_within_5s_of_duration(tmp_path: Path) -> None:
     proc = child(tmp_path, "run", "--duration", "1", "--no-table", file_capture=True)
-    hung = wait_for_mark(proc)  # after the duration timer started
+    hung = time.monotonic()  # the parser hangs: after the duration timer started
     rc, took, err = finish(proc, hung)
     assert rc == EXIT_STUCK and took < 5.0, (rc, took, err)
     assert "(--duration elapsed): exiting with code 4" in err
@@ -145,9 +120,8 @@ def test_run_with_a_hanging_parser_exits_within_5s_of_duration(tmp_path: Path) -
 
 def test_run_with_a_hanging_parser_exits_within_5s_of_sigterm(tmp_path: Path) -> None:
     proc = child(tmp_path, "run", "--no-table", file_capture=True)
-    wait_for_mark(proc)
     sent = time.monotonic()
-    proc.send_signal(signal.SIGTERM)
+    proc.signal(signal.SIGTERM)
     rc, took, err = finish(proc, sent)
     assert rc == EXIT_STUCK and took < 5.0, (rc, took, err)
 
@@ -169,8 +143,8 @@ def test_pipeline_with_a_hanging_parser_exits_within_5s_of_sigterm(
     tmp_path: Path, kafka_bootstrap: str, kafka_topic
 ) -> None:
     from l7scope.config import KafkaConfig
-    from pipeline.health import Health
     from probes.batcher import Batcher
+    from probes.health import Health
     from probes.pcap import read_pcap
     from probes.publisher import KafkaPublisher
 
@@ -183,10 +157,9 @@ def test_pipeline_with_a_hanging_parser_exits_within_5s_of_sigterm(
     assert health.total("delivered_batches") >= 1
     env = {"L7SCOPE_KAFKA_BOOTSTRAP": kafka_bootstrap, "L7SCOPE_KAFKA_FRAGMENTS_TOPIC": topic,
            "L7SCOPE_KAFKA_GROUP": f"stop-{uuid.uuid4().hex[:8]}"}  # fmt: skip
-    proc = child(tmp_path, "pipeline", env=env)
-    wait_for_mark(proc, timeout=120)
+    proc = child(tmp_path, "pipeline", env=env, ready_timeout_s=120)
     sent = time.monotonic()
-    proc.send_signal(signal.SIGTERM)
+    proc.signal(signal.SIGTERM)
     rc, took, err = finish(proc, sent)
     assert rc == EXIT_STUCK and took < 5.0, (rc, took, err)
 

@@ -7,9 +7,7 @@ import shlex
 import subprocess
 import sys
 import threading
-import time
 import uuid
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -18,6 +16,7 @@ from l7scope.top import Row, format_row
 from pipeline.live_table import LiveTable
 from protocols.base import ConnInfo, Endpoint, L7Record, Role
 from tests.support.servers import nginx
+from tests.support.waiting import wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.kernel
@@ -26,15 +25,6 @@ pytestmark = pytest.mark.kernel
 def tmux(socket: str, *args: str) -> str:
     done = subprocess.run(["tmux", "-L", socket, *args], capture_output=True, text=True, timeout=10)
     return done.stdout
-
-
-def wait_for(what: str, check: Callable[[], bool], timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(0.5)
-    pytest.fail(f"timed out waiting for {what}")
 
 
 def traffic(port: int, stop: threading.Event) -> None:
@@ -71,32 +61,42 @@ def test_top_in_tmux_shows_rates_sorts_and_quits(tmp_path: Path) -> None:
         tmux(socket, "new-session", "-d", "-x", "200", "-y", "50", "sh", str(script))
         worker = threading.Thread(target=traffic, args=(port, stop), daemon=True)
         try:
-            wait_for("the top screen", lambda: "sorted by rate" in tmux(socket, "capture-pane", "-p"))
+
+            def screen() -> str:
+                return tmux(socket, "capture-pane", "-p")
+
+            assert wait_for(lambda: "sorted by rate" in screen(), 60, every_s=0.5), (
+                "timed out waiting for the top screen"
+            )
             worker.start()
 
             def both_endpoints_with_rates() -> bool:
                 lines = endpoint_lines(tmux(socket, "capture-pane", "-p"))
                 return any("/ok" in x and rate(x) > 0 for x in lines) and any("/missing" in x for x in lines)
 
-            wait_for("/ok and /missing rows with non-zero rates", both_endpoints_with_rates)
+            assert wait_for(both_endpoints_with_rates, 60, every_s=0.5), (
+                "timed out waiting for /ok and /missing rows with non-zero rates"
+            )
             by_rate = endpoint_lines(tmux(socket, "capture-pane", "-p"))
             assert "/ok" in by_rate[0], by_rate  # ten times the requests of /missing
             assert all(rate(x) > 0 for x in by_rate if "/ok" in x), by_rate
 
             tmux(socket, "send-keys", "e")
-            wait_for("sorted by errors", lambda: "sorted by errors" in tmux(socket, "capture-pane", "-p"), 10)
+            assert wait_for(lambda: "sorted by errors" in screen(), 10, every_s=0.5), (
+                "timed out: sorted by errors"
+            )
             by_errors = endpoint_lines(tmux(socket, "capture-pane", "-p"))
             # curl's side of the 404 is an error (client spans: 4xx is an error); it now leads.
             assert "/missing" in by_errors[0] and "client" in by_errors[0], by_errors
             assert by_errors != by_rate
 
             tmux(socket, "send-keys", "l")
-            wait_for(
-                "sorted by latency", lambda: "sorted by latency" in tmux(socket, "capture-pane", "-p"), 10
+            assert wait_for(lambda: "sorted by latency" in screen(), 10, every_s=0.5), (
+                "timed out: sorted by latency"
             )
 
             tmux(socket, "send-keys", "q")
-            wait_for("top to exit after q", rc_file.exists, 20)
+            assert wait_for(rc_file.exists, 20, every_s=0.5), "timed out waiting for top to exit after q"
             assert rc_file.read_text().strip() == "0", (tmp_path / "stderr").read_text()
         finally:
             stop.set()

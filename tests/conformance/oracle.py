@@ -7,7 +7,6 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import time
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
@@ -15,6 +14,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+from tests.support.l7scope_proc import run_l7scope
 
 REPO = Path(__file__).resolve().parents[2]
 TOLERANCE_NS = 1_000_000  # request/response times agree with tshark's frame times within 1 ms
@@ -77,11 +78,8 @@ def replay(pcap: Path, out_dir: Path) -> list[dict[str, Any]]:
     """`l7scope replay PCAP --export jsonl:OUT` as a child process; its records, in file order."""
     out = out_dir / f"{pcap.stem}.jsonl"
     out.unlink(missing_ok=True)
-    proc = subprocess.run(
-        [sys.executable, "-m", "l7scope.cli", "replay", str(pcap), "--export", f"jsonl:{out}"],
-        cwd=REPO, capture_output=True, text=True, timeout=300,
-        env={**os.environ, "PYTHONPATH": str(REPO)},
-    )  # fmt: skip
+    proc = run_l7scope("replay", str(pcap), "--export", f"jsonl:{out}", cwd=REPO, timeout_s=300,
+                       env={**os.environ, "PYTHONPATH": str(REPO)})  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     if not out.exists():
         return []

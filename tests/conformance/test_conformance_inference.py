@@ -10,8 +10,8 @@ import struct
 import pytest
 
 from pipeline.conn_table import ConnTable
-from pipeline.health import Health
 from probes.fragment import Batch, ConnEvent, Fragment, Io
+from probes.health import Health
 from protocols.base import ConnInfo, Endpoint, Role
 from protocols.registry import PROTOCOLS
 

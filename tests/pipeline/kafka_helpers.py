@@ -5,11 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import signal
-import subprocess
-import sys
 import threading
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -19,9 +15,11 @@ from kafka import KafkaConsumer, TopicPartition
 
 from l7scope.config import Config, KafkaConfig
 from pipeline.exporter import Exporter
-from pipeline.health import Health
 from pipeline.run import run_pipeline
+from probes.health import Health
 from protocols.base import L7Record
+from tests.support.l7scope_proc import L7scopeProcess
+from tests.support.waiting import wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -76,65 +74,15 @@ def pipeline_thread(config: Config, group: str, **kwargs: object) -> Iterator[tu
         assert not thread.is_alive(), "run_pipeline did not stop"
 
 
-def wait_for(check: Callable[[], bool], timeout_s: float, every_s: float = 0.2) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if check():
-            return True
-        time.sleep(every_s)
-    return check()
-
-
-class Child:
-    """`l7scope ARGS` as a child process whose stderr (JSON log lines) is read by a thread."""
-
-    def __init__(self, *args: str, env: dict[str, str]) -> None:
-        self.args = args
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "l7scope.cli", *args], env=env, cwd=ROOT, stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-        )  # fmt: skip
-        self.lines: list[str] = []
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
-        assert self.proc.stderr is not None
-        for line in self.proc.stderr:
-            self.lines.append(line)
-
-    def messages(self) -> list[str]:
-        out = []
-        for line in list(self.lines):
-            try:
-                out.append(str(json.loads(line).get("msg", line)))
-            except (json.JSONDecodeError, AttributeError):
-                out.append(line)
-        return out
-
-    def assigned(self) -> list[int] | None:
-        """The partitions of the latest assignment logged, None before the first."""
-        last = None
-        for m in self.messages():
-            if m.startswith("assigned "):
-                last = json.loads(m.rsplit("partitions ", 1)[1])
-            elif m.startswith("revoked "):
-                last = None
-        return last
-
-    def kill9(self) -> None:
-        os.kill(self.proc.pid, signal.SIGKILL)
-        self.proc.wait(timeout=10)
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self._reader.join(timeout=5)
+def assigned(child: L7scopeProcess) -> list[int] | None:
+    """The partitions of the latest assignment an `l7scope pipeline` child logged, None before the first."""
+    last = None
+    for m in child.messages():
+        if m.startswith("assigned "):
+            last = json.loads(m.rsplit("partitions ", 1)[1])
+        elif m.startswith("revoked "):
+            last = None
+    return last
 
 
 def child_env(bootstrap: str, **extra: str) -> dict[str, str]:
@@ -161,17 +109,17 @@ def start_group(
     extra: Callable[[int], list[str]],
     partitions: int,
     env_of: Callable[[int], dict[str, str]] = lambda _: {},
-) -> list[Child]:
+) -> list[L7scopeProcess]:
     """`n` `l7scope pipeline` children in one group, returned once they together own all `partitions`.
 
     Child `i` gets the arguments `extra(i)` and the environment `env | env_of(i)`."""
     # All at once, right after the topic was created: the first generation's leader may assign before
     # it has the topic's partitions ("No partition metadata for topic") and must then rejoin to take
-    # them, the case that used to leave a member hung (pipeline/kafka_source.finish_interrupted_rejoins).
-    children = [Child("pipeline", *extra(i), env=env | env_of(i)) for i in range(n)]
+    # them, the case that used to leave a member hung (probes/kafka_io.finish_interrupted_rejoins).
+    children = [L7scopeProcess("pipeline", *extra(i), env=env | env_of(i), ready=None) for i in range(n)]
 
     def settled() -> bool:  # every member owns some partitions, together all, none twice
-        got = [c.assigned() for c in children]
+        got = [assigned(c) for c in children]
         if any(not a for a in got):
             return False
         flat = [p for a in got for p in a or ()]
@@ -181,5 +129,5 @@ def start_group(
         for c in children:
             c.stop()
         logs = "\n".join("".join(c.lines[-15:]) for c in children)
-        pytest.fail(f"group did not settle: {[c.assigned() for c in children]}\n{logs}")
+        pytest.fail(f"group did not settle: {[assigned(c) for c in children]}\n{logs}")
     return children

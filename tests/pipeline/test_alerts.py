@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
@@ -18,10 +16,11 @@ from pipeline.alerts import (
     Window,
     encode_alert,
 )
-from pipeline.health import Health
 from pipeline.latency_buckets import bucket_of, bucket_value_ms
+from probes.health import Health
 from proto import records_pb2 as pb
 from protocols.base import ConnInfo, Endpoint, L7Record, Role
+from tests.support.http_server import HttpServer, Reply, Request
 
 RULES = """
 evaluation_interval: 1s
@@ -181,25 +180,14 @@ def test_alert_protobuf() -> None:
 def test_alertmanager_payload_over_http() -> None:
     got: list[object] = []
 
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            got.append((self.path, json.loads(self.rfile.read(int(self.headers["Content-Length"])))))
-            self.send_response(200)
-            self.end_headers()
+    def alertmanager(request: Request) -> Reply:
+        got.append((request.path, json.loads(request.body)))
+        return Reply(200)
 
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
     health = Health()
-    try:
-        notifier = AlertmanagerNotifier(f"http://127.0.0.1:{server.server_port}/", health)
+    with HttpServer(alertmanager) as server:
+        notifier = AlertmanagerNotifier(f"http://127.0.0.1:{server.port}/", health)
         notifier.notify([Alert("R", "resolved", {"alertname": "R"}, {"summary": "s"}, 0.0, 1.25, 1.0)])
-    finally:
-        server.shutdown()
-        server.server_close()
     assert got == [("/api/v2/alerts", [{
         "labels": {"alertname": "R"}, "annotations": {"summary": "s"},
         "startsAt": "1970-01-01T00:00:00.000Z", "endsAt": "1970-01-01T00:00:01.250Z",

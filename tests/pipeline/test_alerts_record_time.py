@@ -14,9 +14,9 @@ import pytest
 from l7scope.config import Config
 from pipeline.alert_rules import parse_rules
 from pipeline.alerts import Alert, AlertEvaluator, Window, record_time
-from pipeline.health import LOSSES, Health
 from pipeline.records_sink import RecordsSink
 from pipeline.run import build_exporters
+from probes.health import LOSSES, Health
 from protocols.base import ConnInfo, Endpoint, L7Record, Role
 
 T = 1_750_000_000.0  # a wall-clock second (Unix time)

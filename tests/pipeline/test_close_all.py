@@ -11,7 +11,6 @@ from pathlib import Path
 import pytest
 
 from l7scope.config import Config
-from pipeline.health import Health
 from pipeline.jsonl import JsonlExporter
 from pipeline.otlp import OtlpEndpoint, OtlpSpanExporter
 from pipeline.pipeline import Pipeline
@@ -19,6 +18,7 @@ from pipeline.red_metrics import build_metrics
 from pipeline.run import Exporter, new_table, run_replay
 from pipeline.topology import Topology
 from probes.fragment import Batch, ConnEvent, Fragment, Io
+from probes.health import Health
 from protocols.base import ConnInfo, Endpoint, Role
 from tests.support.otlp_receiver import OtlpReceiver
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import dataclasses
 
 from pipeline.conn_table import ConnTable
-from pipeline.health import Health
 from probes.fragment import Batch, ConnEvent, Fragment, Io, Source
+from probes.health import Health
 from protocols.base import ConnInfo, Endpoint, Role
 from protocols.registry import PROTOCOLS
 from tests.support.loop import Wire

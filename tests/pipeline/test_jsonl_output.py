@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -17,11 +16,12 @@ from pathlib import Path
 import pytest
 
 from l7scope.outputs import open_private
-from pipeline.health import Health
 from pipeline.jsonl import RETRY_S, JsonlExporter
 from pipeline.topology import Topology
+from probes.health import Health
 from protocols.base import ConnInfo, Endpoint, L7Record, Role
 from tests.support.http_traffic import HttpTarget
+from tests.support.l7scope_proc import L7scopeProcess, base_env
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -84,7 +84,7 @@ def test_full_disk_is_counted_logged_once_and_retried(caplog: pytest.LogCaptureF
 FILE_SIZE_LIMIT = """
 import os, resource, signal, sys, json
 sys.path.insert(0, {root!r})
-from pipeline.health import Health
+from probes.health import Health
 from pipeline.jsonl import JsonlExporter
 from tests.pipeline.test_jsonl_output import record
 signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # over the limit: EFBIG, as ENOSPC on a full disk
@@ -121,19 +121,6 @@ def test_a_failed_write_leaves_no_half_line_and_writing_resumes(tmp_path: Path) 
 # -- live: `l7scope run` with a JSONL sink that cannot take the records ------------------------------
 
 
-def run_env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "L7SCOPE_"))}
-    cache = os.environ.get("L7SCOPE_CACHE", "/var/cache/l7scope")
-    return env | {"L7SCOPE_CAPTURE_HEADER_CACHE": f"{cache}/headers", "PYTHONPATH": str(ROOT)}
-
-
-def wait_for(path: Path, text: str, proc: subprocess.Popen[bytes], timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while text not in path.read_text(errors="replace"):
-        assert proc.poll() is None and time.monotonic() < deadline, path.read_text(errors="replace")
-        time.sleep(0.1)
-
-
 def get(port: int, n: int) -> None:
     for i in range(n):
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/item/{i}", timeout=5) as resp:
@@ -142,22 +129,19 @@ def get(port: int, n: int) -> None:
 
 @pytest.mark.kernel
 def test_run_on_a_full_disk_goes_on_capturing(tmp_path: Path) -> None:
-    log = tmp_path / "stderr.log"
-    command = [sys.executable, "-m", "l7scope.cli", "run", "--no-table", "--export", "jsonl:/dev/full"]
-    with HttpTarget() as target, log.open("wb") as err:
-        proc = subprocess.Popen(command, env=run_env(), stderr=err, cwd=ROOT)
-        try:
-            wait_for(log, "capturing", proc)
-            get(target.port, 5)
-            wait_for(log, "cannot write /dev/full", proc, timeout=20)
-            time.sleep(RETRY_S + 1)  # past the retry: the next records are tried again
-            get(target.port, 5)
-            time.sleep(2)
-            assert proc.poll() is None  # still capturing
-        finally:
-            proc.send_signal(signal.SIGTERM)
-            rc = proc.wait(timeout=30)
-    text = log.read_text()
+    args = ("run", "--no-table", "--export", "jsonl:/dev/full")
+    with (
+        HttpTarget() as target,
+        L7scopeProcess(*args, env=base_env(PYTHONPATH=str(ROOT)), ready_timeout_s=60) as run,
+    ):
+        get(target.port, 5)
+        assert run.wait_for_line("cannot write /dev/full", 20), run.text()
+        time.sleep(RETRY_S + 1)  # past the retry: the next records are tried again
+        get(target.port, 5)
+        time.sleep(2)
+        assert run.proc.poll() is None  # still capturing
+    rc = run.returncode
+    text = run.text()
     assert "Traceback" not in text
     assert text.count("cannot write /dev/full") == 1
     stopped = json.loads(next(line for line in text.splitlines() if '"msg": "pipeline stopped: ' in line))
@@ -168,13 +152,12 @@ def test_run_on_a_full_disk_goes_on_capturing(tmp_path: Path) -> None:
 @pytest.mark.kernel
 def test_closed_stdout_stops_run_promptly(tmp_path: Path) -> None:
     """`l7scope run --export jsonl:- | head -1`: once the reader has gone, the next write stops l7scope."""
-    log = tmp_path / "stderr.log"
-    command = [sys.executable, "-m", "l7scope.cli", "run", "--export", "jsonl:-"]
-    with HttpTarget() as target, log.open("wb") as err:
-        proc = subprocess.Popen(command, env=run_env(), stdout=subprocess.PIPE, stderr=err, cwd=ROOT)
+    env = base_env(PYTHONPATH=str(ROOT))
+    with HttpTarget() as target, L7scopeProcess("run", "--export", "jsonl:-", env=env, stdout=subprocess.PIPE,
+                                                ready_timeout_s=60) as run:  # fmt: skip
+        proc = run.proc
         try:
             assert proc.stdout is not None
-            wait_for(log, "capturing", proc)
             get(target.port, 1)
             assert json.loads(proc.stdout.readline())["record_id"]  # `head -1` (any traffic on this machine)
             proc.stdout.close()
@@ -186,9 +169,9 @@ def test_closed_stdout_stops_run_promptly(tmp_path: Path) -> None:
             exited_after = time.monotonic() - closed
         finally:
             if proc.poll() is None:
-                proc.kill()
-            rc = proc.wait(timeout=30)
-    text = log.read_text()
+                run.kill()
+            rc = run.wait(30)
+    text = run.text()
     assert exited_after < 5, text
     assert "standard output was closed by its reader: stopping" in text
     assert "Traceback" not in text and "BrokenPipeError" not in text

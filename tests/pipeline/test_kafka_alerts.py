@@ -25,14 +25,16 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from pipeline.alerts_source import RecordsSource
-from pipeline.health import Health
 from pipeline.records_sink import RecordsSink
+from probes.health import Health
 from probes.publisher import KafkaPublisher
 from proto import records_pb2 as pb
 from protocols.base import ConnInfo, Endpoint, L7Record, Role
-from tests.pipeline.kafka_helpers import Child, child_env, config_for, read_topic, start_group, wait_for
+from tests.pipeline.kafka_helpers import assigned, child_env, config_for, read_topic, start_group
 from tests.support.http_traffic import Client, HttpTarget, both_ends
 from tests.support.kafka_broker import free_port
+from tests.support.l7scope_proc import L7scopeProcess
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -140,13 +142,13 @@ def test_a_latency_alert_fires_once_from_a_whole_service_window(
             L7SCOPE_EXPORT_ALERTMANAGER_URL=am_url,
         )
         replicas = start_group(2, env, lambda i: ["--export", f"jsonl:{outs[i]}"], PARTITIONS)
-        evaluator = Child(
+        evaluator = L7scopeProcess(
             "alerts", "evaluate", "--rules", str(rules), "--alertmanager", am_url, "--lateness", "3",
             "--group", f"alerts-{uuid.uuid4().hex[:6]}", "--export", f"prometheus:127.0.0.1:{metrics_port}",
-            env=env,
+            env=env, ready=None,
         )  # fmt: skip
         try:
-            assert wait_for(lambda: evaluator.assigned() is not None, 60, every_s=0.5), evaluator.lines
+            assert wait_for(lambda: assigned(evaluator) is not None, 60, every_s=0.5), evaluator.lines
             durations = [2.0 if i % 4 == 0 else 300.0 for i in range(EXCHANGES)]  # 3 in 4 slow
             publish_traffic(kafka_bootstrap, fragments, time.time_ns(), durations)
 
@@ -159,7 +161,7 @@ def test_a_latency_alert_fires_once_from_a_whole_service_window(
             # evaluated, so counted late, on the evaluator's /metrics, and not in the alert.
             publish_traffic(kafka_bootstrap, fragments, time.time_ns() - 600 * 10**9, [900.0])
             assert wait_for(lambda: late_records(metrics_port) == 1, 30, every_s=0.5)
-            assert all(c.assigned() for c in replicas)  # no rebalance happened during the run
+            assert all(assigned(c) for c in replicas)  # no rebalance happened during the run
         finally:
             evaluator.stop()
             for c in replicas:

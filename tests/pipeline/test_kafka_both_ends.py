@@ -17,12 +17,14 @@ from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from pipeline.health import Health
 from pipeline.service_graph import GRACE_S
+from probes.health import Health
 from probes.publisher import KafkaPublisher, fragments_key
-from tests.pipeline.kafka_helpers import Child, child_env, config_for, read_topic, start_group, wait_for
+from tests.pipeline.kafka_helpers import assigned, child_env, config_for, read_topic, start_group
 from tests.support.http_traffic import Client, HttpTarget, both_ends, server_end
 from tests.support.kafka_broker import free_port
+from tests.support.l7scope_proc import L7scopeProcess
+from tests.support.waiting import wait_for
 
 PARTITIONS = 6
 REQUESTS = "l7scope_service_graph_requests_total"
@@ -77,7 +79,7 @@ def test_two_replicas_count_each_exchange_traced_from_both_ends_once(
     )
     ports = [free_port(), free_port()]
     maps = [tmp_path / f"map{i}.json" for i in range(2)]  # each replica's service map, written at exit
-    children: list[Child] = start_group(
+    children: list[L7scopeProcess] = start_group(
         2, env, lambda i: ["--export", f"prometheus:127.0.0.1:{ports[i]}"], PARTITIONS,
         env_of=lambda i: {"L7SCOPE_EXPORT_MAP_OUT": str(maps[i])},
     )  # fmt: skip
@@ -103,7 +105,7 @@ def test_two_replicas_count_each_exchange_traced_from_both_ends_once(
         # a double count would show.
         time.sleep(GRACE_S + 1.5)
         per_replica = [edge_requests(p) for p in ports]
-        assert all(c.assigned() for c in children)  # no rebalance happened during the run
+        assert all(assigned(c) for c in children)  # no rebalance happened during the run
     finally:
         for c in children:
             c.stop()

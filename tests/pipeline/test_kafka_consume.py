@@ -13,14 +13,15 @@ from kafka.admin import KafkaAdminClient, NewPartitions
 
 from l7scope.config import Config
 from pipeline.conn_table import ConnTable
-from pipeline.health import Health
-from pipeline.kafka_source import KafkaSource, StartAt
 from pipeline.run import default_protocols
 from probes.codec import encode_batch
+from probes.health import Health
+from probes.kafka_io import KafkaSource, StartAt
 from probes.publisher import KafkaPublisher
 from proto import fragments_pb2 as pb
-from tests.pipeline.kafka_helpers import config_for, pipeline_thread, wait_for
+from tests.pipeline.kafka_helpers import config_for, pipeline_thread
 from tests.support.http_traffic import Client, Exchange, HttpTarget, batches
+from tests.support.waiting import wait_for
 
 
 def publish(config: Config, exchanges: list[Exchange]) -> Health:

@@ -17,11 +17,12 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.health import Health
 from pipeline.records_sink import decode_record
+from probes.health import Health
 from probes.publisher import KafkaPublisher
-from tests.pipeline.kafka_helpers import child_env, config_for, read_topic, start_group, wait_for
+from tests.pipeline.kafka_helpers import assigned, child_env, config_for, read_topic, start_group
 from tests.support.http_traffic import Client, HttpTarget, batches, paced
+from tests.support.waiting import wait_for
 
 PARTITIONS = 6
 
@@ -55,7 +56,7 @@ def test_members_split_partitions_each_exchange_once(
 
         assert wait_for(lambda: len(lines()) >= len(client.log), 60)
         time.sleep(2.0)  # duplicates, if any, would arrive now
-        assert all(c.assigned() for c in children)  # no rebalance happened during the run
+        assert all(assigned(c) for c in children)  # no rebalance happened during the run
     finally:
         for c in children:
             c.stop()
@@ -82,7 +83,7 @@ def test_kill9_member_mid_load_loses_no_exchange(
     victim = children[1]
     health = Health()
     publisher = KafkaPublisher(config_for(kafka_bootstrap, topic).kafka, health)
-    target = HttpTarget().__enter__()
+    target = HttpTarget().start()
     client = Client(target.port, uuid.uuid4().hex[:6], per_conn=3)
 
     def load() -> None:  # ~40 connections/s, 3 exchanges each, each batch published as soon as made
@@ -95,7 +96,7 @@ def test_kill9_member_mid_load_loses_no_exchange(
     try:
         loader.start()
         time.sleep(5)
-        victim.kill9()
+        victim.kill()
         loader.join(timeout=60)
         publisher.close()
         assert health.total("dropped_batches") == 0
@@ -110,9 +111,9 @@ def test_kill9_member_mid_load_loses_no_exchange(
             return ids
 
         assert wait_for(lambda: expected <= set(seen()), 90, every_s=3), expected - set(seen())
-        survivors = [c.assigned() for c in children if c is not victim]
+        survivors = [assigned(c) for c in children if c is not victim]
     finally:
-        target.__exit__()
+        target.close()
         for c in children:
             c.stop()
     ids = seen()

@@ -12,13 +12,14 @@ import time
 import uuid
 from collections.abc import Iterator
 
-from pipeline.health import Health
 from probes.codec import decode_batch
 from probes.fragment import Batch
+from probes.health import Health
 from probes.publisher import KafkaPublisher
-from tests.pipeline.kafka_helpers import config_for, pipeline_thread, read_topic, wait_for
+from tests.pipeline.kafka_helpers import config_for, pipeline_thread, read_topic
 from tests.support.http_traffic import Client, Exchange, HttpTarget, batches, paced
 from tests.support.kafka_broker import Broker, create_topic
+from tests.support.waiting import wait_for
 
 BOUND = 512 << 10
 

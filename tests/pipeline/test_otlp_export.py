@@ -7,17 +7,16 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import socket
-import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
 
-from pipeline.health import Health, loss_details, stop_summary
 from pipeline.otlp import ExportError, HttpSender, OtlpEndpoint, OtlpSpanExporter, failure
+from probes.health import Health, loss_details, stop_summary
 from tests.pipeline.test_otlp_spans import record
+from tests.support.http_server import HttpServer, Reply, Request
 from tests.support.kafka_broker import free_port
 from tests.support.otlp_receiver import ExportTraceRequest, OtlpReceiver, flatten_spans
 
@@ -94,39 +93,19 @@ class Collector:
         self.attempts: list[float] = []
         self.requests: list[ExportTraceRequest] = []
         self.authorizations: list[list[str]] = []  # each request's Authorization header fields
-        collector = self
+        self.server = HttpServer(self.answer).start()
+        self.port = self.server.port
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers["Content-Length"]))
-                collector.attempts.append(time.monotonic())
-                collector.authorizations.append(self.headers.get_all("Authorization") or [])
-                if collector.down:
-                    self.send_response(503)
-                    self.send_header("Content-Length", "0")
-                    self.end_headers()
-                    return
-                collector.requests.append(ExportTraceRequest.FromString(body))
-                self.send_response(200)
-                self.send_header("Content-Type", "application/x-protobuf")
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.port = int(self.server.server_address[1])
-        self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self._thread.start()
+    def answer(self, request: Request) -> Reply:
+        self.attempts.append(time.monotonic())
+        self.authorizations.append(request.headers.get_all("Authorization") or [])
+        if self.down:
+            return Reply(503)
+        self.requests.append(ExportTraceRequest.FromString(request.body))
+        return Reply(200, headers=(("Content-Type", "application/x-protobuf"),))
 
     def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-        self._thread.join(5)
+        self.server.close()
 
 
 def test_an_authorization_header_given_wins_over_credentials_in_the_url() -> None:

@@ -3,12 +3,12 @@ exporter exactly once, count what they hand over, and close the exporters once."
 
 from __future__ import annotations
 
-from pipeline.conn_table import ConnTable, TableLimits
+from pipeline.conn_table import ConnActivity, ConnTable, TableLimits
 from pipeline.exporter import BoundedExporter, Exporter
-from pipeline.health import Health
 from pipeline.pipeline import Pipeline
 from pipeline.run import default_protocols
 from probes.fragment import Batch, Fragment, Io
+from probes.health import Health
 from protocols.base import ConnInfo, Endpoint, L7Record, Role
 
 
@@ -37,8 +37,8 @@ class Toy(Exporter):
     def export(self, records: list[L7Record]) -> None:
         self.paths += [r.attributes["url.path"] for r in records]
 
-    def observe(self, batches: list[Batch]) -> None:
-        self.observed += len(batches)
+    def export_activity(self, activity: list[ConnActivity]) -> None:
+        self.observed += len(activity)
 
     def flush(self) -> None:
         self.flushed += 1

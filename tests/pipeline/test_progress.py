@@ -9,8 +9,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -33,12 +31,13 @@ from test_framing import conn, run
 
 from pipeline.conn_table import ConnTable
 from pipeline.framing import ConnParser, Limits, ParserStuck
-from pipeline.health import Health
 from pipeline.stream import DataStream
 from probes.fragment import Io
+from probes.health import Health
 from protocols import http1
 from protocols.base import Direction, Role
 from protocols.registry import PROTOCOLS
+from tests.support.l7scope_proc import run_l7scope
 from tests.support.loop import Wire
 
 pytestmark = pytest.mark.timeout(60)  # without the fix these never return
@@ -207,10 +206,7 @@ def test_replay_of_the_negative_content_length_capture_ends_promptly(tmp_path: P
     pcap = negative_content_length_pcap(tmp_path / "negative-content-length.pcap")
     out = tmp_path / "records.jsonl"
     started = time.monotonic()
-    done = subprocess.run(
-        [sys.executable, "-m", "l7scope.cli", "replay", str(pcap), "--export", f"jsonl:{out}"],
-        cwd=REPO, capture_output=True, text=True, timeout=30,
-    )  # fmt: skip
+    done = run_l7scope("replay", str(pcap), "--export", f"jsonl:{out}", cwd=REPO, timeout_s=30)
     assert done.returncode == 0 and time.monotonic() - started < 15, done.stderr
     assert done.stderr.strip().splitlines()[-1] == "l7scope: 2 exchanges, 1 parse errors"
     records = [json.loads(line) for line in out.read_text().splitlines()]

@@ -20,8 +20,8 @@ from hypothesis import strategies as st
 from progress_inputs import BAD, REQ, RESP, VALID, Script
 
 from pipeline.framing import ConnParser, Limits
-from pipeline.health import Health
 from probes.fragment import Fragment, Io
+from probes.health import Health
 from protocols.base import ConnInfo, Direction, Endpoint, Role
 from protocols.registry import PROTOCOLS
 from tests.support.time_limit import time_limit

@@ -13,8 +13,8 @@ import pytest
 from kafka import KafkaConsumer, TopicPartition
 
 from l7scope.config import KafkaConfig
-from pipeline.health import Health
 from pipeline.records_sink import BadRecord, RecordsSink, decode_record, encode_record
+from probes.health import Health
 from protocols.base import ConnInfo, Endpoint, L7Record, Role
 
 

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from opentelemetry.sdk.metrics.export import HistogramDataPoint, InMemoryMetricReader, MetricsData
 
-from pipeline.health import Health
+from pipeline.conn_table import activity_of
 from pipeline.otlp import span_ids
 from pipeline.prometheus import PrometheusEndpoint, parse_address
 from pipeline.red_metrics import (
@@ -25,6 +25,7 @@ from pipeline.red_metrics import (
     split_by_service,
 )
 from probes.fragment import Batch, Fragment, Io
+from probes.health import Health
 from protocols.base import ConnInfo, Endpoint, L7Record, Role
 from tests.support.otlp_receiver import OtlpReceiver
 
@@ -356,7 +357,7 @@ def test_instruments_list_is_what_red_metrics_creates() -> None:
     reader = InMemoryMetricReader()
     red = RedMetrics(build_meter_provider([reader]), health)
     red.export(records)
-    red.observe([Batch(SERVER, [Fragment(SERVER.conn_id, Io.RECV, 0, 10, b"", 1)])])  # service graph bytes
+    red.export_activity([activity_of(Batch(SERVER, [Fragment(SERVER.conn_id, Io.RECV, 0, 10, b"", 1)]))])
     red.set_consumer_lag("t", 0, 1)
     data = reader.get_metrics_data()
     assert data is not None

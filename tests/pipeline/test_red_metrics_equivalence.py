@@ -21,7 +21,6 @@ from opentelemetry.sdk.metrics.export import (
     MetricsData,
 )
 
-from pipeline.health import Health
 from pipeline.otlp import span_ids
 from pipeline.red_aggregate import CARDINALITY_LIMIT
 from pipeline.red_metrics import (
@@ -32,6 +31,7 @@ from pipeline.red_metrics import (
     build_meter_provider,
     split_by_service,
 )
+from probes.health import Health
 from protocols.base import L7Record
 from tests.support.sdk_red_metrics import DB_KEYS, SdkReference, records
 

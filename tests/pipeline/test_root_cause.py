@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pipeline.alert_rules import parse_rules
 from pipeline.alerts import AlertEvaluator
-from pipeline.health import Health
 from pipeline.root_cause import CallHistory
+from probes.health import Health
 from protocols.base import ConnInfo, Endpoint, L7Record, Role
 from tests.pipeline.test_alerts import Collect
 

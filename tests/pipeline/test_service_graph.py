@@ -7,10 +7,11 @@ from typing import Any
 
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
-from pipeline.health import Health
-from pipeline.pipeline import notify_observers
+from pipeline.conn_table import activity_of
+from pipeline.exporter import Exporter
 from pipeline.red_metrics import DURATION_BUCKETS, INSTRUMENTS, RedMetrics, build_meter_provider
 from probes.fragment import Batch, Fragment, Io
+from probes.health import Health
 from protocols.base import ConnInfo, Endpoint, L7Record, Role
 
 CLIENT_EP, API_EP, API_OUT, DB_EP = (
@@ -45,6 +46,12 @@ def batch(c: ConnInfo, sent: int, received: int) -> Batch:
     return Batch(c, frags)
 
 
+def observe(exporters: list[Exporter], batches: list[Batch]) -> None:
+    """As the pipeline does: each batch's activity on its connection, to every exporter."""
+    for exporter in exporters:
+        exporter.export_activity([activity_of(b) for b in batches])
+
+
 def collect(red: RedMetrics, reader: InMemoryMetricReader) -> dict[str, dict[tuple[Any, ...], Any]]:
     data = reader.get_metrics_data()
     assert data is not None
@@ -67,7 +74,7 @@ def test_two_hop_graph_edges_counts_failures_buckets_bytes_connections() -> None
     reader = InMemoryMetricReader()
     red = RedMetrics(build_meter_provider([reader], node="n1"), Health(), graph_grace_s=0)
     # Connections first (the pipeline observes batches before records): each half of each hop.
-    notify_observers(
+    observe(
         [red],
         [batch(CURL_C, 100, 900), batch(API_S, 900, 100), batch(API_C, 40, 400), batch(DB_S, 400, 40),
          batch(CACHE_C, 30, 7)],
@@ -103,7 +110,7 @@ def test_two_hop_graph_edges_counts_failures_buckets_bytes_connections() -> None
     conns = {k: p.value for k, p in got[f"{G}.connections"].items()}
     assert conns == {("curl", "api", None): 1, ("api", "mariadbd", None): 1, cache: 1}
     # a later batch on a known connection adds bytes, not connections
-    notify_observers([red], [batch(CACHE_C, 3, 0)])
+    observe([red], [batch(CACHE_C, 3, 0)])
     got = collect(red, reader)
     assert got[f"{G}.bytes"][cache].value == 40 and got[f"{G}.connections"][cache].value == 1
     red.close()
@@ -144,9 +151,7 @@ def test_one_call_with_many_items_per_edge_counts_each_item() -> None:
     """Counters are added once per edge per call: the sums must equal one add per item."""
     reader = InMemoryMetricReader()
     red = RedMetrics(build_meter_provider([reader], node="n1"), graph_grace_s=0)
-    notify_observers(
-        [red], [batch(API_C, 10, 1), batch(CACHE_C, 5, 5), batch(API_C, 20, 2), batch(CACHE_C, 0, 0)]
-    )
+    observe([red], [batch(API_C, 10, 1), batch(CACHE_C, 5, 5), batch(API_C, 20, 2), batch(CACHE_C, 0, 0)])
     red.export(
         [rec(API_C, "mysql", 0.001), rec(CACHE_C, "redis", 0.02, error=True),
          rec(API_C, "mysql", 0.3, error=True), rec(API_C, "mysql", 0.004), rec(API_C, "http", 0.004)]

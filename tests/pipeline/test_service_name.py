@@ -18,13 +18,13 @@ from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from l7scope.top import format_row
 from pipeline.alert_rules import Match, field_value, parse_rules
 from pipeline.alerts import Alert, AlertEvaluator
-from pipeline.health import Health
 from pipeline.jsonl import JsonlExporter, record_to_dict
 from pipeline.live_table import LiveTable
 from pipeline.otlp import build_trace_request
 from pipeline.records_sink import decode_record, encode_record, service_of
 from pipeline.red_metrics import RedMetrics, build_meter_provider
 from pipeline.topology import Topology, read_jsonl_records, record_from_dict
+from probes.health import Health
 from probes.labels import Labels
 from probes.labels import service_name as label_service
 from proto import records_pb2 as pb

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from pipeline.conn_table import activity_of
 from pipeline.jsonl import JsonlExporter
 from pipeline.service_map import Edge, ServiceMap
 from pipeline.topology import Topology, read_jsonl_records, render
@@ -38,6 +39,11 @@ def batch(c: ConnInfo, sent: int, received: int, closed: bool = False) -> Batch:
     return Batch(c, frags, ConnEvent(c, 1, closed=True) if closed else None)
 
 
+def observe(t: Topology, batches: list[Batch]) -> None:
+    """What the pipeline hands the map for these batches: each one's activity on its connection."""
+    t.export_activity([activity_of(b) for b in batches])
+
+
 CURL_C = conn("n1/1/3/1", CURL, WEB, Role.CLIENT, "curl")
 WEB_S = conn("n1/2/4/1", WEB, CURL, Role.SERVER, "python3")
 WEB_C = conn("n1/2/5/1", APP, DB, Role.CLIENT, "python3")
@@ -46,7 +52,7 @@ DB_S = conn("n1/3/9/1", DB, APP, Role.SERVER, "mariadbd")
 
 def test_both_halves_name_both_services_and_count_once() -> None:
     t = Topology()
-    t.observe([batch(CURL_C, 100, 900), batch(WEB_S, 900, 100)])  # same bytes seen from each end
+    observe(t, [batch(CURL_C, 100, 900), batch(WEB_S, 900, 100)])  # same bytes seen from each end
     t.export([rec(CURL_C, "http", 12), rec(WEB_S, "http", 10)])
     t.export([rec(CURL_C, "http", 22, error=True, start=3_000_000_000), rec(WEB_S, "http", 20, error=True)])
     (edge,) = t.snapshot().edges
@@ -78,8 +84,8 @@ def test_halves_on_other_nodes_do_not_join() -> None:
 def test_unparsed_connections_give_bytes_and_connection_counts() -> None:
     t = Topology()
     other = conn("n1/1/4/1", Endpoint("127.0.0.1", 51001), WEB, Role.CLIENT, "curl")
-    t.observe([batch(CURL_C, 10, 20), batch(other, 5, 5, closed=True)])
-    t.observe([batch(CURL_C, 1, 2)])
+    observe(t, [batch(CURL_C, 10, 20), batch(other, 5, 5, closed=True)])
+    observe(t, [batch(CURL_C, 1, 2)])
     (edge,) = t.snapshot().edges
     assert (edge.client, edge.server) == ("curl", "127.0.0.1:8080")
     assert (edge.requests, edge.protocols, edge.connections) == (0, (), 2)
@@ -90,11 +96,11 @@ def test_unparsed_connections_give_bytes_and_connection_counts() -> None:
 def test_unknown_role_takes_the_direction_from_the_other_half() -> None:
     t = Topology()
     unknown = conn("n1/1/3/1", CURL, WEB, Role.UNKNOWN, "curl")
-    t.observe([batch(WEB_S, 1, 1), batch(unknown, 1, 1)])
+    observe(t, [batch(WEB_S, 1, 1), batch(unknown, 1, 1)])
     assert t.edge_of(unknown) == ("curl", "python3", "client")
     t = Topology()
     unknown_server = conn("n1/2/4/1", WEB, CURL, Role.UNKNOWN, "python3")
-    t.observe([batch(CURL_C, 1, 1), batch(unknown_server, 1, 1)])
+    observe(t, [batch(CURL_C, 1, 1), batch(unknown_server, 1, 1)])
     assert t.edge_of(unknown_server) == ("curl", "python3", "server")
 
 

@@ -9,18 +9,15 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
-import sys
 import time
 import xml.etree.ElementTree as ET
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
+from tests.support.http_server import App, Reply, Request, child_http_server, service_of
+from tests.support.l7scope_proc import L7scopeProcess, base_env, run_l7scope
 from tests.support.servers import app_user, mariadb
-from tests.test_alerting_e2e import l7scope_run, stop
-from tests.test_end_to_end import base_env
 
 pytestmark = [
     pytest.mark.kernel,
@@ -29,62 +26,41 @@ pytestmark = [
 ]
 PASSWORD = "tier-pass"
 
-APP = """
-import sys
-import pymysql
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-DB_PORT, PASSWORD = int(sys.argv[1]), sys.argv[2]
+def shop(db_port: str, password: str) -> App:
+    """The middle tier (served by a child process): each GET reads MariaDB, /items answers 200, else 404."""
+    import pymysql
 
-class Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-
-    def do_GET(self):
-        db = pymysql.connect(host="127.0.0.1", port=DB_PORT, user="app", password=PASSWORD, database="shop")
+    def app(request: Request) -> Reply:
+        db = pymysql.connect(
+            host="127.0.0.1", port=int(db_port), user="app", password=password, database="shop"
+        )
         with db.cursor() as c:
             c.execute("SELECT name FROM items WHERE id = 1")
-            body = c.fetchone()[0].encode()
+            row = c.fetchone()
         db.close()
-        self.send_response(200 if self.path == "/items" else 404)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
+        return Reply(200 if request.path == "/items" else 404, row[0].encode())
 
-    def log_message(self, *args):
-        pass
-
-server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-print(server.server_port, flush=True)
-server.serve_forever()
-"""
+    return app
 
 
-@contextmanager
-def app(work: Path, db_port: int) -> Iterator[tuple[int, int]]:
-    (work / "app.py").write_text(APP)
-    proc = subprocess.Popen(
-        [sys.executable, str(work / "app.py"), str(db_port), PASSWORD], stdout=subprocess.PIPE, text=True
-    )
-    try:
-        assert proc.stdout is not None
-        yield int(proc.stdout.readline()), proc.pid
-    finally:
-        stop(proc)
+APP = "tests.pipeline.test_topology_three_tier:shop"
 
 
 def test_three_tier_map(tmp_path: Path) -> None:
     records, map_out = tmp_path / "records.jsonl", tmp_path / "run-map.svg"
     env = base_env()
+    args = ("run", "--no-table", "--export", f"jsonl:{records}", "--map-out", str(map_out))
     tables = [
         "CREATE TABLE shop.items (id INT PRIMARY KEY, name VARCHAR(64))",
         "INSERT INTO shop.items VALUES (1, 'apple')",
     ]
     with mariadb(tmp_path / "db", [*app_user(PASSWORD, grant="shop.*"), *tables]) as db_port:
         with (
-            l7scope_run(env, "--export", f"jsonl:{records}", "--map-out", str(map_out)) as log,
-            app(tmp_path, db_port) as (port, _pid),
+            L7scopeProcess(*args, env=env, ready_timeout_s=40) as run,
+            child_http_server(APP, str(db_port), PASSWORD) as (port, _pid),
         ):
-            app_name = "app"  # `python .../app.py`: named by the program its command line runs
+            app_name = service_of(APP)  # the service names itself
             for path in ("/items", "/items", "/items", "/missing"):
                 subprocess.run(["curl", "-s", "-o", "/dev/null", f"http://127.0.0.1:{port}{path}"],
                                check=True, timeout=10)  # fmt: skip
@@ -95,11 +71,8 @@ def test_three_tier_map(tmp_path: Path) -> None:
                     break
                 time.sleep(0.25)
             time.sleep(0.5)
-        assert map_out.exists(), "".join(log)
-    out = subprocess.run(
-        [sys.executable, "-m", "l7scope.cli", "map", "--from", str(records), "--format", "json"],
-        capture_output=True, text=True, timeout=30, check=True, env=env,
-    )  # fmt: skip
+        assert map_out.exists(), run.text()
+    out = run_l7scope("map", "--from", str(records), "--format", "json", env=env, timeout_s=30, check=True)
     edges = {(e["client"], e["server"]): e for e in json.loads(out.stdout)["edges"]}
     front, back = edges[("curl", app_name)], edges[(app_name, "mariadbd")]
     assert front["protocols"] == ["http"] and back["protocols"] == ["mysql"]
@@ -108,10 +81,7 @@ def test_three_tier_map(tmp_path: Path) -> None:
     assert not any(c == "curl" and s.endswith(f":{port}") for c, s in edges)  # joined, not an address
     assert not any(s.endswith(f":{db_port}") for _, s in edges)
     svg = tmp_path / "map.svg"
-    subprocess.run(
-        [sys.executable, "-m", "l7scope.cli", "map", "--from", str(records), "-o", str(svg)],
-        check=True, timeout=30, env=env,
-    )  # fmt: skip
+    run_l7scope("map", "--from", str(records), "-o", str(svg), env=env, timeout_s=30, check=True)
     texts = {t.text for t in ET.parse(svg).getroot().iter("{http://www.w3.org/2000/svg}text")}
     assert {"curl", app_name, "mariadbd"} <= texts
     run_texts = {t.text for t in ET.parse(map_out).getroot().iter("{http://www.w3.org/2000/svg}text")}

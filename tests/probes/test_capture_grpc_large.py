@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 from pipeline.conn_table import ConnTable
-from pipeline.health import Health
 from probes.capture import Capture
 from probes.fragment import Batch, Io
+from probes.health import Health
 from protocols.base import Role
 from protocols.registry import PROTOCOLS
 from tests.probes.capture_helpers import collect, fragments

@@ -127,8 +127,8 @@ def test_normal_ring_drained_on_a_timer_loses_nothing(normal_ring: Capture) -> N
 
 
 def test_losses_reach_health_from_the_drain_loop(small_ring: Capture) -> None:
-    from pipeline.health import Health
     from pipeline.run import drain_forever
+    from probes.health import Health
 
     pingpong(small_ring, seconds=0.5, drain_every=None)  # overflow the ring
     health, stop_drain, batches = Health(), threading.Event(), []

@@ -132,12 +132,13 @@ def test_python_ssl_server_and_client(drained: Capture, tmp_path: Path) -> None:
 
 
 def test_l7scope_run_https_yields_http_records(tmp_path: Path) -> None:
-    from tests.test_end_to_end import EXPECTED, base_env, by_role, l7scope
+    from tests.support.l7scope_proc import L7scopeProcess, base_env
+    from tests.test_end_to_end import EXPECTED, by_role
 
     out = tmp_path / "records.jsonl"
     with (
         nginx_https(tmp_path / "ngx") as port,
-        l7scope("run", "--export", f"jsonl:{out}", "--no-table", env=base_env()),
+        L7scopeProcess("run", "--export", f"jsonl:{out}", "--no-table", env=base_env()),
     ):
         curl_keepalive_three(port, scheme="https")
         deadline = time.monotonic() + 20

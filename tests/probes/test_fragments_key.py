@@ -5,10 +5,10 @@ from __future__ import annotations
 from kafka.partitioner.default import murmur2
 
 from pipeline.conn_table import ConnTable
-from pipeline.health import Health
 from pipeline.run import default_protocols
 from probes.batcher import Batcher
 from probes.fragment import ConnEvent, Fragment, Io
+from probes.health import Health
 from probes.publisher import fragments_key
 from protocols.base import ConnInfo, Endpoint, Role
 from tests.support.http_traffic import Exchange, both_ends, server_end

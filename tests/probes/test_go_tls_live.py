@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import threading
 import time
 from collections import Counter
 from pathlib import Path
@@ -16,8 +15,8 @@ import pytest
 
 from tests.probes.capture_helpers import free_port, stop
 from tests.support.go_peers import build_peers
+from tests.support.l7scope_proc import L7scopeProcess, base_env
 from tests.support.servers import self_signed_cert
-from tests.test_end_to_end import base_env, l7scope
 
 pytestmark = pytest.mark.kernel
 
@@ -79,11 +78,8 @@ def test_go_https_records_both_sides_h1_h2_symbols_and_stripped(tmp_path: Path) 
     early = start_server(peer, early_port, cert)
     late_server: subprocess.Popen[bytes] | None = None
     try:
-        with l7scope("run", "--no-table", "--export", f"jsonl:{out}", env=env) as agent:
-            log: list[str] = []
-            assert agent.stderr is not None
-            reader = threading.Thread(target=lambda: log.extend(iter(agent.stderr.readline, "")), daemon=True)
-            reader.start()
+        with L7scopeProcess("run", "--no-table", "--export", f"jsonl:{out}", env=env) as agent:
+            log = agent.lines
             # Found at start-up (the agent logs its probes before it says it is capturing).
             run_client(peer, early_port, "h1")
             run_client(peer, early_port, "h2")

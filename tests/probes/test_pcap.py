@@ -601,8 +601,8 @@ def test_snaplen_cut_responses_keep_the_other_exchanges_paired(tmp_path: Path) -
     import json
 
     from l7scope.config import Config
-    from pipeline.health import Health
     from pipeline.run import run_replay
+    from probes.health import Health
 
     out, config = tmp_path / "records.jsonl", Config(node="t")
     config = dataclasses.replace(config, export=dataclasses.replace(config.export, jsonl=str(out)))

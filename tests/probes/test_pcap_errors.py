@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.health import Health
 from probes.fragment import ConnEvent, Fragment
+from probes.health import Health
 from probes.pcap import CORRUPT, TRUNCATED, UNSUPPORTED, CaptureFileError, PcapReader, check_capture
 
 CAPTURES = Path(__file__).parent / "captures"

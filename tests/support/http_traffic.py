@@ -1,7 +1,8 @@
 """Real HTTP/1.1 traffic to a local server, turned into the FragmentBatch messages an agent would publish.
 
-`HttpTarget` is a threaded `http.server` on 127.0.0.1; `Client.exchange()` makes real requests over
-real sockets and keeps the exact bytes each way, so the Kafka tests and bench need no kernel capture.
+`HttpTarget` is the test HTTP server (tests/support/http_server.py) answering `items`;
+`Client.exchange()` makes real requests over real sockets and keeps the exact bytes each way, so the
+Kafka tests and bench need no kernel capture.
 Each exchange becomes two batches (request; response, plus the close on a connection's last one),
 the way the agent's 10 ms drain usually splits them.
 """
@@ -11,46 +12,26 @@ from __future__ import annotations
 import os
 import re
 import socket
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from probes.fragment import Batch, ConnEvent, Fragment, Io, Source
 from protocols.base import ConnInfo, Endpoint, Role
+from tests.support.http_server import HttpServer, Reply, Request
 
 
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-
-    def do_GET(self) -> None:
-        body = f"item {self.path}\n".encode()
-        self.send_response(404 if self.path.endswith("/missing") else 200)
-        self.send_header("Content-Type", "text/plain")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, format: str, *args: object) -> None:
-        pass
+def items(request: Request) -> Reply:
+    """`item PATH`; 404 for a path ending in /missing."""
+    body = f"item {request.path}\n".encode()
+    return Reply(404 if request.path.endswith("/missing") else 200, body, (("Content-Type", "text/plain"),))
 
 
-class HttpTarget:
+class HttpTarget(HttpServer):
+    """The test server answering `items`, on a free port; a context manager."""
+
     def __init__(self) -> None:
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-        self.server.daemon_threads = True
-        self.port = int(self.server.server_address[1])
-        self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    def __enter__(self) -> HttpTarget:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-        self._thread.join(timeout=5)
+        super().__init__(items)
 
 
 @dataclass(slots=True)

@@ -20,8 +20,8 @@ from collections import deque
 from typing import Any
 
 from pipeline.framing import AnySpec, ConnParser, Limits
-from pipeline.health import Health
 from probes.fragment import Fragment, Io, Source
+from probes.health import Health
 from protocols.base import ConnInfo, Direction, Endpoint, L7Record, Role, Timed
 
 REQ, RESP = Direction.REQUEST, Direction.RESPONSE

@@ -12,7 +12,6 @@ import time
 import zlib
 from collections.abc import Callable
 from concurrent import futures
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import grpc
@@ -20,6 +19,8 @@ from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2, metric
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
+
+from tests.support.http_server import HttpServer, Reply, Request
 
 ExportTraceRequest = trace_service_pb2.ExportTraceServiceRequest
 ExportMetricsRequest = metrics_service_pb2.ExportMetricsServiceRequest
@@ -158,8 +159,7 @@ class OtlpReceiver:
         self.grpc_port = grpc_port
         self.http_port = http_port
         self._grpc: grpc.Server | None = None
-        self._http: ThreadingHTTPServer | None = None
-        self._http_thread: threading.Thread | None = None
+        self._http: HttpServer | None = None
 
     # -- endpoints -------------------------------------------------------------------------------
     @property
@@ -251,64 +251,37 @@ class OtlpReceiver:
         server.start()
         self._grpc = server
 
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass  # keep test output quiet
-
-            def do_POST(self) -> None:
-                receiver.http_peers.append(int(self.client_address[1]))
-                length = int(self.headers.get("Content-Length") or 0)
-                raw = self.rfile.read(length)
-                try:
-                    body = _decode_body(raw, (self.headers.get("Content-Encoding") or "").lower())
-                    if self.path == "/v1/traces":
-                        req = ExportTraceRequest.FromString(body)
-                        reply = trace_service_pb2.ExportTraceServiceResponse().SerializeToString()
-                        receiver._add_traces(req, "http")
-                    elif self.path == "/v1/metrics":
-                        mreq = ExportMetricsRequest.FromString(body)
-                        reply = metrics_service_pb2.ExportMetricsServiceResponse().SerializeToString()
-                        receiver._add_metrics(mreq, "http")
-                    else:
-                        self._reply(404, b"not found", "text/plain")
-                        return
-                except Exception as exc:  # a malformed body is the client's error, not the receiver's
-                    self._reply(400, str(exc).encode(), "text/plain")
-                    return
-                self._reply(200, reply, "application/x-protobuf")
-
-            def _reply(self, code: int, body: bytes, ctype: str) -> None:
-                self.send_response(code)
-                self.send_header("Content-Type", ctype)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-                if receiver.close_after_response:
-                    self.close_connection = True
-
-        http = ThreadingHTTPServer(("127.0.0.1", self.http_port), Handler)
-        http.daemon_threads = True
-        self.http_port = int(http.server_address[1])
-        self._http = http
-        self._http_thread = threading.Thread(target=http.serve_forever, name="otlp-http", daemon=True)
-        self._http_thread.start()
+        self._http = HttpServer(self._on_http, self.http_port).start()
+        self.http_port = self._http.port
         return self
+
+    def _on_http(self, request: Request) -> Reply:
+        """OTLP/HTTP: protobuf bodies (gzip or deflate too) on /v1/traces and /v1/metrics."""
+        self.http_peers.append(request.client_port)
+        text, close = (("Content-Type", "text/plain"),), self.close_after_response
+        try:
+            body = _decode_body(request.body, (request.headers.get("Content-Encoding") or "").lower())
+            if request.path == "/v1/traces":
+                req = ExportTraceRequest.FromString(body)
+                reply = trace_service_pb2.ExportTraceServiceResponse().SerializeToString()
+                self._add_traces(req, "http")
+            elif request.path == "/v1/metrics":
+                mreq = ExportMetricsRequest.FromString(body)
+                reply = metrics_service_pb2.ExportMetricsServiceResponse().SerializeToString()
+                self._add_metrics(mreq, "http")
+            else:
+                return Reply(404, b"not found", text, close=close)
+        except Exception as exc:  # a malformed body is the client's error, not the receiver's
+            return Reply(400, str(exc).encode(), text, close=close)
+        return Reply(200, reply, (("Content-Type", "application/x-protobuf"),), close=close)
 
     def stop(self) -> None:
         if self._grpc is not None:
             self._grpc.stop(grace=1).wait(5)
             self._grpc = None
         if self._http is not None:
-            self._http.shutdown()
-            self._http.server_close()
+            self._http.close()
             self._http = None
-        if self._http_thread is not None:
-            self._http_thread.join(5)
-            self._http_thread = None
 
     def __enter__(self) -> OtlpReceiver:
         return self.start()

@@ -5,12 +5,12 @@ from __future__ import annotations
 import contextlib
 import socket
 import subprocess
-import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 from tests.support.kafka_broker import free_port
+from tests.support.waiting import wait_for
 
 NGINX_CONF = """
 daemon off;
@@ -40,13 +40,17 @@ http {{
 """
 
 
+def listening(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+            return True
+    except OSError:
+        return False
+
+
 def wait_for_port(port: int, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.2):
-            return
-        time.sleep(0.05)
-    raise TimeoutError(f"nothing listens on 127.0.0.1:{port} after {timeout} s")
+    if not wait_for(lambda: listening(port), timeout, every_s=0.05):
+        raise TimeoutError(f"nothing listens on 127.0.0.1:{port} after {timeout} s")
 
 
 def start_nginx(
@@ -239,15 +243,15 @@ def postgres(setup: Sequence[str] = (), tls: bool = False) -> Iterator[tuple[int
         )  # fmt: skip
         wait_for_port(port, timeout=30)
         admin = {"host": str(sock), "port": port, "user": "postgres", "dbname": "postgres"}
-        deadline = time.monotonic() + 30
-        while True:  # listening comes before accepting: "the database system is starting up"
+
+        def accepting() -> bool:  # listening comes before accepting: "the database system is starting up"
             try:
                 psycopg.connect(**admin, connect_timeout=5).close()  # type: ignore[arg-type]
-                break
             except psycopg.OperationalError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.1)
+                return False
+            return True
+
+        assert wait_for(accepting, 30, every_s=0.1), f"PostgreSQL on {port} does not accept connections"
         with psycopg.connect(**admin, autocommit=True) as c:  # type: ignore[arg-type]
             for statement in setup:
                 c.execute(statement.encode())

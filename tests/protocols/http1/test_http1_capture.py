@@ -6,7 +6,6 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -15,51 +14,21 @@ import pytest
 
 from protocols.base import ConnInfo, Direction, Endpoint, Role
 from protocols.http1 import SPEC
+from tests.support.http_server import HttpServer, Reply, Request
 
-SERVER = r"""
-import sys
-from http.server import BaseHTTPRequestHandler, HTTPServer
 
-class Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
+def demo(request: Request) -> Reply:
+    """Plain, HEAD, chunked with a trailer, an upload (after 100 Continue) and a 404."""
+    plain = (("Content-Type", "text/plain"), ("Set-Cookie", "sid=topsecret"))
+    if request.method == "POST":
+        return Reply(201, b"got %d\n" % len(request.body), plain)
+    if request.method == "HEAD" or request.path.startswith("/plain"):
+        return Reply(200, b"hello world\n", plain)  # HEAD: the headers only
+    if request.path == "/chunked":
+        return Reply(200, headers=(("Trailer", "X-Checksum"),), chunks=(b"first,", b"second,", b"third"),
+                     trailers=(("X-Checksum", "42"),))  # fmt: skip
+    return Reply(404, b"no such thing\n", plain)
 
-    def log_message(self, *args):
-        pass
-
-    def _plain(self, status, body, head=False):
-        self.send_response(status)
-        self.send_header("Content-Type", "text/plain")
-        self.send_header("Content-Length", str(len(body)))
-        self.send_header("Set-Cookie", "sid=topsecret")
-        self.end_headers()
-        if not head:
-            self.wfile.write(body)
-
-    def do_GET(self):
-        if self.path == "/chunked":
-            self.send_response(200)
-            self.send_header("Transfer-Encoding", "chunked")
-            self.send_header("Trailer", "X-Checksum")
-            self.end_headers()
-            for part in (b"first,", b"second,", b"third"):
-                self.wfile.write(b"%x\r\n%s\r\n" % (len(part), part))
-            self.wfile.write(b"0\r\nX-Checksum: 42\r\n\r\n")
-        elif self.path.startswith("/plain"):
-            self._plain(200, b"hello world\n")
-        else:
-            self._plain(404, b"no such thing\n")
-
-    def do_HEAD(self):
-        self._plain(200, b"hello world\n", head=True)
-
-    def do_POST(self):
-        body = self.rfile.read(int(self.headers["Content-Length"]))
-        self._plain(201, b"got %d\n" % len(body))
-
-server = HTTPServer(("127.0.0.1", int(sys.argv[1])), Handler)
-print("ready", flush=True)
-server.serve_forever()
-"""
 
 # (method, path, status, response body size) in the order curl sends them, on one keep-alive connection.
 EXPECTED = [
@@ -110,17 +79,14 @@ def payloads(pcap: Path, port: int) -> dict[tuple[int, str], bytes]:
 @pytest.fixture
 def recorded(tmp_path: Path) -> tuple[dict[tuple[int, str], bytes], int]:
     port = free_port()
-    script = tmp_path / "server.py"
-    script.write_text(SERVER)
     pcap = tmp_path / "lo.pcap"
-    server = subprocess.Popen([sys.executable, str(script), str(port)], stdout=subprocess.PIPE, text=True)
+    server = HttpServer(demo, port, threaded=False).start()
     dump = subprocess.Popen(
         ["tcpdump", "-i", "lo", "-U", "--immediate-mode", "-n", "-w", str(pcap), f"tcp port {port}"],
         stderr=subprocess.PIPE,
         text=True,
     )
     try:
-        wait_line(server, server.stdout, "ready")
         wait_line(dump, dump.stderr, "listening on")
         base = f"http://127.0.0.1:{port}"
         upload = tmp_path / "upload.bin"
@@ -135,8 +101,7 @@ def recorded(tmp_path: Path) -> tuple[dict[tuple[int, str], bytes], int]:
     finally:
         dump.send_signal(signal.SIGINT)
         dump.wait(timeout=10)
-        server.kill()
-        server.wait(timeout=10)
+        server.close()
     return payloads(pcap, port), port
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from pipeline.conn_table import ConnTable
 from pipeline.framing import Limits
-from pipeline.health import Health
 from probes.fragment import Batch, ConnEvent, Fragment, Io, Source
+from probes.health import Health
 from protocols.base import ConnInfo, Endpoint, L7Record, Role
 from protocols.http1.types import MAX_PENDING
 from protocols.registry import PROTOCOLS

@@ -20,8 +20,8 @@ from typing import Any
 import pytest
 
 from tests.support.kafka_broker import free_port
+from tests.support.l7scope_proc import L7scopeProcess, base_env
 from tests.support.servers import nginx
-from tests.test_end_to_end import base_env, l7scope
 
 pytestmark = pytest.mark.kernel
 
@@ -39,7 +39,7 @@ def recording(tmp_path: Path, **nginx_options: Any) -> Iterator[tuple[int, Calla
     env = base_env(L7SCOPE_CAPTURE_ONLY_PORTS=str(port))
     with (
         nginx(tmp_path / "nginx", port, **nginx_options),
-        l7scope("run", "--no-table", "--export", f"jsonl:{out}", env=env),
+        L7scopeProcess("run", "--no-table", "--export", f"jsonl:{out}", env=env),
     ):
 
         def records(n: int) -> list[dict]:

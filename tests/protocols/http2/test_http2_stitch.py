@@ -300,8 +300,8 @@ def test_stream_whose_end_was_not_copied_is_flushed_degraded_when_the_connection
     """A 1 MB gRPC reply written in one call: the capture copied its start, only counted the rest, and
     the trailers (END_STREAM) were in the uncopied part. The call still gets a record at close."""
     from pipeline.conn_table import ConnTable
-    from pipeline.health import Health
     from probes.fragment import Batch, ConnEvent, Fragment, Io
+    from probes.health import Health
     from protocols.registry import PROTOCOLS
 
     c = Conversation()

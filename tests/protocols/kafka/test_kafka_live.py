@@ -11,7 +11,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import threading
 import time
 import uuid
 from collections import Counter
@@ -23,19 +22,12 @@ import pytest
 
 from protocols.kafka.types import APIS
 from tests.support.kafka_broker import JAVA, Broker, consumer_settings, create_topic
-from tests.test_end_to_end import base_env, l7scope
+from tests.support.l7scope_proc import L7scopeProcess, base_env
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.kernel
 JAVA_PRODUCER = Path(__file__).resolve().parent / "JavaProducer.java"
 JAVA_CONSUMER = Path(__file__).resolve().parent / "JavaConsumer.java"
-
-
-def _drain(proc: subprocess.Popen[str], log: Path) -> None:
-    assert proc.stderr is not None
-    with log.open("w") as fh:
-        for line in proc.stderr:
-            fh.write(line)
-            fh.flush()
 
 
 @contextmanager
@@ -51,19 +43,11 @@ def recording(tmp_path: Path, port: int) -> Iterator[Callable[[Callable[[list[di
         lines = out.read_text().splitlines() if out.exists() else []
         return [r for r in map(json.loads, lines) if r["protocol"] == "kafka"]
 
-    with l7scope("run", "--no-table", "--export", f"jsonl:{out}", env=env) as proc:
-        log = tmp_path / "l7scope.log"
-        drain = threading.Thread(target=_drain, args=(proc, log), daemon=True)  # a full pipe would block it
-        drain.start()
+    with L7scopeProcess("run", "--no-table", "--export", f"jsonl:{out}", env=env):
 
         def records(done: Callable[[list[dict]], bool]) -> list[dict]:
-            deadline = time.monotonic() + 90
-            while time.monotonic() < deadline and not done(read()):
-                time.sleep(0.5)
+            wait_for(lambda: done(read()), 90, every_s=0.5)
             time.sleep(1.5)
-            if out.exists():
-                (Path("/tmp") / f"kafka-live-{out.parent.name}.jsonl").write_text(out.read_text())
-                (Path("/tmp") / f"kafka-live-{out.parent.name}.log").write_text(log.read_text())
             return read()
 
         yield records

@@ -223,7 +223,7 @@ def test_mutated_messages_are_bounded_and_accounted(data: st.DataObject) -> None
 def test_the_registry_detects_kafka_among_every_protocol() -> None:
     """Every registered protocol's detect runs on a new connection: only Kafka claims Kafka bytes."""
     from pipeline.framing import ConnParser, Limits
-    from pipeline.health import Health
+    from probes.health import Health
     from protocols.registry import PROTOCOLS
     from tests.support.loop import Wire, conn
 

@@ -18,8 +18,8 @@ from conftest import packet, pcap_segments, replay
 from test_mysql_live_mariadb import Capture
 
 from pipeline.framing import ConnParser, Limits
-from pipeline.health import Health
 from probes.fragment import Fragment, Io
+from probes.health import Health
 from protocols.base import ConnInfo, Direction, Endpoint, Role, Timed
 from protocols.mysql import SPEC
 from protocols.mysql.types import K_COMMAND, K_PACKET, Packet

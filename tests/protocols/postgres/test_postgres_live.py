@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.l7scope_proc import L7scopeProcess, base_env
 from tests.support.servers import PG_BIN, pg_users, postgres
-from tests.test_end_to_end import base_env, l7scope
 
 psycopg = pytest.importorskip("psycopg")
 asyncpg = pytest.importorskip("asyncpg")
@@ -87,7 +87,7 @@ def test_psycopg_asyncpg_pgbench_each_exchange_once_per_side(pg: int, tmp_path: 
     dsn = {"host": "127.0.0.1", "port": pg, "user": "app", "password": PASSWORD, "dbname": "shop"}
     early = psycopg.connect(**dsn, autocommit=True)  # open before the agent: recognised mid-stream
     early.execute("SELECT 1")
-    with l7scope("run", "--no-table", "--export", f"jsonl:{out}", "--map-out", str(map_out), env=env):
+    with L7scopeProcess("run", "--no-table", "--export", f"jsonl:{out}", "--map-out", str(map_out), env=env):
         time.sleep(0.5)
         early.execute("SELECT count(*) FROM pgbench_history")
         for _ in range(2):
@@ -136,7 +136,7 @@ def test_tls_plaintext_from_the_tls_probes(tmp_path: Path) -> None:
     out = tmp_path / "records.jsonl"
     with postgres(pg_users(PASSWORD), tls=True) as (port, _sock):
         env = base_env(L7SCOPE_CAPTURE_ONLY_PORTS=str(port))
-        with l7scope("run", "--no-table", "--export", f"jsonl:{out}", env=env):
+        with L7scopeProcess("run", "--no-table", "--export", f"jsonl:{out}", env=env):
             time.sleep(0.5)
             dsn = {"host": "127.0.0.1", "port": port, "user": "app", "password": PASSWORD, "dbname": "shop"}
             with psycopg.connect(**dsn, sslmode="require", autocommit=True) as c:
