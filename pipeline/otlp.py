@@ -100,7 +100,8 @@ def span_ids(record: L7Record) -> tuple[bytes, bytes, bytes]:
     digest = hashlib.blake2b(record.record_id.encode(), digest_size=24).digest()
     trace_id = bytes.fromhex(record.trace_id) if record.trace_id else digest[:16]
     parent = bytes.fromhex(record.parent_span_id) if record.parent_span_id else b""
-    return trace_id, digest[16:], parent
+    span_id = bytes.fromhex(record.span_id) if record.span_id else digest[16:]
+    return trace_id, span_id, parent
 
 
 def span_attributes(record: L7Record) -> dict[str, AttrValue]:
