@@ -273,3 +273,41 @@ def test_released_parents_stay_findable_for_late_children() -> None:
     chains.add([out])
     clock.now += 0.3
     assert chains.release() == [out] and out.parent_span_id == fe_in.span_id
+
+
+def test_the_pipeline_links_both_ends_of_a_parsed_http_connection() -> None:
+    """Real bytes through the connection table and the HTTP/1 parser, both ends of one connection."""
+    from pipeline.conn_table import ConnTable
+    from pipeline.exporter import Exporter
+    from pipeline.pipeline import Pipeline
+    from pipeline.run import default_protocols
+
+    class Keep(Exporter):
+        def __init__(self) -> None:
+            self.records: list[L7Record] = []
+
+        def export(self, records: list[L7Record]) -> None:
+            self.records += records
+
+        def close(self) -> None:
+            pass
+
+    health, clock, keep = Health(), Clock(), Keep()
+    pipeline = Pipeline(ConnTable(default_protocols(), health), [keep], CallChains(health, clock=clock))
+    request, response = b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n", b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"
+    client = Batch(LB_FE, [
+        Fragment(LB_FE.conn_id, Io.SEND, 0, len(request), request, 10 * MS, 11),
+        Fragment(LB_FE.conn_id, Io.RECV, 0, len(response), response, 21 * MS, 11),
+    ])  # fmt: skip
+    server = Batch(FE_IN, [
+        Fragment(FE_IN.conn_id, Io.RECV, 0, len(request), request, 11 * MS, 21),
+        Fragment(FE_IN.conn_id, Io.SEND, 0, len(response), response, 20 * MS, 21),
+    ])  # fmt: skip
+    assert pipeline.feed([server, client], [(0, 7), (0, 8)]) == 0  # held: settling
+    assert pipeline.low_water([0]) == {0: 7}
+    clock.now += 0.3
+    assert pipeline.release() == 2 and pipeline.low_water([0]) == {0: None}
+    by_role = {r.role: r for r in keep.records}
+    assert by_role[Role.SERVER].parent_span_id == by_role[Role.CLIENT].span_id
+    assert by_role[Role.SERVER].trace_id == by_role[Role.CLIENT].trace_id
+    assert by_role[Role.SERVER].attributes[LINK_ATTRIBUTE] == "connection"
