@@ -120,6 +120,9 @@ class CallChains:
         self._ready: list[L7Record] = []  # forced out of the held records before their pass
         self._next_pass = 0.0
         self.peak_held = 0
+        self.released = 0
+        self.delay_s = 0.0  # summed time records waited here (the latency added before export)
+        self.max_delay_s = 0.0
 
     # -- input -----------------------------------------------------------------------------------
 
@@ -222,6 +225,24 @@ class CallChains:
         self._expire(now)
         return out
 
+    def summary(self) -> dict[str, int | float | str]:
+        """What the stop summaries add: links by kind, unlinked by reason, peak held, time waited."""
+        mean = self.delay_s / self.released if self.released else 0.0
+        snapshot = sorted(self.health.snapshot().items())
+        links = {label: v for (n, label, _), v in snapshot if n == "chain_links"}
+        unlinked: dict[str, int] = {}
+        for (n, _, reason), v in snapshot:
+            if n == "chain_unlinked":
+                unlinked[reason] = unlinked.get(reason, 0) + v
+        return {
+            "chains_released": self.released,
+            "chains_links": ", ".join(f"{k}={v}" for k, v in links.items()) or "none",
+            "chains_unlinked": ", ".join(f"{k}={v}" for k, v in unlinked.items()) or "none",
+            "chains_peak_held": self.peak_held,
+            "chains_mean_delay_ms": round(mean * 1000, 1),
+            "chains_max_delay_ms": round(self.max_delay_s * 1000, 1),
+        }
+
     def _take_released(self) -> list[L7Record]:
         out: list[L7Record] = []
         for record_id in [k for k, s in self._held.items() if s.final]:
@@ -317,6 +338,10 @@ class CallChains:
     def _finish(self, span: _Span, trace_id: str, parent_id: str, link: str, now: float) -> bool:
         record = span.record
         span.trace_id, span.final, span.released_at = trace_id, True, now
+        waited = now - span.arrived
+        self.released += 1
+        self.delay_s += waited
+        self.max_delay_s = max(self.max_delay_s, waited)
         record.trace_id, record.parent_span_id, record.span_id = trace_id, parent_id, span.span_id
         if link:
             record.attributes = {**record.attributes, LINK_ATTRIBUTE: link}

@@ -276,10 +276,14 @@ def run_embedded(
         closing.join()  # as long as it takes, as before: cut short, the interpreter's exit would redo it
         if live is not None:
             render(live, health, out)
-        log_stop("pipeline stopped", health, pipeline.exported, {
+        log_stop("pipeline stopped", health, pipeline.exported, {**chain_stats(pipeline),
             "queue_dropped_batches": health.total("dropped_batches"),
             "queue_dropped_fragments": health.total("dropped_fragments")})  # fmt: skip
     return health
+
+
+def chain_stats(pipeline: Pipeline) -> dict[str, int | float | str]:
+    return pipeline.chains.summary() if pipeline.chains is not None else {}
 
 
 def log_stop(
@@ -377,7 +381,9 @@ def run_pipeline(
         except Exception as e:  # the group may be mid-rebalance: the next owner re-reads, never skips
             log.warning("final commit failed: %s", e)
         source.close()
-        log_stop("pipeline stopped", health, pipeline.exported, {"exchanges": health.total("exchanges")})
+        exchanges = health.total("exchanges")
+        stats = {"exchanges": exchanges, **chain_stats(pipeline)}
+        log_stop("pipeline stopped", health, pipeline.exported, stats)
     return health
 
 
@@ -405,5 +411,5 @@ def run_replay(
                 break
     pipeline.feed(batcher.group(chunk))
     pipeline.close()
-    log_stop("replay finished", health, pipeline.exported)
+    log_stop("replay finished", health, pipeline.exported, chain_stats(pipeline))
     return health
