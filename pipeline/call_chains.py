@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import time
+from bisect import bisect_right
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -43,8 +44,9 @@ class ChainLimits:
     max_conns: int = 100_000  # connections whose recent thread runs are kept
     conn_runs: int = 128  # runs (one thread, one direction) kept per connection
     max_threads: int = 65_536
-    thread_runs: int = 256  # inbound runs kept per thread
-    recent_s: float = 5.0  # released spans stay findable this long (children can arrive late)
+    thread_conns: int = 32  # inbound connections remembered per thread (a pool thread serves many)
+    thread_runs: int = 64  # runs kept per inbound connection of a thread
+    recent_s: float = 2.0  # released spans stay findable this long (children can arrive late)
     max_recent: int = 200_000
     slack_ns: int = 50_000_000  # the two ends' clocks/syscall exits may disagree this much
     multiplexed_s: float = 60.0  # a process seen multiplexing gets no thread links this long
@@ -110,14 +112,16 @@ class CallChains:
         self.clock = clock
         self.thread_links = True  # off when this process sees only part of a node's connections
         self._runs: OrderedDict[str, deque[Run]] = OrderedDict()
-        self._thread_log: OrderedDict[ThreadKey, deque[tuple[str, Run]]] = OrderedDict()
+        # Per serving thread, per inbound connection it touched: that connection's runs on the thread.
+        self._thread_log: OrderedDict[ThreadKey, OrderedDict[str, deque[Run]]] = OrderedDict()
         self._ends: OrderedDict[tuple[str, str, str], int] = OrderedDict()  # (node, client, server) -> roles
         self._held: OrderedDict[str, _Span] = OrderedDict()
         self._clients: dict[ExchangeKey, _Span] = {}
-        self._inbound: dict[ThreadKey, list[_Span]] = {}
+        self._inbound: dict[ThreadKey, _Timeline] = {}  # server spans per serving thread, by start
         self._recent: deque[_Span] = deque()
         self._multiplexed: OrderedDict[tuple[str, int], float] = OrderedDict()
-        self._ready: list[L7Record] = []  # forced out of the held records before their pass
+        self._ready: list[L7Record] = []  # records forced out by pressure
+        self._decided: list[_Span] = []  # spans decided since the last release
         self._next_pass = 0.0
         self.peak_held = 0
         self.released = 0
@@ -160,14 +164,21 @@ class CallChains:
                 self._log_thread((conn.node, conn.pid, f.tid), conn.conn_id, last)
 
     def _log_thread(self, key: ThreadKey, conn_id: str, run: Run) -> None:
-        log = self._thread_log.get(key)
-        if log is None:
-            log = self._thread_log[key] = deque(maxlen=self.limits.thread_runs)
+        conns = self._thread_log.get(key)
+        if conns is None:
+            conns = self._thread_log[key] = OrderedDict()
             if len(self._thread_log) > self.limits.max_threads:
                 self._thread_log.popitem(last=False)
         else:
             self._thread_log.move_to_end(key)
-        log.append((conn_id, run))
+        runs = conns.get(conn_id)
+        if runs is None:
+            runs = conns[conn_id] = deque(maxlen=self.limits.thread_runs)
+            if len(conns) > self.limits.thread_conns:
+                conns.popitem(last=False)
+        else:
+            conns.move_to_end(conn_id)
+        runs.append(run)
 
     def forget(self, conn_id: str) -> None:
         """A closed connection: its records have been added, its runs are no longer needed."""
@@ -176,12 +187,9 @@ class CallChains:
     def add(self, records: Iterable[L7Record], partition: int = -1, offset: int = -1) -> None:
         now = self.clock()
         for record in records:
-            span = self._span(record, now, partition, offset)
+            span = self._held[record.record_id] = self._span(record, now, partition, offset)
             if record.trace_id:  # a propagated traceparent: the header decides
                 self._finish(span, record.trace_id, record.parent_span_id, HEADER, now)
-                self._ready.append(record)
-            else:
-                self._held[record.record_id] = span
             self._index(span)
         self.peak_held = max(self.peak_held, len(self._held))
 
@@ -204,7 +212,10 @@ class CallChains:
             if span.thread_switched:  # read on one thread, answered on another: not thread-per-request
                 self._flag(record.conn.node, record.conn.pid)
             if span.thread is not None:
-                self._inbound.setdefault(span.thread, []).append(span)
+                timeline = self._inbound.get(span.thread)
+                if timeline is None:
+                    timeline = self._inbound[span.thread] = _Timeline()
+                timeline.add(span)
 
     # -- output ----------------------------------------------------------------------------------
 
@@ -213,8 +224,10 @@ class CallChains:
         now = self.clock()
         out: list[L7Record] = []
         while len(self._held) > self.limits.max_held:  # pressure: the oldest go out as they are
-            span = next(iter(self._held.values()))
-            self._unlinked(span, "pressure", now)
+            _, span = self._held.popitem(last=False)
+            if not span.final:
+                self._unlinked(span, "pressure", now)
+            self._ready.append(span.record)
         if force or now >= self._next_pass:
             self._next_pass = now + self.limits.pass_every_s
             for span in list(self._held.values()):
@@ -244,11 +257,13 @@ class CallChains:
         }
 
     def _take_released(self) -> list[L7Record]:
-        out: list[L7Record] = []
-        for record_id in [k for k, s in self._held.items() if s.final]:
-            out.append(self._held.pop(record_id).record)
-        out += self._ready
-        self._ready = []
+        """Held records decided since the last call, and those that never waited (headers, pressure)."""
+        out, self._ready = self._ready, []
+        held = self._held
+        for span in self._decided:
+            if held.pop(span.record.record_id, None) is not None:
+                out.append(span.record)
+        self._decided = []
         return out
 
     def _decide(self, span: _Span, now: float, force: bool, visiting: set[int]) -> bool:
@@ -302,9 +317,8 @@ class CallChains:
             return None, "partial view"
         if self._is_multiplexed(record.conn.node, record.conn.pid):
             return None, "multiplexed"
-        covering = [
-            s for s in self._inbound.get(span.thread, ()) if s.start <= span.start and span.end <= s.end
-        ]
+        timeline = self._inbound.get(span.thread)
+        covering = timeline.covering(span.start, span.end) if timeline is not None else []
         if not covering:
             return (
                 (None, "wait") if self._serving(span.thread, span.start, record.conn.conn_id) else (None, "")
@@ -316,22 +330,28 @@ class CallChains:
 
     def _serving(self, thread: ThreadKey, at: int, own_conn: str) -> bool:
         """Had `thread` read an inbound request it had not yet answered, at `at`?"""
-        for conn_id, io in _last_runs_before(self._thread_log.get(thread, ()), at).items():
-            if io == Io.RECV and conn_id != own_conn:
+        for conn_id, runs in self._thread_log.get(thread, {}).items():
+            if conn_id != own_conn and _open_at(runs, at):
                 return True
         return False
 
     def _exclusive(self, parent: _Span) -> bool:
-        """Did the parent's thread serve nothing but it from its request to its response?"""
-        log = self._thread_log.get(parent.thread) if parent.thread else None
-        if not log:
+        """Did the parent's thread serve nothing but it from its request to its response: no other
+        inbound connection's bytes on the thread in between, and none of their requests left open?"""
+        conns = self._thread_log.get(parent.thread) if parent.thread else None
+        if not conns:
             return False  # no evidence of the thread's activity: do not guess
-        own = parent.record.conn.conn_id
-        for conn_id, run in log:
-            if conn_id != own and run[2] <= parent.end and parent.start <= run[3]:
-                return False
-        before = _last_runs_before(log, parent.start)
-        return not any(io == Io.RECV and c != own for c, io in before.items())
+        own, start, end = parent.record.conn.conn_id, parent.start, parent.end
+        for conn_id, runs in conns.items():
+            if conn_id == own:
+                continue
+            for run in reversed(runs):
+                if run[2] > end:
+                    continue  # after the parent: irrelevant
+                if run[3] >= start or run[0] == Io.RECV:  # inside it, or a request read and not answered
+                    return False
+                break  # the last run before the parent was an answer: that connection was idle
+        return True
 
     # -- decisions -------------------------------------------------------------------------------
 
@@ -347,6 +367,7 @@ class CallChains:
             record.attributes = {**record.attributes, LINK_ATTRIBUTE: link}
             self.health.count("chain_links", link)
         self._recent.append(span)
+        self._decided.append(span)
         return True
 
     def _root(self, span: _Span, now: float, reason: str) -> bool:
@@ -357,11 +378,7 @@ class CallChains:
 
     def _unlinked(self, span: _Span, reason: str, now: float) -> bool:
         """Left without a parent although it may have one: counted by reason."""
-        self._root(span, now, reason)
-        if reason == "pressure":
-            self._held.pop(span.record.record_id, None)
-            self._ready.append(span.record)
-        return True
+        return self._root(span, now, reason)
 
     def _flag(self, node: str, pid: int) -> None:
         key = (node, pid)
@@ -383,11 +400,9 @@ class CallChains:
             if self._clients.get(span.exchange) is span:
                 del self._clients[span.exchange]
             if span.thread is not None and span.record.role is Role.SERVER:
-                spans = self._inbound.get(span.thread)
-                if spans is not None:
-                    spans[:] = [s for s in spans if s is not span]
-                    if not spans:
-                        del self._inbound[span.thread]
+                timeline = self._inbound.get(span.thread)
+                if timeline is not None and not timeline.prune(horizon):
+                    del self._inbound[span.thread]
 
     # -- Kafka bookkeeping -----------------------------------------------------------------------
 
@@ -408,12 +423,48 @@ def _tid_at(runs: deque[Run], io: int, ts: int) -> int:
     return 0
 
 
-def _last_runs_before(log: Iterable[tuple[str, Run]], at: int) -> dict[str, int]:
-    """Per connection, the direction of its last run on the thread that began before `at`."""
-    last: dict[str, tuple[int, int]] = {}
-    for conn_id, run in log:
+def _open_at(runs: deque[Run], at: int) -> bool:
+    """Was the connection's last run on the thread before `at` a request read (not yet answered)?"""
+    for run in reversed(runs):
         if run[2] < at:
-            seen = last.get(conn_id)
-            if seen is None or run[2] >= seen[0]:
-                last[conn_id] = (run[2], run[0])
-    return {c: io for c, (_, io) in last.items()}
+            return run[0] == Io.RECV
+    return False
+
+
+class _Timeline:
+    """A thread's server spans ordered by start: which cover a moment is a bisect and a step or two,
+    since a thread-per-request thread's exchanges do not overlap."""
+
+    __slots__ = ("head", "spans", "starts")
+
+    def __init__(self) -> None:
+        self.starts: list[int] = []
+        self.spans: list[_Span] = []
+        self.head = 0  # spans before it were pruned
+
+    def add(self, span: _Span) -> None:
+        i = bisect_right(self.starts, span.start)
+        self.starts.insert(i, span.start)
+        self.spans.insert(i, span)
+
+    def covering(self, start: int, end: int, limit: int = 8) -> list[_Span]:
+        """Spans that began by `start` and ended at or after `end` (the latest `limit` candidates)."""
+        out = []
+        i = bisect_right(self.starts, start) - 1
+        while i >= self.head and limit:
+            s = self.spans[i]
+            if s.end >= end:
+                out.append(s)
+            i -= 1
+            limit -= 1
+        return out
+
+    def prune(self, horizon: float) -> int:
+        """Drop leading spans released before `horizon`; returns how many are left."""
+        spans = self.spans
+        while self.head < len(spans) and spans[self.head].final and spans[self.head].released_at < horizon:
+            self.head += 1
+        if self.head > 64 and self.head * 2 > len(spans):
+            del self.starts[: self.head], self.spans[: self.head]
+            self.head = 0
+        return len(spans) - self.head
