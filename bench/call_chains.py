@@ -18,10 +18,10 @@ from pathlib import Path
 
 sys.path[0] = str(Path(__file__).resolve().parent.parent)  # the checkout, not bench/ (bench/pipeline.py)
 
-from pipeline.call_chains import CallChains, ChainLimits
-from pipeline.health import Health
-from probes.fragment import Batch, Fragment, Io
-from protocols.base import ConnInfo, Endpoint, L7Record, Role
+from pipeline.call_chains import CallChains, ChainLimits  # noqa: E402
+from pipeline.health import Health  # noqa: E402
+from probes.fragment import Batch, Fragment, Io  # noqa: E402
+from protocols.base import ConnInfo, Endpoint, L7Record, Role  # noqa: E402
 
 MS = 1_000_000
 
