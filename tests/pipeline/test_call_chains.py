@@ -5,7 +5,7 @@ from __future__ import annotations
 from pipeline.call_chains import LINK_ATTRIBUTE, CallChains, ChainLimits, digest_ids
 from pipeline.health import Health
 from probes.fragment import Batch, Fragment, Io
-from protocols.base import ConnInfo, Endpoint, L7Record, Role
+from protocols.base import ConnInfo, Direction, Endpoint, L7Record, Role
 
 MS = 1_000_000
 LB, FE, API = 10, 20, 30  # pids: load generator, frontend, api
@@ -311,3 +311,19 @@ def test_the_pipeline_links_both_ends_of_a_parsed_http_connection() -> None:
     assert by_role[Role.SERVER].parent_span_id == by_role[Role.CLIENT].span_id
     assert by_role[Role.SERVER].trace_id == by_role[Role.CLIENT].trace_id
     assert by_role[Role.SERVER].attributes[LINK_ATTRIBUTE] == "connection"
+
+
+def test_b3_headers_are_read_as_the_trace_context_they_carry() -> None:
+    from protocols.http1.parse import parse_frame
+    from protocols.http1.types import Http1State
+    from protocols.http_semconv import b3_as_traceparent
+
+    trace, span = "80f198ee56343ba864fe8b2a57d3eff7", "e457b5a2e4d86bd1"
+    assert b3_as_traceparent(f"{trace}-{span}-1-05e3ac9a4f6e3b90") == f"00-{trace}-{span}-01"
+    assert b3_as_traceparent(f"{trace[16:]}-{span}") == f"00-{'0' * 16}{trace[16:]}-{span}-01"
+    assert b3_as_traceparent("", trace.upper(), span) == f"00-{trace}-{span}-01"
+    assert b3_as_traceparent("0") == b3_as_traceparent("", trace, "xyz") == ""
+    for headers in (f"b3: {trace}-{span}-1\r\n", f"X-B3-TraceId: {trace}\r\nX-B3-SpanId: {span}\r\n"):
+        raw = f"GET / HTTP/1.1\r\nHost: x\r\n{headers}\r\n".encode()
+        parsed = parse_frame(memoryview(raw), Direction.REQUEST, Http1State())
+        assert parsed.frame.traceparent == f"00-{trace}-{span}-01"  # type: ignore[union-attr]
