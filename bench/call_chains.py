@@ -125,5 +125,42 @@ def main(seconds: float, rate: int) -> None:
     print(f"throughput: {records / cpu:,.0f} records/s on one core ({1e6 * cpu / records:.1f} us per record)")
 
 
+def pipeline_cost(connections: int = 200, per_conn: int = 25, rounds: int = 3) -> None:
+    """Real HTTP/1.1 bytes traced from both ends through the connection table and the parser, with and
+    without the stage (best of `rounds`, CPU time): what the stage adds to the pipeline per record."""
+    from pipeline.conn_table import ConnTable
+    from pipeline.pipeline import Pipeline
+    from pipeline.run import default_protocols
+    from tests.support.http_traffic import Client, HttpTarget, both_ends
+
+    with HttpTarget() as target:
+        client = Client(target.port, "bench", per_conn=per_conn)
+        feed: list[Batch] = []
+        for _ in range(connections):
+            for x in client.connection():
+                first, second = both_ends(x)
+                feed += first + second
+    best: dict[bool, float] = {}
+    for _ in range(rounds):
+        for on in (False, True):
+            health = Health()
+            chains = CallChains(health) if on else None
+            pipe = Pipeline(ConnTable(default_protocols(), health), [], chains)
+            cpu = time.process_time()
+            for batch in feed:
+                pipe.feed((batch,))
+            pipe.close()
+            cpu = time.process_time() - cpu
+            assert pipe.exported == 2 * len(client.log)
+            assert not on or health.total("chain_links") == len(client.log)  # every server end linked
+            best[on] = min(best.get(on, cpu), cpu)
+    records = 2 * len(client.log)
+    off, on_ = (1e6 * best[k] / records for k in (False, True))
+    rate = records / best[True]
+    print(f"pipeline, {records} records from real HTTP bytes (both ends): {off:.1f} us/record without "
+          f"the stage, {on_:.1f} with it (+{on_ - off:.1f} us, {rate:,.0f} records/s)")  # fmt: skip
+
+
 if __name__ == "__main__":
     main(float(sys.argv[1]) if len(sys.argv) > 1 else 10.0, int(sys.argv[2]) if len(sys.argv) > 2 else 2000)
+    pipeline_cost()

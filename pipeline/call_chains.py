@@ -30,7 +30,7 @@ from dataclasses import dataclass
 
 from pipeline.health import Health
 from probes.fragment import Batch, Io
-from protocols.base import L7Record, Role
+from protocols.base import ConnInfo, L7Record, Role
 
 LINK_ATTRIBUTE = "l7scope.link"
 HEADER, CONNECTION, THREAD = "header", "connection", "thread"
@@ -55,7 +55,9 @@ class ChainLimits:
 
 Run = list[int]  # [io, tid, first_ts, last_ts]: consecutive fragments of one thread in one direction
 ThreadKey = tuple[str, int, int]  # node, pid, tid
-ExchangeKey = tuple[str, str, str, str]  # node, client endpoint, server endpoint, exchange position
+# node, client endpoint, server endpoint, exchange position (the record id's tail): the same exchange
+# seen from both ends has the same key.
+ExchangeKey = tuple[str, str, str, str]
 
 
 @dataclass(slots=True)
@@ -87,12 +89,6 @@ def digest_ids(record_id: str) -> tuple[str, str]:
     return digest[:16].hex(), digest[16:].hex()
 
 
-def exchange_key(record: L7Record) -> ExchangeKey:
-    """The same exchange seen from both ends has the same key (the position is the record id's tail)."""
-    conn = record.conn
-    return conn.node, str(conn.client), str(conn.server), record.record_id.rpartition("/")[2]
-
-
 def times_agree(client: L7Record, server: L7Record, slack_ns: int) -> bool:
     """The server read the request after the client sent it and answered before the client read it."""
     return client.start_ns - slack_ns <= server.start_ns and server.end_ns <= client.end_ns + slack_ns
@@ -115,6 +111,7 @@ class CallChains:
         # Per serving thread, per inbound connection it touched: that connection's runs on the thread.
         self._thread_log: OrderedDict[ThreadKey, OrderedDict[str, deque[Run]]] = OrderedDict()
         self._ends: OrderedDict[tuple[str, str, str], int] = OrderedDict()  # (node, client, server) -> roles
+        self._end_keys: dict[str, tuple[str, str, str]] = {}  # conn_id -> (node, client, server)
         self._held: OrderedDict[str, _Span] = OrderedDict()
         self._clients: dict[ExchangeKey, _Span] = {}
         self._inbound: dict[ThreadKey, _Timeline] = {}  # server spans per serving thread, by start
@@ -135,11 +132,12 @@ class CallChains:
         conn = batch.conn
         if conn.role not in (Role.CLIENT, Role.SERVER):
             return
-        end_key = (conn.node, str(conn.client), str(conn.server))
-        self._ends[end_key] = self._ends.get(end_key, 0) | int(conn.role)
-        self._ends.move_to_end(end_key)
-        if len(self._ends) > self.limits.max_conns:
-            self._ends.popitem(last=False)
+        end_key = self._end_key(conn)
+        roles = self._ends.get(end_key)
+        if roles is None or not roles & conn.role:
+            self._ends[end_key] = (roles or 0) | int(conn.role)
+            if len(self._ends) > self.limits.max_conns:
+                self._ends.popitem(last=False)
         if not batch.fragments:
             return
         runs = self._runs.get(conn.conn_id)
@@ -163,6 +161,15 @@ class CallChains:
             if server and f.tid:
                 self._log_thread((conn.node, conn.pid, f.tid), conn.conn_id, last)
 
+    def _end_key(self, conn: ConnInfo) -> tuple[str, str, str]:
+        """(node, client, server) of a connection, made once per connection (str(Endpoint) costs)."""
+        key = self._end_keys.get(conn.conn_id)
+        if key is None:
+            key = self._end_keys[conn.conn_id] = (conn.node, str(conn.client), str(conn.server))
+            if len(self._end_keys) > self.limits.max_conns:
+                self._end_keys.pop(next(iter(self._end_keys)))
+        return key
+
     def _log_thread(self, key: ThreadKey, conn_id: str, run: Run) -> None:
         conns = self._thread_log.get(key)
         if conns is None:
@@ -183,6 +190,7 @@ class CallChains:
     def forget(self, conn_id: str) -> None:
         """A closed connection: its records have been added, its runs are no longer needed."""
         self._runs.pop(conn_id, None)
+        self._end_keys.pop(conn_id, None)
 
     def add(self, records: Iterable[L7Record], partition: int = -1, offset: int = -1) -> None:
         now = self.clock()
@@ -202,7 +210,8 @@ class CallChains:
         resp_tid = _tid_at(runs, Io(1 - request_io), record.end_ns) if runs else 0
         switched = bool(req_tid and resp_tid and req_tid != resp_tid)
         thread = (conn.node, conn.pid, req_tid) if req_tid and req_tid == resp_tid else None
-        return _Span(record, now, span_id, exchange_key(record), thread, switched, partition, offset)
+        exchange = (*self._end_key(conn), record.record_id.rpartition("/")[2])
+        return _Span(record, now, span_id, exchange, thread, switched, partition, offset)
 
     def _index(self, span: _Span) -> None:
         record = span.record
@@ -222,7 +231,8 @@ class CallChains:
     def release(self, force: bool = False) -> list[L7Record]:
         """Records whose links are decided (all of them when `force`: stopping, partitions revoked)."""
         now = self.clock()
-        out: list[L7Record] = []
+        if not (force or now >= self._next_pass or self._decided or len(self._held) > self.limits.max_held):
+            return []  # called after every batch: nothing to do between passes
         while len(self._held) > self.limits.max_held:  # pressure: the oldest go out as they are
             _, span = self._held.popitem(last=False)
             if not span.final:
@@ -303,7 +313,7 @@ class CallChains:
 
     def _other_end_traced(self, record: L7Record) -> bool:
         conn = record.conn
-        return bool(self._ends.get((conn.node, str(conn.client), str(conn.server)), 0) & int(Role.CLIENT))
+        return bool(self._ends.get(self._end_key(conn), 0) & int(Role.CLIENT))
 
     def _thread_parent(self, span: _Span) -> tuple[_Span | None, str]:
         """(parent, "") or (None, why): "" a root (the thread serves nothing), "wait" not known yet."""
