@@ -287,6 +287,8 @@ class CallChains:
         visiting.add(id(span))
         timed_out = force or now - span.arrived >= self.limits.window_s
         if span.record.role is Role.SERVER:
+            if span.record.conn.role_inferred:  # seen from mid-stream: its positions may not be the client's
+                return self._unlinked(span, "joined mid-connection", now)
             parent, link = self._connection_parent(span), CONNECTION
             if parent is None:
                 if not self._other_end_traced(span.record):
@@ -307,9 +309,9 @@ class CallChains:
 
     def _connection_parent(self, span: _Span) -> _Span | None:
         client = self._clients.get(span.exchange)
-        if client is None or not times_agree(client.record, span.record, self.limits.slack_ns):
+        if client is None or client.record.conn.role_inferred:  # positions count from first sight
             return None
-        return client
+        return client if times_agree(client.record, span.record, self.limits.slack_ns) else None
 
     def _other_end_traced(self, record: L7Record) -> bool:
         conn = record.conn

@@ -327,3 +327,23 @@ def test_b3_headers_are_read_as_the_trace_context_they_carry() -> None:
         raw = f"GET / HTTP/1.1\r\nHost: x\r\n{headers}\r\n".encode()
         parsed = parse_frame(memoryview(raw), Direction.REQUEST, Http1State())
         assert parsed.frame.traceparent == f"00-{trace}-{span}-01"  # type: ignore[union-attr]
+
+
+def test_connections_older_than_the_agent_are_not_linked_by_position() -> None:
+    """Byte positions count from the agent's first sight of each end: for a connection it joined
+    mid-stream (role inferred) the two ends' positions need not name the same request."""
+    import dataclasses
+
+    for inferred in ("client", "server"):
+        chains, clock, health = new()
+        lb_conn = dataclasses.replace(LB_FE, role_inferred=inferred == "client")
+        fe_conn = dataclasses.replace(FE_IN, role_inferred=inferred == "server")
+        lb_batch, lb = exchange(lb_conn, 10 * MS, 21 * MS, (11, 11))
+        fe_batch, fe_in = exchange(fe_conn, 11 * MS, 20 * MS, (21, 21))
+        chains.observe(lb_batch)
+        chains.observe(fe_batch)
+        chains.add([lb, fe_in])
+        clock.now += 2.0
+        chains.release()
+        assert fe_in.parent_span_id == "" and LINK_ATTRIBUTE not in fe_in.attributes
+        assert health.total("chain_unlinked") == 1
