@@ -115,7 +115,80 @@ def mysql_writes(n: int) -> Writes:
     return out
 
 
+def _resp_command(*args: bytes) -> bytes:
+    return b"*%d\r\n" % len(args) + b"".join(b"$%d\r\n%s\r\n" % (len(a), a) for a in args)
+
+
+def redis_writes(n: int) -> Writes:
+    """SET key value -> +OK alternating with GET key -> a 32-byte bulk string, one write each."""
+    out: Writes = []
+    value = b"v" * 32
+    for i in range(n):
+        key = b"key:%012d" % i
+        if i % 2:
+            out += [(REQ, _resp_command(b"SET", key, value)), (RESP, b"+OK\r\n")]
+        else:
+            out += [(REQ, _resp_command(b"GET", key)), (RESP, b"$32\r\n" + value + b"\r\n")]
+    return out
+
+
+def redis_pipelined_writes(n: int) -> Writes:
+    """The same commands as redis-benchmark -P 16 sends them: 16 in one write, their replies in one read."""
+    pairs = redis_writes(n)
+    out: Writes = []
+    for at in range(0, len(pairs), 32):
+        chunk = pairs[at : at + 32]
+        out.append((REQ, b"".join(data for d, data in chunk if d is REQ)))
+        out.append((RESP, b"".join(data for d, data in chunk if d is RESP)))
+
+
+def _pg(t: bytes, body: bytes = b"") -> bytes:
+    return t + struct.pack(">I", 4 + len(body)) + body
+
+
+def postgres_writes(n: int) -> Writes:
+    """Simple query UPDATE -> CommandComplete + ReadyForQuery, and a psycopg-style extended SELECT
+    (Parse/Bind/Describe/Execute/Sync -> 1, 2, a 2-column RowDescription, 1 DataRow, C, Z), alternately."""
+    field = b"\x00" * 4 + b"\x00\x01" + b"\x00\x00\x00\x19" + b"\xff\xff" + b"\xff\xff\xff\xff" + b"\x00\x00"
+    answer = (
+        _pg(b"1") + _pg(b"2") + _pg(b"T", b"\x00\x02id\x00" + field + b"name\x00" + field)
+        + _pg(b"D", b"\x00\x02\x00\x00\x00\x011\x00\x00\x00\x05apple") + _pg(b"C", b"SELECT 1\x00")
+        + _pg(b"Z", b"I")
+    )  # fmt: skip
+    out: Writes = []
+    for i in range(n):
+        if i % 2:
+            out.append((REQ, _pg(b"Q", b"UPDATE items SET name = 'x%d' WHERE id = %d\x00" % (i, i))))
+            out.append((RESP, _pg(b"C", b"UPDATE 1\x00") + _pg(b"Z", b"I")))
+        else:
+            value = b"%d" % i
+            out.append((REQ, (
+                _pg(b"P", b"\x00SELECT id, name FROM items WHERE id = $1\x00\x00\x00")
+                + _pg(b"B", b"\x00\x00\x00\x00\x00\x01" + struct.pack(">I", len(value)) + value + b"\x00\x00")
+                + _pg(b"D", b"P\x00") + _pg(b"E", b"\x00\x00\x00\x00\x00") + _pg(b"S")
+            )))  # fmt: skip
+            out.append((RESP, answer))
+    return out
+
+
 # -- the two loops -----------------------------------------------------------------------------------
+
+
+def kafka_writes(n: int) -> Writes:
+    """A client's connection: Produce v9 (one partition, a batch of 10 records) alternating with Fetch
+    v12 returning one batch of 10 records; correlation ids increasing, as kafka-python sends them."""
+    from tests.protocols.kafka import wire
+
+    out: Writes = []
+    records = wire.batch(10, value=b"v" * 100)
+    for i in range(n):
+        if i % 2 == 0:
+            out.append((REQ, wire.produce_request(9, i, "orders", {i % 4: records}, acks=1)))
+            out.append((RESP, wire.produce_response(9, i, "orders", [(i % 4, 0, 1000 + i)])))
+        else:
+            out.append((REQ, wire.fetch_request(12, i, "orders", [i % 4])))
+            out.append((RESP, wire.fetch_response(12, i, "orders", [(i % 4, 0, records)])))
+    return out
 
 
 def run_parser(spec: ProtocolSpec, writes: Writes, sizes: list[int] | None = None) -> int:
@@ -177,7 +250,7 @@ def measure(fn: Callable[[], object], seconds: float) -> float:
 
 
 def main() -> None:
-    from protocols import http1, http2, mysql
+    from protocols import http1, http2, kafka, mysql, postgres, redis
 
     seconds = float(sys.argv[1]) if len(sys.argv) > 1 else 2.0
     chosen = set(sys.argv[2:])
@@ -186,6 +259,10 @@ def main() -> None:
         ("http1", http1.SPEC, http1_writes, 100_000),
         ("grpc", http2.SPEC, grpc_writes, 30_000),
         ("mysql", mysql.SPEC, mysql_writes, 50_000),
+        ("postgres", postgres.SPEC, postgres_writes, 60_000),
+        ("redis", redis.SPEC, redis_writes, 100_000),
+        ("redis-P16", redis.SPEC, redis_pipelined_writes, 100_000),
+        ("kafka", kafka.SPEC, kafka_writes, 50_000),
     ]
     print(f"python {sys.version.split()[0]}, one core, best of {seconds:.0f} s per loop, interleaved")
     print(f"{'protocol':<8} {'exchanges/s':>12} {'bare /s':>12} {'ratio':>7} {'target':>8}")

@@ -8,7 +8,8 @@
  * sendfile, sendmmsg, recvmmsg (several sock calls per syscall): enter remembers the arguments, the sock
  *         tracepoints record the sock and sum bytes, exit emits.
  * sock:inet_sock_set_state: role (connect vs accept) and end of connection.
- * ssl_trace.bpf.c (appended by the loader): OpenSSL plaintext; its connections' ciphertext is counted only.
+ * ssl_trace.bpf.c, go_tls.bpf.c (appended by the loader): OpenSSL and Go crypto/tls plaintext; their
+ *          connections' ciphertext is counted only.
  * filters: the agent's pids and ports are excluded; optional allow-lists of pids, process names,
  *          ports and cgroup ids are checked once per connection, when a process first uses it.
  *
@@ -182,6 +183,9 @@ struct l7_tls_call {
 BPF_TABLE("lru_hash", __u64, struct l7_tls_call, l7_tls_calls, 16384);
 /* SSL * -> struct sock *: SSL_read served from OpenSSL's buffer makes no syscall. */
 BPF_TABLE("lru_hash", __u64, __u64, l7_ssl_socks, 65536);
+/* (tgid, fd) of Go crypto/tls connections whose handshake began before any syscall bound them
+ * (go_tls.bpf.c): the connection is TLS from its first byte. Consumed when it binds. */
+BPF_TABLE("lru_hash", struct l7_fd_key, __u8, l7_go_tls_fds, 16384);
 BPF_HASH(l7_only_pids, __u32, __u8, 1024);
 BPF_HASH(l7_only_comms, struct l7_comm_key, __u8, 256);
 BPF_HASH(l7_only_ports, __u16, __u8, 1024);
@@ -650,6 +654,10 @@ static __always_inline void l7_on_io(void *ctx, struct l7_call *call, __u64 sk, 
 			c->excluded = 1;
 		struct l7_fd_key key = {.tgid = c->pid, .fd = c->fd};
 		l7_fd_socks.update(&key, &sk);
+		if (l7_go_tls_fds.lookup(&key)) { /* a Go TLS handshake started on it: no ciphertext as payload */
+			c->tls = 1;
+			l7_go_tls_fds.delete(&key);
+		}
 		if (!c->excluded)
 			l7_emit_lifecycle(ctx, c, L7_KIND_OPEN);
 	}
@@ -739,6 +747,7 @@ TRACEPOINT_PROBE(sock, inet_sock_set_state)
 TRACEPOINT_PROBE(syscalls, sys_enter_close)
 {
 	struct l7_fd_key key = {.tgid = bpf_get_current_pid_tgid() >> 32, .fd = (__s32)args->fd};
+	l7_go_tls_fds.delete(&key); /* a Go TLS mark never consumed (not a TCP socket) must not outlive its fd */
 	__u64 *skp = l7_fd_socks.lookup(&key);
 	if (!skp)
 		return 0;

@@ -61,8 +61,11 @@ static __always_inline int l7_tls_exit(struct pt_regs *ctx)
 	__u64 sk = call.sk;
 	if (sk == 0) {
 		__u64 *known = l7_ssl_socks.lookup(&call.ssl);
-		if (!known)
-			return 0; /* no syscall seen for this SSL yet: its socket is unknown */
+		if (!known) { /* no syscall seen for this SSL yet: its socket is unknown */
+			l7_count(L7_STAT_TLS_UNMAPPED, 1);
+			l7_count(L7_STAT_TLS_UNMAPPED_BYTES, n);
+			return 0;
+		}
 		sk = *known;
 	}
 	struct l7_conn *c = l7_conns.lookup(&sk);

@@ -24,10 +24,16 @@ case "$mode" in setup | run | test) ;; *) fail "unknown mode '$mode': use run, t
 
 # -- system packages ---------------------------------------------------------------------------
 runtime=(python3 python3-venv python3-bpfcc ca-certificates iproute2 graphviz)
-testing=(curl nginx mariadb-server tshark tcpdump wrk openjdk-17-jdk-headless nodejs maven
+testing=(curl nginx mariadb-server postgresql redis-server redis-tools tshark tcpdump wrk openjdk-17-jdk-headless
+         nodejs maven
          prometheus prometheus-alertmanager librsvg2-bin tmux procps util-linux)
 want=("${runtime[@]}")
 [ "$mode" = test ] && want+=("${testing[@]}")
+# Go builds the crypto/tls test peers (tests/probes/go_tls_peer); any Go >= 1.17 will do, a newer one
+# installed outside Debian (/usr/local/go) is used as it is.
+if [ "$mode" = test ] && ! command -v go >/dev/null && [ ! -x /usr/local/go/bin/go ]; then
+  want+=(golang-go)
+fi
 command -v bpftool >/dev/null || want+=(bpftool)
 missing=()
 for p in "${want[@]}"; do

@@ -51,7 +51,8 @@ exit codes: 0 ok, 1 runtime failure, 2 usage/config/environment problem, 3 unrea
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="l7scope",
-        description="eBPF L7 APM: HTTP/1.1, HTTP/2, gRPC and MySQL exchanges from every TCP connection.",
+        description="eBPF L7 APM: HTTP/1.1, HTTP/2, gRPC, MySQL and Redis exchanges from every TCP "
+        "connection.",
         epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -282,6 +283,9 @@ def _capture(config: Config, with_kafka: bool = False) -> Capture:
         node=config.node,
         header_cache=Path(config.capture.header_cache),
         tls=config.capture.tls,
+        go_tls=config.capture.go_tls,
+        go_tls_max_executables=config.capture.go_tls_max_executables,
+        go_tls_max_uprobes=config.capture.go_tls_max_uprobes,
         only_pids=config.capture.only_pids,
         only_processes=config.capture.only_processes,
         only_ports=config.capture.only_ports,

@@ -34,6 +34,9 @@ class CaptureConfig:
     exclude_ports: tuple[int, ...] = ()  # besides the ports l7scope exports to (cli.export_ports)
     header_cache: str = "/var/cache/l7scope/headers"  # BTF-generated kernel headers
     tls: bool = True  # OpenSSL plaintext through uprobes on every libssl found
+    go_tls: bool = True  # Go crypto/tls plaintext through uprobes on every Go executable that has it
+    go_tls_max_executables: int = 64  # Go executables probed at most; later ones are logged, not probed
+    go_tls_max_uprobes: int = 4096  # uprobes on Go executables at most (about 20 each)
     # Allow-lists, checked in the kernel (empty: everything; all that are set must match).
     only_pids: tuple[int, ...] = ()
     only_processes: tuple[str, ...] = ()  # process names (comm)
@@ -108,6 +111,8 @@ class Config:
                 f"kafka.compression = {self.kafka.compression!r}: use lz4, zstd, gzip, snappy or none"
             )
         _validate_kafka_security(self.kafka)
+        if self.capture.go_tls_max_executables < 0 or self.capture.go_tls_max_uprobes < 0:
+            raise ConfigError("capture.go_tls_max_executables and capture.go_tls_max_uprobes: use 0 or more")
         if self.capture.max_cpu < 0:
             raise ConfigError(f"capture.max_cpu = {self.capture.max_cpu}: use a share of a core, e.g. 0.25")
         if self.export.records_topic not in ("on", "off", "auto"):

@@ -21,7 +21,7 @@ from pipeline.health import Health
 from pipeline.live_table import LiveTable, Row
 
 KEYS = {ord("r"): "rate", ord("e"): "errors", ord("l"): "latency"}
-HEADER = "{:<16} {:<6} {:<6} {:<38} {:>9} {:>6} {:>9} {:>9} {:>9}"
+HEADER = "{:<16} {:<8} {:<6} {:<36} {:>9} {:>6} {:>9} {:>9} {:>9}"
 COLUMNS = ("SERVICE", "PROTO", "ROLE", "ENDPOINT", "RATE/s", "ERR%", "P50 ms", "P90 ms", "P99 ms")
 
 
@@ -38,7 +38,7 @@ class LogTail(logging.Handler):
 
 def format_row(r: Row) -> str:
     return HEADER.format(
-        r.service[:16], r.protocol[:6], r.role[:6], r.name[:38], f"{r.rate:.1f}", f"{r.error_pct:.1f}",
+        r.service[:16], r.protocol[:8], r.role[:6], r.name[:36], f"{r.rate:.1f}", f"{r.error_pct:.1f}",
         f"{r.p50_ms:.2f}", f"{r.p90_ms:.2f}", f"{r.p99_ms:.2f}",
     )  # fmt: skip
 
@@ -63,7 +63,7 @@ def draw(screen: Any, table: LiveTable, sort: str, health: Health, status: str) 
     for i, row in enumerate(rows):
         put(2 + i, format_row(row))
     if not rows:
-        put(2, "(waiting for traffic: HTTP/1.1, HTTP/2, gRPC and MySQL on any TCP connection)")
+        put(2, "(waiting for traffic: HTTP/1.1, HTTP/2, gRPC, MySQL and Redis on any TCP connection)")
     put(height - 2, footer(health))
     put(height - 1, status)
     screen.refresh()

@@ -30,7 +30,7 @@ KINDS = ("latency", "error_ratio", "burn_rate")
 GROUP_FIELDS = ("service", "protocol", "role", "name", "node")
 TEMPLATE_KEYS = frozenset(
     {"alertname", "service", "value", "value_text", "threshold", "threshold_text", "window",
-     "requests", "percentile", *GROUP_FIELDS}
+     "requests", "percentile", "root_cause", *GROUP_FIELDS}
 )  # fmt: skip
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h|d)$")
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}

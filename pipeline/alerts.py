@@ -31,11 +31,12 @@ from typing import Any, Protocol
 from pipeline.alert_rules import Rule, RuleSet, field_value
 from pipeline.exporter import Exporter
 from pipeline.health import Health
+from pipeline.latency_buckets import bucket_of, percentile_ms
+from pipeline.root_cause import CallHistory
 from protocols.base import L7Record
 
 log = logging.getLogger("l7scope.alerts")
 
-BUCKET_BASE = 1.05  # latency histogram resolution: 5%
 SLICES_PER_SHORTEST = 10  # slices per shortest window of a rule
 MAX_SLICES = 720
 MAX_GROUPS_PER_RULE = 1000
@@ -46,16 +47,6 @@ GroupKey = tuple[str, ...]
 def record_time(r: L7Record) -> float:
     """When the exchange happened, in Unix seconds: its response's last byte (else its first byte)."""
     return (r.end_ns or r.start_ns) / 1e9
-
-
-def bucket_of(ms: float) -> int:
-    return math.ceil(math.log(max(ms * 1000.0, 1.0), BUCKET_BASE))
-
-
-def bucket_value_ms(bucket: int) -> float:
-    """The geometric middle of a bucket, in milliseconds."""
-    middle: float = BUCKET_BASE ** (bucket - 0.5)
-    return middle / 1000.0
 
 
 @dataclass(slots=True)
@@ -75,13 +66,7 @@ class Totals:
     latency: Counter[int] = field(default_factory=Counter)
 
     def percentile_ms(self, q: float) -> float:
-        total = sum(self.latency.values())
-        rank, seen = max(1, math.ceil(q * total)), 0
-        for bucket in sorted(self.latency):
-            seen += self.latency[bucket]
-            if seen >= rank:
-                return bucket_value_ms(bucket)
-        return 0.0
+        return percentile_ms(self.latency, q)
 
 
 class Window:
@@ -224,6 +209,12 @@ class AlertEvaluator(Exporter):
         self.clock, self.wall = clock, wall
         self.lateness_s = lateness_s
         self._windows: dict[str, dict[GroupKey, Window]] = {r.alert: {} for r in ruleset.rules}
+        # What each service served and called, for the root cause of an alert that fires: the alert
+        # window and the one before it, at the finest slicing of any rule.
+        self._history = CallHistory(
+            min((r.shortest_s for r in ruleset.rules), default=60.0) / SLICES_PER_SHORTEST,
+            2 * max((r.horizon_s for r in ruleset.rules), default=60.0) + lateness_s,
+        )
         self._states: dict[tuple[str, GroupKey], _State] = {}
         self._newest = 0.0  # the newest record time seen (never ahead of the wall clock)
         self._last_arrival = -math.inf  # monotonic time of the last records
@@ -255,9 +246,10 @@ class AlertEvaluator(Exporter):
         with self._lock:
             self._last_arrival = self.clock()
             watermarks = []  # each record is judged by the watermark of the records before it
-            for t in times:
+            for r, t in zip(records, times, strict=True):
                 self._newest = max(self._newest, t)
                 watermarks.append(self._newest - self.lateness_s)
+                self._history.add(t, r)
             for rule in self.ruleset.rules:
                 windows = self._windows[rule.alert]
                 for r, t, watermark in zip(records, times, watermarks, strict=True):
@@ -326,7 +318,7 @@ class AlertEvaluator(Exporter):
             if state is None:
                 return None
             del self._states[(rule.alert, key)]
-            return self._alert(rule, key, m, "resolved", state.starts_at, wall) if state.firing else None
+            return self._alert(rule, key, m, "resolved", state.starts_at, wall, now) if state.firing else None
         if state is None:
             state = self._states[(rule.alert, key)] = _State(since=now)
         if not state.firing and now - state.since >= rule.for_s:
@@ -337,10 +329,10 @@ class AlertEvaluator(Exporter):
             return None
         # Alertmanager drops an alert not re-sent by endsAt, so a stopped l7scope does not leave it firing.
         ends_at = wall + 4 * self.ruleset.resend_interval_s
-        return self._alert(rule, key, m, "firing", state.starts_at, ends_at)
+        return self._alert(rule, key, m, "firing", state.starts_at, ends_at, now)
 
     def _alert(
-        self, rule: Rule, key: GroupKey, m: Measure, state: str, starts_at: float, ends_at: float
+        self, rule: Rule, key: GroupKey, m: Measure, state: str, starts_at: float, ends_at: float, now: float
     ) -> Alert:
         group = dict(zip(rule.group_by, key, strict=True))
         labels = {"alertname": rule.alert, "severity": "warning"}
@@ -363,6 +355,13 @@ class AlertEvaluator(Exporter):
             f"last {_window_text(rule)} is {m.value_text}, threshold {m.threshold_text}; "
             f"{m.requests} requests.",
         }
+        values["root_cause"] = ""
+        if state == "firing":
+            latency = rule.kind == "latency" or (rule.kind == "burn_rate" and bool(rule.slow_ms))
+            kind = "latency" if latency else "errors"
+            cause = self._history.explain(group["service"], kind, now, rule.window_s)
+            values["root_cause"] = annotations["root_cause"] = cause.summary()
+            annotations["root_cause_evidence"] = cause.evidence()
         for name, template in rule.annotations:
             annotations[name] = template.format_map(values)
         return Alert(rule.alert, state, labels, annotations, starts_at, ends_at, m.value)

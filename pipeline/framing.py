@@ -61,8 +61,8 @@ class Limits:
 
 _RECORD_FIELDS = (
     "protocol", "role", "name", "start_ns", "end_ns", "conn", "metric", "error_type", "attributes",
-    "metric_attributes", "truncated", "degraded", "record_id", "trace_id", "parent_span_id",
-    "span_id",
+    "metric_attributes", "truncated", "degraded", "record_id", "trace_id", "parent_span_id", "produced",
+    "consumed", "links", "span_id",
 )  # fmt: skip
 _POSITIONAL = tuple(f.name for f in dataclasses.fields(L7Record)) == _RECORD_FIELDS
 
@@ -73,7 +73,7 @@ def with_record_id(r: L7Record, record_id: str) -> L7Record:
         return dataclasses.replace(r, record_id=record_id)
     return L7Record(r.protocol, r.role, r.name, r.start_ns, r.end_ns, r.conn, r.metric, r.error_type,
                     r.attributes, r.metric_attributes, r.truncated, r.degraded, record_id, r.trace_id,
-                    r.parent_span_id, r.span_id)  # fmt: skip
+                    r.parent_span_id, r.produced, r.consumed, r.links, r.span_id)  # fmt: skip
 
 
 @dataclass(slots=True)
@@ -471,9 +471,13 @@ class ConnParser:
             candidates = [self.request_io, Io.RECV if self.request_io == Io.SEND else Io.SEND]
         else:
             candidates = [self.request_io]
+        # A request seen as one is the stronger sign: some responses read as requests too (a Redis array
+        # reply holding "PING" is what the command looks like), so replies decide only when no request does.
         for req in candidates:
-            resp = Io.RECV if req == Io.SEND else Io.SEND
-            if claims(spec, heads[req], Direction.REQUEST) or claims(spec, heads[resp], Direction.RESPONSE):
+            if claims(spec, heads[req], Direction.REQUEST):
+                return req
+        for req in candidates:
+            if claims(spec, heads[Io.RECV if req == Io.SEND else Io.SEND], Direction.RESPONSE):
                 return req
         return None
 

@@ -17,7 +17,7 @@ from pipeline.exporter import Exporter
 from protocols.base import L7Record, service_name
 
 EndpointKey = tuple[str, str, str, str]  # service, protocol, role, name
-ROW = "{:<16} {:<6} {:<6} {:<40} {:>7} {:>5} {:>8} {:>8}"
+ROW = "{:<16} {:<8} {:<6} {:<38} {:>7} {:>5} {:>8} {:>8}"
 WINDOW_S = 10  # rates and error % are over the last this many seconds
 
 
@@ -113,10 +113,14 @@ class LiveTable(Exporter):
         for r in rows:
             p50, p99 = f"{r.p50_ms:.2f}", f"{r.p99_ms:.2f}"
             lines.append(
-                ROW.format(r.service[:16], r.protocol, r.role, r.name[:40], r.requests, r.errors, p50, p99)
+                ROW.format(
+                    r.service[:16], r.protocol[:8], r.role, r.name[:38], r.requests, r.errors, p50, p99
+                )
             )
         if not rows:
-            lines.append("(waiting for traffic: HTTP/1.1, HTTP/2, gRPC and MySQL on any TCP connection)")
+            lines.append(
+                "(waiting for traffic: HTTP/1.1, HTTP/2, gRPC, MySQL and Redis on any TCP connection)"
+            )
         if footer:
             lines.append(footer)
         return "\n".join(lines)

@@ -97,11 +97,16 @@ def resource_attributes(conn: ConnInfo) -> dict[str, AttrValue]:
 
 def span_ids(record: L7Record) -> tuple[bytes, bytes, bytes]:
     """(trace id, span id, parent span id): deterministic, so re-processing yields the same span."""
-    digest = hashlib.blake2b(record.record_id.encode(), digest_size=24).digest()
-    trace_id = bytes.fromhex(record.trace_id) if record.trace_id else digest[:16]
+    trace_id, span_id = record_span_ids(record.record_id, record.trace_id)
     parent = bytes.fromhex(record.parent_span_id) if record.parent_span_id else b""
-    span_id = bytes.fromhex(record.span_id) if record.span_id else digest[16:]
+    span_id = bytes.fromhex(record.span_id) if record.span_id else span_id  # set by the call chains
     return trace_id, span_id, parent
+
+
+def record_span_ids(record_id: str, trace_id: str) -> tuple[bytes, bytes]:
+    """(trace id, span id) of the span of the record with these ids (metric exemplars keep only them)."""
+    digest = hashlib.blake2b(record_id.encode(), digest_size=24).digest()
+    return (bytes.fromhex(trace_id) if trace_id else digest[:16]), digest[16:]
 
 
 def span_attributes(record: L7Record) -> dict[str, AttrValue]:
@@ -203,6 +208,13 @@ def encode_span(record: L7Record) -> bytes:
     )
     attrs = record.attributes if plain else span_attributes(record)  # the copy only when it differs
     parts += [_key_value(key, value) for key, value in attrs.items()]
+    for link_trace, link_span in record.links:  # Span.links (13): Link {trace_id = 1, span_id = 2}
+        parts.append(
+            _field(
+                b"\x6a",
+                _field(b"\x0a", bytes.fromhex(link_trace)) + _field(b"\x12", bytes.fromhex(link_span)),
+            )
+        )
     parts.append(_STATUS_ERROR if record.error else _STATUS_OK)
     return b"".join(parts)
 

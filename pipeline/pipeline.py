@@ -16,6 +16,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pipeline.call_chains import CallChains
 from pipeline.conn_table import ConnTable
 from pipeline.exporter import BoundedExporter, Exporter
+from pipeline.links import Linker
 from probes.fragment import Batch
 from protocols.base import L7Record
 
@@ -36,6 +37,7 @@ class Pipeline:
         self.exporters = list(exporters)
         self.exported = 0
         self.chains = chains  # records wait there for their parents (pipeline/call_chains.py)
+        self.linker = Linker()
 
     def feed(self, batches: Sequence[Batch], positions: Sequence[Position] = ()) -> int:
         """Batches -> records -> every exporter (observers see every batch); returns the records.
@@ -78,6 +80,7 @@ class Pipeline:
         return self._out(records)
 
     def _out(self, records: list[L7Record]) -> int:
+        self.linker.link(records)  # after the chains: a writer's trace id is final once released
         self.exported += export_all(records, self.exporters)
         return len(records)
 

@@ -1,5 +1,9 @@
 """Records -> RED metrics (duration and body-size histograms) and pipeline health, via the OpenTelemetry SDK.
 
+The histograms are aggregated in `pipeline.red_aggregate` (a few dict and list operations per
+exchange instead of SDK calls) and added to each reader's collection by the callback `RedMetrics`
+gives it; the SDK's instruments keep the health counters, the consumer lag and the service graph.
+
 Per-service identity: one MeterProvider for the whole pipeline; while recording, `service.name` and
 `host.name` ride on each point, and `split_by_service` moves them onto one Resource per service just
 before OTLP export (where the semantic conventions put them), while Prometheus, where one target
@@ -18,8 +22,6 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-from opentelemetry import trace
-from opentelemetry.context import Context
 from opentelemetry.metrics import CallbackOptions, Observation
 from opentelemetry.sdk.metrics import (
     AlwaysOffExemplarFilter,
@@ -45,11 +47,12 @@ from opentelemetry.sdk.metrics.export import (
 )
 from opentelemetry.sdk.metrics.view import ExplicitBucketHistogramAggregation, View
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
+from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
 from pipeline.exporter import BoundedExporter
 from pipeline.health import Health
-from pipeline.otlp import OtlpEndpoint, span_ids
+from pipeline.otlp import OtlpEndpoint
+from pipeline.red_aggregate import RedAggregator
 from pipeline.service_graph import GRACE_S, SERVICE_GRAPH_INSTRUMENTS, ServiceGraphMetrics
 from probes.fragment import Batch
 from protocols.base import AttrValue, ConnInfo, L7Record, service_name
@@ -161,16 +164,6 @@ def body_size_metrics(metric: str) -> tuple[tuple[str, str], ...]:
         return ()
     namespace, prefix = metric.split(".", 1)[0], metric.removesuffix(".request.duration")
     return tuple((f"{namespace}.{size}", f"{prefix}.{size}") for size in BODY_SIZES)
-
-
-def exemplar_context(record: L7Record) -> Context:
-    """A context holding the record's span (the ids of its exported span): the SDK's exemplars point at it."""
-    trace_id, span_id, _ = span_ids(record)
-    span = SpanContext(
-        trace_id=int.from_bytes(trace_id, "big"), span_id=int.from_bytes(span_id, "big"), is_remote=True,
-        trace_flags=TraceFlags(TraceFlags.SAMPLED),
-    )  # fmt: skip
-    return trace.set_span_in_context(NonRecordingSpan(span))
 
 
 # -- health -> observations ------------------------------------------------------------------------
@@ -378,13 +371,18 @@ class RedMetrics(BoundedExporter):
         self._graph = ServiceGraphMetrics(
             self._meter, self.health, max_edges=self.max_edges, grace_s=self.graph_grace_s
         )
-        self._histograms: dict[tuple[str, str], Any] = {}
-        self._services: dict[tuple[str, str], dict[str, AttrValue]] = {}  # (service, node) -> resource
-        self._body_sizes: dict[str, tuple[tuple[str, str], ...]] = {}
+        self._services: dict[tuple[str, str], tuple[str, str]] = {}  # (service, node) -> resource keys
+        readers: Sequence[MetricReader] = self.provider._metric_readers  # the SDK keeps no public list
+        self._red = RedAggregator(
+            len(readers), self._service, metric_attributes, duration_buckets, body_size_metrics, description,
+            size_buckets=SIZE_BUCKETS, exemplars=self.exemplars,
+        )  # fmt: skip
+        for i, reader in enumerate(readers):
+            reader._set_collect_callback(self._collector(reader, i))  # type: ignore[arg-type]
         self._lag: dict[tuple[str, int], int] = {}
         self._flags = Health()  # truncated/degraded records, observed beside the pipeline's own counters
-        for name, unit, description, pick in HEALTH_COUNTERS:
-            self._meter.create_observable_counter(name, [self._observe(pick)], unit, description)
+        for name, unit, text, pick in HEALTH_COUNTERS:
+            self._meter.create_observable_counter(name, [self._observe(pick)], unit, text)
         self._meter.create_observable_gauge(
             "l7scope.consumer.lag",
             [self._observe_lag],
@@ -392,23 +390,32 @@ class RedMetrics(BoundedExporter):
             "records behind the log end, per partition",
         )
 
-    def _service(self, conn: ConnInfo) -> dict[str, AttrValue]:
+    def _service(self, conn: ConnInfo) -> tuple[str, str]:
+        """(service.name, host.name) of a connection's end; past `max_services`, the overflow service."""
         key = (service_name(conn), conn.node)
-        attrs = self._services.get(key)
-        if attrs is None:
+        found = self._services.get(key)
+        if found is None:
             if len(self._services) >= self.max_services:  # bounded: short-lived processes must not grow it
                 if self.health is not None:
                     self.health.count("metrics_services_overflow", "metrics")
-                return {"service.name": OVERFLOW_SERVICE, "host.name": conn.node or "unknown"}
-            attrs = self._services[key] = {"service.name": key[0], "host.name": conn.node or "unknown"}
-        return attrs
+                return OVERFLOW_SERVICE, conn.node or "unknown"
+            found = self._services[key] = (key[0], conn.node or "unknown")
+        return found
 
-    def _histogram(self, name: str, unit: str) -> Any:
-        hist = self._histograms.get((name, unit))
-        if hist is None:
-            hist = self._meter.create_histogram(name, unit, description(name))
-            self._histograms[(name, unit)] = hist
-        return hist
+    def _collector(self, reader: MetricReader, index: int) -> Callable[..., MetricsData | None]:
+        """The reader's collect callback: the SDK's collection, and the RED histograms in l7scope's scope."""
+        sdk_collect: Any = reader._collect  # the MeterProvider's (its annotation in the SDK is not right)
+        assert sdk_collect is not None
+        temporality = next(
+            t for k, t in reader._instrument_class_temporality.items() if issubclass(k, Histogram)
+        )
+
+        def collect(reader: MetricReader, timeout_millis: float = 10_000) -> MetricsData | None:
+            data = sdk_collect(reader, timeout_millis=timeout_millis)
+            resource = self.provider._sdk_config.resource  # as the SDK's collection has it (forks update it)
+            return merge(data, resource, SCOPE_ID, self._red.collect(index, temporality))
+
+        return collect
 
     def _observe(
         self, pick: Callable[[Snapshot], Observed]
@@ -430,17 +437,8 @@ class RedMetrics(BoundedExporter):
         self._lag[(topic, partition)] = lag
 
     def export(self, records: list[L7Record]) -> None:
+        self._red.add(records)
         for r in records:
-            attrs = self._service(r.conn) | metric_attributes(r)
-            ctx = exemplar_context(r) if self.exemplars else None
-            self._histogram(r.metric, "s").record(r.duration_s, attrs, context=ctx)
-            sizes = self._body_sizes.get(r.metric)
-            if sizes is None:
-                sizes = self._body_sizes[r.metric] = body_size_metrics(r.metric)
-            for key, name in sizes:
-                size = r.attributes.get(key)
-                if isinstance(size, int) and not isinstance(size, bool) and size >= 0:
-                    self._histogram(name, "By").record(size, attrs)  # exemplars on durations only: cost
             if r.truncated:
                 self._flags.count("truncated_exchanges", r.protocol, reason="record")
             if r.degraded:
@@ -464,6 +462,32 @@ class RedMetrics(BoundedExporter):
             log.warning("metrics: not every reader shut down in %.1f s: %s", timeout_s, e)
         for exporter in self.otlp_exporters:
             exporter.abandon()
+
+
+# -- collection -------------------------------------------------------------------------------------
+
+SCOPE_ID = InstrumentationScope(SCOPE, VERSION)  # the scope `provider.get_meter(SCOPE, VERSION)` has
+
+
+def merge(
+    data: MetricsData | None, resource: Resource, scope: InstrumentationScope, metrics: list[Metric]
+) -> MetricsData | None:
+    """`metrics` added to `scope` in the SDK's collection `data` (one ResourceMetrics: the provider's)."""
+    if not metrics:
+        return data
+    if data is None or not data.resource_metrics:
+        own = ScopeMetrics(scope=scope, metrics=metrics, schema_url=scope.schema_url or "")
+        return MetricsData(
+            [ResourceMetrics(resource=resource, scope_metrics=[own], schema_url=resource.schema_url)]
+        )
+    first, *rest = data.resource_metrics
+    scopes = list(first.scope_metrics)
+    at = next((i for i, sm in enumerate(scopes) if sm.scope == scope), None)
+    if at is None:
+        scopes.append(ScopeMetrics(scope=scope, metrics=metrics, schema_url=scope.schema_url or ""))
+    else:
+        scopes[at] = dataclasses.replace(scopes[at], metrics=[*scopes[at].metrics, *metrics])
+    return MetricsData([dataclasses.replace(first, scope_metrics=scopes), *rest])
 
 
 # -- OTLP -------------------------------------------------------------------------------------------

@@ -181,6 +181,8 @@ class CaptureLosses:
         ("capture_lost_events", "refused_events", "write refused"),
         ("capture_lost_bytes", "refused_bytes", "write refused"),
         ("capture_truncated", "truncated", "copy limit"),
+        ("capture_lost_events", "tls_unmapped", "tls socket unknown"),
+        ("capture_lost_bytes", "tls_unmapped_bytes", "tls socket unknown"),
     )
 
     def __init__(self, capture: Capture, health: Health | None, every_s: float = 0.5) -> None:

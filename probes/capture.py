@@ -26,7 +26,7 @@ from probes.kernel_headers import prepare_headers
 from probes.labels import ProcessLabels
 from probes.procinfo import ProcessNames
 from probes.ringbuf import BUSY, DISCARD, HEADER, LEN_MASK, RingReader
-from probes.tls import TlsProbes
+from probes.tls import GoProbes, TlsProbes
 from protocols.base import ConnInfo, Endpoint, Role
 
 __all__ = ["Capture", "CaptureOptions", "CaptureStats", "CaptureUnavailable", "EventDecoder"]
@@ -34,6 +34,7 @@ __all__ = ["Capture", "CaptureOptions", "CaptureStats", "CaptureUnavailable", "E
 BPF_DIR = Path(__file__).resolve().parent.parent / "bpf"
 PROGRAM = BPF_DIR / "socket_trace.bpf.c"
 SSL_PROGRAM = BPF_DIR / "ssl_trace.bpf.c"
+GO_TLS_PROGRAM = BPF_DIR / "go_tls.bpf.c"
 TRACEFS = Path("/sys/kernel/tracing")
 DEBUGFS_TRACING = Path("/sys/kernel/debug/tracing")
 
@@ -52,7 +53,7 @@ EVENT_HEADER = struct.Struct("<" + "".join(code for _, code in EVENT_LAYOUT) + "
 RING_FAST = struct.Struct("<I4xQQQQ8xIIiIBBxB")
 KIND_DATA, KIND_OPEN, KIND_CLOSE, KIND_EXEC = 0, 1, 2, 3
 STAT_EVENTS, STAT_LOST_EVENTS, STAT_LOST_BYTES, STAT_TRUNCATED, STAT_TLS_CIPHER_BYTES = 0, 1, 2, 3, 4
-STAT_COUNT = 7
+STAT_COUNT = 9
 AF_INET6 = 10
 _V4_MAPPED = b"\0" * 10 + b"\xff\xff"
 _IO = (Io.SEND, Io.RECV)
@@ -72,6 +73,9 @@ class CaptureOptions:
     max_iov: int = 32  # iovec entries walked per writev/readv/sendmsg/recvmsg (per message for *mmsg)
     max_mmsg: int = 8  # messages walked per sendmmsg/recvmmsg; later ones are counted, not copied
     tls: bool = True  # uprobes on every libssl found (plaintext of OpenSSL connections)
+    go_tls: bool = True  # uprobes on every Go executable with crypto/tls (plaintext of Go TLS connections)
+    go_tls_max_executables: int = 64  # Go executables probed at most; later ones are logged and skipped
+    go_tls_max_uprobes: int = 4096  # uprobes on Go executables at most (about 20 per executable)
     ring_bytes: int = 16 << 20  # must absorb one drain interval at peak rate
     exclude_pids: tuple[int, ...] = ()
     exclude_self: bool = True  # never trace the agent's own syscalls (its Kafka traffic, say)
@@ -118,6 +122,8 @@ class CaptureStats:
     tls_cipher_bytes: int = 0  # ciphertext of TLS connections: counted, not emitted (plaintext is)
     refused_events: int = 0  # events whose ring write the kernel refused with room to spare (retried)
     refused_bytes: int = 0  # syscall bytes those refused events accounted for
+    tls_unmapped: int = 0  # TLS plaintext calls dropped: no syscall named their socket (OpenSSL, Go)
+    tls_unmapped_bytes: int = 0  # plaintext bytes of those calls
 
 
 class Capture:
@@ -170,8 +176,11 @@ class Capture:
             # Near-zero work per event: copy the record out of the ring, decode after the drain.
             self._callback = lambda _ctx, data, size: raw.append(ctypes.string_at(data, size))
             self._bpf[b"l7_events"].open_ring_buffer(self._callback)
-        self.tls = TlsProbes(self._bpf, own_pid=os.getpid())
-        if options.tls:
+        go = None
+        if options.go_tls:
+            go = GoProbes(self._bpf, options.go_tls_max_executables, options.go_tls_max_uprobes)
+        self.tls = TlsProbes(self._bpf, own_pid=os.getpid(), go=go, libssl=options.tls)
+        if options.tls or options.go_tls:
             self.tls.attach_startup()
 
     def exclude_pid(self, pid: int) -> None:
@@ -242,7 +251,7 @@ class Capture:
             self._raw.clear()
             self.records_read += len(raw)
             out = self._decoder.decode(raw)
-        if self.options.tls:
+        if self.options.tls or self.options.go_tls:
             execs = self._decoder.take_execs()
             if execs:
                 self.tls.on_exec(execs)
@@ -426,8 +435,8 @@ def cgroup_id(spec: str) -> int:
 
 
 def program_text() -> str:
-    """The tracer's C source: bcc makes programs only of the main text's functions, so SSL is appended."""
-    parts = (f'#line 1 "{p.name}"\n{p.read_text()}' for p in (PROGRAM, SSL_PROGRAM))
+    """The tracer's C source: bcc makes programs only of the main text's functions, so TLS is appended."""
+    parts = (f'#line 1 "{p.name}"\n{p.read_text()}' for p in (PROGRAM, SSL_PROGRAM, GO_TLS_PROGRAM))
     return "\n".join(parts)
 
 

@@ -78,7 +78,9 @@ enum l7_stat {
 	L7_STAT_TLS_CIPHER_BYTES = 4, /* ciphertext bytes of TLS connections: counted, not emitted */
 	L7_STAT_REFUSED_EVENTS = 5, /* events whose ring write failed with room to spare, retries too */
 	L7_STAT_REFUSED_BYTES = 6, /* syscall bytes those refused events accounted for */
-	L7_STAT_MAX = 7,
+	L7_STAT_TLS_UNMAPPED = 7, /* TLS plaintext calls whose socket is unknown (no syscall named it): dropped */
+	L7_STAT_TLS_UNMAPPED_BYTES = 8, /* plaintext bytes of those calls */
+	L7_STAT_MAX = 9,
 };
 
 struct l7_event {

@@ -1,5 +1,5 @@
-"""Inference by content: random bytes and other protocols' real bytes are claimed by NO protocol, through the
-real registry and framing loop (ConnTable over protocols.registry.PROTOCOLS)."""
+"""Inference by content: random bytes and unparsed protocols' real bytes are claimed by NO protocol, and
+parsed ones by their own only, through the real registry and framing loop (ConnTable over PROTOCOLS)."""
 
 from __future__ import annotations
 
@@ -101,9 +101,6 @@ def _random(seed: int, size: int) -> tuple[bytes, bytes]:
 
 CASES: dict[str, tuple[bytes, bytes]] = {
     "tls": (_client_hello(), _tls_server()),
-    "postgresql": _postgres(),
-    "redis": _redis(),
-    "kafka": _kafka(),
     **{
         f"random-{seed}-{size}": _random(seed, size)
         for seed, size in ((1, 16), (2, 200), (3, 4096), (4, 40000))
@@ -140,6 +137,18 @@ def test_not_claimed_by_any_protocol(name: str, role: Role) -> None:
     assert records == []
     assert health.total("unclaimed_connections") == 1, health.snapshot()
     assert health.total("parse_errors") == 0 and health.total("exchanges") == 0
+
+
+# Parsed protocols since: each must be claimed by its own parser only, whichever end is traced.
+OWN: dict[str, tuple[bytes, bytes]] = {"kafka": _kafka(), "postgres": _postgres(), "redis": _redis()}
+
+
+@pytest.mark.parametrize("role", [Role.SERVER, Role.CLIENT, Role.UNKNOWN], ids=lambda r: r.name.lower())
+@pytest.mark.parametrize("name", sorted(OWN))
+def test_claimed_by_its_own_protocol_only(name: str, role: Role) -> None:
+    records, health = _run(name, *OWN[name], role)
+    assert records and {r.protocol for r in records} == {name}
+    assert health.total("parse_errors") == 0 and health.total("unclaimed_connections") == 0
 
 
 def test_the_same_loop_does_claim_real_protocol_bytes() -> None:

@@ -119,8 +119,117 @@ MYSQL_BAD: Script = [
     (RESP, packet(1, b"\xff\x28\x04", length=2)),
 ]
 
-VALID = {"http1": HTTP1_VALID, "http2": HTTP2_VALID, "mysql": MYSQL_VALID}
-BAD = {"http1": HTTP1_BAD, "http2": HTTP2_BAD, "mysql": MYSQL_BAD}
+# -- PostgreSQL -------------------------------------------------------------------------------------
+
+
+def pg(t: bytes, body: bytes = b"", length: int | None = None) -> bytes:
+    return t + struct.pack(">I", 4 + len(body) if length is None else length) + body
+
+
+PG_PARAMS = b"user\x00app\x00database\x00shop\x00\x00"
+PG_STARTUP = struct.pack(">II", 8 + len(PG_PARAMS), 0x00030000) + PG_PARAMS
+PG_LOGIN_OK = pg(b"R", b"\x00\x00\x00\x00") + pg(b"K", b"\x00\x00\x00\x01\x00\x00\x00\x02") + pg(b"Z", b"I")
+PG_QUERY = pg(b"Q", b"SELECT 1\x00")
+PG_RESULT = (
+    pg(b"T", b"\x00\x01a\x00" + bytes(18)) + pg(b"D", b"\x00\x01\x00\x00\x00\x011")
+    + pg(b"C", b"SELECT 1\x00") + pg(b"Z", b"I")
+)  # fmt: skip
+PG_EXTENDED = (
+    pg(b"P", b"\x00SELECT $1\x00\x00\x00") + pg(b"B", b"\x00\x00\x00\x00\x00\x01\x00\x00\x00\x017\x00\x00")
+    + pg(b"E", b"\x00\x00\x00\x00\x00") + pg(b"S")
+)  # fmt: skip
+PG_EXTENDED_ANSWER = (
+    pg(b"1") + pg(b"2") + pg(b"D", b"\x00\x01\x00\x00\x00\x017") + pg(b"C", b"SELECT 1\x00") + pg(b"Z", b"I")
+)
+POSTGRES_VALID: Script = [
+    (REQ, struct.pack(">II", 8, 80877103)),
+    (RESP, b"N"),
+    (REQ, PG_STARTUP),
+    (RESP, PG_LOGIN_OK),
+    (REQ, PG_QUERY),
+    (RESP, PG_RESULT),
+    (REQ, PG_EXTENDED),
+    (RESP, PG_EXTENDED_ANSWER),
+]
+POSTGRES_BAD: Script = [
+    (REQ, pg(b"\xee", b"x")),  # unknown type
+    (REQ, pg(b"Q", b"SELECT 1\x00", length=0x7FFFFFFF)),  # a length near 2^31
+    (RESP, pg(b"D", b"", length=0xFFFFFFFF)),
+    (REQ, pg(b"S", b"", length=3)),  # shorter than its own length field
+    (RESP, pg(b"Z", b"I", length=5000)),  # a fixed-length message with another length
+    (REQ, struct.pack(">II", 9, 0x00030000) + b"\x00"),  # a startup message without a user
+    (RESP, pg(b"D", b"\x00\x01", length=40 << 20) + b"\x00" * 64),  # a big row cut short: skipped
+    (REQ, b"\x00" * 16),  # zero-filled
+]
+
+# -- Redis ------------------------------------------------------------------------------------------
+
+REDIS_GET = b"*2\r\n$3\r\nGET\r\n$1\r\nk\r\n"
+REDIS_VALUE = b"$5\r\nvalue\r\n"
+REDIS_VALID: Script = [
+    (REQ, b"*2\r\n$5\r\nHELLO\r\n$1\r\n3\r\n"),
+    (RESP, b"%1\r\n$5\r\nproto\r\n:3\r\n"),
+    (REQ, REDIS_GET + b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$1\r\nv\r\n"),
+    (RESP, REDIS_VALUE + b"+OK\r\n"),
+    (REQ, b"*2\r\n$9\r\nSUBSCRIBE\r\n$1\r\nc\r\n"),
+    (RESP, b">3\r\n$9\r\nsubscribe\r\n$1\r\nc\r\n:1\r\n>3\r\n$7\r\nmessage\r\n$1\r\nc\r\n$1\r\nm\r\n"),
+]
+REDIS_BAD: Script = [
+    (RESP, b"*1\r\n" * 100 + b":1\r\n"),  # nested deeper than the cap
+    (RESP, b"*2147483648\r\n"),  # more elements than INT_MAX
+    (RESP, b"$1000000000\r\nabc"),  # a 1 GB bulk string announced, 3 bytes sent
+    (REQ, b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$99999999999\r\n"),
+    (REQ, b"*0\r\n*-1\r\n\r\n"),  # commands redis-server ignores
+    (RESP, b"$3\r\nabcXY"),  # a bulk string not ended by CRLF
+    (RESP, b"|1\r\n+a\r\n|1\r\n+b\r\n"),  # attributes with no reply after them
+    (REQ, b"PING\x00\r\n"),
+    (RESP, b"?\r\n" * 20),
+]
+
+# -- Kafka ------------------------------------------------------------------------------------------
+
+
+def _kafka_valid() -> Script:
+    from tests.protocols.kafka import wire
+
+    return [
+        (REQ, wire.api_versions_request(3, 0)),
+        (RESP, wire.api_versions_response(3, 0)),
+        (REQ, wire.metadata_request(12, 1, ["t"])),
+        (RESP, wire.metadata_response(12, 1, [("t", 0)])),
+        (REQ, wire.produce_request(9, 2, "t", {0: wire.batch(2)})),
+        (RESP, wire.produce_response(9, 2, "t", [(0, 0, 0)])),
+        (REQ, wire.fetch_request(12, 3, "t", [0])),
+        (RESP, wire.fetch_response(12, 3, "t", [(0, 0, wire.batch(2))])),
+    ]
+
+
+def kafka_request(key: int, version: int, correlation: int, body: bytes, size: int | None = None) -> bytes:
+    head = struct.pack(">hhih", key, version, correlation, 3) + b"cli"
+    return struct.pack(">i", len(head) + len(body) if size is None else size) + head + body
+
+
+KAFKA_VALID: Script = _kafka_valid()
+KAFKA_BAD: Script = [
+    (REQ, kafka_request(999, 0, 9, b"")),  # unknown api key
+    (REQ, kafka_request(3, 0, 9, b"", size=0)),  # sizes too small to hold a header
+    (RESP, b"\x00\x00\x00\x02\x00\x00" * 4),
+    (REQ, kafka_request(0, 9, 9, b"\x00\x00\x01\x00\x00\x75\x30", size=0x7FFFFFF)),  # far past what follows
+    (RESP, struct.pack(">ii", 0x3FFFFFFF, 9)),
+    (REQ, kafka_request(0, 3, 9, b"\xff\xff\x00\x01\x00\x00\x75\x30\x7f\xff\xff\xff")),  # a huge topic count
+    (REQ, kafka_request(3, 0, 9, b"\x7f\xff\xff\xff\x00\x01")),
+    (RESP, struct.pack(">ii", 4, 123456)),  # a response to no request
+    (REQ, struct.pack(">ihhih", 10, 3, 0, 9, 200)),  # a client id longer than the message
+]
+
+VALID = {
+    "http1": HTTP1_VALID, "http2": HTTP2_VALID, "mysql": MYSQL_VALID, "postgres": POSTGRES_VALID,
+    "redis": REDIS_VALID, "kafka": KAFKA_VALID,
+}  # fmt: skip
+BAD = {
+    "http1": HTTP1_BAD, "http2": HTTP2_BAD, "mysql": MYSQL_BAD, "postgres": POSTGRES_BAD, "redis": REDIS_BAD,
+    "kafka": KAFKA_BAD,
+}  # fmt: skip
 
 
 # -- a capture file ---------------------------------------------------------------------------------

@@ -16,11 +16,10 @@ from pipeline.alerts import (
     AlertEvaluator,
     AlertmanagerNotifier,
     Window,
-    bucket_of,
-    bucket_value_ms,
     encode_alert,
 )
 from pipeline.health import Health
+from pipeline.latency_buckets import bucket_of, bucket_value_ms
 from proto import records_pb2 as pb
 from protocols.base import ConnInfo, Endpoint, L7Record, Role
 

@@ -224,6 +224,7 @@ DENSE_JUNK = {  # rejected messages back to back: the loop resyncs after each on
     "http1": (REQ, b"GET / HTTP/1.1\r\nbad\r\n\r\n"),
     "http2": (REQ, h2_frame(1, 0x8 | 0x4, 1, b"\x09")),  # HEADERS whose padding is longer than it
     "mysql": (REQ, packet(0, b"\x03SELECT 1") * 2 + packet(0, b"\xee")),  # two queries, an unknown command
+    "redis": (REQ, b"*2\r\n$3\r\nGET\r\n$1\r\nk\r\n?\r\n"),  # a command, then a line that is none
 }
 
 
@@ -246,7 +247,7 @@ def _seconds_to_parse(protocol: str, size: int) -> float:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("protocol", ["http1", "http2", "mysql"])
+@pytest.mark.parametrize("protocol", ["http1", "http2", "mysql", "redis"])
 def test_resync_cost_grows_with_the_bytes_not_their_square(protocol: str) -> None:
     """find_boundary used to copy the whole buffer (and http1 the rest of it per candidate): 16x the junk
     took 75x the time for HTTP/1.1, over 100x for HTTP/2 (2 MB of HEADERS with bad padding: minutes)."""

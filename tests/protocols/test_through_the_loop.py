@@ -8,7 +8,19 @@ import pytest
 
 from protocols.base import Direction
 from protocols.registry import PROTOCOLS
-from tests.pipeline.progress_inputs import HTTP1_VALID, MYSQL_VALID, QUERY, RESULT
+from tests.pipeline.progress_inputs import (
+    HTTP1_VALID,
+    KAFKA_VALID,
+    MYSQL_VALID,
+    PG_QUERY,
+    PG_RESULT,
+    POSTGRES_VALID,
+    QUERY,
+    REDIS_GET,
+    REDIS_VALID,
+    REDIS_VALUE,
+    RESULT,
+)
 from tests.protocols.http2.h2_traffic import Conversation
 from tests.support.loop import REQ, RESP, Loop
 
@@ -42,7 +54,30 @@ def mysql() -> tuple[Script, list[Script]]:
     return MYSQL_VALID, [[(REQ, QUERY), (RESP, RESULT)] for _ in range(3)]
 
 
-CONVERSATIONS = {"http1": http1, "http2": http2, "mysql": mysql}
+def postgres() -> tuple[Script, list[Script]]:
+    return POSTGRES_VALID, [[(REQ, PG_QUERY), (RESP, PG_RESULT)] for _ in range(3)]
+
+
+def redis() -> tuple[Script, list[Script]]:
+    return REDIS_VALID, [[(REQ, REDIS_GET), (RESP, REDIS_VALUE)] for _ in range(3)]
+
+
+def kafka() -> tuple[Script, list[Script]]:
+    from tests.protocols.kafka import wire
+
+    calls = [
+        [
+            (REQ, wire.produce_request(9, 10 + i, "t", {0: wire.batch(2)})),
+            (RESP, wire.produce_response(9, 10 + i, "t", [(0, 0, 0)])),
+        ]
+        for i in range(3)
+    ]
+    return KAFKA_VALID, calls
+
+
+CONVERSATIONS = {
+    "http1": http1, "http2": http2, "mysql": mysql, "postgres": postgres, "redis": redis, "kafka": kafka,
+}  # fmt: skip
 
 
 def converse(protocol: str, damage: str) -> tuple[Loop, int]:

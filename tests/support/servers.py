@@ -189,3 +189,110 @@ def mariadb(data: Path, setup: Sequence[str] = ()) -> Iterator[int]:
         yield port
     finally:
         terminate(proc, timeout_s=20)
+
+
+PG_BIN = Path("/usr/lib/postgresql/15/bin")
+PG_HBA = """local all all trust
+host all md5user 127.0.0.1/32 md5
+host all all 127.0.0.1/32 scram-sha-256
+"""
+
+
+@contextlib.contextmanager
+def postgres(setup: Sequence[str] = (), tls: bool = False) -> Iterator[tuple[int, Path]]:
+    """PostgreSQL 15 on a free 127.0.0.1 port, run as the `postgres` OS user (it refuses root) in a temp
+    dir it owns; `setup` run as the superuser over the unix socket. Yields (port, socket dir). Users with
+    passwords authenticate over TCP with SCRAM-SHA-256, the user `md5user` with md5. `tls`: SSLRequest
+    is accepted (a self-signed certificate), else refused."""
+    import shutil
+    import signal
+    import tempfile
+
+    import psycopg
+
+    base = Path(tempfile.mkdtemp(prefix="l7scope-pg-"))
+    data, sock = base / "data", base / "sock"
+    sock.mkdir()
+    shutil.chown(base, "postgres", "postgres")
+    shutil.chown(sock, "postgres", "postgres")
+    proc: subprocess.Popen[Any] | None = None
+    try:
+        subprocess.run(
+            ["runuser", "-u", "postgres", "--", str(PG_BIN / "initdb"), "-D", str(data), "-A", "trust",
+             "-U", "postgres", "--no-sync"],
+            check=True, capture_output=True, timeout=120,
+        )  # fmt: skip
+        (data / "pg_hba.conf").write_text(PG_HBA)
+        ssl = ["-c", "ssl=off"]
+        if tls:
+            cert, key = self_signed_cert(base)
+            for path in (cert, key):
+                shutil.chown(path, "postgres", "postgres")
+            key.chmod(0o600)
+            ssl = ["-c", "ssl=on", "-c", f"ssl_cert_file={cert}", "-c", f"ssl_key_file={key}"]
+        port = free_port()
+        proc = subprocess.Popen(
+            ["runuser", "-u", "postgres", "--", str(PG_BIN / "postgres"), "-D", str(data), "-p", str(port),
+             "-k", str(sock), "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off",
+             "-c", "synchronous_commit=off", "-c", "full_page_writes=off", "-c", "max_connections=50", *ssl],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        wait_for_port(port, timeout=30)
+        admin = {"host": str(sock), "port": port, "user": "postgres", "dbname": "postgres"}
+        deadline = time.monotonic() + 30
+        while True:  # listening comes before accepting: "the database system is starting up"
+            try:
+                psycopg.connect(**admin, connect_timeout=5).close()  # type: ignore[arg-type]
+                break
+            except psycopg.OperationalError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
+        with psycopg.connect(**admin, autocommit=True) as c:  # type: ignore[arg-type]
+            for statement in setup:
+                c.execute(statement.encode())
+        yield port, sock
+    finally:
+        if proc is not None:
+            pid_file = data / "postmaster.pid"
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                postmaster = int(pid_file.read_text().split()[0])
+                if postmaster > 0:
+                    import os
+
+                    os.kill(postmaster, signal.SIGINT)  # fast shutdown; runuser then exits
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def pg_users(password: str, database: str = "shop") -> list[str]:
+    """SQL making `database`, a SCRAM user `app` and an md5 user `md5user`, both with `password`."""
+    return [
+        f"CREATE DATABASE {database}",
+        "SET password_encryption = 'scram-sha-256'",
+        f"CREATE USER app PASSWORD '{password}' SUPERUSER",
+        "SET password_encryption = 'md5'",
+        f"CREATE USER md5user PASSWORD '{password}' SUPERUSER",
+    ]
+
+
+@contextlib.contextmanager
+def redis(work_dir: Path, port: int | None = None) -> Iterator[int]:
+    """redis-server on 127.0.0.1 (no persistence, files in work_dir) in the foreground; yields the port,
+    stops it by PID."""
+    port = port or free_port()
+    work_dir.mkdir(parents=True, exist_ok=True)
+    proc = subprocess.Popen(
+        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+         "--daemonize", "no", "--dir", str(work_dir), "--logfile", str(work_dir / "redis.log")],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        wait_for_port(port)
+        yield port
+    finally:
+        terminate(proc)

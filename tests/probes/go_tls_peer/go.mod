@@ -1,0 +1,3 @@
+module l7scope/gotlspeer
+
+go 1.21
