@@ -70,6 +70,8 @@ class PipelineConfig:
     idle_seconds: float = 300.0  # connections silent this long are flushed
     max_buffered_mib: int = 512  # unparsed bytes across all connections
     nice: int = 0  # l7scope run: the parsing thread's nice value (0..19); higher yields the CPU to the apps
+    call_chains: bool = True  # link spans by connection ends and serving thread (no headers needed)
+    chain_window_ms: int = 1000  # the longest a record waits for its parent before export
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,6 +131,7 @@ class Config:
             ("pipeline.queue_batches", self.pipeline.queue_batches),
             ("pipeline.idle_seconds", self.pipeline.idle_seconds),
             ("pipeline.max_buffered_mib", self.pipeline.max_buffered_mib),
+            ("pipeline.chain_window_ms", self.pipeline.chain_window_ms),
             ("export.refresh_seconds", self.export.refresh_seconds),
         ):
             if value <= 0:

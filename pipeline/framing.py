@@ -62,7 +62,7 @@ class Limits:
 _RECORD_FIELDS = (
     "protocol", "role", "name", "start_ns", "end_ns", "conn", "metric", "error_type", "attributes",
     "metric_attributes", "truncated", "degraded", "record_id", "trace_id", "parent_span_id", "produced",
-    "consumed", "links",
+    "consumed", "links", "span_id",
 )  # fmt: skip
 _POSITIONAL = tuple(f.name for f in dataclasses.fields(L7Record)) == _RECORD_FIELDS
 
@@ -73,7 +73,7 @@ def with_record_id(r: L7Record, record_id: str) -> L7Record:
         return dataclasses.replace(r, record_id=record_id)
     return L7Record(r.protocol, r.role, r.name, r.start_ns, r.end_ns, r.conn, r.metric, r.error_type,
                     r.attributes, r.metric_attributes, r.truncated, r.degraded, record_id, r.trace_id,
-                    r.parent_span_id, r.produced, r.consumed, r.links)  # fmt: skip
+                    r.parent_span_id, r.produced, r.consumed, r.links, r.span_id)  # fmt: skip
 
 
 @dataclass(slots=True)

@@ -43,6 +43,7 @@ def record_to_dict(r: L7Record) -> dict[str, Any]:
         "degraded": r.degraded,
         "role_inferred": r.conn.role_inferred,
         **({"trace_id": r.trace_id, "parent_span_id": r.parent_span_id} if r.trace_id else {}),
+        **({"span_id": r.span_id} if r.span_id else {}),
         **({"links": [{"trace_id": t, "span_id": s} for t, s in r.links]} if r.links else {}),
     }
 

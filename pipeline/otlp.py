@@ -99,6 +99,7 @@ def span_ids(record: L7Record) -> tuple[bytes, bytes, bytes]:
     """(trace id, span id, parent span id): deterministic, so re-processing yields the same span."""
     trace_id, span_id = record_span_ids(record.record_id, record.trace_id)
     parent = bytes.fromhex(record.parent_span_id) if record.parent_span_id else b""
+    span_id = bytes.fromhex(record.span_id) if record.span_id else span_id  # set by the call chains
     return trace_id, span_id, parent
 
 

@@ -14,7 +14,8 @@ import logging
 import time
 from collections.abc import Iterable, Mapping, Sequence
 
-from pipeline.conn_table import ConnTable
+from pipeline.call_chains import CallChains
+from pipeline.conn_table import ConnActivity, ConnTable, activity_of
 from pipeline.exporter import BoundedExporter, Exporter
 from pipeline.links import Linker
 from probes.fragment import Batch
@@ -30,12 +31,15 @@ Position = tuple[int, int]  # (partition, offset) of the message a batch came in
 
 
 class Pipeline:
-    def __init__(self, table: ConnTable, exporters: Sequence[Exporter]) -> None:
+    def __init__(
+        self, table: ConnTable, exporters: Sequence[Exporter], chains: CallChains | None = None
+    ) -> None:
         self.table = table
         self.exporters = list(exporters)
         # Activity goes to the exporters that override its hook; with none, the table makes none.
         self.activity_exporters = [e for e in self.exporters if overrides_activity(e)]
         self.exported = 0
+        self.chains = chains  # records wait there for their parents (pipeline/call_chains.py)
         self.linker = Linker()
 
     def feed(self, batches: Sequence[Batch], positions: Sequence[Position] = ()) -> int:
@@ -43,19 +47,43 @@ class Pipeline:
 
         `positions`, when given, are the batches' Kafka positions (one each): the table keeps the
         earliest an unfinished connection still needs (`low_water`)."""
-        records, activity = self.table.feed(batches, positions, activity=bool(self.activity_exporters))
-        if activity:
-            for exporter in self.activity_exporters:
-                exporter.export_activity(activity)
-        return self.emit(records)
+        chains = self.chains
+        if chains is None:
+            records, activity = self.table.feed(batches, positions, activity=bool(self.activity_exporters))
+            self._activity(activity)
+            return self.emit(records)
+        if self.activity_exporters:
+            self._activity([activity_of(batch) for batch in batches])
+        for batch, (partition, offset) in zip(batches, positions or [(-1, -1)] * len(batches), strict=True):
+            chains.observe(batch)
+            chains.add(self.table.apply(batch, partition, offset), partition, offset)
+            if batch.closed is not None:
+                chains.forget(batch.conn.conn_id)
+        return self.release()
+
+    def _activity(self, activity: list[ConnActivity]) -> None:
+        for exporter in self.activity_exporters:
+            exporter.export_activity(activity)
+
+    def release(self, force: bool = False) -> int:
+        """Records whose parents are decided go out (all when `force`); returns how many. Call often:
+        a record waits there at most the chain window."""
+        return self._out(self.chains.release(force)) if self.chains is not None else 0
 
     def tick(self) -> int:
         """Connections idle too long end: their records go out; returns how many."""
         return self.emit(self.table.expire())
 
-    def emit(self, records: list[L7Record]) -> int:
-        """The same records to every exporter (fan out once); returns how many."""
-        self.linker.link(records)
+    def emit(self, records: list[L7Record], force: bool = False) -> int:
+        """The same records to every exporter (fan out once), through the call chains when on (which
+        may hold some back, or release earlier ones); returns how many went out."""
+        if self.chains is not None:
+            self.chains.add(records)
+            records = self.chains.release(force)
+        return self._out(records)
+
+    def _out(self, records: list[L7Record]) -> int:
+        self.linker.link(records)  # after the chains: a writer's trace id is final once released
         self.exported += export_all(records, self.exporters)
         return len(records)
 
@@ -65,13 +93,15 @@ class Pipeline:
             exporter.flush()
 
     def low_water(self, partitions: Iterable[int]) -> dict[int, int | None]:
-        return {p: self.table.low_water(p) for p in partitions}
+        if self.chains is None:
+            return {p: self.table.low_water(p) for p in partitions}
+        return {p: _earliest(self.table.low_water(p), self.chains.low_water(p)) for p in partitions}
 
     def revoke(self, partitions: set[int]) -> dict[int, int | None]:
         """Partitions moving to another member: their connections are flushed and exported durably;
         returns the offsets to commit for them (taken before the flush forgets them)."""
         needed = self.low_water(partitions)
-        self.emit(self.table.flush_partitions(partitions))
+        self.emit(self.table.flush_partitions(partitions), force=True)
         self.flush_exporters()
         return needed
 
@@ -84,7 +114,7 @@ class Pipeline:
         """Flushes the table once, to every exporter, then closes them; returns the records flushed.
 
         Bounded exporters share `timeout_s`: each gets an equal part of what is left."""
-        flushed = self.emit(self.table.flush())
+        flushed = self.emit(self.table.flush(), force=True)
         deadline = time.monotonic() + timeout_s
         bounded = sum(isinstance(e, BoundedExporter) for e in self.exporters)
         for exporter in self.exporters:
@@ -101,6 +131,10 @@ class Pipeline:
 
 def overrides_activity(exporter: Exporter) -> bool:
     return type(exporter).export_activity is not Exporter.export_activity
+
+
+def _earliest(a: int | None, b: int | None) -> int | None:
+    return b if a is None else a if b is None else min(a, b)
 
 
 def export_all(records: list[L7Record], exporters: Sequence[Exporter]) -> int:

@@ -218,6 +218,15 @@ def truncated(snapshot: Snapshot) -> Observed:
     return out
 
 
+def by_link(counter: str) -> Callable[[Snapshot], Observed]:
+    """Call-chain links, labelled with how the parent was found (pipeline/call_chains.py)."""
+
+    def pick(snapshot: Snapshot) -> Observed:
+        return [(v, _attrs(l7scope_link=label)) for (n, label, _), v in snapshot.items() if n == counter]
+
+    return pick
+
+
 def by_reason(counter: str) -> Callable[[Snapshot], Observed]:
     """A counter whose label is itself the reason (e.g. evicted_connections: count, memory)."""
 
@@ -304,6 +313,18 @@ HEALTH_COUNTERS: tuple[tuple[str, str, str, Callable[[Snapshot], Observed]], ...
         "{item}",
         "records or spans an exporter dropped before sending (queue full, still queued at exit)",
         by_exporter(_EXPORT_DROPPED),
+    ),
+    (
+        "l7scope.chains.links",
+        "{span}",
+        "spans given a parent by l7scope.link (header, connection, thread)",
+        by_link("chain_links"),
+    ),
+    (
+        "l7scope.chains.unlinked",
+        "{span}",
+        "spans left without a parent they may have (multiplexed threads, window, pressure): by reason",
+        by_reason("chain_unlinked"),
     ),
     (
         "l7scope.alerts.late_records",

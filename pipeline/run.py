@@ -16,9 +16,10 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
-from typing import IO, Protocol
+from typing import IO, TYPE_CHECKING, Protocol
 
 from l7scope.config import Config, file_mode
+from pipeline.call_chains import CallChains, ChainLimits
 from pipeline.conn_table import ConnTable, TableLimits
 from pipeline.cpu_budget import CpuBudget
 from pipeline.exporter import Exporter
@@ -30,6 +31,9 @@ from pipeline.pipeline import Pipeline
 from probes.batcher import Batcher
 from probes.fragment import Batch, ConnEvent, Fragment
 from probes.health import Health, stop_summary, summary_text
+
+if TYPE_CHECKING:
+    from probes.kafka_io import KafkaSource
 
 log = logging.getLogger("l7scope.run")
 
@@ -89,6 +93,20 @@ def build_exporters(
         export = config.export
         exporters.append(build_alerting(export.alert_rules, export.alertmanager_url, health, kafka))
     return exporters
+
+
+def new_chains(config: Config, health: Health) -> CallChains | None:
+    """The call-chain stage (pipeline/call_chains.py), unless `pipeline.call_chains` is off."""
+    if not config.pipeline.call_chains:
+        return None
+    window = config.pipeline.chain_window_ms / 1000
+    return CallChains(health, ChainLimits(settle_s=min(ChainLimits().settle_s, window), window_s=window))
+
+
+def sees_every_partition(source: KafkaSource) -> bool:
+    """Thread links need every connection of a node: only a member assigned the whole topic has them."""
+    every = source.consumer.partitions_for_topic(source.topic) or set()
+    return bool(every) and every <= source.assignment
 
 
 def new_table(config: Config, health: Health) -> ConnTable:
@@ -232,7 +250,7 @@ def run_embedded(
     live = LiveTable() if config.export.live_table else None
     if live is not None:
         exporters.append(live)
-    pipeline = Pipeline(new_table(config, health), exporters)
+    pipeline = Pipeline(new_table(config, health), exporters, new_chains(config, health))
     agent.start()
     if config.pipeline.nice:  # this thread only (Linux: a tid); the drain thread keeps its priority
         os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), min(19, max(0, config.pipeline.nice)))
@@ -244,6 +262,7 @@ def run_embedded(
                 for batch in dequeue():  # one connection at a time: the CPU budget is checked often
                     pipeline.feed((batch,))
                     stop.wait(budget.overdraft_s())  # once stopping, the backlog is parsed at full speed
+            pipeline.release()  # records whose parents are decided (or whose window ended), when idle too
             if time.monotonic() >= next_render:
                 next_render += config.export.refresh_seconds
                 pipeline.tick()
@@ -259,10 +278,14 @@ def run_embedded(
         closing.join()  # as long as it takes, as before: cut short, the interpreter's exit would redo it
         if live is not None:
             render(live, health, out)
-        log_stop("pipeline stopped", health, pipeline.exported, {
+        log_stop("pipeline stopped", health, pipeline.exported, {**chain_stats(pipeline),
             "queue_dropped_batches": health.total("dropped_batches"),
             "queue_dropped_fragments": health.total("dropped_fragments")})  # fmt: skip
     return health
+
+
+def chain_stats(pipeline: Pipeline) -> dict[str, int | float | str]:
+    return pipeline.chains.summary() if pipeline.chains is not None else {}
 
 
 def log_stop(
@@ -325,7 +348,8 @@ def run_pipeline(
     health = health or Health()
     ensure_topics(config.kafka, config.kafka.fragments_topic)
     exporters = [*build_exporters(config, env, health, consuming=True), *extra_exporters]
-    pipeline = Pipeline(new_table(config, health), exporters)
+    chains = new_chains(config, health)
+    pipeline = Pipeline(new_table(config, health), exporters, chains)
     if start_at is not None:
         start = StartAt.parse_time(start_at)
     else:
@@ -339,6 +363,8 @@ def run_pipeline(
     try:
         while not stop.is_set():
             messages = source.poll()
+            if chains is not None:
+                chains.thread_links = sees_every_partition(source)
             pipeline.feed([m.batch for m in messages], [(m.partition, m.offset) for m in messages])
             now = time.monotonic()
             if now >= next_expire:
@@ -357,7 +383,9 @@ def run_pipeline(
         except Exception as e:  # the group may be mid-rebalance: the next owner re-reads, never skips
             log.warning("final commit failed: %s", e)
         source.close()
-        log_stop("pipeline stopped", health, pipeline.exported, {"exchanges": health.total("exchanges")})
+        exchanges = health.total("exchanges")
+        stats = {"exchanges": exchanges, **chain_stats(pipeline)}
+        log_stop("pipeline stopped", health, pipeline.exported, stats)
     return health
 
 
@@ -372,7 +400,8 @@ def run_replay(
     the read early (what was read is still parsed and exported)."""
     health = health or Health()
     batcher = Batcher()
-    pipeline = Pipeline(new_table(config, health), build_exporters(config, env, health))
+    exporters = build_exporters(config, env, health)
+    pipeline = Pipeline(new_table(config, health), exporters, new_chains(config, health))
     chunk: list[Fragment | ConnEvent] = []
     for event in events:
         chunk.append(event)
@@ -384,5 +413,5 @@ def run_replay(
                 break
     pipeline.feed(batcher.group(chunk))
     pipeline.close()
-    log_stop("replay finished", health, pipeline.exported)
+    log_stop("replay finished", health, pipeline.exported, chain_stats(pipeline))
     return health

@@ -157,13 +157,14 @@ class L7Record:
     truncated: bool = False
     degraded: bool = False  # parsed without full state (e.g. HPACK desync): some fields unknown
     record_id: str = ""  # conn_id + stream position: identical across re-processing
-    trace_id: str = ""  # from a propagated traceparent, hex; empty when none
+    trace_id: str = ""  # from a propagated traceparent (or set by pipeline/call_chains.py), hex
     parent_span_id: str = ""
     # Messages this exchange wrote to / read from a log, as protocol-scoped keys (e.g. a Kafka record
     # batch: "kafka/<topic>/<partition>/<base offset>"): the pipeline links a reader to its writer.
     produced: tuple[str, ...] = ()
     consumed: tuple[str, ...] = ()
     links: tuple[tuple[str, str], ...] = ()  # (trace id, span id) hex of the spans that wrote what it read
+    span_id: str = ""  # hex; set by pipeline/call_chains.py (else derived from record_id at export)
 
     @property
     def error(self) -> bool:

@@ -71,6 +71,24 @@ def parse_traceparent(value: str) -> tuple[str, str]:
     return trace_id, span_id
 
 
+_B3 = re.compile(r"([0-9a-f]{16}|[0-9a-f]{32})-([0-9a-f]{16})(?:-[01d](?:-[0-9a-f]{16})?)?")
+
+
+def b3_as_traceparent(single: str = "", trace_id: str = "", span_id: str = "") -> str:
+    """Zipkin B3 context (the `b3` header, or `X-B3-TraceId` + `X-B3-SpanId`) as a W3C traceparent
+    string, "" if none is valid: a header the application propagates wins over inferred parents. A
+    64-bit trace id is left-padded with zeros, as OpenTelemetry's B3 propagator does."""
+    if single:
+        m = _B3.fullmatch(single.strip().lower())
+        if m is None:
+            return ""
+        trace_id, span_id = m.group(1), m.group(2)
+    trace_id, span_id = trace_id.strip().lower().rjust(32, "0"), span_id.strip().lower()
+    if not (len(trace_id) == 32 and len(span_id) == 16) or (trace_id + span_id).strip("0123456789abcdef"):
+        return ""
+    return f"00-{trace_id}-{span_id}-01"
+
+
 def _may_be_sensitive(low: str) -> bool:
     """Whether a lowercased ASCII query holds a part that every key _SENSITIVE matches contains."""
     return (

@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 
 from protocols.base import NEED_DATA, Direction, Invalid, Parsed, ParseResult, Skip
+from protocols.http_semconv import b3_as_traceparent
 
 from .types import (
     MAX_HEADER_BYTES,
@@ -218,6 +219,12 @@ def find_boundary(buf: memoryview, direction: Direction, start: int) -> int | No
 
 
 # ------------------------------------------------------------------------------------ parse_frame
+
+
+def _b3(single: bytes | None, trace_id: bytes | None, span_id: bytes | None) -> bytes | None:
+    """A B3 context (the `b3` header, or the X-B3 pair) as traceparent bytes, None when invalid."""
+    converted = b3_as_traceparent(*(v.decode("latin-1") if v else "" for v in (single, trace_id, span_id)))
+    return converted.encode() if converted else None
 
 
 def _headers(lines: list[bytes]) -> dict[bytes, bytes]:
@@ -453,6 +460,8 @@ def _parse_request(
     host = get(b"host")
     agent = get(b"user-agent")
     traceparent = get(b"traceparent")
+    if traceparent is None and (get(b"b3") or get(b"x-b3-traceid")) is not None:
+        traceparent = _b3(get(b"b3"), get(b"x-b3-traceid"), get(b"x-b3-spanid"))
     content_type = get(b"content-type")
     frame = _new(  # tuple.__new__ with every field: the NamedTuple __new__ wrapper costs as much again
         Request,

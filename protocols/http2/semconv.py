@@ -6,6 +6,7 @@ from __future__ import annotations
 from protocols.base import AttrValue, ConnInfo, L7Record, Role
 from protocols.http2.types import H2Exchange, Headers, error_code_name
 from protocols.http_semconv import (
+    b3_as_traceparent,
     http_attributes,
     parse_traceparent,
     server_endpoint,
@@ -93,7 +94,10 @@ def _stream_error(x: H2Exchange) -> str | None:
 def to_record(x: H2Exchange, conn: ConnInfo) -> L7Record:
     req = _first(x.request_headers)
     resp = _first(x.response_headers)
-    trace_id, parent = parse_traceparent(req.get("traceparent") or "")
+    traceparent = req.get("traceparent") or b3_as_traceparent(
+        req.get("b3", ""), req.get("x-b3-traceid", ""), req.get("x-b3-spanid", "")
+    )
+    trace_id, parent = parse_traceparent(traceparent)
     if is_grpc(x, req, resp):
         return _grpc(x, conn, req, resp, trace_id, parent)
     return _http(x, conn, req, resp, trace_id, parent)

@@ -343,7 +343,7 @@ def test_instruments_list_is_what_red_metrics_creates() -> None:
         ("parse_errors", "http"), ("gaps", "http"), ("capture_lost_events", "kernel"),
         ("parser_stuck", "http"), ("unmatched_frames", "http"), ("evicted_connections", "memory"),
         ("export_failed", "otlp_spans"), ("export_dropped", "otlp_spans"), ("capture_file_errors", "pcap"),
-        ("alert_records_late", "SomeRule"),
+        ("alert_records_late", "SomeRule"), ("chain_links", "thread"), ("chain_unlinked", "http"),
     )  # fmt: skip
     for name, label in counted:
         health.count(name, label)
