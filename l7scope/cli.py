@@ -198,7 +198,7 @@ def _add_export(p: argparse.ArgumentParser) -> None:
         action="append",
         default=[],
         metavar="KIND[:ARG]",
-        help="jsonl:PATH (- for stdout), prometheus:HOST:PORT (/metrics); OTLP follows OTEL_EXPORTER_OTLP_*",
+        help="jsonl:PATH (- for stdout), prometheus:HOST:PORT (/metrics, /map.svg); OTLP: OTEL_EXPORTER_*",
     )
 
 

@@ -20,7 +20,7 @@ import socket
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from opentelemetry.metrics import CallbackOptions, Observation
 from opentelemetry.sdk.metrics import (
@@ -56,6 +56,9 @@ from pipeline.red_aggregate import RedAggregator
 from pipeline.service_graph import GRACE_S, SERVICE_GRAPH_INSTRUMENTS, ServiceGraphMetrics
 from probes.health import Health
 from protocols.base import AttrValue, ConnInfo, L7Record, service_name
+
+if TYPE_CHECKING:
+    from pipeline.prometheus import Page
 
 log = logging.getLogger("l7scope.metrics")
 
@@ -616,8 +619,10 @@ def build_metrics(
     node: str = "",
     prometheus: str = "",
     otlp: bool = True,
+    pages: Mapping[str, Page] | None = None,
 ) -> RedMetrics | None:
-    """RED metrics to OTLP (when an OTEL_EXPORTER_OTLP_*ENDPOINT is set) and/or a Prometheus endpoint."""
+    """RED metrics to OTLP (when an OTEL_EXPORTER_OTLP_*ENDPOINT is set) and/or a Prometheus endpoint
+    (serving `pages` beside /metrics)."""
     readers: list[MetricReader] = []
     exporters: list[ByServiceExporter] = []
     wanted = otlp and "none" not in env.get("OTEL_METRICS_EXPORTER", "otlp").lower()
@@ -636,17 +641,19 @@ def build_metrics(
     if prometheus:
         from pipeline.prometheus import PrometheusEndpoint
 
-        readers.insert(0, PrometheusEndpoint(prometheus).reader)  # first to shut down: it never waits
+        readers.insert(0, PrometheusEndpoint(prometheus, pages or {}).reader)  # shuts down first: never waits
     if not readers:
         return None
     provider = build_meter_provider(readers, node=node)
     return RedMetrics(provider, health, otlp_exporters=exporters)
 
 
-def build_metrics_exporter(config: Any, env: Mapping[str, str], health: Health) -> RedMetrics | None:
+def build_metrics_exporter(
+    config: Any, env: Mapping[str, str], health: Health, pages: Mapping[str, Page] | None = None
+) -> RedMetrics | None:
     """`build_exporters`' entry: the [export] keys `prometheus` and `otlp_metrics`."""
     export = config.export
     return build_metrics(
         env, health, node=config.node, prometheus=getattr(export, "prometheus", ""),
-        otlp=getattr(export, "otlp_metrics", True),
+        otlp=getattr(export, "otlp_metrics", True), pages=pages,
     )  # fmt: skip

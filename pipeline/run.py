@@ -67,13 +67,17 @@ def build_exporters(
         exporters.append(RecordsSink(config.kafka, health))
     from pipeline.red_metrics import build_metrics_exporter
 
-    metrics = build_metrics_exporter(config, env, health)
-    if metrics is not None:
-        exporters.append(metrics)
-    if config.export.map_out:
+    topology = None
+    if config.export.map_out or config.export.prometheus:  # the map at exit, and live at /map.svg
         from pipeline.topology import Topology
 
-        exporters.append(Topology(config.export.map_out, file_mode=file_mode(config.export.file_mode)))
+        topology = Topology(config.export.map_out, file_mode=file_mode(config.export.file_mode))
+    pages = {"/map.svg": topology.svg_page} if topology is not None else {}
+    metrics = build_metrics_exporter(config, env, health, pages)
+    if metrics is not None:
+        exporters.append(metrics)
+    if topology is not None:
+        exporters.append(topology)
     if config.export.alert_rules and consuming and records_topic:
         # A replica sees only its partitions' connections: its windows would hold part of each service
         # (an alert firing once per replica, or never). The records topic has every service whole.

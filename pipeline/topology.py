@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 import time
 from collections import Counter, OrderedDict, deque
 from collections.abc import Callable, Iterable, Iterator
@@ -85,6 +86,7 @@ class Topology(Exporter):
         self._first_ns = 0
         self._last_ns = 0
         self._wait: FarEndWait[L7Record | ConnActivity] = FarEndWait(self, grace_s, clock)
+        self._lock = threading.Lock()  # the live map (`svg_page`) is drawn from another thread
 
     # -- naming -----------------------------------------------------------------------------------
 
@@ -152,14 +154,16 @@ class Topology(Exporter):
 
     def export_activity(self, activity: list[ConnActivity]) -> None:
         """Connections and their bytes, whether or not an L7 protocol was parsed on them."""
-        for a in activity:  # learn every end first, so halves in one round join
-            self.learn(a.conn)
-        self._place(self._wait.split([a.conn for a in activity], list(activity)))
+        with self._lock:
+            for a in activity:  # learn every end first, so halves in one round join
+                self.learn(a.conn)
+            self._place(self._wait.split([a.conn for a in activity], list(activity)))
 
     def export(self, records: list[L7Record]) -> None:
-        for r in records:
-            self.learn(r.conn)
-        self._place(self._wait.split([r.conn for r in records], list(records)))
+        with self._lock:
+            for r in records:
+                self.learn(r.conn)
+            self._place(self._wait.split([r.conn for r in records], list(records)))
 
     def _place(self, items: list[L7Record | ConnActivity]) -> None:
         for item in items:
@@ -228,8 +232,20 @@ class Topology(Exporter):
                 into[observer] = _add(into[observer], side) if observer in into else side
         return merged
 
-    def snapshot(self) -> ServiceMap:
-        self._place(self._wait.flush())  # the map is drawn now: what still waits is placed as it is
+    def svg_page(self) -> tuple[str, bytes]:
+        """The map so far as an SVG page (`/map.svg` beside `/metrics`). What still waits for its far end
+        is left out rather than placed early: it shows once named, within GRACE_S."""
+        return "image/svg+xml", to_svg(self.snapshot(final=False)).encode()
+
+    def snapshot(self, final: bool = True) -> ServiceMap:
+        """The map now; `final`: what still waits for its far end is placed as it is (the map is drawn
+        once, at the end)."""
+        with self._lock:
+            return self._snapshot(final)
+
+    def _snapshot(self, final: bool) -> ServiceMap:
+        if final:
+            self._place(self._wait.flush())
         window_s = max(1.0, (self._last_ns - self._first_ns) / 1e9) if self._first_ns else 1.0
         edges: list[Edge] = []
         for (client, server), (sides, protocols) in sorted(self._merged().items()):

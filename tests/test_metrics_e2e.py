@@ -11,6 +11,7 @@ import time
 import urllib.parse
 import urllib.request
 import uuid
+import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -86,6 +87,12 @@ def wait_for_series(base: str, promql: str, count: int, timeout_s: float = 30) -
     return result
 
 
+def live_map(port: int) -> str:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/map.svg", timeout=10) as r:
+        assert r.headers["Content-Type"] == "image/svg+xml"
+        return str(r.read().decode())
+
+
 def test_prometheus_scrapes_red_metrics_of_real_http(tmp_path: Path, otlp_receiver: OtlpReceiver) -> None:
     service = f"ngx{uuid.uuid4().hex[:8]}"  # other tests may run nginx meanwhile
     metrics_port = free_port()
@@ -110,7 +117,12 @@ def test_prometheus_scrapes_red_metrics_of_real_http(tmp_path: Path, otlp_receiv
         buckets = query(prom, f'http_server_request_duration_seconds_bucket{{service_name="{service}"}}')
         body = query(prom, f'http_server_response_body_size_bytes_count{{service_name="{service}"}}')
         otlp_points = otlp_receiver.wait_for_metric("http.server.request.duration", timeout_s=10)
+        # The service map, live beside /metrics: curl -> the renamed nginx.
+        assert wait_for(lambda: service in live_map(metrics_port), 15), live_map(metrics_port)
+        drawn = ET.fromstring(live_map(metrics_port))
 
+    texts = {t.text for t in drawn.iter("{http://www.w3.org/2000/svg}text")}
+    assert {"curl", service} <= texts and any(t and t.startswith("http · ") for t in texts), texts
     assert len(server) == 3, server
     by_request = {
         (s["metric"]["http_request_method"], s["metric"]["http_response_status_code"]): s for s in server
