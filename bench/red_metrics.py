@@ -28,7 +28,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent.parent
 # --root: the other tree's modules; run as a script, bench/pipeline.py must not shadow `pipeline`
 sys.path[:] = [
-    os.environ.get("L7SCOPE_BENCH_ROOT") or str(HERE),
+    os.environ.get("RED_BENCH_ROOT") or str(HERE),
     *(p for p in sys.path if p != str(HERE / "bench")),
 ]
 
@@ -76,7 +76,7 @@ def main(rounds: int, n: int, root: str) -> None:
         if root:
             child = subprocess.run(
                 [sys.executable, __file__, "--export-only", "--records", str(n)],
-                env=os.environ | {"L7SCOPE_BENCH_ROOT": root}, capture_output=True, text=True, check=True,
+                env=os.environ | {"RED_BENCH_ROOT": root}, capture_output=True, text=True, check=True,
             )  # fmt: skip
             label, cost = f"RedMetrics.export, {root}", float(child.stdout)
             best[label] = min(best.get(label, cost), cost)

@@ -161,6 +161,15 @@ class ConnTable:
             self._conns.move_to_end(conn.conn_id)
         return parser
 
+    def needed_from(self, conn_id: str, offset: int) -> int:
+        """The earliest message offset the connection's next records are made from: where it still
+        needs bytes from (it is unfinished), else `offset` (the message about to be applied)."""
+        return self._needs_offset.get(conn_id, offset)
+
+    def positions(self) -> dict[str, tuple[int, int]]:
+        """(partition, earliest offset still needed) of each unfinished connection that came from Kafka."""
+        return {c: (self._partition[c], o) for c, o in self._needs_offset.items() if c in self._partition}
+
     def low_water(self, partition: int) -> int | None:
         """The earliest offset on `partition` that an unfinished connection still needs, if any."""
         needed = [o for c, o in self._needs_offset.items() if self._partition.get(c) == partition]

@@ -56,7 +56,8 @@ class Pipeline:
             self._activity([activity_of(batch) for batch in batches])
         for batch, (partition, offset) in zip(batches, positions or [(-1, -1)] * len(batches), strict=True):
             chains.observe(batch)
-            chains.add(self.table.apply(batch, partition, offset), partition, offset)
+            needed = self.table.needed_from(batch.conn.conn_id, offset)  # before apply finishes it
+            chains.add(self.table.apply(batch, partition, offset), partition, needed)
             if batch.closed is not None:
                 chains.forget(batch.conn.conn_id)
         return self.release()
@@ -72,7 +73,12 @@ class Pipeline:
 
     def tick(self) -> int:
         """Connections idle too long end: their records go out; returns how many."""
-        return self.emit(self.table.expire())
+        if self.chains is None:
+            return self.emit(self.table.expire())
+        needed = self.table.positions()  # before expire forgets them: held records hold their offsets
+        for record in self.table.expire():
+            self.chains.add([record], *needed.get(record.conn.conn_id, (-1, -1)))
+        return self._out(self.chains.release())
 
     def emit(self, records: list[L7Record], force: bool = False) -> int:
         """The same records to every exporter (fan out once), through the call chains when on (which

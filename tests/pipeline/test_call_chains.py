@@ -310,6 +310,18 @@ def test_the_pipeline_links_both_ends_of_a_parsed_http_connection() -> None:
     by_role = {r.role: r for r in keep.records}
     assert by_role[Role.SERVER].parent_span_id == by_role[Role.CLIENT].span_id
     assert by_role[Role.SERVER].trace_id == by_role[Role.CLIENT].trace_id
+
+    # Was: an exchange whose request came in one message and its response in a later one was held at
+    # the later offset, so a commit could pass the request's message while the record was still held:
+    # after a kill -9 the new owner re-read only the response (test_kill9_member_mid_load, 1 run in 6).
+    half = len(request)
+    first = Batch(FE_IN, [Fragment(FE_IN.conn_id, Io.RECV, half, half, request, 31 * MS, 21)])
+    second = Batch(
+        FE_IN, [Fragment(FE_IN.conn_id, Io.SEND, len(response), len(response), response, 40 * MS, 21)]
+    )
+    assert pipeline.feed([first], [(0, 20)]) == 0 and pipeline.low_water([0]) == {0: 20}
+    assert pipeline.feed([second], [(0, 21)]) == 0  # the record is made, and held
+    assert pipeline.low_water([0]) == {0: 20}  # from the request's message, not the response's
     assert by_role[Role.SERVER].attributes[LINK_ATTRIBUTE] == "connection"
 
 
