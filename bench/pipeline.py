@@ -76,12 +76,16 @@ def renamed(x: Exchange, conn_id: str, node: str = "") -> tuple[Batch, Batch]:
     return out[0], out[1]
 
 
+CALL_CHAINS = [True]  # --no-call-chains: the pipeline without the chains stage (its cost, side by side)
+
+
 def config(bootstrap: str, topic: str) -> Config:
     c = Config(
         node="bench", kafka=KafkaConfig(bootstrap=bootstrap, fragments_topic=topic, partitions=PARTITIONS)
     )
     export = dataclasses.replace(c.export, live_table=False, records_topic="off", refresh_seconds=60.0)
-    return dataclasses.replace(c, export=export)
+    pipeline = dataclasses.replace(c.pipeline, call_chains=CALL_CHAINS[0])
+    return dataclasses.replace(c, export=export, pipeline=pipeline)
 
 
 def publish_all(cfg: Config, exchanges: list[Exchange], copies: int) -> int:
@@ -338,7 +342,9 @@ def main() -> None:
     ap.add_argument("--connections", type=int, default=500, help="latency: keep-alive connections")
     ap.add_argument("--profile", default="", help="also cProfile the no-export consumer into this file")
     ap.add_argument("--rounds", type=int, default=1, help="span phases repeated (noisy machine)")
+    ap.add_argument("--no-call-chains", action="store_true", help="pipeline.call_chains off")
     args = ap.parse_args()
+    CALL_CHAINS[0] = not args.no_call_chains
     broker = start_broker(work_dir=Path(tempfile.mkdtemp(prefix="bench-kafka-")))
     try:
         bootstrap = broker.bootstrap
