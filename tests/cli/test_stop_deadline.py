@@ -114,7 +114,9 @@ def test_run_with_a_hanging_parser_exits_within_5s_of_duration(tmp_path: Path) -
     proc = child(tmp_path, "run", "--duration", "1", "--no-table", file_capture=True)
     hung = time.monotonic()  # the parser hangs: after the duration timer started
     rc, took, err = finish(proc, hung)
-    assert rc == EXIT_STUCK and took < 5.0, (rc, took, err)
+    # Within 5 s of the stop request, which comes 1 s (the duration) after `hung` at the latest: the
+    # 4 s grace puts the exit at about 5.0 s from `hung`, so `took < 5.0` held only by start-up noise.
+    assert rc == EXIT_STUCK and took - 1.0 < 5.0, (rc, took, err)
     assert "(--duration elapsed): exiting with code 4" in err
 
 

@@ -90,7 +90,8 @@ def test_mmap_reader_matches_bcc_callback(pair: tuple[Capture, Capture], tmp_pat
     for (stats, read), cap in zip(before, pair, strict=True):
         after = cap.stats()
         assert after.lost_events == stats.lost_events, "this test needs a ring that did not overflow"
-        assert after.events - stats.events == cap.records_read - read  # every record written was read
+        cap.poll()  # what was counted is then read (exec events of other processes keep the count ahead)
+        assert after.events - stats.events <= cap.records_read - read  # every record written was read
     got = [on_port(events, port) for events in got]
     assert direct._ring is not None and direct._ring.consumer > RING  # the walk went around the end
     frags = [fragment_keys(events) for events in got]
