@@ -87,8 +87,11 @@ def test_psycopg_asyncpg_pgbench_each_exchange_once_per_side(pg: int, tmp_path: 
     dsn = {"host": "127.0.0.1", "port": pg, "user": "app", "password": PASSWORD, "dbname": "shop"}
     early = psycopg.connect(**dsn, autocommit=True)  # open before the agent: recognised mid-stream
     early.execute("SELECT 1")
-    with L7scopeProcess("run", "--no-table", "--export", f"jsonl:{out}", "--map-out", str(map_out), env=env):
+    args = ("-v", "run", "--no-table", "--export", f"jsonl:{out}", "--map-out", str(map_out))
+    with L7scopeProcess(*args, env=env) as run:  # -v: no secret in the log at any verbosity
         time.sleep(0.5)
+        with psycopg.connect(**dsn | {"user": "md5user"}, autocommit=True) as md5:  # an md5 password
+            md5.execute("SELECT 1")
         early.execute("SELECT count(*) FROM pgbench_history")
         for _ in range(2):
             early.execute("SELECT count(*) FROM pgbench_history WHERE tid > %s", (0,))
@@ -127,6 +130,8 @@ def test_psycopg_asyncpg_pgbench_each_exchange_once_per_side(pg: int, tmp_path: 
     assert sum(e["requests"] for e in edges) >= 7 * TRANSACTIONS * CLIENTS
     text = out.read_text()
     assert PASSWORD not in text and LITERAL not in text
+    assert PASSWORD not in run.text() and LITERAL not in run.text()
+    assert any(r["attributes"].get("db.operation.name") == "LOGIN" for r in by_side["server"])
 
 
 def test_tls_plaintext_from_the_tls_probes(tmp_path: Path) -> None:
