@@ -26,6 +26,8 @@ from protocols.base import ConnInfo, Direction, Endpoint, Role
 from protocols.registry import PROTOCOLS
 from tests.support.time_limit import time_limit
 
+pytestmark = pytest.mark.slow  # hypothesis over every protocol: the full lane runs it
+
 NAMES = [spec.name for spec in PROTOCOLS]
 STEP_SECONDS = 5.0  # one process() call on a few KiB: milliseconds when the loop progresses
 

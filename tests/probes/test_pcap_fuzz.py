@@ -16,6 +16,8 @@ from probes.pcap import CORRUPT, TRUNCATED, CaptureFileError, PcapReader, check_
 from tests.probes.test_pcap_errors import PCAP, PCAPNG, pcap_records, pcapng_blocks
 from tests.support.time_limit import time_limit
 
+pytestmark = pytest.mark.slow  # cuts at every offset and bit flips: the full lane runs it
+
 SMALL_PCAP = PCAP[: pcap_records(PCAP)[14]]  # the file header and 14 records: handshake and 4 exchanges
 BASES = {"pcap": SMALL_PCAP, "pcapng": PCAPNG}
 HEADERS = {  # every byte offset inside a file header, record header, block header or block trailer
