@@ -132,7 +132,11 @@ class RecordsSource:
             messages = polled.pop(tp, [])
             position = messages[0].offset if messages else self.consumer.position(tp)
             hit = found.get(tp)
-            target = hit.offset if hit is not None else ends[tp]
+            # No hit also comes back while a new topic's metadata is not ready: a message this poll
+            # returned that is recent enough must not be skipped for it.
+            fresh = next((m.offset for m in messages if m.timestamp >= since_ms), None)
+            starts = [o for o in (hit.offset if hit is not None else None, fresh) if o is not None]
+            target = min(starts) if starts else ends[tp]
             self.consumer.seek(tp, max(position, target))
             if target > position:
                 log.info("%s partition %d: skipped %d records older than %.0f s", self.topic,
